@@ -1,0 +1,40 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Coffer",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "CofferFormat", targets: ["CofferFormat"]),
+        .library(name: "CofferKeys", targets: ["CofferKeys"]),
+        .library(name: "CofferFiles", targets: ["CofferFiles"]),
+        .executable(name: "coffer", targets: ["coffer"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        // Layer 1: header and stanza grammar, header MAC, key schedule, parallel STREAM engine.
+        .target(name: "CofferFormat", dependencies: [
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        // Layer 2: one type per way to open a file (key file, passphrase, ...).
+        .target(name: "CofferKeys", dependencies: [
+            "CofferFormat",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "_CryptoExtras", package: "swift-crypto"),
+        ]),
+        // Files and directory trees on disk: atomic outputs, directory runs, removal of originals.
+        .target(name: "CofferFiles", dependencies: ["CofferFormat", "CofferKeys"]),
+        // Layer 4: the command-line tool, thin.
+        .executableTarget(name: "coffer", dependencies: [
+            "CofferFormat", "CofferKeys", "CofferFiles",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "CofferFormatTests", dependencies: ["CofferFormat", "CofferKeys"],
+                    resources: [.copy("Vectors")]),
+        .testTarget(name: "CofferKeysTests", dependencies: ["CofferKeys", "CofferFormat"]),
+        .testTarget(name: "CofferCLITests", dependencies: ["CofferFormat"]),
+    ]
+)

@@ -1,0 +1,159 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+
+/// Where the engine writes its output, in order.
+public protocol ByteSink: AnyObject {
+    func write(_ bytes: UnsafeRawBufferPointer) throws
+}
+
+/// A sink that drops everything (for `verify`).
+public final class DiscardingSink: ByteSink {
+    public init() {}
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {}
+}
+
+/// A sink that collects bytes in memory (for tests and small objects).
+public final class MemorySink: ByteSink {
+    public private(set) var bytes: [UInt8] = []
+    public init() {}
+    public func write(_ bytes: UnsafeRawBufferPointer) throws { self.bytes.append(contentsOf: bytes) }
+}
+
+func errnoText(_ code: Int32 = errno) -> String { String(cString: strerror(code)) }
+
+/// Writes to a file descriptor, mapping ENOSPC to ``CofferError/diskFull(path:)``.
+public final class FileDescriptorSink: ByteSink {
+    public let fd: Int32
+    public let path: String
+
+    public init(fd: Int32, path: String) {
+        self.fd = fd
+        self.path = path
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 {
+                let code = errno
+                if code == EINTR { continue }
+                if code == ENOSPC || code == EDQUOT { throw CofferError.diskFull(path: path) }
+                throw CofferError.writeFailed(path: path, reason: errnoText(code))
+            }
+            done += n
+        }
+    }
+}
+
+/// Reads a file descriptor: lines for the header, then whole chunks; sequential or positioned.
+public final class ByteSource {
+    public let fd: Int32
+    public let path: String
+    /// Bytes read ahead while looking for the end of the header.
+    private var pending: [UInt8] = []
+    private var pendingStart = 0
+    /// Bytes consumed so far from the start of the stream.
+    public private(set) var position: UInt64 = 0
+
+    public init(fd: Int32, path: String) {
+        self.fd = fd
+        self.path = path
+    }
+
+    /// Opens a path for reading ("-" is standard input).
+    public static func open(path: String) throws -> ByteSource {
+        if path == "-" { return ByteSource(fd: 0, path: "standard input") }
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw CofferError.readFailed(path: path, reason: errnoText()) }
+        var st = stat()
+        if fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR {
+            Glibc.close(fd)
+            throw CofferError.readFailed(path: path, reason: "is a directory (use --recursive)")
+        }
+        return ByteSource(fd: fd, path: path)
+    }
+
+    public func close() {
+        if fd > 2 { Glibc.close(fd) }
+    }
+
+    /// The size of a regular file, or nil for pipes, terminals and sockets.
+    public var regularFileSize: UInt64? {
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return UInt64(st.st_size)
+    }
+
+    private func rawRead(_ buffer: UnsafeMutableRawPointer, _ count: Int) throws -> Int {
+        while true {
+            let n = Glibc.read(fd, buffer, count)
+            if n >= 0 { return n }
+            if errno == EINTR { continue }
+            throw CofferError.readFailed(path: path, reason: errnoText())
+        }
+    }
+
+    /// Reads one line including its line feed, at most `limit` bytes. Returns what is left
+    /// without a line feed at end of input, and nil at end of input.
+    public func readLine(limit: Int) throws -> [UInt8]? {
+        var line: [UInt8] = []
+        while true {
+            if pendingStart == pending.count {
+                pending = [UInt8](repeating: 0, count: 4096)
+                let n = try pending.withUnsafeMutableBytes { try rawRead($0.baseAddress!, 4096) }
+                pending.removeSubrange(n...)
+                pendingStart = 0
+                if n == 0 { return line.isEmpty ? nil : line }
+            }
+            while pendingStart < pending.count {
+                let b = pending[pendingStart]
+                pendingStart += 1
+                position += 1
+                line.append(b)
+                if b == 0x0A { return line }
+                if line.count >= limit { return line }
+            }
+        }
+    }
+
+    /// Fills `buffer` completely unless the input ends first; returns the byte count read.
+    public func readFully(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        var done = 0
+        if pendingStart < pending.count {
+            let n = min(buffer.count, pending.count - pendingStart)
+            pending.withUnsafeBytes { src in
+                buffer.baseAddress!.copyMemory(from: src.baseAddress! + pendingStart, byteCount: n)
+            }
+            pendingStart += n
+            done = n
+        }
+        while done < buffer.count {
+            let n = try rawRead(buffer.baseAddress! + done, buffer.count - done)
+            if n == 0 { break }
+            done += n
+        }
+        position += UInt64(done)
+        return done
+    }
+
+    /// Reads exactly `buffer.count` bytes at `offset` unless the file ends first (positioned read:
+    /// random access without moving the stream).
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw CofferError.readFailed(path: path, reason: errnoText())
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return done
+    }
+}

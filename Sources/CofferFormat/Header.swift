@@ -1,0 +1,180 @@
+import Crypto
+import Foundation
+
+/// The header's parameters: how the payload is sealed, and which object the file is.
+public struct HeaderParameters: Equatable, Sendable {
+    public var cipher: PayloadCipher
+    public var chunkSize: Int
+    /// The file's name within a run or backup set (e.g. its relative path); empty for a lone file.
+    /// It is mixed into the key schedule, so a file moved to another name no longer opens there.
+    public var objectName: [UInt8]
+
+    public init(cipher: PayloadCipher = .aes256gcm, chunkSize: Int = Limits.defaultChunkSize, objectName: [UInt8] = []) {
+        self.cipher = cipher
+        self.chunkSize = chunkSize
+        self.objectName = objectName
+    }
+
+    public func validate() throws {
+        guard (Limits.minChunkSize...Limits.maxChunkSize).contains(chunkSize) else {
+            throw CofferError.invalidParameter(
+                "chunk size \(chunkSize) is outside \(Limits.minChunkSize)...\(Limits.maxChunkSize) bytes (4K to 16M)")
+        }
+        guard objectName.count <= Limits.maxObjectNameSize else {
+            throw CofferError.invalidParameter("object name longer than \(Limits.maxObjectNameSize) bytes")
+        }
+    }
+
+    /// The object name as text, for messages.
+    public var objectNameText: String { String(decoding: objectName, as: UTF8.self) }
+}
+
+/// A parsed version-1 header. See docs/FORMAT.md, "Header".
+public struct Header: Sendable {
+    public var parameters: HeaderParameters
+    public var stanzas: [Stanza]
+    public var mac: [UInt8]
+
+    public init(parameters: HeaderParameters, stanzas: [Stanza], mac: [UInt8]) {
+        self.parameters = parameters
+        self.stanzas = stanzas
+        self.mac = mac
+    }
+
+    /// Builds a header and computes its MAC under `fileKey`.
+    public static func sealed(parameters: HeaderParameters, stanzas: [Stanza], fileKey: FileKey) throws -> Header {
+        try parameters.validate()
+        guard !stanzas.isEmpty else { throw CofferError.noKeyGiven("a header needs at least one stanza") }
+        guard stanzas.count <= Limits.maxStanzas else {
+            throw CofferError.invalidParameter("at most \(Limits.maxStanzas) stanzas fit in one header")
+        }
+        var header = Header(parameters: parameters, stanzas: stanzas, mac: [])
+        let objectKey = KeySchedule.objectKey(fileKey: fileKey, objectName: parameters.objectName)
+        header.mac = KeySchedule.headerMAC(header.bytesCoveredByMAC(), objectKey: objectKey)
+        guard header.encoded().count <= Limits.maxHeaderSize else {
+            throw CofferError.invalidParameter("header would exceed \(Limits.maxHeaderSize) bytes")
+        }
+        return header
+    }
+
+    /// Header bytes from the version line through the "---" that starts the MAC line.
+    public func bytesCoveredByMAC() -> [UInt8] {
+        var out = Array("\(Limits.versionLine)\n".utf8)
+        out += Array("cipher \(parameters.cipher.rawValue)\n".utf8)
+        out += Array("chunk-size \(parameters.chunkSize)\n".utf8)
+        if !parameters.objectName.isEmpty {
+            out += Array("object \(RawBase64.encode(parameters.objectName))\n".utf8)
+        }
+        for stanza in stanzas { out += stanza.encoded() }
+        out += Array("---".utf8)
+        return out
+    }
+
+    public func encoded() -> [UInt8] {
+        bytesCoveredByMAC() + Array(" \(RawBase64.encode(mac))\n".utf8)
+    }
+
+    /// Checks the MAC under `fileKey`; throws ``CofferError/headerMACMismatch`` when it differs.
+    /// Returns the object key, from which the payload key is derived.
+    @discardableResult
+    public func verifyMAC(fileKey: FileKey) throws -> SymmetricKey {
+        let objectKey = KeySchedule.objectKey(fileKey: fileKey, objectName: parameters.objectName)
+        let expected = HMAC<SHA256>.authenticationCode(
+            for: bytesCoveredByMAC(), using: KeySchedule.headerMACKey(objectKey: objectKey))
+        // Constant-time comparison through swift-crypto's MAC type.
+        guard expected == Data(mac) else { throw CofferError.headerMACMismatch }
+        return objectKey
+    }
+
+    /// Parses a complete header (version line through the MAC line's line feed), strictly:
+    /// anything not in canonical form is rejected, so parsing and re-encoding give the same bytes.
+    public static func parse(_ bytes: [UInt8]) throws -> Header {
+        guard bytes.count <= Limits.maxHeaderSize else {
+            throw CofferError.malformedHeader("header is larger than \(Limits.maxHeaderSize) bytes")
+        }
+        guard bytes.last == 0x0A else { throw CofferError.malformedHeader("header does not end with a line feed") }
+        for b in bytes where b != 0x0A && (b < 0x20 || b > 0x7E) {
+            throw CofferError.malformedHeader(b == 0x0D
+                ? "carriage return in header (lines end with LF only)"
+                : String(format: "byte 0x%02x is not allowed in the header", b))
+        }
+        let text = String(decoding: bytes.dropLast(), as: UTF8.self)
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        try checkVersionLine(lines[0])
+
+        var index = 1
+        func next(_ what: String) throws -> Substring {
+            guard index < lines.count else { throw CofferError.malformedHeader("header ends before \(what)") }
+            defer { index += 1 }
+            return lines[index]
+        }
+        var parameters = HeaderParameters()
+        let cipherLine = try next("the cipher line")
+        guard cipherLine.hasPrefix("cipher "), let cipher = PayloadCipher(rawValue: String(cipherLine.dropFirst(7))) else {
+            throw CofferError.malformedHeader("line 2 must be 'cipher aes-256-gcm' or 'cipher chacha20-poly1305'")
+        }
+        parameters.cipher = cipher
+        let chunkLine = try next("the chunk-size line")
+        let digits = chunkLine.dropFirst(11)
+        guard chunkLine.hasPrefix("chunk-size "), let size = canonicalDecimal(digits) else {
+            throw CofferError.malformedHeader("line 3 must be 'chunk-size N' with N in canonical decimal")
+        }
+        parameters.chunkSize = size
+        if index < lines.count, lines[index].hasPrefix("object ") {
+            let encoded = lines[index].dropFirst(7)
+            guard let name = RawBase64.decode(encoded), !name.isEmpty else {
+                throw CofferError.malformedHeader("object name is not canonical unpadded base64 of a non-empty name")
+            }
+            parameters.objectName = name
+            index += 1
+        }
+        do { try parameters.validate() } catch let CofferError.invalidParameter(reason) {
+            throw CofferError.malformedHeader(reason)
+        }
+
+        var stanzas: [Stanza] = []
+        while index < lines.count, lines[index].hasPrefix("-> ") {
+            let (stanza, after) = try StanzaGrammar.parse(lines: lines, at: index)
+            stanzas.append(stanza)
+            index = after
+            guard stanzas.count <= Limits.maxStanzas else {
+                throw CofferError.malformedHeader("more than \(Limits.maxStanzas) stanzas")
+            }
+        }
+        guard !stanzas.isEmpty else { throw CofferError.malformedHeader("no stanza: the file cannot be opened by any key") }
+        guard index == lines.count - 1 else {
+            throw CofferError.malformedHeader("unexpected line \(index + 1): expected a stanza or the MAC line")
+        }
+        let macLine = lines[index]
+        guard macLine.hasPrefix("--- "), let mac = RawBase64.decode(macLine.dropFirst(4)), mac.count == 32 else {
+            throw CofferError.malformedHeader("the last line must be '--- ' and the 32-byte MAC in unpadded base64")
+        }
+        return Header(parameters: parameters, stanzas: stanzas, mac: mac)
+    }
+
+    /// Classifies a first line: ours, a later version of ours, or something else (with a hint).
+    static func checkVersionLine(_ line: Substring) throws {
+        if line == Limits.versionLine { return }
+        if line.hasPrefix("coffer/") { throw CofferError.unsupportedVersion(String(line)) }
+        throw CofferError.notCofferFile(hint: FormatSniffer.hint(firstBytes: Array(line.utf8)))
+    }
+
+    /// Decimal without sign, leading zeros or other characters.
+    static func canonicalDecimal(_ s: Substring) -> Int? {
+        guard !s.isEmpty, s.count <= 12, s.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+        guard s == "0" || !s.hasPrefix("0") else { return nil }
+        return Int(s)
+    }
+}
+
+/// Recognises other encrypted formats so that "not a Coffer file" can say what the file is.
+public enum FormatSniffer {
+    public static func hint(firstBytes: [UInt8]) -> String? {
+        let prefix = String(decoding: firstBytes.prefix(40), as: UTF8.self)
+        if prefix.hasPrefix("age-encryption.org/") { return "it is an age file" }
+        if prefix.hasPrefix("-----BEGIN AGE ENCRYPTED FILE-----") { return "it is an ASCII-armored age file" }
+        if prefix.hasPrefix("XBCRYP0") { return "it is an XtraBackup .xbcrypt file" }
+        if firstBytes.isEmpty { return "the input is empty" }
+        return nil
+    }
+}
