@@ -46,11 +46,11 @@ public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
     public var category: Category {
         switch self {
         case .notCofferFile, .unsupportedVersion: return .format
-        case .noMatchingKey, .noKeyGiven, .invalidKey: return .key
+        case .noMatchingKey, .noKeyGiven, .invalidKey, .refused: return .key
         case .malformedHeader, .malformedStanza, .headerMACMismatch, .objectMismatch,
              .chunkAuthenticationFailed, .truncated, .trailingData: return .integrity
         case .readFailed, .writeFailed, .diskFull: return .io
-        case .invalidParameter, .refused: return .usage
+        case .invalidParameter: return .usage
         }
     }
 

@@ -1,0 +1,94 @@
+import ArgumentParser
+import CofferFiles
+import CofferFormat
+import CofferKeys
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct Coffer: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "coffer",
+        abstract: "Encrypted backups: an authenticated, parallel, seekable file format and the tools around it.",
+        discussion: """
+        Keys and passphrases are never taken from command-line arguments: they come from files
+        (--key-file, --passphrase-file), descriptors (--key-fd), the environment (COFFER_KEY,
+        COFFER_PASSPHRASE) or a prompt on the terminal.
+
+        Exit codes:
+          0    success
+          1    any other failure
+          2    key problem: no key given, no given key opens the file, unusable or insecure key file
+          3    integrity failure: tampered, truncated, reordered or swapped data, malformed header
+          4    not a Coffer file, or a Coffer version this build does not read
+          5    I/O failure: unreadable input, unwritable output, disk full
+          64   invalid command-line usage
+          130  interrupted (temporary output files are removed)
+        """,
+        version: "0.1.0 (format \(Limits.versionLine))",
+        subcommands: [Keygen.self, Encrypt.self, Decrypt.self, Verify.self, Inspect.self])
+
+    static func main() {
+        Runtime.prepare()
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
+
+/// Process-wide set-up and error reporting shared by the subcommands.
+enum Runtime {
+    static func prepare() {
+        AllocatorTuning.apply()
+        // A closed pipe must surface as a write error, not kill the process mid-file.
+        signal(SIGPIPE, SIG_IGN)
+        installInterruptHandler()
+        KeyTypes.registerAll()
+    }
+
+    nonisolated(unsafe) static var signalSources: [DispatchSourceSignal] = []
+
+    /// On SIGINT or SIGTERM: remove temporary outputs, then exit 130 (or 143).
+    static func installInterruptHandler() {
+        for (sig, code) in [(SIGINT, Int32(130)), (SIGTERM, Int32(143))] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                TemporaryFiles.removeAll()
+                FileHandle.standardError.write(Data("\ncoffer: interrupted; no partial output left\n".utf8))
+                exit(code)
+            }
+            source.resume()
+            signalSources.append(source)
+        }
+    }
+
+    static func exitCode(for error: CofferError) -> Int32 {
+        switch error.category {
+        case .key: return 2
+        case .integrity: return 3
+        case .format: return 4
+        case .io: return 5
+        case .usage: return 64
+        }
+    }
+
+    static func warn(_ message: String) {
+        FileHandle.standardError.write(Data("coffer: \(message)\n".utf8))
+    }
+
+    /// Runs a subcommand body, turning a ``CofferError`` into one line on stderr and its exit code.
+    static func reporting(_ body: () throws -> Void) throws {
+        do {
+            try body()
+        } catch let error as CofferError {
+            warn("error: \(error)")
+            throw ExitCode(exitCode(for: error))
+        }
+    }
+}

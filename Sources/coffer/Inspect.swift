@@ -1,0 +1,155 @@
+import ArgumentParser
+import CofferFiles
+import CofferFormat
+import CofferKeys
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show an encrypted file's header: version, cipher, chunk size, stanzas, payload size. Needs no key.",
+        discussion: """
+        Nothing shown is authenticated until a key opens the file: use 'coffer verify' for that.
+        Exit status 3 when the payload length is impossible (the file was cut short or extended).
+        """)
+
+    @Flag(help: "Print JSON instead of text.")
+    var json = false
+
+    @Argument(help: ArgumentHelp("Encrypted file ('-': standard input).", valueName: "file"))
+    var input: String
+
+    struct StanzaInfo: Encodable {
+        let type: String
+        let keyID: String?
+        let workFactor: Int?
+        let description: String
+        enum CodingKeys: String, CodingKey {
+            case type, description
+            case keyID = "key_id"
+            case workFactor = "work_factor"
+        }
+    }
+
+    struct Report: Encodable {
+        let file: String
+        let version: String
+        let cipher: String
+        let chunkSize: Int
+        let object: String?
+        let headerBytes: UInt64
+        let stanzas: [StanzaInfo]
+        let plaintextBytes: UInt64?
+        let chunks: UInt64?
+        let payloadError: String?
+        enum CodingKeys: String, CodingKey {
+            case file, version, cipher, object, stanzas, chunks
+            case chunkSize = "chunk_size"
+            case headerBytes = "header_bytes"
+            case plaintextBytes = "plaintext_bytes"
+            case payloadError = "payload_error"
+        }
+    }
+
+    func run() throws {
+        try Runtime.reporting {
+            let source = try ByteSource.open(path: input)
+            defer { source.close() }
+            let reading = try HeaderReading.read(from: source)
+            let header = reading.header
+            let stanzas = header.stanzas.map { stanza in
+                StanzaInfo(type: stanza.type,
+                           keyID: stanza.type == SymmetricKeyFile.stanzaType ? stanza.arguments.first : nil,
+                           workFactor: stanza.type == Passphrase.stanzaType ? stanza.arguments.last.flatMap { Int($0) } : nil,
+                           description: StanzaDescriptions.describe(stanza))
+            }
+            var layout: StreamEngine.PayloadLayout?
+            var payloadError: CofferError?
+            if let size = source.regularFileSize {
+                do {
+                    guard size >= reading.payloadStart else { throw CofferError.truncated("no payload after the header") }
+                    layout = try StreamEngine.PayloadLayout(sealedLength: size - reading.payloadStart,
+                                                            chunkSize: header.parameters.chunkSize)
+                } catch let error as CofferError {
+                    payloadError = error
+                }
+            }
+            let report = Report(
+                file: input, version: Limits.versionLine, cipher: header.parameters.cipher.rawValue,
+                chunkSize: header.parameters.chunkSize,
+                object: header.parameters.objectName.isEmpty ? nil : header.parameters.objectNameText,
+                headerBytes: reading.payloadStart - UInt64(Limits.payloadNonceSize), stanzas: stanzas,
+                plaintextBytes: layout?.plaintextSize, chunks: layout?.chunkCount,
+                payloadError: payloadError.map { "\($0)" })
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+                print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            } else {
+                print("file:        \(report.file)")
+                print("version:     \(report.version)")
+                print("cipher:      \(report.cipher)")
+                print("chunk size:  \(report.chunkSize) bytes (\(ProgressLine.bytes(UInt64(report.chunkSize))))")
+                if let object = report.object { print("object:      \(object)") }
+                print("header:      \(report.headerBytes) bytes")
+                print("stanzas:     \(stanzas.count) (any one opens the file)")
+                for stanza in stanzas { print("  \(stanza.type.padding(toLength: 9, withPad: " ", startingAt: 0)) \(stanza.description)") }
+                if let layout {
+                    print("payload:     \(layout.plaintextSize) bytes in \(layout.chunkCount) chunks")
+                } else if let payloadError {
+                    print("payload:     invalid: \(payloadError)")
+                } else {
+                    print("payload:     unknown (not a regular file)")
+                }
+            }
+            if let payloadError { throw payloadError }
+        }
+    }
+}
+
+struct Keygen: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Generate a key.",
+        discussion: """
+        --symmetric writes a random 256-bit key in Coffer's text form:
+          # comment lines
+          COFFER-SYMMETRIC-KEY-V1:<64 hex digits>
+        The file is created with mode 0600 and is never overwritten unless --force. The key id, which
+        encrypted files name in their header, is printed on standard error.
+        """)
+
+    @Flag(help: "A symmetric key (the only kind so far).")
+    var symmetric = false
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("Key file to write (standard output when omitted).", valueName: "file"))
+    var output: String?
+
+    @Flag(help: "Replace an existing key file. The old key is gone for good: files made with it no longer open with this file.")
+    var force = false
+
+    func validate() throws {
+        guard symmetric else { throw ValidationError("choose a key type: --symmetric") }
+    }
+
+    func run() throws {
+        try Runtime.reporting {
+            let key = SymmetricKeyFile.generate()
+            let text = key.textEncoding()
+            if let output, output != "-" {
+                let file = try AtomicOutputFile(path: output, mode: 0o600, overwrite: force)
+                do {
+                    try Array(text.utf8).withUnsafeBytes { try file.sink.write($0) }
+                    try file.commit()
+                } catch {
+                    file.discard()
+                    throw error
+                }
+            } else {
+                print(text, terminator: "")
+            }
+            Runtime.warn("key id: \(key.keyID)")
+        }
+    }
+}
