@@ -60,9 +60,21 @@ public final class ByteSource {
     /// Bytes consumed so far from the start of the stream.
     public private(set) var position: UInt64 = 0
 
+    /// The descriptor's file offset when this source was made (nil for pipes and terminals).
+    let initialOffset: UInt64?
+
     public init(fd: Int32, path: String) {
         self.fd = fd
         self.path = path
+        let offset = lseek(fd, 0, SEEK_CUR)
+        initialOffset = offset >= 0 ? UInt64(offset) : nil
+    }
+
+    /// For a regular file: its size, and the file offset of the next byte this source will yield.
+    /// Positioned reads from there on let several threads read a file at once.
+    public var positionedReadStart: (size: UInt64, offset: UInt64)? {
+        guard let size = regularFileSize, let start = initialOffset else { return nil }
+        return (size, start + position)
     }
 
     /// Opens a path for reading ("-" is standard input).

@@ -136,7 +136,10 @@ public struct OpenedFile: Sendable {
         guard let size = source.regularFileSize else {
             throw CofferError.invalidParameter("--offset/--length need a regular file, not a pipe")
         }
-        return try engine.openRange(from: source, payloadStart: reading.payloadStart, layout: layout(fileSize: size),
+        guard let (_, start) = source.positionedReadStart else {
+            throw CofferError.invalidParameter("--offset/--length need a regular file, not a pipe")
+        }
+        return try engine.openRange(from: source, payloadStart: start, layout: layout(fileSize: size),
                                     offset: offset, length: length, to: sink, key: payloadKey,
                                     cipher: header.parameters.cipher)
     }

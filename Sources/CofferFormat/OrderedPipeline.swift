@@ -5,26 +5,24 @@ import Foundation
 /// docs/PERFORMANCE.md: fresh 1 MiB buffers per chunk cost a page fault per 4 KiB).
 final class ChunkSlot {
     let input: UnsafeMutableRawBufferPointer
-    let output: UnsafeMutableRawBufferPointer
     var inputCount = 0
-    var outputCount = 0
+    /// When set, the transform stage reads the input itself at this file offset, so that reading
+    /// a regular file is spread over the worker threads instead of one reader.
+    var readOffset: UInt64?
     var counter: UInt64 = 0
     var isFinal = false
+    /// What the transform made, to be written in order.
+    var output: [Data] = []
     /// An error found by the transform stage, reported when the slot's turn to be consumed comes.
     var error: Error?
 
-    init(inputCapacity: Int, outputCapacity: Int) {
+    init(inputCapacity: Int) {
         input = .allocate(byteCount: max(inputCapacity, 1), alignment: 64)
-        output = .allocate(byteCount: max(outputCapacity, 1), alignment: 64)
     }
 
-    deinit {
-        input.deallocate()
-        output.deallocate()
-    }
+    deinit { input.deallocate() }
 
     var filledInput: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: input[0..<inputCount]) }
-    var filledOutput: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: output[0..<outputCount]) }
 }
 
 /// Runs produce → transform → consume over a ring of chunk slots: one reader thread fills slots
@@ -51,10 +49,10 @@ final class OrderedPipeline: @unchecked Sendable {
     private let produce: (ChunkSlot) throws -> Produced
     private let transform: (ChunkSlot) throws -> Void
 
-    init(slotCount: Int, workers: Int, inputCapacity: Int, outputCapacity: Int,
+    init(slotCount: Int, workers: Int, inputCapacity: Int,
          produce: @escaping (ChunkSlot) throws -> Produced,
          transform: @escaping (ChunkSlot) throws -> Void) {
-        slots = (0..<slotCount).map { _ in ChunkSlot(inputCapacity: inputCapacity, outputCapacity: outputCapacity) }
+        slots = (0..<slotCount).map { _ in ChunkSlot(inputCapacity: inputCapacity) }
         states = Array(repeating: .free, count: slotCount)
         self.workers = workers
         self.produce = produce
@@ -125,7 +123,10 @@ final class OrderedPipeline: @unchecked Sendable {
     /// One slot, no threads: for a single worker on small inputs, where thread start-up would dominate.
     private func runInline(consume: (ChunkSlot) throws -> Void) throws {
         let slot = slots[0]
-        while try produce(slot) == .chunk {
+        while true {
+            slot.readOffset = nil
+            slot.output = []
+            guard try produce(slot) == .chunk else { return }
             try transform(slot)
             if let error = slot.error { throw error }
             try consume(slot)
@@ -143,6 +144,8 @@ final class OrderedPipeline: @unchecked Sendable {
             condition.unlock()
             let slot = slots[index]
             slot.error = nil
+            slot.readOffset = nil
+            slot.output = []
             let result: Produced
             do { result = try produce(slot) } catch {
                 condition.lock()

@@ -22,50 +22,38 @@ public enum PayloadCipher: String, CaseIterable, Sendable {
         return n
     }
 
-    /// Seals `plaintext` into `output` (which must hold `plaintext.count + 16` bytes): ciphertext then tag.
-    func seal(_ plaintext: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer,
-              key: SymmetricKey, counter: UInt64, isFinal: Bool) throws {
+    /// Seals one chunk; returns the ciphertext and the 16-byte tag, which are written in that order.
+    /// They are returned as swift-crypto made them: copying them into a buffer of ours would cost
+    /// one more pass over memory per chunk.
+    func seal(_ plaintext: UnsafeRawBufferPointer, key: SymmetricKey, counter: UInt64, isFinal: Bool) throws -> [Data] {
         let nonceBytes = Self.chunkNonce(counter: counter, isFinal: isFinal)
         switch self {
         case .aes256gcm:
             let box = try AES.GCM.seal(plaintext, using: key, nonce: AES.GCM.Nonce(data: nonceBytes))
-            Self.copy(ciphertext: box.ciphertext, tag: box.tag, into: output)
+            return [box.ciphertext, box.tag]
         case .chacha20poly1305:
             let box = try ChaChaPoly.seal(plaintext, using: key, nonce: ChaChaPoly.Nonce(data: nonceBytes))
-            Self.copy(ciphertext: box.ciphertext, tag: box.tag, into: output)
+            return [box.ciphertext, box.tag]
         }
     }
 
-    /// Opens a sealed chunk (ciphertext then 16-byte tag) into `output`; returns the plaintext length,
-    /// or nil when authentication fails.
-    func open(_ sealed: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer,
-              key: SymmetricKey, counter: UInt64, isFinal: Bool) -> Int? {
+    /// Opens a sealed chunk (ciphertext then 16-byte tag); returns the plaintext, or nil when
+    /// authentication fails.
+    func open(_ sealed: UnsafeRawBufferPointer, key: SymmetricKey, counter: UInt64, isFinal: Bool) -> Data? {
         precondition(sealed.count >= Limits.tagSize)
         let nonceBytes = Self.chunkNonce(counter: counter, isFinal: isFinal)
         let split = sealed.count - Limits.tagSize
         let ciphertext = UnsafeRawBufferPointer(rebasing: sealed[0..<split])
         let tag = UnsafeRawBufferPointer(rebasing: sealed[split...])
-        let plaintext: Data
-        do {
-            switch self {
-            case .aes256gcm:
-                let box = try AES.GCM.SealedBox(nonce: AES.GCM.Nonce(data: nonceBytes), ciphertext: ciphertext, tag: tag)
-                plaintext = try AES.GCM.open(box, using: key)
-            case .chacha20poly1305:
-                let box = try ChaChaPoly.SealedBox(nonce: ChaChaPoly.Nonce(data: nonceBytes), ciphertext: ciphertext, tag: tag)
-                plaintext = try ChaChaPoly.open(box, using: key)
-            }
-        } catch {
-            return nil
-        }
-        plaintext.withUnsafeBytes { output.copyMemory(from: $0) }
-        return plaintext.count
-    }
-
-    private static func copy(ciphertext: Data, tag: Data, into output: UnsafeMutableRawBufferPointer) {
-        ciphertext.withUnsafeBytes { output.copyMemory(from: $0) }
-        tag.withUnsafeBytes {
-            UnsafeMutableRawBufferPointer(rebasing: output[ciphertext.count...]).copyMemory(from: $0)
+        switch self {
+        case .aes256gcm:
+            guard let box = try? AES.GCM.SealedBox(nonce: AES.GCM.Nonce(data: nonceBytes), ciphertext: ciphertext, tag: tag)
+            else { return nil }
+            return try? AES.GCM.open(box, using: key)
+        case .chacha20poly1305:
+            guard let box = try? ChaChaPoly.SealedBox(nonce: ChaChaPoly.Nonce(data: nonceBytes), ciphertext: ciphertext, tag: tag)
+            else { return nil }
+            return try? ChaChaPoly.open(box, using: key)
         }
     }
 }

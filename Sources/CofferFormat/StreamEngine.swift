@@ -23,67 +23,113 @@ public struct StreamEngine: Sendable {
         return 2 * threads + 2
     }
 
+    /// Writes a slot's output parts to `sink`; returns their total size.
+    static func write(_ slot: ChunkSlot, to sink: ByteSink) throws -> Int {
+        var total = 0
+        for part in slot.output {
+            try part.withUnsafeBytes { try sink.write($0) }
+            total += part.count
+        }
+        return total
+    }
+
+    /// Reads a slot's input at its file offset (the transform stage of positioned pipelines).
+    static func readPositioned(_ slot: ChunkSlot, from source: ByteSource) throws {
+        guard let offset = slot.readOffset else { return }
+        let got = try source.read(into: UnsafeMutableRawBufferPointer(rebasing: slot.input[0..<slot.inputCount]), at: offset)
+        guard got == slot.inputCount else {
+            throw CofferError.readFailed(path: source.path, reason: "the file shrank while being read")
+        }
+    }
+
+    /// Fills a slot from a sequential source, looking one byte ahead so that a full chunk is known
+    /// to be final exactly when the input ends right after it. `carry` holds the looked-ahead byte.
+    static func readSequential(_ slot: ChunkSlot, capacity: Int, from source: ByteSource, carry: inout UInt8?) throws -> Bool {
+        var n = 0
+        if let c = carry {
+            slot.input[0] = c
+            n = 1
+            carry = nil
+        }
+        n += try source.readFully(into: UnsafeMutableRawBufferPointer(rebasing: slot.input[n..<capacity]))
+        var isFinal = n < capacity
+        if !isFinal {
+            var next: UInt8 = 0
+            let got = try withUnsafeMutableBytes(of: &next) { try source.readFully(into: $0) }
+            if got == 0 { isFinal = true } else { carry = next }
+        }
+        slot.inputCount = n
+        return isFinal
+    }
+
     // MARK: Encryption
 
     /// Seals everything `source` yields as the STREAM payload; returns the plaintext byte count.
     public func seal(from source: ByteSource, to sink: ByteSink, key: SymmetricKey,
                      cipher: PayloadCipher, chunkSize: Int) throws -> UInt64 {
-        let sizeHint = source.regularFileSize
         var counter: UInt64 = 0
-        var carry: UInt8?
         var finished = false
-        let pipeline = OrderedPipeline(
-            slotCount: slotCount(chunkSize: chunkSize, sizeHint: sizeHint), workers: threads,
-            inputCapacity: chunkSize, outputCapacity: chunkSize + Limits.tagSize,
-            produce: { slot in
-                if finished { return .end }
-                var n = 0
-                if let c = carry {
-                    slot.input[0] = c
-                    n = 1
-                    carry = nil
-                }
-                n += try source.readFully(into: UnsafeMutableRawBufferPointer(rebasing: slot.input[n..<chunkSize]))
-                var isFinal = n < chunkSize
-                if !isFinal {
-                    // A full chunk is final only if the input ends right after it: look one byte ahead.
-                    var next: UInt8 = 0
-                    let got = try withUnsafeMutableBytes(of: &next) { try source.readFully(into: $0) }
-                    if got == 0 { isFinal = true } else { carry = next }
-                }
-                slot.inputCount = n
+        let produce: (ChunkSlot) throws -> OrderedPipeline.Produced
+        var positioned: (size: UInt64, offset: UInt64, length: UInt64)?
+        if let (size, offset) = source.positionedReadStart {
+            // A regular file: chunk k is at a known offset, and each worker reads its own chunks.
+            let length = size - min(size, offset)
+            let count = max(1, (length + UInt64(chunkSize) - 1) / UInt64(chunkSize))
+            positioned = (size, offset, length)
+            produce = { slot in
+                guard counter < count else { return .end }
                 slot.counter = counter
-                slot.isFinal = isFinal
+                slot.isFinal = counter == count - 1
+                slot.readOffset = offset + counter * UInt64(chunkSize)
+                slot.inputCount = Int(min(UInt64(chunkSize), length - counter * UInt64(chunkSize)))
                 counter += 1
-                finished = isFinal
                 return .chunk
-            },
+            }
+        } else {
+            var carry: UInt8?
+            produce = { slot in
+                if finished { return .end }
+                slot.isFinal = try Self.readSequential(slot, capacity: chunkSize, from: source, carry: &carry)
+                slot.counter = counter
+                counter += 1
+                finished = slot.isFinal
+                return .chunk
+            }
+        }
+        let pipeline = OrderedPipeline(
+            slotCount: slotCount(chunkSize: chunkSize, sizeHint: positioned?.length), workers: threads,
+            inputCapacity: chunkSize, produce: produce,
             transform: { slot in
-                try cipher.seal(slot.filledInput, into: slot.output, key: key, counter: slot.counter, isFinal: slot.isFinal)
-                slot.outputCount = slot.inputCount + Limits.tagSize
+                try Self.readPositioned(slot, from: source)
+                slot.output = try cipher.seal(slot.filledInput, key: key, counter: slot.counter, isFinal: slot.isFinal)
             })
         var total: UInt64 = 0
-        try pipeline.run(waitForReader: sizeHint != nil) { slot in
-            try sink.write(slot.filledOutput)
+        try pipeline.run(waitForReader: positioned != nil || source.regularFileSize != nil) { slot in
+            _ = try Self.write(slot, to: sink)
             total += UInt64(slot.inputCount)
             progress?(total)
+        }
+        if let positioned {
+            // The size was taken at the start: a file still being written would be cut silently.
+            var probe: UInt8 = 0
+            let more = try withUnsafeMutableBytes(of: &probe) { try source.read(into: $0, at: positioned.offset + positioned.length) }
+            if more > 0 { throw CofferError.readFailed(path: source.path, reason: "the file grew while being encrypted") }
         }
         return total
     }
 
     // MARK: Decryption
 
-    /// Opens `slot` (input = sealed chunk) into its output; on failure, names the likely cause.
+    /// Opens `slot` (input = sealed chunk); on failure, names the likely cause.
     static func open(_ slot: ChunkSlot, cipher: PayloadCipher, key: SymmetricKey) throws {
         let sealed = slot.filledInput
-        if let n = cipher.open(sealed, into: slot.output, key: key, counter: slot.counter, isFinal: slot.isFinal) {
-            slot.outputCount = n
+        if let plaintext = cipher.open(sealed, key: key, counter: slot.counter, isFinal: slot.isFinal) {
+            slot.output = [plaintext]
             return
         }
         // Authentication failed. Trying the other final-flag tells truncation and trailing
         // data apart from tampering; it costs nothing on the success path.
-        let other = cipher.open(sealed, into: slot.output, key: key, counter: slot.counter, isFinal: !slot.isFinal)
-        if other != nil {
+        if cipher.open(sealed, key: key, counter: slot.counter, isFinal: !slot.isFinal) != nil {
             if slot.isFinal {
                 throw CofferError.truncated("the file ends after chunk \(slot.counter), which is not the final chunk")
             }
@@ -93,32 +139,28 @@ public struct StreamEngine: Sendable {
             chunk: slot.counter, reason: "altered, reordered, duplicated, truncated, or not made with this key")
     }
 
-    /// Opens the STREAM payload read sequentially from `source`; writes only authenticated plaintext.
+    /// Opens the STREAM payload that follows in `source`; writes only authenticated plaintext.
+    /// A regular file's length is checked before any output, and its chunks are read in parallel.
     public func open(from source: ByteSource, to sink: ByteSink, key: SymmetricKey,
                      cipher: PayloadCipher, chunkSize: Int) throws -> UInt64 {
+        if let (size, offset) = source.positionedReadStart {
+            let layout = try PayloadLayout(sealedLength: size - min(size, offset), chunkSize: chunkSize)
+            guard layout.chunkCount > 0 else { return 0 }
+            return try openChunks(from: source, payloadStart: offset, layout: layout, chunks: 0...(layout.chunkCount - 1),
+                                  key: key, cipher: cipher) { slot in
+                UInt64(try Self.write(slot, to: sink))
+            }
+        }
         let sealedSize = chunkSize + Limits.tagSize
-        let sizeHint = source.regularFileSize
         var counter: UInt64 = 0
         var carry: UInt8?
         var finished = false
         let pipeline = OrderedPipeline(
-            slotCount: slotCount(chunkSize: chunkSize, sizeHint: sizeHint.map { $0 - min($0, source.position) }),
-            workers: threads, inputCapacity: sealedSize, outputCapacity: chunkSize,
+            slotCount: slotCount(chunkSize: chunkSize, sizeHint: nil), workers: threads, inputCapacity: sealedSize,
             produce: { slot in
                 if finished { return .end }
-                var n = 0
-                if let c = carry {
-                    slot.input[0] = c
-                    n = 1
-                    carry = nil
-                }
-                n += try source.readFully(into: UnsafeMutableRawBufferPointer(rebasing: slot.input[n..<sealedSize]))
-                var isFinal = n < sealedSize
-                if !isFinal {
-                    var next: UInt8 = 0
-                    let got = try withUnsafeMutableBytes(of: &next) { try source.readFully(into: $0) }
-                    if got == 0 { isFinal = true } else { carry = next }
-                }
+                let isFinal = try Self.readSequential(slot, capacity: sealedSize, from: source, carry: &carry)
+                let n = slot.inputCount
                 if n == 0 {
                     throw CofferError.truncated(counter == 0 ? "no payload after the header" : "missing final chunk")
                 }
@@ -129,7 +171,6 @@ public struct StreamEngine: Sendable {
                     throw CofferError.chunkAuthenticationFailed(
                         chunk: counter, reason: "an empty final chunk may only follow an empty payload")
                 }
-                slot.inputCount = n
                 slot.counter = counter
                 slot.isFinal = isFinal
                 counter += 1
@@ -138,9 +179,8 @@ public struct StreamEngine: Sendable {
             },
             transform: { slot in try Self.open(slot, cipher: cipher, key: key) })
         var total: UInt64 = 0
-        try pipeline.run(waitForReader: sizeHint != nil) { slot in
-            try sink.write(slot.filledOutput)
-            total += UInt64(slot.outputCount)
+        try pipeline.run(waitForReader: false) { slot in
+            total += UInt64(try Self.write(slot, to: sink))
             progress?(total)
         }
         return total
@@ -172,6 +212,37 @@ public struct StreamEngine: Sendable {
         }
     }
 
+    /// Opens chunks `chunks` of a regular file in parallel, each worker reading its own chunks;
+    /// `consume` sees them in order and returns the plaintext bytes it used (for progress).
+    func openChunks(from source: ByteSource, payloadStart: UInt64, layout: PayloadLayout, chunks: ClosedRange<UInt64>,
+                    key: SymmetricKey, cipher: PayloadCipher, consume: (ChunkSlot) throws -> UInt64) throws -> UInt64 {
+        let sealedSize = layout.chunkSize + Limits.tagSize
+        let lastIndex = layout.chunkCount - 1
+        var k = chunks.lowerBound
+        let single = chunks.count == 1
+        let pipeline = OrderedPipeline(
+            slotCount: single ? 1 : 2 * threads + 2, workers: single ? 1 : threads, inputCapacity: sealedSize,
+            produce: { slot in
+                guard k <= chunks.upperBound else { return .end }
+                slot.counter = k
+                slot.isFinal = k == lastIndex
+                slot.inputCount = k == lastIndex ? layout.finalSealedSize : sealedSize
+                slot.readOffset = payloadStart + k * UInt64(sealedSize)
+                k += 1
+                return .chunk
+            },
+            transform: { slot in
+                try Self.readPositioned(slot, from: source)
+                try Self.open(slot, cipher: cipher, key: key)
+            })
+        var total: UInt64 = 0
+        try pipeline.run { slot in
+            total += try consume(slot)
+            progress?(total)
+        }
+        return total
+    }
+
     /// Decrypts plaintext bytes `offset ..< offset+length` (clamped to the end), reading only the
     /// chunks that hold them plus the final chunk, whose authentication proves the file's length.
     public func openRange(from source: ByteSource, payloadStart: UInt64, layout: PayloadLayout,
@@ -180,52 +251,26 @@ public struct StreamEngine: Sendable {
         guard offset <= layout.plaintextSize else {
             throw CofferError.invalidParameter("offset \(offset) is beyond the end of the \(layout.plaintextSize)-byte payload")
         }
-        let end = min(layout.plaintextSize, offset + min(length, UInt64.max - offset))
+        let end = offset + min(length, layout.plaintextSize - offset)
         let chunk = UInt64(layout.chunkSize)
-        let sealedSize = layout.chunkSize + Limits.tagSize
         let lastIndex = layout.chunkCount - 1
-        func sealedLength(_ k: UInt64) -> Int { k == lastIndex ? layout.finalSealedSize : sealedSize }
-        func read(_ k: UInt64, into slot: ChunkSlot) throws {
-            let want = sealedLength(k)
-            let got = try source.read(into: UnsafeMutableRawBufferPointer(rebasing: slot.input[0..<want]),
-                                      at: payloadStart + k * UInt64(sealedSize))
-            guard got == want else { throw CofferError.truncated("the file shrank while being read") }
-            slot.inputCount = want
-            slot.counter = k
-            slot.isFinal = k == lastIndex
-        }
-        // The final chunk first: if the file was cut or extended, say so before any output.
         let first = offset / chunk
         let lastNeeded = end > offset ? (end - 1) / chunk : first
         if lastNeeded < lastIndex {
-            let probe = ChunkSlot(inputCapacity: sealedSize, outputCapacity: layout.chunkSize)
-            try read(lastIndex, into: probe)
-            try Self.open(probe, cipher: cipher, key: key)
+            // The final chunk first: if the file was cut or extended, say so before any output.
+            _ = try openChunks(from: source, payloadStart: payloadStart, layout: layout, chunks: lastIndex...lastIndex,
+                               key: key, cipher: cipher) { _ in 0 }
         }
         guard end > offset else { return 0 }
-        var k = first
-        let count = lastNeeded - first + 1
-        let pipeline = OrderedPipeline(
-            slotCount: count == 1 ? 1 : 2 * threads + 2, workers: count == 1 ? 1 : threads,
-            inputCapacity: sealedSize, outputCapacity: layout.chunkSize,
-            produce: { slot in
-                guard k <= lastNeeded else { return .end }
-                try read(k, into: slot)
-                k += 1
-                return .chunk
-            },
-            transform: { slot in try Self.open(slot, cipher: cipher, key: key) })
-        var written: UInt64 = 0
-        try pipeline.run { slot in
+        return try openChunks(from: source, payloadStart: payloadStart, layout: layout, chunks: first...lastNeeded,
+                              key: key, cipher: cipher) { slot in
+            let plaintext = slot.output[0]
             let chunkStart = slot.counter * chunk
             let from = Int(max(offset, chunkStart) - chunkStart)
-            let to = Int(min(end, chunkStart + UInt64(slot.outputCount)) - chunkStart)
-            if to > from {
-                try sink.write(UnsafeRawBufferPointer(rebasing: slot.output[from..<to]))
-                written += UInt64(to - from)
-                progress?(written)
-            }
+            let to = Int(min(end, chunkStart + UInt64(plaintext.count)) - chunkStart)
+            guard to > from else { return 0 }
+            try plaintext.withUnsafeBytes { try sink.write(UnsafeRawBufferPointer(rebasing: $0[from..<to])) }
+            return UInt64(to - from)
         }
-        return written
     }
 }
