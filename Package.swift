@@ -33,7 +33,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "CofferFormatTests", dependencies: ["CofferFormat", "CofferKeys"],
-                    resources: [.copy("Vectors")]),
+                    exclude: ["Vectors"]),
         .testTarget(name: "CofferKeysTests", dependencies: ["CofferKeys", "CofferFormat"]),
         .testTarget(name: "CofferCLITests", dependencies: ["CofferFormat"]),
     ]

@@ -1,0 +1,155 @@
+@_spi(TestVectors) import CofferFormat
+import CofferKeys
+import Foundation
+import Testing
+
+@Suite struct Base64Strictness {
+    @Test func roundTripsEveryLength() {
+        for n in 0...70 {
+            let bytes = deterministicBytes(n, seed: UInt64(n + 1))
+            let text = RawBase64.encode(bytes)
+            #expect(!text.contains("="))
+            #expect(RawBase64.decode(text) == bytes)
+        }
+    }
+
+    @Test("padding, foreign characters, line breaks and non-canonical trailing bits are rejected",
+          arguments: ["AA==", "AAA=", "A", "AB", "AAB", "AA A", "AA\nAA", "AA-_", "AAAAA"])
+    func rejects(_ text: String) {
+        #expect(RawBase64.decode(text) == nil)
+    }
+}
+
+@Suite struct HeaderGrammar {
+    static func sampleHeader(objectName: String = "") throws -> Header {
+        let key = try FileKey(bytes: Array(repeating: 7, count: 32))
+        let stanzas = [Stanza(type: "keyfile", arguments: ["0011223344556677", "AAAAAAAAAAAAAAAAAAAAAA"],
+                              body: Array(repeating: 1, count: 48)),
+                       Stanza(type: "example.org/empty", arguments: [], body: []),
+                       Stanza(type: "long", arguments: ["a"], body: Array(repeating: 2, count: 48 * 3)),
+                       Stanza(type: "pad", arguments: [], body: [1, 1])]
+        return try Header.sealed(parameters: HeaderParameters(cipher: .chacha20poly1305, chunkSize: 65536,
+                                                              objectName: Array(objectName.utf8)),
+                                 stanzas: stanzas, fileKey: key)
+    }
+
+    @Test("parse(encode(h)) gives back h, byte for byte")
+    func roundTrip() throws {
+        for name in ["", "db/ibdata1", "a name with spaces/ü"] {
+            let header = try Self.sampleHeader(objectName: name)
+            let parsed = try Header.parse(header.encoded())
+            #expect(parsed.encoded() == header.encoded())
+            #expect(parsed.parameters == header.parameters)
+            #expect(parsed.stanzas == header.stanzas)
+            try parsed.verifyMAC(fileKey: FileKey(bytes: Array(repeating: 7, count: 32)))
+        }
+    }
+
+    @Test("a 48-byte body is one full 64-column line and an empty final line; an empty body is one empty line")
+    func bodyWrapping() throws {
+        let text = String(decoding: try Self.sampleHeader().encoded(), as: UTF8.self)
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        let keyfile = lines.firstIndex { $0.hasPrefix("-> keyfile") }!
+        #expect(lines[keyfile + 1].count == 64)
+        #expect(lines[keyfile + 2].isEmpty)
+        let empty = lines.firstIndex { $0.hasPrefix("-> example.org/empty") }!
+        #expect(lines[empty + 1].isEmpty)
+    }
+
+    @Test("the MAC detects any change to the header")
+    func macCoversEverything() throws {
+        let header = try Self.sampleHeader()
+        let key = try FileKey(bytes: Array(repeating: 7, count: 32))
+        var changed = header
+        changed.parameters.chunkSize = 4096
+        #expect(throws: CofferError.headerMACMismatch) { try changed.verifyMAC(fileKey: key) }
+        changed = header
+        changed.stanzas.removeLast()
+        #expect(throws: CofferError.headerMACMismatch) { try changed.verifyMAC(fileKey: key) }
+        changed = header
+        changed.stanzas.swapAt(0, 1)
+        #expect(throws: CofferError.headerMACMismatch) { try changed.verifyMAC(fileKey: key) }
+        #expect(throws: CofferError.headerMACMismatch) { try header.verifyMAC(fileKey: FileKey(bytes: Array(repeating: 8, count: 32))) }
+    }
+
+    /// Each mutation of a valid header's text, and the error class a reader must give.
+    static let mutations: [(String, @Sendable (String) -> String, CofferError.Category)] = [
+        ("CRLF line endings", { $0.replacingOccurrences(of: "\n", with: "\r\n") }, .integrity),
+        ("unknown cipher", { $0.replacingOccurrences(of: "cipher chacha20-poly1305", with: "cipher rot13") }, .integrity),
+        ("chunk size with a leading zero", { $0.replacingOccurrences(of: "chunk-size 65536", with: "chunk-size 065536") }, .integrity),
+        ("chunk size too small", { $0.replacingOccurrences(of: "chunk-size 65536", with: "chunk-size 4095") }, .integrity),
+        ("chunk size too large", { $0.replacingOccurrences(of: "chunk-size 65536", with: "chunk-size 16777217") }, .integrity),
+        ("parameters out of order", { $0.replacingOccurrences(of: "cipher chacha20-poly1305\nchunk-size 65536", with: "chunk-size 65536\ncipher chacha20-poly1305") }, .integrity),
+        ("an unknown parameter line", { $0.replacingOccurrences(of: "chunk-size 65536\n", with: "chunk-size 65536\ncolour blue\n") }, .integrity),
+        ("no stanza", { text in
+            let start = text.range(of: "-> ")!.lowerBound
+            let end = text.range(of: "---")!.lowerBound
+            return String(text[..<start] + text[end...])
+        }, .integrity),
+        ("missing final body line", { $0.replacingOccurrences(of: "-> example.org/empty\n\n", with: "-> example.org/empty\n") }, .integrity),
+        ("empty stanza argument", { $0.replacingOccurrences(of: "-> long a", with: "-> long  a") }, .integrity),
+        ("body with padding", { $0.replacingOccurrences(of: "AQE\n", with: "AQE=\n") }, .integrity),
+        ("MAC of the wrong length", { text in
+            let macStart = text.range(of: "--- ")!.upperBound
+            return String(text[..<macStart]) + "AAAA\n"
+        }, .integrity),
+        ("a later version", { $0.replacingOccurrences(of: "coffer/v1\n", with: "coffer/v2\n") }, .format),
+        ("another format", { $0.replacingOccurrences(of: "coffer/v1\n", with: "age-encryption.org/v1\n") }, .format),
+        ("text after the MAC line", { $0 + "extra\n" }, .integrity),
+    ]
+
+    @Test("strict parsing rejects every non-canonical or malformed header")
+    func strictParsing() throws {
+        let valid = String(decoding: try Self.sampleHeader().encoded(), as: UTF8.self)
+        #expect(valid.contains("AQE\n"))  // the mutations below rely on these spellings
+        for (name, mutate, category) in Self.mutations {
+            let mutated = mutate(valid)
+            #expect(mutated != valid, "mutation '\(name)' changed nothing")
+            do {
+                _ = try Header.parse(Array(mutated.utf8))
+                Issue.record("'\(name)' was accepted")
+            } catch let error as CofferError {
+                #expect(error.category == category, "'\(name)': \(error)")
+            }
+        }
+    }
+
+    @Test("the header size and stanza count limits hold for writers and readers")
+    func limits() throws {
+        let key = FileKey.random()
+        let many = Array(repeating: Stanza(type: "x", arguments: [], body: []), count: Limits.maxStanzas + 1)
+        #expect(throws: CofferError.self) {
+            _ = try Header.sealed(parameters: HeaderParameters(), stanzas: many, fileKey: key)
+        }
+        var text = "coffer/v1\ncipher aes-256-gcm\nchunk-size 4096\n"
+        text += String(repeating: "-> x\n\n", count: Limits.maxStanzas + 1)
+        text += "--- " + RawBase64.encode([UInt8](repeating: 0, count: 32)) + "\n"
+        #expect(throws: CofferError.malformedHeader("more than \(Limits.maxStanzas) stanzas")) {
+            _ = try Header.parse(Array(text.utf8))
+        }
+        let huge = Array(repeating: UInt8(ascii: "A"), count: Limits.maxHeaderSize + 1)
+        #expect(throws: CofferError.self) { _ = try Header.parse(huge) }
+        // A stream whose header never ends is refused once the limit is reached, not read forever.
+        let endless = Array("coffer/v1\ncipher aes-256-gcm\nchunk-size 4096\n".utf8)
+            + Array(repeating: UInt8(ascii: "A"), count: Limits.maxHeaderSize + 10)
+        #expect(throws: CofferError.malformedHeader("no MAC line within \(Limits.maxHeaderSize) bytes")) {
+            _ = try HeaderReading.read(from: pipeSource(endless))
+        }
+    }
+
+    @Test("the first line tells a Coffer file from other formats")
+    func sniffing() throws {
+        #expect(throws: CofferError.notCofferFile(hint: "it is an age file")) {
+            _ = try HeaderReading.read(from: pipeSource(Array("age-encryption.org/v1\n-> X25519 abc\n".utf8)))
+        }
+        #expect(throws: CofferError.notCofferFile(hint: "it is an XtraBackup .xbcrypt file")) {
+            _ = try HeaderReading.read(from: pipeSource(Array("XBCRYP03".utf8) + [0, 1, 2, 0x0A]))
+        }
+        #expect(throws: CofferError.notCofferFile(hint: "the input is empty")) {
+            _ = try HeaderReading.read(from: pipeSource([]))
+        }
+        #expect(throws: CofferError.notCofferFile(hint: nil)) {
+            _ = try HeaderReading.read(from: pipeSource(deterministicBytes(5000)))
+        }
+    }
+}

@@ -1,0 +1,104 @@
+@_spi(TestVectors) import CofferFormat
+@_spi(TestVectors) import CofferKeys
+import Foundation
+import Testing
+
+/// The test vectors listed in docs/FORMAT.md. Each is made through the deterministic API from
+/// fixed keys, salts and nonces; the files are checked in under Tests/CofferFormatTests/Vectors.
+/// `COFFER_WRITE_VECTORS=1 swift test --filter Vectors` rewrites them (only after a deliberate
+/// format change, together with FORMAT.md).
+struct Vector: Sendable {
+    let name: String
+    let cipher: PayloadCipher
+    let chunkSize: Int
+    let objectName: String
+    let keyFile: Bool
+    let passphrase: String?
+    let plaintext: [UInt8]
+
+    static let keyBytes = Array(0x01...0x20).map(UInt8.init)
+    static let fileKeyBytes = Array(0x40...0x5F).map(UInt8.init)
+    static let keyfileSalt = Array(repeating: UInt8(0xA1), count: 16)
+    static let scryptSalt = Array(repeating: UInt8(0xB2), count: 16)
+    static let payloadNonce = Array(0xC0...0xCF).map(UInt8.init)
+    static let passphraseWorkFactor = 10
+
+    static let all: [Vector] = [
+        Vector(name: "keyfile_aes_hello.cof", cipher: .aes256gcm, chunkSize: 4096, objectName: "", keyFile: true,
+               passphrase: nil, plaintext: Array("Hello, Coffer!\n".utf8)),
+        Vector(name: "keyfile_aes_empty.cof", cipher: .aes256gcm, chunkSize: 4096, objectName: "", keyFile: true,
+               passphrase: nil, plaintext: []),
+        Vector(name: "keyfile_aes_exact_two_chunks.cof", cipher: .aes256gcm, chunkSize: 4096, objectName: "", keyFile: true,
+               passphrase: nil, plaintext: Array(repeating: UInt8(ascii: "x"), count: 8192)),
+        Vector(name: "keyfile_chacha_three_chunks_and_one_byte.cof", cipher: .chacha20poly1305, chunkSize: 4096,
+               objectName: "", keyFile: true, passphrase: nil,
+               plaintext: (0..<(3 * 4096 + 1)).map { UInt8(truncatingIfNeeded: $0 * 7) }),
+        Vector(name: "keyfile_and_passphrase_object.cof", cipher: .aes256gcm, chunkSize: 4096, objectName: "db/ibdata1",
+               keyFile: true, passphrase: "coffer test vector",
+               plaintext: Array("-- PostgreSQL database dump\n".utf8)),
+        Vector(name: "passphrase_only_chacha.cof", cipher: .chacha20poly1305, chunkSize: 16384, objectName: "", keyFile: false,
+               passphrase: "correct horse battery staple", plaintext: Array(repeating: 0, count: 20000)),
+    ]
+
+    static var directory: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Vectors").path
+    }
+
+    func make() throws -> [UInt8] {
+        let fileKey = try FileKey(bytes: Self.fileKeyBytes)
+        var stanzas: [Stanza] = []
+        if keyFile { stanzas.append(try SymmetricKeyFile(keyBytes: Self.keyBytes).wrap(fileKey, salt: Self.keyfileSalt)) }
+        if let passphrase {
+            stanzas.append(try Passphrase(Array(passphrase.utf8), workFactor: Self.passphraseWorkFactor)
+                .wrap(fileKey, salt: Self.scryptSalt))
+        }
+        let sink = MemorySink()
+        _ = try CofferEncryptor(fileKey: fileKey, stanzas: stanzas).encrypt(
+            from: pipeSource(plaintext), to: sink,
+            parameters: HeaderParameters(cipher: cipher, chunkSize: chunkSize, objectName: Array(objectName.utf8)),
+            engine: StreamEngine(threads: 1), payloadNonce: Self.payloadNonce)
+        return sink.bytes
+    }
+
+    func identities() throws -> [Identity] {
+        var out: [Identity] = []
+        if keyFile { out.append(try SymmetricKeyFile(keyBytes: Self.keyBytes)) }
+        if let passphrase { out.append(try Passphrase(Array(passphrase.utf8), workFactor: Self.passphraseWorkFactor)) }
+        return out
+    }
+}
+
+@Suite struct Vectors {
+    @Test("every vector file is exactly what the deterministic API makes", arguments: Vector.all.map(\.name))
+    func reproducible(name: String) throws {
+        let vector = Vector.all.first { $0.name == name }!
+        let made = try vector.make()
+        let path = "\(Vector.directory)/\(name)"
+        if ProcessInfo.processInfo.environment["COFFER_WRITE_VECTORS"] == "1" {
+            try FileManager.default.createDirectory(atPath: Vector.directory, withIntermediateDirectories: true)
+            try write(made, to: path)
+            let manifest = "\(name)  plaintext \(vector.plaintext.count) bytes  sha256 \(sha256Hex(vector.plaintext))\n"
+            try Data(manifest.utf8).write(to: URL(fileURLWithPath: path + ".txt"))
+        }
+        #expect(try read(path) == made, "\(name) differs from the checked-in vector: the format changed")
+    }
+
+    @Test("every vector file decrypts, with each of its keys alone, to the plaintext in its manifest",
+          arguments: Vector.all.map(\.name))
+    func decrypts(name: String) throws {
+        let vector = Vector.all.first { $0.name == name }!
+        let path = "\(Vector.directory)/\(name)"
+        let manifest = try String(contentsOfFile: path + ".txt", encoding: .utf8)
+        for identity in try vector.identities() {
+            for threads in [1, 3] {
+                let source = try ByteSource.open(path: path)
+                defer { source.close() }
+                let opened = try HeaderReading.read(from: source).open(with: [identity])
+                let sink = MemorySink()
+                _ = try opened.decrypt(from: source, to: sink, engine: StreamEngine(threads: threads))
+                #expect(manifest.contains("sha256 \(sha256Hex(sink.bytes))"), "\(name) with \(identity.label)")
+                #expect(sink.bytes == vector.plaintext)
+            }
+        }
+    }
+}
