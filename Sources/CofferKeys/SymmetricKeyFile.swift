@@ -63,7 +63,8 @@ public struct SymmetricKeyFile: Recipient, Identity, Equatable {
     public static func parse(_ content: [UInt8], source: String) throws -> SymmetricKeyFile {
         if let text = String(validating: content, as: UTF8.self), text.contains(textPrefix) {
             var keyLines: [Substring] = []
-            for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            // "\r\n" is one Character in Swift, so split on both forms.
+            for rawLine in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
                 var line = rawLine
                 while let last = line.last, last == "\r" || last == " " || last == "\t" { line.removeLast() }
                 if line.isEmpty || line.hasPrefix("#") { continue }
