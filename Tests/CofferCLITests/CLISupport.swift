@@ -1,0 +1,188 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The `coffer` binary built beside this test bundle (or COFFER_BIN).
+let cofferBinary: String = {
+    if let path = ProcessInfo.processInfo.environment["COFFER_BIN"] { return path }
+    let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for candidate in [dir, dir.deletingLastPathComponent()] {
+        let path = candidate.appendingPathComponent("coffer").path
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    return dir.appendingPathComponent("coffer").path
+}()
+
+struct RunResult {
+    let status: Int32
+    let stdout: [UInt8]
+    let stderr: String
+    var stdoutText: String { String(decoding: stdout, as: UTF8.self) }
+}
+
+/// Runs `coffer` with a clean environment (no COFFER_* from the caller) and optional standard input.
+/// Uses posix_spawn and raw descriptors: Foundation's Process and Pipe proved unreliable when many
+/// tests spawn processes at once.
+@discardableResult
+func coffer(_ arguments: [String], stdin: [UInt8]? = nil, environment: [String: String] = [:],
+            stdoutPath: String? = nil) throws -> RunResult {
+    var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("COFFER_") }
+    env.merge(environment) { $1 }
+    return try spawn([cofferBinary] + arguments, environment: env, stdin: stdin, stdoutPath: stdoutPath)
+}
+
+/// pipe2(2) is behind _GNU_SOURCE in Glibc's headers; atomically close-on-exec pipes keep one
+/// test's pipe ends out of the processes other tests spawn at the same moment.
+@_silgen_name("pipe2")
+private func pipe2(_ fds: UnsafeMutablePointer<Int32>, _ flags: Int32) -> Int32
+
+func spawn(_ argv: [String], environment: [String: String], stdin: [UInt8]?, stdoutPath: String? = nil) throws -> RunResult {
+    // A child that exits before reading all its input must not kill the test process.
+    signal(SIGPIPE, SIG_IGN)
+    var inPipe: [Int32] = [-1, -1], outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1]
+    guard pipe2(&inPipe, O_CLOEXEC) == 0, pipe2(&outPipe, O_CLOEXEC) == 0, pipe2(&errPipe, O_CLOEXEC) == 0 else {
+        throw POSIXError(.EMFILE)
+    }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    if stdin != nil {
+        posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
+    } else {
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    }
+    if let stdoutPath {
+        posix_spawn_file_actions_addopen(&actions, 1, stdoutPath, O_WRONLY, 0)
+    } else {
+        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+    }
+    posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+    let cArgs = argv.map { strdup($0) } + [nil]
+    let cEnv = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { (cArgs + cEnv).forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, argv[0], &actions, nil, cArgs, cEnv)
+    close(inPipe[0]); close(outPipe[1]); close(errPipe[1])
+    guard rc == 0 else {
+        close(inPipe[1]); close(outPipe[0]); close(errPipe[0])
+        throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .ENOENT)
+    }
+    let writeEnd = inPipe[1]
+    if let stdin {
+        let feeder = Thread {
+            stdin.withUnsafeBytes { raw in
+                var done = 0
+                while done < raw.count {
+                    let n = write(writeEnd, raw.baseAddress! + done, raw.count - done)
+                    if n <= 0 { break }
+                    done += n
+                }
+            }
+            close(writeEnd)
+        }
+        feeder.start()
+    } else {
+        close(writeEnd)
+    }
+    var outBytes: [UInt8] = [], errBytes: [UInt8] = []
+    var fds = [pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0), pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0)]
+    var open = 2
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while open > 0 {
+        _ = poll(&fds, 2, -1)
+        for i in 0..<2 where fds[i].fd >= 0 && fds[i].revents != 0 {
+            let n = buffer.withUnsafeMutableBytes { read(fds[i].fd, $0.baseAddress!, 65536) }
+            if n > 0 {
+                if i == 0 { outBytes += buffer[0..<n] } else { errBytes += buffer[0..<n] }
+            } else if n == 0 || errno != EINTR {
+                close(fds[i].fd)
+                fds[i].fd = -1
+                open -= 1
+            }
+        }
+    }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let exitCode = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    return RunResult(status: exitCode, stdout: outBytes, stderr: String(decoding: errBytes, as: UTF8.self))
+}
+
+/// Starts `argv` with standard input from `stdinPath` and no output; returns its pid.
+func spawnInBackground(_ argv: [String], stdinPath: String) throws -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, stdinPath, O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+    let cArgs = argv.map { strdup($0) } + [nil]
+    let env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("COFFER_") }
+    let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { (cArgs + cEnv).forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, argv[0], &actions, nil, cArgs, cEnv)
+    guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .ENOENT) }
+    return pid
+}
+
+func waitForExit(_ pid: pid_t) -> Int32 {
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+}
+
+/// Exit codes documented in `coffer --help`.
+enum Exit {
+    static let ok: Int32 = 0
+    static let key: Int32 = 2
+    static let integrity: Int32 = 3
+    static let format: Int32 = 4
+    static let io: Int32 = 5
+    static let usage: Int32 = 64
+}
+
+final class Scratch {
+    let path: String
+    init() {
+        var template = Array("\(NSTemporaryDirectory())/coffer-cli-XXXXXX".utf8CString)
+        _ = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+    func file(_ name: String) -> String { "\(path)/\(name)" }
+
+    func write(_ bytes: [UInt8], _ name: String, mode: mode_t = 0o600) throws -> String {
+        let p = file(name)
+        try FileManager.default.createDirectory(atPath: URL(fileURLWithPath: p).deletingLastPathComponent().path,
+                                                withIntermediateDirectories: true)
+        try Data(bytes).write(to: URL(fileURLWithPath: p))
+        chmod(p, mode)
+        return p
+    }
+
+    func read(_ name: String) throws -> [UInt8] { [UInt8](try Data(contentsOf: URL(fileURLWithPath: file(name)))) }
+    func exists(_ name: String) -> Bool { FileManager.default.fileExists(atPath: file(name)) }
+
+    /// Every name in the directory tree, for "nothing left behind" checks.
+    func listing() -> [String] {
+        (FileManager.default.enumerator(atPath: path)?.allObjects as? [String] ?? []).sorted()
+    }
+
+    /// A fresh key file made by `coffer keygen`.
+    func keygen(_ name: String = "test.key") throws -> String {
+        let p = file(name)
+        let result = try coffer(["keygen", "--symmetric", "-o", p])
+        #expect(result.status == 0, "keygen: \(result.stderr)")
+        return p
+    }
+}
+
+func pseudoRandom(_ count: Int, seed: UInt64 = 7) -> [UInt8] {
+    var state = seed &* 0x9E3779B97F4A7C15 | 1
+    return (0..<count).map { _ in
+        state ^= state >> 12; state ^= state << 25; state ^= state >> 27
+        return UInt8(truncatingIfNeeded: (state &* 2685821657736338717) >> 56)
+    }
+}
