@@ -35,6 +35,7 @@ let package = Package(
         .testTarget(name: "CofferFormatTests", dependencies: ["CofferFormat", "CofferKeys"],
                     exclude: ["Vectors"]),
         .testTarget(name: "CofferKeysTests", dependencies: ["CofferKeys", "CofferFormat"]),
+        .testTarget(name: "CofferFilesTests", dependencies: ["CofferFiles", "CofferKeys", "CofferFormat"]),
         .testTarget(name: "CofferCLITests", dependencies: ["CofferFormat"]),
     ]
 )
