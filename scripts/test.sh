@@ -22,4 +22,4 @@ fi
 command -v swift >/dev/null || { echo "test.sh: swift is not on PATH (expected /opt/swift/usr/bin)" >&2; exit 1; }
 
 swift build --build-tests
-swift test
+swift test --disable-xctest

@@ -53,6 +53,19 @@ public final class AtomicOutputFile {
         sink = FileDescriptorSink(fd: fd, path: path)
     }
 
+    /// Runs `body` with the sink and commits; on any error the temporary file is removed and the
+    /// error rethrown, so the final name only ever holds a complete output.
+    public func complete<T>(_ body: (FileDescriptorSink) throws -> T) throws -> T {
+        do {
+            let result = try body(sink)
+            try commit()
+            return result
+        } catch {
+            discard()
+            throw error
+        }
+    }
+
     /// Flushes the data to disk, renames the file to its final name, and flushes the directory.
     public func commit() throws {
         precondition(!finished)

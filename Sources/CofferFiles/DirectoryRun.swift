@@ -157,9 +157,8 @@ public struct DirectoryRun: Sendable {
         var fileParameters = parameters
         fileParameters.objectName = Array(entry.relative.utf8)
         let engine = StreamEngine(threads: threads, progress: progress?.engineCallback())
-        let bytes: UInt64
-        do {
-            bytes = try encryptor.encrypt(from: source, to: output.sink, parameters: fileParameters, engine: engine)
+        let bytes = try output.complete { sink in
+            let bytes = try encryptor.encrypt(from: source, to: sink, parameters: fileParameters, engine: engine)
             guard bytes == source.regularFileSize else {
                 throw CofferError.readFailed(path: sourcePath, reason: "the file changed size while it was being encrypted")
             }
@@ -174,10 +173,7 @@ public struct DirectoryRun: Sendable {
                     throw CofferError.writeFailed(path: outputPath, reason: "verification read back \(verified) of \(bytes) bytes")
                 }
             }
-            try output.commit()
-        } catch {
-            output.discard()
-            throw error
+            return bytes
         }
         if removeOriginal { try Self.remove(sourcePath) }
         return bytes
@@ -218,14 +214,9 @@ public struct DirectoryRun: Sendable {
         let expected = reading.header.parameters.objectName.isEmpty ? nil : Array(relativeOutput.utf8)
         let opened = try reading.open(fileKey: fileKey, expectedObjectName: expected)
         let output = try AtomicOutputFile(path: outputPath, mode: entry.mode)
-        let bytes: UInt64
-        do {
-            bytes = try opened.decrypt(from: source, to: output.sink,
-                                       engine: StreamEngine(threads: threads, progress: progress?.engineCallback()))
-            try output.commit()
-        } catch {
-            output.discard()
-            throw error
+        let bytes = try output.complete { sink in
+            try opened.decrypt(from: source, to: sink,
+                               engine: StreamEngine(threads: threads, progress: progress?.engineCallback()))
         }
         if removeOriginal { try Self.remove(sourcePath) }
         return bytes

@@ -1,0 +1,98 @@
+import ArgumentParser
+import CofferFiles
+import CofferFormat
+import CofferKeys
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Encrypt: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Encrypt a file, a stream, or every file in a directory tree.",
+        discussion: """
+        Reads IN (standard input when omitted or '-') and writes OUT (standard output when omitted or
+        '-'). A file output is written under a temporary name and appears under its name only when
+        complete. Several keys may be given: any one of them opens the file.
+
+        With --recursive, every regular file NAME under the directory IN is encrypted to NAME.cof in
+        parallel (like 'xtrabackup --encrypt'); all files share one wrapped key, so a passphrase is
+        stretched once, and each file is bound to its relative path.
+
+        Examples:
+          coffer keygen --symmetric -o backup.key
+          coffer encrypt --key-file backup.key -o dump.sql.cof dump.sql
+          pg_dump mydb | coffer encrypt --key-file backup.key > mydb.sql.cof
+          coffer encrypt --key-file backup.key --recursive --remove-original /data/backup
+        """)
+
+    @OptionGroup var keys: KeyOptions
+    @OptionGroup var engine: EngineOptions
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("Output file ('-' for standard output).", valueName: "out"))
+    var output: String?
+
+    @Option(help: ArgumentHelp("Payload cipher: aes-256-gcm (default) or chacha20-poly1305.", valueName: "name"))
+    var cipher: String = PayloadCipher.aes256gcm.rawValue
+
+    @Option(help: ArgumentHelp("Plaintext bytes per chunk, 4K...16M, with K/M suffixes (default 1M).", valueName: "size"))
+    var chunkSize: String = "1M"
+
+    @Option(help: ArgumentHelp("scrypt work factor log2(N) for a passphrase, \(Passphrase.minWorkFactor)...\(Passphrase.maxWorkFactor) (default \(Passphrase.defaultWorkFactor), about a second).",
+                               valueName: "n"))
+    var workFactor: Int = Passphrase.defaultWorkFactor
+
+    @Flag(help: "IN is a directory: encrypt every regular file NAME in it to NAME.cof.")
+    var recursive = false
+
+    @Flag(help: "With --recursive: delete each original once its encrypted copy is complete, flushed and verified.")
+    var removeOriginal = false
+
+    @Flag(help: "Replace an existing output file.")
+    var force = false
+
+    @Argument(help: ArgumentHelp("Input file or, with --recursive, directory ('-' or omitted: standard input).", valueName: "in"))
+    var input: String?
+
+    func validate() throws {
+        guard PayloadCipher(rawValue: cipher) != nil else {
+            throw ValidationError("--cipher must be one of: \(PayloadCipher.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard let size = parseSize(chunkSize) else { throw ValidationError("--chunk-size '\(chunkSize)' is not a size such as 64K or 1M") }
+        guard (Limits.minChunkSize...Limits.maxChunkSize).contains(size) else {
+            throw ValidationError("--chunk-size must be between 4K and 16M, got \(chunkSize)")
+        }
+        if recursive {
+            guard input != nil, input != "-" else { throw ValidationError("--recursive needs a directory") }
+            guard output == nil else { throw ValidationError("--recursive writes NAME.cof beside each file; -o does not apply") }
+        } else if removeOriginal {
+            throw ValidationError("--remove-original only applies with --recursive")
+        }
+    }
+
+    func run() throws {
+        try Runtime.reporting {
+            let parameters = HeaderParameters(cipher: PayloadCipher(rawValue: cipher)!, chunkSize: parseSize(chunkSize)!)
+            try parameters.validate()
+            let encryptor = try CofferEncryptor(recipients: try keys.recipients(workFactor: workFactor))
+            if recursive {
+                let progress = ProgressLine(total: nil, quiet: engine.quiet)
+                let run = DirectoryRun(threads: engine.threads, removeOriginal: removeOriginal, progress: progress.counter)
+                let report = try run.encrypt(root: input!, encryptor: encryptor, parameters: parameters)
+                progress.stop()
+                printReport(report, verb: "encrypted", quiet: engine.quiet)
+                try exitIfFailed(report)
+                return
+            }
+            let source = try ByteSource.open(path: input ?? "-")
+            defer { source.close() }
+            let out = try Output.open(path: output, input: source, force: force, binary: true)
+            let progress = ProgressLine(total: source.regularFileSize, quiet: engine.quiet)
+            defer { progress.stop() }
+            try out.complete { sink in
+                _ = try encryptor.encrypt(from: source, to: sink, parameters: parameters,
+                                          engine: StreamEngine(threads: engine.threads, progress: progress.callback))
+            }
+        }
+    }
+}

@@ -1,0 +1,48 @@
+import ArgumentParser
+import CofferFiles
+import CofferFormat
+import CofferKeys
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Standard output, or a file written atomically.
+struct Output {
+    let sink: ByteSink
+    let file: AtomicOutputFile?
+
+    /// `path` nil or "-" is standard output. A file gets the input file's permission bits (0600 from a pipe).
+    static func open(path: String?, input: ByteSource, force: Bool, binary: Bool) throws -> Output {
+        guard let path, path != "-" else {
+            if binary && isatty(1) == 1 {
+                throw CofferError.refused("refusing to write binary ciphertext to a terminal: use -o FILE or redirect standard output")
+            }
+            return Output(sink: FileDescriptorSink(fd: 1, path: "standard output"), file: nil)
+        }
+        var mode: mode_t = 0o600
+        var st = stat()
+        if input.regularFileSize != nil, fstat(input.fd, &st) == 0 { mode = st.st_mode & 0o777 }
+        let file = try AtomicOutputFile(path: path, mode: mode, overwrite: force)
+        return Output(sink: file.sink, file: file)
+    }
+
+    /// Runs `body` with the sink; a file output is committed, or removed when `body` fails.
+    func complete(_ body: (ByteSink) throws -> Void) throws {
+        guard let file else { return try body(sink) }
+        try file.complete { try body($0) }
+    }
+}
+
+func printReport(_ report: RunReport, verb: String, quiet: Bool) {
+    for (path, error) in report.failures { Runtime.warn("error: \(path): \(error)") }
+    if !quiet {
+        for (path, reason) in report.skipped { Runtime.warn("skipped \(path): \(reason)") }
+        Runtime.warn("\(verb) \(report.completed.count) files (\(ProgressLine.bytes(report.plaintextBytes))), \(report.failures.count) failed, \(report.skipped.count) skipped")
+    }
+}
+
+/// The exit code of a directory run: that of the first failure's kind, 0 when none failed.
+func exitIfFailed(_ report: RunReport) throws {
+    if let first = report.failures.first { throw ExitCode(Runtime.exitCode(for: first.error)) }
+}
