@@ -44,7 +44,8 @@ struct Coffer: ParsableCommand {
 /// Process-wide set-up and error reporting shared by the subcommands.
 enum Runtime {
     static func prepare() {
-        AllocatorTuning.apply()
+        // COFFER_MALLOC_DEFAULTS=1 keeps glibc's defaults, so scripts/bench.sh can measure the difference.
+        if ProcessInfo.processInfo.environment["COFFER_MALLOC_DEFAULTS"] != "1" { AllocatorTuning.apply() }
         // A closed pipe must surface as a write error, not kill the process mid-file.
         signal(SIGPIPE, SIG_IGN)
         installInterruptHandler()
