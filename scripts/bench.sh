@@ -156,7 +156,8 @@ if ((rss_check)); then
   big=$dir/input-4096MiB.bin
   [[ -f $big && $(stat -c %s "$big") -eq 4294967296 ]] || head -c 4294967296 /dev/urandom > "$big"
   read -r w rss_4g < <(run_once "'$coffer' encrypt -q --key-file '$work/bench.key' '$big' > /dev/null")
-  row "encrypt 4 GiB -> /dev/null (MB/s of 4 GiB: x4)" "$w" "$rss_4g"
+  printf '%-58s wall %7.3f s  %7s MB/s  RSS %5s MiB\n' "encrypt 4 GiB -> /dev/null" "$w" \
+    "$(awk -v s="$w" 'BEGIN { printf "%.0f", 4294967296 / s / 1e6 }')" "$(mib "$rss_4g")"
 fi
 
 echo

@@ -130,6 +130,11 @@ public struct OpenedFile: Sendable {
                                               chunkSize: header.parameters.chunkSize)
     }
 
+    /// The plaintext size, when `source` is a regular file of a valid length (for progress lines).
+    public func plaintextSize(of source: ByteSource) -> UInt64? {
+        source.regularFileSize.flatMap { try? layout(fileSize: $0).plaintextSize }
+    }
+
     /// Decrypts a byte range of a regular file, reading only the chunks it needs.
     public func decryptRange(from source: ByteSource, offset: UInt64, length: UInt64, to sink: ByteSink,
                              engine: StreamEngine) throws -> UInt64 {

@@ -75,8 +75,10 @@ struct Decrypt: ParsableCommand {
             let reading = try HeaderReading.read(from: source)
             let opened = try reading.open(with: try keys.identities(for: reading.header))
             let out = try Output.open(path: output, input: source, force: force, binary: false)
-            let total = try? source.regularFileSize.map { try opened.layout(fileSize: $0).plaintextSize }
-            let progress = ProgressLine(total: (offset != nil || length != nil) ? length : total ?? nil, quiet: engine.quiet)
+            let payloadSize = opened.plaintextSize(of: source)
+            let isRange = offset != nil || length != nil
+            let rangeSize = payloadSize.map { min(length ?? .max, $0 - min($0, offset ?? 0)) }
+            let progress = ProgressLine(total: isRange ? rangeSize : payloadSize, quiet: engine.quiet)
             defer { progress.stop() }
             let streamEngine = StreamEngine(threads: engine.threads, progress: progress.callback)
             try out.complete { sink in

@@ -24,7 +24,7 @@ struct Verify: ParsableCommand {
             defer { source.close() }
             let reading = try HeaderReading.read(from: source)
             let opened = try reading.open(with: try keys.identities(for: reading.header))
-            let progress = ProgressLine(total: nil, quiet: engine.quiet)
+            let progress = ProgressLine(total: opened.plaintextSize(of: source), quiet: engine.quiet)
             let bytes = try opened.decrypt(from: source, to: DiscardingSink(),
                                            engine: StreamEngine(threads: engine.threads, progress: progress.callback))
             progress.stop()
