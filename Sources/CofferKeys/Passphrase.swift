@@ -77,9 +77,7 @@ public final class Passphrase: Recipient, Identity, @unchecked Sendable {
         guard stanza.arguments.count == 2 else {
             throw CofferError.malformedStanza(type: stanzaType, reason: "expected 2 arguments (salt, work factor)")
         }
-        guard let salt = RawBase64.decode(stanza.arguments[0]), salt.count == 16 else {
-            throw CofferError.malformedStanza(type: stanzaType, reason: "salt must be 16 bytes of unpadded base64")
-        }
+        let salt = try WrapAEAD.salt(stanza.arguments[0], stanzaType: stanzaType)
         let text = stanza.arguments[1]
         guard let first = text.first, first != "0", text.count <= 2, text.allSatisfy(\.isASCIIDigitCharacter),
               let workFactor = Int(text), workFactor >= 1 else {
@@ -89,9 +87,7 @@ public final class Passphrase: Recipient, Identity, @unchecked Sendable {
             throw CofferError.refused(
                 "the file's scrypt work factor 2^\(workFactor) exceeds the maximum 2^\(maxWorkFactor) (it would need \((1 << workFactor) >> 20) GiB of memory)")
         }
-        guard stanza.body.count == WrapAEAD.sealedSize else {
-            throw CofferError.malformedStanza(type: stanzaType, reason: "body must be \(WrapAEAD.sealedSize) bytes")
-        }
+        try WrapAEAD.checkBodySize(stanza)
         return (salt, workFactor)
     }
 

@@ -138,12 +138,8 @@ public struct SymmetricKeyFile: Recipient, Identity, Equatable {
         guard id.count == 16, id == id.lowercased(), Hex.decode(id) != nil else {
             throw CofferError.malformedStanza(type: stanzaType, reason: "key id must be 16 lower-case hex digits")
         }
-        guard let salt = RawBase64.decode(stanza.arguments[1]), salt.count == 16 else {
-            throw CofferError.malformedStanza(type: stanzaType, reason: "salt must be 16 bytes of unpadded base64")
-        }
-        guard stanza.body.count == WrapAEAD.sealedSize else {
-            throw CofferError.malformedStanza(type: stanzaType, reason: "body must be \(WrapAEAD.sealedSize) bytes")
-        }
+        let salt = try WrapAEAD.salt(stanza.arguments[1], stanzaType: stanzaType)
+        try WrapAEAD.checkBodySize(stanza)
         return (id, salt)
     }
 
@@ -163,6 +159,21 @@ enum WrapAEAD {
     static func seal(_ plaintext: [UInt8], key: SymmetricKey) throws -> [UInt8] {
         let box = try ChaChaPoly.seal(plaintext, using: key, nonce: ChaChaPoly.Nonce(data: [UInt8](repeating: 0, count: 12)))
         return Array(box.ciphertext) + Array(box.tag)
+    }
+
+    /// A stanza's salt argument: base64 of exactly 16 bytes.
+    static func salt(_ argument: String, stanzaType: String) throws -> [UInt8] {
+        guard let salt = RawBase64.decode(argument), salt.count == 16 else {
+            throw CofferError.malformedStanza(type: stanzaType, reason: "salt must be 16 bytes of unpadded base64")
+        }
+        return salt
+    }
+
+    /// Refuses a body that is not exactly one wrapped file key (no partial or padded bodies).
+    static func checkBodySize(_ stanza: Stanza) throws {
+        guard stanza.body.count == sealedSize else {
+            throw CofferError.malformedStanza(type: stanza.type, reason: "body must be \(sealedSize) bytes")
+        }
     }
 
     static func open(_ sealed: [UInt8], key: SymmetricKey) -> [UInt8]? {

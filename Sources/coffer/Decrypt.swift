@@ -62,12 +62,10 @@ struct Decrypt: ParsableCommand {
     func run() throws {
         try Runtime.reporting {
             if recursive {
-                let progress = ProgressLine(total: nil, quiet: engine.quiet)
-                let run = DirectoryRun(threads: engine.threads, removeOriginal: removeOriginal, progress: progress.counter)
-                let report = try run.decrypt(root: input!, identities: try keys.identities(for: nil))
-                progress.stop()
-                printReport(report, verb: "decrypted", quiet: engine.quiet)
-                try exitIfFailed(report)
+                let identities = try keys.identities(for: nil)
+                try runDirectory(engine: engine, removeOriginal: removeOriginal, verb: "decrypted") { run in
+                    try run.decrypt(root: input!, identities: identities)
+                }
                 return
             }
             let source = try ByteSource.open(path: input ?? "-")
@@ -82,7 +80,7 @@ struct Decrypt: ParsableCommand {
             defer { progress.stop() }
             let streamEngine = StreamEngine(threads: engine.threads, progress: progress.callback)
             try out.complete { sink in
-                if offset != nil || length != nil {
+                if isRange {
                     _ = try opened.decryptRange(from: source, offset: offset ?? 0, length: length ?? UInt64.max,
                                                 to: sink, engine: streamEngine)
                 } else {

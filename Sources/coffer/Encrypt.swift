@@ -76,12 +76,9 @@ struct Encrypt: ParsableCommand {
             try parameters.validate()
             let encryptor = try CofferEncryptor(recipients: try keys.recipients(workFactor: workFactor))
             if recursive {
-                let progress = ProgressLine(total: nil, quiet: engine.quiet)
-                let run = DirectoryRun(threads: engine.threads, removeOriginal: removeOriginal, progress: progress.counter)
-                let report = try run.encrypt(root: input!, encryptor: encryptor, parameters: parameters)
-                progress.stop()
-                printReport(report, verb: "encrypted", quiet: engine.quiet)
-                try exitIfFailed(report)
+                try runDirectory(engine: engine, removeOriginal: removeOriginal, verb: "encrypted") { run in
+                    try run.encrypt(root: input!, encryptor: encryptor, parameters: parameters)
+                }
                 return
             }
             let source = try ByteSource.open(path: input ?? "-")

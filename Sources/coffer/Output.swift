@@ -34,15 +34,17 @@ struct Output {
     }
 }
 
-func printReport(_ report: RunReport, verb: String, quiet: Bool) {
+/// Runs `body` over a directory with a progress line, prints its report (each failure, and a
+/// summary unless quiet), and exits with the first failure's code when any file failed.
+func runDirectory(engine: EngineOptions, removeOriginal: Bool, verb: String,
+                  _ body: (DirectoryRun) throws -> RunReport) throws {
+    let progress = ProgressLine(total: nil, quiet: engine.quiet)
+    let report = try body(DirectoryRun(threads: engine.threads, removeOriginal: removeOriginal, progress: progress.counter))
+    progress.stop()
     for (path, error) in report.failures { Runtime.warn("error: \(path): \(error)") }
-    if !quiet {
+    if !engine.quiet {
         for (path, reason) in report.skipped { Runtime.warn("skipped \(path): \(reason)") }
         Runtime.warn("\(verb) \(report.completed.count) files (\(ProgressLine.bytes(report.plaintextBytes))), \(report.failures.count) failed, \(report.skipped.count) skipped")
     }
-}
-
-/// The exit code of a directory run: that of the first failure's kind, 0 when none failed.
-func exitIfFailed(_ report: RunReport) throws {
     if let first = report.failures.first { throw ExitCode(Runtime.exitCode(for: first.error)) }
 }
