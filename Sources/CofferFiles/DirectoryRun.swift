@@ -8,9 +8,15 @@ import Glibc
 public final class ProgressCounter: @unchecked Sendable {
     private let lock = NSLock()
     private var done: UInt64 = 0
-    public let total: UInt64?
+    private var expected: UInt64?
 
-    public init(total: UInt64?) { self.total = total }
+    public init(total: UInt64?) { expected = total }
+
+    /// The bytes the work will cover, when known (a directory run sets it once it has listed the tree).
+    public var total: UInt64? {
+        get { lock.withLock { expected } }
+        set { lock.withLock { expected = newValue } }
+    }
 
     public func add(_ bytes: UInt64) { lock.withLock { done += bytes } }
     public var bytesDone: UInt64 { lock.withLock { done } }
@@ -139,6 +145,7 @@ public struct DirectoryRun: Sendable {
             initial.skipped.append((entry.relative, "already encrypted (ends in \(Self.suffix))"))
             return true
         }
+        progress?.total = entries.reduce(0) { $0 + $1.size }
         let report = LockedValue(initial)
         let options = self
         forEach(entries, bigFile: UInt64(parameters.chunkSize) * UInt64(4 * threads), report: report) { entry, threads in
@@ -193,6 +200,8 @@ public struct DirectoryRun: Sendable {
     public func decrypt(root: String, identities: [Identity]) throws -> RunReport {
         var initial = RunReport()
         let entries = try Self.listFiles(root: root, report: &initial).filter { $0.relative.hasSuffix(Self.suffix) }
+        // Sealed sizes: within a fraction of a percent of the plaintext to come.
+        progress?.total = entries.reduce(0) { $0 + $1.size }
         let report = LockedValue(initial)
         let keys = UnwrappedKeyCache(identities: identities)
         let options = self

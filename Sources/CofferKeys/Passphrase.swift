@@ -30,6 +30,7 @@ public final class Passphrase: Recipient, Identity, @unchecked Sendable {
     public private(set) var derivations = 0
 
     public init(_ passphrase: [UInt8], workFactor: Int = Passphrase.defaultWorkFactor) throws {
+        KeyTypes.registerAll()
         guard !passphrase.isEmpty else { throw CofferError.invalidKey("the passphrase is empty") }
         guard (Self.minWorkFactor...Self.maxWorkFactor).contains(workFactor) else {
             throw CofferError.invalidParameter(
@@ -102,10 +103,14 @@ extension Character {
     var isASCIIDigitCharacter: Bool { ("0"..."9").contains(self) && isASCII }
 }
 
-/// Key types known to this build; call once before naming stanzas in messages.
+/// Key types known to this build. Their stanza descriptions are registered the first time any
+/// key type is made (or by an explicit ``registerAll()``), so that "no key opens this file"
+/// can name every stanza, including those of types the user gave no key for.
 public enum KeyTypes {
-    public static func registerAll() {
+    static let registration: Void = {
         SymmetricKeyFile.registerDescription()
         Passphrase.registerDescription()
-    }
+    }()
+
+    public static func registerAll() { registration }
 }

@@ -20,6 +20,7 @@ public struct SymmetricKeyFile: Recipient, Identity, Equatable {
     public let keyBytes: [UInt8]
 
     public init(keyBytes: [UInt8]) throws {
+        KeyTypes.registerAll()
         guard keyBytes.count == Self.keySize else {
             throw CofferError.invalidKey("a symmetric key is \(Self.keySize) bytes, got \(keyBytes.count)")
         }

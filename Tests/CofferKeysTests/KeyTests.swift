@@ -88,7 +88,6 @@ import Testing
 
     @Test("the wrong key's message names the key the file needs")
     func wrongKeyMessage() throws {
-        KeyTypes.registerAll()
         let header = try Header.sealed(parameters: HeaderParameters(), stanzas: [try key.wrap(FileKey.random())],
                                        fileKey: FileKey.random())
         let other = SymmetricKeyFile.generate()
