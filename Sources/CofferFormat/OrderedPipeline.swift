@@ -70,7 +70,7 @@ final class OrderedPipeline: @unchecked Sendable {
     /// `waitForReader` is false only for pipes and terminals, where the reader may block in `read`
     /// indefinitely after a failure; for regular files it is joined so it never outlives its descriptor.
     func run(waitForReader: Bool = true, consume: (ChunkSlot) throws -> Void) throws {
-        if workers <= 1 && slots.count == 1 {
+        if slots.count == 1 {
             try runInline(consume: consume)
             return
         }
@@ -118,7 +118,7 @@ final class OrderedPipeline: @unchecked Sendable {
         if let failure { throw failure }
     }
 
-    /// One slot, no threads: for a single worker on small inputs, where thread start-up would dominate.
+    /// One slot, no threads: for one thread, or an input of one chunk, where thread start-up would dominate.
     private func runInline(consume: (ChunkSlot) throws -> Void) throws {
         let slot = slots[0]
         while true {

@@ -61,6 +61,7 @@ enum Runtime {
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler {
                 TemporaryFiles.removeAll()
+                TerminalPrompt.restoreEcho()
                 FileHandle.standardError.write(Data("\ncoffer: interrupted; no partial output left\n".utf8))
                 exit(code)
             }

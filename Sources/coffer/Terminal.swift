@@ -7,6 +7,20 @@ import Glibc
 
 /// Reading a passphrase from the controlling terminal with echo off.
 enum TerminalPrompt {
+    /// The terminal whose echo is off while a prompt waits, so an interrupt can turn it back on.
+    static let echoOff = LockedTerminalState()
+
+    /// Called by the interrupt handler: a Ctrl-C at the prompt must not leave the terminal silent.
+    static func restoreEcho() {
+        echoOff.withLock { state in
+            if let (fd, saved) = state {
+                var copy = saved
+                tcsetattr(fd, TCSAFLUSH, &copy)
+            }
+            state = nil
+        }
+    }
+
     static var isAvailable: Bool {
         let fd = open("/dev/tty", O_RDWR | O_CLOEXEC)
         guard fd >= 0 else { return false }
@@ -27,9 +41,13 @@ enum TerminalPrompt {
             var quiet = saved
             quiet.c_lflag &= ~tcflag_t(ECHO)
             tcsetattr(fd, TCSAFLUSH, &quiet)
+            echoOff.withLock { $0 = (fd, saved) }
         }
         defer {
-            if hasTermios { tcsetattr(fd, TCSAFLUSH, &saved) }
+            if hasTermios {
+                tcsetattr(fd, TCSAFLUSH, &saved)
+                echoOff.withLock { $0 = nil }
+            }
             _ = write(fd, "\n", 1)
         }
         var line: [UInt8] = []
@@ -40,6 +58,12 @@ enum TerminalPrompt {
         if line.last == 0x0D { line.removeLast() }
         return line
     }
+}
+
+final class LockedTerminalState: @unchecked Sendable {
+    private let lock = NSLock()
+    private var state: (Int32, termios)?
+    func withLock<T>(_ body: (inout (Int32, termios)?) -> T) -> T { lock.withLock { body(&state) } }
 }
 
 /// A progress line on stderr (bytes, rate, ETA), redrawn a few times a second; only on a terminal.
