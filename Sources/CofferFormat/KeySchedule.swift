@@ -17,7 +17,7 @@ public struct FileKey: Sendable {
 
     public static func random() -> FileKey {
         // SymmetricKey(size:) draws from the system CSPRNG.
-        // swiftlint:disable:next force_try
+        // Cannot throw: a 256-bit SymmetricKey is exactly the 32 bytes the initializer requires.
         try! FileKey(bytes: SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) })
     }
 

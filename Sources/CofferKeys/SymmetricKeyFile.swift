@@ -28,7 +28,7 @@ public struct SymmetricKeyFile: Recipient, Identity, Equatable {
     }
 
     public static func generate() -> SymmetricKeyFile {
-        // swiftlint:disable:next force_try
+        // Cannot throw: a 256-bit SymmetricKey is exactly the 32 bytes the initializer requires.
         try! SymmetricKeyFile(keyBytes: SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) })
     }
 

@@ -96,7 +96,6 @@ import Glibc
         let key = try dir.keygen()
         let contents = try makeTree(dir)
         #expect(try coffer(["encrypt", "--recursive", "--remove-original", "--key-file", key, dir.file("backup")]).status == 0)
-        let damagedPath = dir.file("backup/shop/orders.ibd.cof")
         var damaged = try dir.read("backup/shop/orders.ibd.cof")
         damaged[damaged.count / 2] ^= 1
         _ = try dir.write(damaged, "backup/shop/orders.ibd.cof")
@@ -110,7 +109,6 @@ import Glibc
         }
         #expect(!dir.exists("backup/shop/orders.ibd"))
         #expect(try dir.read("backup/shop/orders.ibd.cof") == damaged)
-        _ = damagedPath
         #expect(!dir.listing().contains { $0.contains("coffer-tmp") })
     }
 
@@ -119,13 +117,12 @@ import Glibc
         let dir = Scratch()
         let key = try dir.keygen()
         let contents = try makeTree(dir)
-        let blocker = try dir.write([9, 9, 9], "backup/ib_logfile0.cof")
+        _ = try dir.write([9, 9, 9], "backup/ib_logfile0.cof")
         let enc = try coffer(["encrypt", "--recursive", "--remove-original", "--key-file", key, dir.file("backup")])
         #expect(enc.status == Exit.io)
         #expect(enc.stderr.contains("ib_logfile0"))
         #expect(try dir.read("backup/ib_logfile0") == contents["ib_logfile0"])
         #expect(try dir.read("backup/ib_logfile0.cof") == [9, 9, 9])
-        _ = blocker
         #expect(!dir.exists("backup/ibdata1"))
         #expect(dir.exists("backup/ibdata1.cof"))
     }
