@@ -153,3 +153,40 @@ import Testing
         }
     }
 }
+
+@Suite struct HeaderFuzz {
+    @Test("random byte damage anywhere in a header never crashes the reader and never passes the MAC")
+    func randomDamage() throws {
+        let key = SymmetricKeyFile.generate()
+        let sealed = try encryptToBytes(Array("payload".utf8), key: key,
+                                        parameters: HeaderParameters(chunkSize: 4096, objectName: Array("a/b".utf8)),
+                                        threads: 1)
+        let headerLength = Int(try HeaderReading.read(from: pipeSource(sealed)).payloadStart) - Limits.payloadNonceSize
+        var state: UInt64 = 0x1234_5678
+        func next() -> Int {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17
+            return Int(truncatingIfNeeded: state & 0x7FFF_FFFF)
+        }
+        for round in 0..<3000 {
+            var damaged = sealed
+            for _ in 0...(round % 3) {
+                let at = next() % headerLength
+                switch next() % 4 {
+                case 0: damaged[at] ^= UInt8(1 << (next() % 8))
+                case 1: damaged[at] = UInt8(next() % 256)
+                case 2: damaged.remove(at: at)
+                default: damaged.insert(UInt8(next() % 128), at: at)
+                }
+            }
+            if damaged == sealed { continue }
+            do {
+                let source = pipeSource(damaged)
+                let opened = try HeaderReading.read(from: source).open(with: [key])
+                _ = try opened.decrypt(from: source, to: MemorySink(), engine: StreamEngine(threads: 1))
+                Issue.record("round \(round): a damaged header was accepted")
+            } catch is CofferError {
+                // Expected: every damage is a Coffer error, never a crash or another error type.
+            }
+        }
+    }
+}
