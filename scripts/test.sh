@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use, installed only when missing (CI runs as root).
-needed_packages=(util-linux)   # mount/umount: the disk-full test mounts a 1 MiB tmpfs
+needed_packages=(
+  util-linux   # mount/umount: the disk-full test mounts a 1 MiB tmpfs
+  age          # age-keygen: interop of age key encodings (and, with later issues, age files)
+)
 missing=()
 for package in "${needed_packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -13,7 +16,10 @@ done
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "test.sh: installing ${missing[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # A fresh machine may have no package lists yet: update only when the first try fails.
+    apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 ||
+      { apt-get update -qq && apt-get install -y -qq "${missing[@]}"; }
   else
     echo "test.sh: missing packages: ${missing[*]} (run as root to install them)" >&2
   fi
