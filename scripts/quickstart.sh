@@ -46,8 +46,7 @@ echo "== inspecting one file (no key needed)"
 "$coffer" inspect backup/shop/orders.sql.cof | sed 's/^/   /'
 
 echo "== verifying every encrypted file"
-find backup -name '*.cof' -print0 | xargs -0 -n 1 "$coffer" verify -q --key-file backup.key
-echo "   all $(find backup -name '*.cof' | wc -l) files authenticated"
+"$coffer" verify --recursive --key-file backup.key backup
 
 echo "== decrypting the directory in place"
 "$coffer" decrypt --recursive --remove-original --key-file backup.key backup

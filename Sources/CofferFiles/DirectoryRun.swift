@@ -211,17 +211,44 @@ public struct DirectoryRun: Sendable {
         return report.withValue { $0 }
     }
 
+    /// Authenticates every `NAME.cof` under `root` (header, object name, every chunk); writes nothing.
+    public func verify(root: String, identities: [Identity]) throws -> RunReport {
+        var initial = RunReport()
+        let entries = try Self.listFiles(root: root, report: &initial).filter { $0.relative.hasSuffix(Self.suffix) }
+        progress?.total = entries.reduce(0) { $0 + $1.size }
+        let report = LockedValue(initial)
+        let keys = UnwrappedKeyCache(identities: identities)
+        let options = self
+        forEach(entries, bigFile: 8 << 20, report: report) { entry, threads in
+            let (source, opened) = try options.open(root: root, entry: entry, keys: keys)
+            defer { source.close() }
+            return try opened.decrypt(from: source, to: DiscardingSink(),
+                                      engine: StreamEngine(threads: threads, progress: options.progress?.engineCallback()))
+        }
+        return report.withValue { $0 }
+    }
+
+    /// Opens `NAME.cof` and authenticates its header; a file that records an object name must be
+    /// found at that name. Files encrypted on their own record none and are not bound to a place.
+    func open(root: String, entry: Entry, keys: UnwrappedKeyCache) throws -> (ByteSource, OpenedFile) {
+        let source = try ByteSource.open(path: "\(root)/\(entry.relative)")
+        do {
+            let reading = try HeaderReading.read(from: source)
+            let fileKey = try keys.fileKey(for: reading.header)
+            let expected = reading.header.parameters.objectName.isEmpty
+                ? nil : Array(entry.relative.dropLast(Self.suffix.count).utf8)
+            return (source, try reading.open(fileKey: fileKey, expectedObjectName: expected))
+        } catch {
+            source.close()
+            throw error
+        }
+    }
+
     func decryptFile(root: String, entry: Entry, keys: UnwrappedKeyCache, threads: Int) throws -> UInt64 {
         let sourcePath = "\(root)/\(entry.relative)"
-        let relativeOutput = String(entry.relative.dropLast(Self.suffix.count))
-        let outputPath = "\(root)/\(relativeOutput)"
-        let source = try ByteSource.open(path: sourcePath)
+        let outputPath = "\(root)/\(entry.relative.dropLast(Self.suffix.count))"
+        let (source, opened) = try open(root: root, entry: entry, keys: keys)
         defer { source.close() }
-        let reading = try HeaderReading.read(from: source)
-        let fileKey = try keys.fileKey(for: reading.header)
-        // Files encrypted on their own record no object name; they are not bound to a place.
-        let expected = reading.header.parameters.objectName.isEmpty ? nil : Array(relativeOutput.utf8)
-        let opened = try reading.open(fileKey: fileKey, expectedObjectName: expected)
         let output = try AtomicOutputFile(path: outputPath, mode: entry.mode)
         let bytes = try output.complete { sink in
             try opened.decrypt(from: source, to: sink,

@@ -9,17 +9,32 @@ import Glibc
 
 struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Authenticate every byte of an encrypted file without writing any plaintext.",
-        discussion: "Exit status 0 only if the header and every chunk authenticate with a given key.")
+        abstract: "Authenticate every byte of an encrypted file, or of every .cof file in a tree, writing no plaintext.",
+        discussion: "Exit status 0 only if every header and every chunk authenticate with a given key.")
 
     @OptionGroup var keys: KeyOptions
     @OptionGroup var engine: EngineOptions
 
-    @Argument(help: ArgumentHelp("Encrypted file ('-' or omitted: standard input).", valueName: "file"))
+    @Flag(help: "FILE is a directory: authenticate every NAME.cof in it, and that each was encrypted as NAME.")
+    var recursive = false
+
+    @Argument(help: ArgumentHelp("Encrypted file or, with --recursive, directory ('-' or omitted: standard input).",
+                                 valueName: "file"))
     var input: String?
+
+    func validate() throws {
+        if recursive && (input == nil || input == "-") { throw ValidationError("--recursive needs a directory") }
+    }
 
     func run() throws {
         try Runtime.reporting {
+            if recursive {
+                let identities = try keys.identities(for: nil)
+                try runDirectory(engine: engine, removeOriginal: false, verb: "verified") { run in
+                    try run.verify(root: input!, identities: identities)
+                }
+                return
+            }
             let source = try ByteSource.open(path: input ?? "-")
             defer { source.close() }
             let reading = try HeaderReading.read(from: source)

@@ -90,6 +90,29 @@ import Glibc
         #expect(try coffer(["inspect", a]).stdoutText.contains("object:      shop/deep/nested/t.ibd"))
     }
 
+    @Test("verify --recursive authenticates every file of a tree and names the damaged and swapped ones")
+    func verifyTree() throws {
+        let dir = Scratch()
+        let key = try dir.keygen()
+        _ = try makeTree(dir)
+        #expect(try coffer(["encrypt", "--recursive", "--remove-original", "--key-file", key, dir.file("backup")]).status == 0)
+        let clean = try coffer(["verify", "--recursive", "--key-file", key, dir.file("backup")])
+        #expect(clean.status == Exit.ok, "\(clean.stderr)")
+        #expect(clean.stderr.contains("verified \(Self.files.count) files"))
+        var damaged = try dir.read("backup/ibdata1.cof")
+        damaged[damaged.count - 3] ^= 4
+        _ = try dir.write(damaged, "backup/ibdata1.cof")
+        rename(dir.file("backup/mysql/user.ibd.cof"), dir.file("swap"))
+        rename(dir.file("backup/xtrabackup_checkpoints.cof"), dir.file("backup/mysql/user.ibd.cof"))
+        rename(dir.file("swap"), dir.file("backup/xtrabackup_checkpoints.cof"))
+        let bad = try coffer(["verify", "--recursive", "--key-file", key, dir.file("backup")])
+        #expect(bad.status == Exit.integrity)
+        #expect(bad.stderr.contains("ibdata1.cof: payload chunk"))
+        #expect(bad.stderr.contains("mysql/user.ibd.cof: file was encrypted as 'xtrabackup_checkpoints'"))
+        #expect(bad.stderr.contains("3 failed"))
+        for (name, _) in Self.files { #expect(!dir.exists("backup/\(name)"), "verify wrote \(name)") }
+    }
+
     @Test("a failure half-way through a directory: the rest is done, nothing is lost, the damaged file is kept")
     func failureHalfWay() throws {
         let dir = Scratch()
