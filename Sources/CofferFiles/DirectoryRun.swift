@@ -198,6 +198,24 @@ public struct DirectoryRun: Sendable {
     /// Decrypts every `NAME.cof` under `root` to `NAME`. A file that records an object name must
     /// be found at that name: two files of one run swapped or renamed are refused.
     public func decrypt(root: String, identities: [Identity]) throws -> RunReport {
+        try forEachEncryptedFile(root: root, identities: identities) { options, entry, keys, threads in
+            try options.decryptFile(root: root, entry: entry, keys: keys, threads: threads)
+        }
+    }
+
+    /// Authenticates every `NAME.cof` under `root` (header, object name, every chunk); writes nothing.
+    public func verify(root: String, identities: [Identity]) throws -> RunReport {
+        try forEachEncryptedFile(root: root, identities: identities) { options, entry, keys, threads in
+            let (source, opened) = try options.open(root: root, entry: entry, keys: keys)
+            defer { source.close() }
+            return try opened.decrypt(from: source, to: DiscardingSink(),
+                                      engine: StreamEngine(threads: threads, progress: options.progress?.engineCallback()))
+        }
+    }
+
+    /// Runs `body` over every `NAME.cof` under `root`, with one key cache for the run.
+    func forEachEncryptedFile(root: String, identities: [Identity],
+                              _ body: @escaping @Sendable (DirectoryRun, Entry, UnwrappedKeyCache, Int) throws -> UInt64) throws -> RunReport {
         var initial = RunReport()
         let entries = try Self.listFiles(root: root, report: &initial).filter { $0.relative.hasSuffix(Self.suffix) }
         // Sealed sizes: within a fraction of a percent of the plaintext to come.
@@ -206,24 +224,7 @@ public struct DirectoryRun: Sendable {
         let keys = UnwrappedKeyCache(identities: identities)
         let options = self
         forEach(entries, bigFile: 8 << 20, report: report) { entry, threads in
-            try options.decryptFile(root: root, entry: entry, keys: keys, threads: threads)
-        }
-        return report.withValue { $0 }
-    }
-
-    /// Authenticates every `NAME.cof` under `root` (header, object name, every chunk); writes nothing.
-    public func verify(root: String, identities: [Identity]) throws -> RunReport {
-        var initial = RunReport()
-        let entries = try Self.listFiles(root: root, report: &initial).filter { $0.relative.hasSuffix(Self.suffix) }
-        progress?.total = entries.reduce(0) { $0 + $1.size }
-        let report = LockedValue(initial)
-        let keys = UnwrappedKeyCache(identities: identities)
-        let options = self
-        forEach(entries, bigFile: 8 << 20, report: report) { entry, threads in
-            let (source, opened) = try options.open(root: root, entry: entry, keys: keys)
-            defer { source.close() }
-            return try opened.decrypt(from: source, to: DiscardingSink(),
-                                      engine: StreamEngine(threads: threads, progress: options.progress?.engineCallback()))
+            try body(options, entry, keys, threads)
         }
         return report.withValue { $0 }
     }
