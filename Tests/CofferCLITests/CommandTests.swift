@@ -48,6 +48,26 @@ import Glibc
         }
     }
 
+    @Test("an existing output file is never replaced without --force; output files take the input's mode")
+    func existingOutput() throws {
+        let dir = Scratch()
+        let key = try dir.keygen()
+        let input = try dir.write(pseudoRandom(5000), "in", mode: 0o640)
+        let taken = try dir.write([1, 2, 3], "taken")
+        let refused = try coffer(["encrypt", "--key-file", key, "-o", taken, input])
+        #expect(refused.status == Exit.io)
+        #expect(refused.stderr.contains("already exists (pass --force"))
+        #expect(try dir.read("taken") == [1, 2, 3])
+        #expect(try coffer(["encrypt", "--key-file", key, "--force", "-o", taken, input]).status == Exit.ok)
+        var st = stat()
+        stat(taken, &st)
+        #expect(st.st_mode & 0o777 == 0o640)
+        let decrypted = try coffer(["decrypt", "--key-file", key, "-o", input, taken])
+        #expect(decrypted.status == Exit.io)
+        #expect(try coffer(["decrypt", "--key-file", key, "--force", "-o", dir.file("out"), taken]).status == Exit.ok)
+        #expect(try dir.read("out") == (try dir.read("in")))
+    }
+
     @Test("standard input to standard output, both ways, including an empty stream")
     func pipes() throws {
         let dir = Scratch()
