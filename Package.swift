@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "CofferFormat", targets: ["CofferFormat"]),
         .library(name: "CofferKeys", targets: ["CofferKeys"]),
         .library(name: "CofferFiles", targets: ["CofferFiles"]),
+        .library(name: "CofferInterop", targets: ["CofferInterop"]),
         .executable(name: "coffer", targets: ["coffer"]),
     ],
     dependencies: [
@@ -25,17 +26,28 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "_CryptoExtras", package: "swift-crypto"),
         ]),
+        // Formats users already have: XtraBackup's .xbcrypt (reading), later age files.
+        .target(name: "CofferInterop", dependencies: [
+            "CofferFormat",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "_CryptoExtras", package: "swift-crypto"),
+        ]),
         // Files and directory trees on disk: atomic outputs, directory runs, removal of originals.
         .target(name: "CofferFiles", dependencies: ["CofferFormat", "CofferKeys"]),
         // Layer 4: the command-line tool, thin.
         .executableTarget(name: "coffer", dependencies: [
-            "CofferFormat", "CofferKeys", "CofferFiles",
+            "CofferFormat", "CofferKeys", "CofferFiles", "CofferInterop",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "CofferFormatTests", dependencies: ["CofferFormat", "CofferKeys"],
                     exclude: ["Vectors"]),
         .testTarget(name: "CofferKeysTests", dependencies: ["CofferKeys", "CofferFormat"]),
+        .testTarget(name: "CofferInteropTests", dependencies: ["CofferInterop", "CofferFormat"]),
         .testTarget(name: "CofferFilesTests", dependencies: ["CofferFiles", "CofferKeys", "CofferFormat"]),
-        .testTarget(name: "CofferCLITests", dependencies: ["CofferFormat"]),
+        .testTarget(name: "CofferCLITests", dependencies: [
+            "CofferFormat",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "_CryptoExtras", package: "swift-crypto"),
+        ]),
     ]
 )

@@ -133,6 +133,23 @@ public final class ByteSource {
         }
     }
 
+    /// The next `count` bytes (fewer at the end of the input), without consuming them: for telling
+    /// formats apart before choosing a reader.
+    public func peek(_ count: Int) throws -> [UInt8] {
+        if pending.count - pendingStart < count {
+            var more = [UInt8](repeating: 0, count: count)
+            var got = 0
+            while got < count {
+                let n = try more.withUnsafeMutableBytes { try rawRead($0.baseAddress! + got, count - got) }
+                if n == 0 { break }
+                got += n
+            }
+            pending = Array(pending[pendingStart...]) + more[0..<got]
+            pendingStart = 0
+        }
+        return Array(pending[pendingStart..<min(pending.count, pendingStart + count)])
+    }
+
     /// Fills `buffer` completely unless the input ends first; returns the byte count read.
     public func readFully(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         var done = 0

@@ -3,18 +3,18 @@ import Foundation
 /// One chunk in flight: an input buffer, an output buffer, and what the stages learned about it.
 /// Buffers are allocated once per pipeline and reused for every chunk (the malloc trap in
 /// docs/PERFORMANCE.md: fresh 1 MiB buffers per chunk cost a page fault per 4 KiB).
-final class ChunkSlot {
-    let input: UnsafeMutableRawBufferPointer
-    var inputCount = 0
+public final class ChunkSlot {
+    public private(set) var input: UnsafeMutableRawBufferPointer
+    public var inputCount = 0
     /// When set, the transform stage reads the input itself at this file offset, so that reading
     /// a regular file is spread over the worker threads instead of one reader.
     var readOffset: UInt64?
-    var counter: UInt64 = 0
-    var isFinal = false
+    public var counter: UInt64 = 0
+    public var isFinal = false
     /// Set by the reader on the slot after the last chunk (with `error` when reading failed).
     var isEnd = false
     /// What the transform made, to be written in order.
-    var output: [Data] = []
+    public var output: [Data] = []
     /// An error found by the transform stage, reported when the slot's turn to be consumed comes.
     var error: Error?
 
@@ -24,7 +24,14 @@ final class ChunkSlot {
 
     deinit { input.deallocate() }
 
-    var filledInput: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: input[0..<inputCount]) }
+    /// Grows the input buffer to hold at least `capacity` bytes (for formats whose chunks vary in size).
+    public func reserveInput(_ capacity: Int) {
+        guard capacity > input.count else { return }
+        input.deallocate()
+        input = .allocate(byteCount: capacity, alignment: 64)
+    }
+
+    public var filledInput: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: input[0..<inputCount]) }
 }
 
 /// Runs produce → transform → consume over a ring of chunk slots: one reader thread fills slots
@@ -38,8 +45,8 @@ final class ChunkSlot {
 ///
 /// Errors are reported in stream order: every chunk before a failing one is consumed first, so
 /// a reader sees exactly the authenticated prefix before the error, and never anything after it.
-final class OrderedPipeline: @unchecked Sendable {
-    enum Produced { case chunk, end }
+public final class OrderedPipeline: @unchecked Sendable {
+    public enum Produced: Sendable { case chunk, end }
 
     private let slots: [ChunkSlot]
     private let workers: Int
@@ -55,7 +62,7 @@ final class OrderedPipeline: @unchecked Sendable {
     private let produce: (ChunkSlot) throws -> Produced
     private let transform: (ChunkSlot) throws -> Void
 
-    init(slotCount: Int, workers: Int, inputCapacity: Int,
+    public init(slotCount: Int, workers: Int, inputCapacity: Int,
          produce: @escaping (ChunkSlot) throws -> Produced,
          transform: @escaping (ChunkSlot) throws -> Void) {
         slots = (0..<slotCount).map { _ in ChunkSlot(inputCapacity: inputCapacity) }
@@ -69,7 +76,7 @@ final class OrderedPipeline: @unchecked Sendable {
     /// Runs the pipeline to the end; `consume` sees slots in order on the calling thread.
     /// `waitForReader` is false only for pipes and terminals, where the reader may block in `read`
     /// indefinitely after a failure; for regular files it is joined so it never outlives its descriptor.
-    func run(waitForReader: Bool = true, consume: (ChunkSlot) throws -> Void) throws {
+    public func run(waitForReader: Bool = true, consume: (ChunkSlot) throws -> Void) throws {
         if slots.count == 1 {
             try runInline(consume: consume)
             return

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CofferFiles
 import CofferFormat
+import CofferInterop
 import CofferKeys
 import Foundation
 #if canImport(Glibc)
@@ -36,6 +37,10 @@ struct Decrypt: ParsableCommand {
     @Option(help: ArgumentHelp("Length of the plaintext byte range (default: to the end).", valueName: "bytes"))
     var length: UInt64?
 
+    @Option(help: ArgumentHelp("Accepted for XtraBackup compatibility (AES128, AES192, AES256); as in xbcrypt, the key's length picks the AES size.",
+                               valueName: "algo"))
+    var encryptAlgo: String?
+
     @Flag(help: "IN is a directory: decrypt every NAME.cof in it to NAME.")
     var recursive = false
 
@@ -70,6 +75,10 @@ struct Decrypt: ParsableCommand {
             }
             let source = try ByteSource.open(path: input ?? "-")
             defer { source.close() }
+            if Xbcrypt.looksLikeXbcrypt(try source.peek(8)) {
+                try decryptXbcrypt(source)
+                return
+            }
             let reading = try HeaderReading.read(from: source)
             let opened = try reading.open(with: try keys.identities(for: reading.header))
             let out = try Output.open(path: output, input: source, force: force, binary: false)
@@ -87,6 +96,36 @@ struct Decrypt: ParsableCommand {
                     _ = try opened.decrypt(from: source, to: sink, engine: streamEngine)
                 }
             }
+        }
+    }
+
+    /// XtraBackup's .xbcrypt: decrypted for restoring and migrating, with a plain statement of what
+    /// the format cannot prove.
+    func decryptXbcrypt(_ source: ByteSource) throws {
+        guard offset == nil && length == nil else {
+            throw CofferError.invalidParameter("--offset/--length need a Coffer file; .xbcrypt files have no random access")
+        }
+        let (raw, keySource) = try keys.xbcryptKey()
+        let key = try Xbcrypt.key(raw, source: keySource)
+        if let encryptAlgo {
+            let bits = ["AES128": 128, "AES192": 192, "AES256": 256][encryptAlgo.uppercased()]
+            guard let bits else { throw CofferError.invalidParameter("--encrypt-algo must be AES128, AES192 or AES256") }
+            if bits != raw.count * 8 {
+                Runtime.warn("warning: --encrypt-algo=\(encryptAlgo), but the key is \(raw.count) bytes: AES-\(raw.count * 8) is used, as xbcrypt does")
+            }
+        }
+        let out = try Output.open(path: output, input: source, force: force, binary: false)
+        let progress = ProgressLine(total: source.regularFileSize, quiet: engine.quiet)
+        defer { progress.stop() }
+        var summary = Xbcrypt.Summary()
+        try out.complete { sink in
+            summary = try Xbcrypt.decrypt(from: source, to: sink, key: key, threads: engine.threads, progress: progress.callback)
+        }
+        progress.stop()
+        if !summary.everyChunkHashed {
+            Runtime.warn("warning: this .xbcrypt file has XBCRYP0\(summary.oldestVersion!.rawValue) chunks, which carry no integrity check: a wrong key or altered data cannot be detected. Check the restored data, and migrate to Coffer.")
+        } else if !engine.quiet {
+            Runtime.warn("note: every xbcrypt chunk matched its SHA-256, but .xbcrypt is not authenticated: dropped, reordered or forged chunks cannot be detected. Migrate to Coffer.")
         }
     }
 }

@@ -98,6 +98,26 @@ struct KeyOptions: ParsableArguments {
     }
 }
 
+extension KeyOptions {
+    static let environmentXbcryptKey = "XBCRYPT_ENCRYPTION_KEY"
+
+    /// The key of an XtraBackup .xbcrypt file, read exactly as xbcrypt reads it: a key file's raw
+    /// bytes (a trailing newline included), a descriptor's, or XBCRYPT_ENCRYPTION_KEY.
+    func xbcryptKey() throws -> (bytes: [UInt8], source: String) {
+        if let path = keyFiles.first {
+            return (try KeySources.readSecretFile(path, what: "key file", allowInsecure: allowInsecureKeyFile), path)
+        }
+        if let fd = keyDescriptors.first {
+            return (try KeySources.readAll(fd: fd, name: "descriptor \(fd)"), "descriptor \(fd)")
+        }
+        if let value = environment[Self.environmentXbcryptKey] {
+            return (Array(value.utf8), Self.environmentXbcryptKey)
+        }
+        throw CofferError.noKeyGiven(
+            "an XtraBackup .xbcrypt file needs its key: --key-file FILE (its raw bytes, as xbcrypt reads them), --key-fd N, or \(Self.environmentXbcryptKey)")
+    }
+}
+
 /// Options of the parallel engine.
 struct EngineOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Threads for encryption and decryption (default: the number of cores).", valueName: "n"))

@@ -1,0 +1,74 @@
+import Crypto
+import _CryptoExtras
+import Foundation
+import Testing
+
+/// `coffer decrypt` on XtraBackup .xbcrypt files, through the real binary.
+@Suite struct XbcryptCommand {
+    static let vectors = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/vectors/xbcrypt").path
+    static let file = "\(vectors)/aes256_chunk4096_len300000.xbcrypt"
+    static let key = "xbcrypt-test-vectors-key-aes-256"
+    static let plaintext = (0..<300_000).map { UInt8(($0 * 7) % 251) }
+
+    @Test("an .xbcrypt file decrypts with --key-file (raw bytes), XBCRYPT_ENCRYPTION_KEY, from a pipe, with a note")
+    func decrypts() throws {
+        let dir = Scratch()
+        let keyFile = try dir.write(Array(Self.key.utf8), "xb.key")
+        let viaFile = try coffer(["decrypt", "--key-file", keyFile, "--encrypt-algo", "AES256", "-o", dir.file("out"), Self.file])
+        #expect(viaFile.status == Exit.ok, "\(viaFile.stderr)")
+        #expect(try dir.read("out") == Self.plaintext)
+        #expect(viaFile.stderr.contains("not authenticated"))
+        let viaEnv = try coffer(["decrypt", Self.file], environment: ["XBCRYPT_ENCRYPTION_KEY": Self.key])
+        #expect(viaEnv.stdout == Self.plaintext)
+        let piped = try coffer(["decrypt", "-q", "--key-file", keyFile],
+                               stdin: [UInt8](try Data(contentsOf: URL(fileURLWithPath: Self.file))))
+        #expect(piped.stdout == Self.plaintext)
+        #expect(piped.stderr.isEmpty)
+    }
+
+    @Test("a wrong key is refused with exit 2 and no output; a key with a stray newline is named")
+    func wrongKeys() throws {
+        let dir = Scratch()
+        let wrong = try dir.write(Array("xbcrypt-test-vectors-key-aes-25X".utf8), "wrong.key")
+        let result = try coffer(["decrypt", "--key-file", wrong, "-o", dir.file("out"), Self.file])
+        #expect(result.status == Exit.key)
+        #expect(result.stderr.contains("wrong xbcrypt key"))
+        #expect(!dir.exists("out"))
+        let newline = try dir.write(Array((Self.key + "\n").utf8), "newline.key")
+        let named = try coffer(["decrypt", "--key-file", newline, Self.file])
+        #expect(named.status == Exit.key)
+        #expect(named.stderr.contains("line feed"))
+        #expect(try coffer(["decrypt", Self.file]).stderr.contains("XBCRYPT_ENCRYPTION_KEY"))
+    }
+
+    /// One XBCRYP01 or XBCRYP02 chunk made as xbcrypt 2.x did: AES-CTR from a zero counter, no hash.
+    static func oldChunk(_ plaintext: [UInt8], key: [UInt8], version: UInt8) throws -> [UInt8] {
+        let payload = [UInt8](try AES._CTR.encrypt(plaintext, using: SymmetricKey(data: key),
+                                                   nonce: AES._CTR.Nonce(nonceBytes: [UInt8](repeating: 0, count: 16))))
+        func le(_ v: UInt64, _ n: Int) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
+        var crc: UInt32 = 0xFFFF_FFFF
+        for b in payload {
+            crc ^= UInt32(b)
+            for _ in 0..<8 { crc = crc & 1 == 1 ? 0xEDB8_8320 ^ (crc >> 1) : crc >> 1 }
+        }
+        var chunk = Array("XBCRYP0".utf8) + [version] + le(0, 8) + le(UInt64(plaintext.count), 8)
+        chunk += le(UInt64(payload.count), 8) + le(UInt64(~crc), 4)
+        if version == 0x32 { chunk += le(16, 8) + [UInt8](repeating: 0xAB, count: 16) }  // an IV nobody applied
+        return chunk + payload
+    }
+
+    @Test("XBCRYP01/02 chunks decrypt, with a warning that integrity cannot be checked")
+    func oldVersions() throws {
+        let dir = Scratch()
+        let key = Array("0123456789abcdef".utf8)
+        let text = Array("old backup chunk one|".utf8)
+        let file = try Self.oldChunk(text, key: key, version: 0x31) + Self.oldChunk(text, key: key, version: 0x32)
+        let path = try dir.write(file, "old.xbcrypt")
+        let keyFile = try dir.write(key, "old.key")
+        let result = try coffer(["decrypt", "--key-file", keyFile, path])
+        #expect(result.status == Exit.ok, "\(result.stderr)")
+        #expect(result.stdout == text + text)
+        #expect(result.stderr.contains("warning: this .xbcrypt file has XBCRYP01 chunks, which carry no integrity check"))
+    }
+}
