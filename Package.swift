@@ -33,7 +33,10 @@ let package = Package(
             .product(name: "_CryptoExtras", package: "swift-crypto"),
         ]),
         // Files and directory trees on disk: atomic outputs, directory runs, removal of originals.
-        .target(name: "CofferFiles", dependencies: ["CofferFormat", "CofferKeys"]),
+        .target(name: "CofferFiles", dependencies: [
+            "CofferFormat", "CofferKeys", "CofferInterop",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         // Layer 4: the command-line tool, thin.
         .executableTarget(name: "coffer", dependencies: [
             "CofferFormat", "CofferKeys", "CofferFiles", "CofferInterop",

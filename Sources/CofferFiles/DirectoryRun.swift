@@ -1,4 +1,6 @@
 import CofferFormat
+import CofferInterop
+import Crypto
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -44,6 +46,8 @@ public struct RunReport: Sendable {
     public var completed: [String] = []
     public var failures: [(path: String, error: CofferError)] = []
     public var skipped: [(path: String, reason: String)] = []
+    /// Files that were processed but deserve a caution (e.g. .xbcrypt chunks without any integrity check).
+    public var warnings: [(path: String, message: String)] = []
     public var plaintextBytes: UInt64 = 0
 }
 
@@ -60,11 +64,14 @@ public struct DirectoryRun: Sendable {
 
     public var threads: Int
     public var removeOriginal: Bool
+    /// Replace outputs that already exist (otherwise such a file fails and its original stays).
+    public var overwrite: Bool
     public var progress: ProgressCounter?
 
-    public init(threads: Int, removeOriginal: Bool, progress: ProgressCounter? = nil) {
+    public init(threads: Int, removeOriginal: Bool, overwrite: Bool = false, progress: ProgressCounter? = nil) {
         self.threads = max(1, threads)
         self.removeOriginal = removeOriginal
+        self.overwrite = overwrite
         self.progress = progress
     }
 
@@ -160,7 +167,7 @@ public struct DirectoryRun: Sendable {
         let outputPath = sourcePath + Self.suffix
         let source = try ByteSource.open(path: sourcePath)
         defer { source.close() }
-        let output = try AtomicOutputFile(path: outputPath, mode: entry.mode)
+        let output = try AtomicOutputFile(path: outputPath, mode: entry.mode, overwrite: overwrite)
         var fileParameters = parameters
         fileParameters.objectName = Array(entry.relative.utf8)
         let engine = StreamEngine(threads: threads, progress: progress?.engineCallback())
@@ -213,11 +220,11 @@ public struct DirectoryRun: Sendable {
         }
     }
 
-    /// Runs `body` over every `NAME.cof` under `root`, with one key cache for the run.
-    func forEachEncryptedFile(root: String, identities: [Identity],
+    /// Runs `body` over every file under `root` whose name ends in `suffix`, with one key cache for the run.
+    func forEachEncryptedFile(root: String, identities: [Identity], suffix: String = DirectoryRun.suffix,
                               _ body: @escaping @Sendable (DirectoryRun, Entry, UnwrappedKeyCache, Int) throws -> UInt64) throws -> RunReport {
         var initial = RunReport()
-        let entries = try Self.listFiles(root: root, report: &initial).filter { $0.relative.hasSuffix(Self.suffix) }
+        let entries = try Self.listFiles(root: root, report: &initial).filter { $0.relative.hasSuffix(suffix) }
         // Sealed sizes: within a fraction of a percent of the plaintext to come.
         progress?.total = entries.reduce(0) { $0 + $1.size }
         let report = LockedValue(initial)
@@ -227,6 +234,47 @@ public struct DirectoryRun: Sendable {
             try body(options, entry, keys, threads)
         }
         return report.withValue { $0 }
+    }
+
+    // MARK: XtraBackup .xbcrypt
+
+    public static let xbcryptSuffix = ".xbcrypt"
+
+    /// True when the tree holds any `NAME.xbcrypt` (an XtraBackup target directory).
+    public static func containsXbcrypt(root: String) throws -> Bool {
+        var ignored = RunReport()
+        return try listFiles(root: root, report: &ignored).contains { $0.relative.hasSuffix(xbcryptSuffix) }
+    }
+
+    /// Decrypts every `NAME.xbcrypt` under `root` to `NAME`, like `xtrabackup --decrypt --parallel`
+    /// (`NAME` may still be compressed: `t1.ibd.zst.xbcrypt` becomes `t1.ibd.zst`). Files whose
+    /// chunks carry no integrity check (XBCRYP01/02) are listed in the report's warnings.
+    public func decryptXbcrypt(root: String, key: SymmetricKey) throws -> RunReport {
+        let unhashed = LockedValue<[String]>([])
+        var report = try forEachEncryptedFile(root: root, identities: [], suffix: Self.xbcryptSuffix) { options, entry, _, threads in
+            let sourcePath = "\(root)/\(entry.relative)"
+            let source = try ByteSource.open(path: sourcePath)
+            defer { source.close() }
+            let output = try AtomicOutputFile(path: String(sourcePath.dropLast(Self.xbcryptSuffix.count)), mode: entry.mode,
+                                              overwrite: options.overwrite)
+            let summary = try output.complete { sink in
+                try Xbcrypt.decrypt(from: source, to: sink, key: key, threads: threads,
+                                    progress: options.progress?.engineCallback())
+            }
+            if !summary.everyChunkHashed {
+                unhashed.withValue { $0.append(entry.relative) }
+            } else if options.removeOriginal {
+                // Only originals whose decryption was checked go: with a wrong key, XBCRYP01/02
+                // decrypt to garbage without any error, and removing them would lose the backup.
+                try Self.remove(sourcePath)
+            }
+            return summary.plaintextBytes
+        }
+        let kept = removeOriginal ? "; the original was kept" : ""
+        for path in unhashed.withValue({ $0 }).sorted() {
+            report.warnings.append((path, "XBCRYP01/02 chunks carry no integrity check: a wrong key or altered data cannot be detected\(kept)"))
+        }
+        return report
     }
 
     /// Opens `NAME.cof` and authenticates its header; a file that records an object name must be
@@ -250,7 +298,7 @@ public struct DirectoryRun: Sendable {
         let outputPath = "\(root)/\(entry.relative.dropLast(Self.suffix.count))"
         let (source, opened) = try open(root: root, entry: entry, keys: keys)
         defer { source.close() }
-        let output = try AtomicOutputFile(path: outputPath, mode: entry.mode)
+        let output = try AtomicOutputFile(path: outputPath, mode: entry.mode, overwrite: overwrite)
         let bytes = try output.complete { sink in
             try opened.decrypt(from: source, to: sink,
                                engine: StreamEngine(threads: threads, progress: progress?.engineCallback()))

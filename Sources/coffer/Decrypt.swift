@@ -41,7 +41,7 @@ struct Decrypt: ParsableCommand {
                                valueName: "algo"))
     var encryptAlgo: String?
 
-    @Flag(help: "IN is a directory: decrypt every NAME.cof in it to NAME.")
+    @Flag(help: "IN is a directory: decrypt every NAME.cof in it to NAME (in an XtraBackup target directory, every NAME.xbcrypt).")
     var recursive = false
 
     @Flag(help: "With --recursive: delete each .cof file once its plaintext is complete and flushed.")
@@ -66,9 +66,18 @@ struct Decrypt: ParsableCommand {
 
     func run() throws {
         try Runtime.reporting {
+            if recursive, try DirectoryRun.containsXbcrypt(root: input!) {
+                // An XtraBackup target directory: its key is used raw, as xbcrypt does.
+                let (raw, keySource) = try keys.xbcryptKey()
+                let key = try Xbcrypt.key(raw, source: keySource)
+                try runDirectory(engine: engine, removeOriginal: removeOriginal, force: force, verb: "decrypted") { run in
+                    try run.decryptXbcrypt(root: input!, key: key)
+                }
+                return
+            }
             if recursive {
                 let identities = try keys.identities(for: nil)
-                try runDirectory(engine: engine, removeOriginal: removeOriginal, verb: "decrypted") { run in
+                try runDirectory(engine: engine, removeOriginal: removeOriginal, force: force, verb: "decrypted") { run in
                     try run.decrypt(root: input!, identities: identities)
                 }
                 return

@@ -76,7 +76,7 @@ struct Encrypt: ParsableCommand {
             try parameters.validate()
             let encryptor = try CofferEncryptor(recipients: try keys.recipients(workFactor: workFactor))
             if recursive {
-                try runDirectory(engine: engine, removeOriginal: removeOriginal, verb: "encrypted") { run in
+                try runDirectory(engine: engine, removeOriginal: removeOriginal, force: force, verb: "encrypted") { run in
                     try run.encrypt(root: input!, encryptor: encryptor, parameters: parameters)
                 }
                 return

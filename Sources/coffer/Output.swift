@@ -36,12 +36,14 @@ struct Output {
 
 /// Runs `body` over a directory with a progress line, prints its report (each failure, and a
 /// summary unless quiet), and exits with the first failure's code when any file failed.
-func runDirectory(engine: EngineOptions, removeOriginal: Bool, verb: String,
+func runDirectory(engine: EngineOptions, removeOriginal: Bool, force: Bool = false, verb: String,
                   _ body: (DirectoryRun) throws -> RunReport) throws {
     let progress = ProgressLine(total: nil, quiet: engine.quiet)
-    let report = try body(DirectoryRun(threads: engine.threads, removeOriginal: removeOriginal, progress: progress.counter))
+    let report = try body(DirectoryRun(threads: engine.threads, removeOriginal: removeOriginal, overwrite: force,
+                                       progress: progress.counter))
     progress.stop()
     for (path, error) in report.failures { Runtime.warn("error: \(path): \(error)") }
+    for (path, message) in report.warnings { Runtime.warn("warning: \(path): \(message)") }
     if !engine.quiet {
         for (path, reason) in report.skipped { Runtime.warn("skipped \(path): \(reason)") }
         Runtime.warn("\(verb) \(report.completed.count) files (\(ProgressLine.bytes(report.plaintextBytes))), \(report.failures.count) failed, \(report.skipped.count) skipped")

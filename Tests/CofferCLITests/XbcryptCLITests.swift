@@ -71,4 +71,37 @@ import Testing
         #expect(result.stdout == text + text)
         #expect(result.stderr.contains("warning: this .xbcrypt file has XBCRYP01 chunks, which carry no integrity check"))
     }
+
+    @Test("decrypt --recursive on an XtraBackup target directory: every NAME.xbcrypt to NAME, originals removed")
+    func targetDirectory() throws {
+        let dir = Scratch()
+        let names = ["aes256_chunk4096_len300000", "aes256_chunk65536_len65537", "aes256_chunk4096_len0"]
+        let targets = ["backup/ibdata1", "backup/shop/orders.ibd.zst", "backup/xtrabackup_info"]
+        for (name, target) in zip(names, targets) {
+            _ = try dir.write([UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(Self.vectors)/\(name).xbcrypt"))),
+                              target + ".xbcrypt")
+        }
+        _ = try dir.write(try Self.oldChunk(Array("v1 data".utf8), key: Array(Self.key.utf8), version: 0x31),
+                          "backup/old.frm.xbcrypt")
+        let wrong = try dir.write(Array("xbcrypt-test-vectors-key-aes-25X".utf8), "wrong.key")
+        let refused = try coffer(["decrypt", "--recursive", "--remove-original", "--key-file", wrong, dir.file("backup")])
+        #expect(refused.status == Exit.key)
+        for target in targets where target != "backup/xtrabackup_info" {
+            #expect(dir.exists(target + ".xbcrypt") && !dir.exists(target))
+        }
+        // The XBCRYP01 file "decrypted" with the wrong key (nothing can tell), but its original was kept.
+        #expect(dir.exists("backup/old.frm.xbcrypt"))
+        #expect(try dir.read("backup/old.frm") != Array("v1 data".utf8))
+        #expect(refused.stderr.contains("the original was kept"))
+        let keyFile = try dir.write(Array(Self.key.utf8), "xb.key")
+        let result = try coffer(["decrypt", "--recursive", "--remove-original", "--force", "--key-file", keyFile,
+                                 dir.file("backup")])
+        #expect(result.status == Exit.ok, "\(result.stderr)")
+        #expect(try dir.read("backup/ibdata1") == Self.plaintext)
+        #expect(try dir.read("backup/shop/orders.ibd.zst") == Array(Self.plaintext.prefix(65537)))
+        #expect(try dir.read("backup/xtrabackup_info").isEmpty)
+        #expect(try dir.read("backup/old.frm") == Array("v1 data".utf8))
+        #expect(dir.listing().filter { $0.hasSuffix(".xbcrypt") } == ["backup/old.frm.xbcrypt"])
+        #expect(result.stderr.contains("warning: old.frm.xbcrypt: XBCRYP01/02 chunks carry no integrity check"))
+    }
 }
