@@ -149,6 +149,20 @@ else
   echo "age: not installed (apt-get install age); skipped"
 fi
 
+xb_wall=""
+echo
+if python3 -c 'import cryptography' 2>/dev/null; then
+  echo "== XtraBackup .xbcrypt (XBCRYP03, 64 KiB chunks, AES-256-CTR + SHA-256 per chunk) made by scripts/make_xbcrypt.py"
+  xb_key=xbcrypt-benchmark-key-aes-256-ok
+  python3 "$repo/scripts/make_xbcrypt.py" "$input" "$work/c.xbcrypt" "$xb_key"
+  for t in 1 "$max_threads"; do
+    read -r xb_wall r < <(measure "XBCRYPT_ENCRYPTION_KEY=$xb_key '$coffer' decrypt -q --threads $t '$work/c.xbcrypt' > /dev/null")
+    row "coffer decrypt .xbcrypt -> /dev/null threads=$t" "$xb_wall" "$r"
+  done
+else
+  echo "xbcrypt: python3 'cryptography' is missing (pip install cryptography); skipped"
+fi
+
 rss_4g=""
 if ((rss_check)); then
   echo
@@ -175,4 +189,5 @@ if [[ -n $age_enc ]]; then
   printf '%-66s %s\n' "coffer vs age throughput, encrypt (target >= 3)" "x$(ratio "$age_enc" "$e")"
   printf '%-66s %s\n' "coffer vs age throughput, decrypt (target >= 3)" "x$(ratio "$age_dec" "$d")"
 fi
+[[ -z $xb_wall ]] || printf '%-66s %s\n' "decrypt .xbcrypt, $max_threads threads, MB/s" "$(mbps "$xb_wall")"
 [[ -z $rss_4g ]] || printf '%-66s %s\n' "peak RSS encrypting 4 GiB, MiB (target <= 64)" "$(mib "$rss_4g")"
