@@ -104,4 +104,41 @@ import Testing
         #expect(dir.listing().filter { $0.hasSuffix(".xbcrypt") } == ["backup/old.frm.xbcrypt"])
         #expect(result.stderr.contains("warning: old.frm.xbcrypt: XBCRYP01/02 chunks carry no integrity check"))
     }
+
+    @Test("migrate --from xbcrypt: one pass to .cof, verified; v3 originals removed, v1 kept; resumable; wrong old key refused")
+    func migrate() throws {
+        let dir = Scratch()
+        _ = try dir.write([UInt8](try Data(contentsOf: URL(fileURLWithPath: Self.file))), "backup/ibdata1.xbcrypt")
+        _ = try dir.write([UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(Self.vectors)/aes256_chunk65536_len65537.xbcrypt"))),
+                          "backup/db/t1.ibd.xbcrypt")
+        _ = try dir.write(try Self.oldChunk(Array("v1 data".utf8), key: Array(Self.key.utf8), version: 0x31),
+                          "backup/old.frm.xbcrypt")
+        let newKey = try dir.keygen("new.key")
+        let wrongOld = try dir.write(Array("xbcrypt-test-vectors-key-aes-25X".utf8), "wrong.key")
+        let refused = try coffer(["migrate", "--from", "xbcrypt", "--from-key-file", wrongOld, "--key-file", newKey,
+                                  "--remove-original", dir.file("backup")])
+        #expect(refused.status == Exit.key)
+        #expect(!dir.exists("backup/ibdata1.cof") && dir.exists("backup/ibdata1.xbcrypt"))
+        try? FileManager.default.removeItem(atPath: dir.file("backup/old.frm.cof"))  // v1 "converts" under any key
+
+        let oldKey = try dir.write(Array(Self.key.utf8), "old.key")
+        // First without removal (as if interrupted before the removals), then again with it.
+        let first = try coffer(["migrate", "--from", "xbcrypt", "--from-key-file", oldKey, "--key-file", newKey, dir.file("backup")])
+        #expect(first.status == Exit.ok, "\(first.stderr)")
+        #expect(dir.exists("backup/ibdata1.xbcrypt"))
+        let second = try coffer(["migrate", "--from", "xbcrypt", "--from-key-file", oldKey, "--key-file", newKey,
+                                 "--remove-original", dir.file("backup")])
+        #expect(second.status == Exit.ok, "\(second.stderr)")
+        #expect(second.stderr.contains("already converted"))
+        #expect(second.stderr.contains("old.frm.xbcrypt: the original was kept: XBCRYP01/02 chunks cannot be checked"))
+        #expect(!dir.exists("backup/ibdata1.xbcrypt") && !dir.exists("backup/db/t1.ibd.xbcrypt"))
+        #expect(dir.exists("backup/old.frm.xbcrypt"))
+        #expect(try coffer(["decrypt", "--key-file", newKey, dir.file("backup/ibdata1.cof")]).stdout == Self.plaintext)
+        #expect(try coffer(["decrypt", "--key-file", newKey, dir.file("backup/db/t1.ibd.cof")]).stdout
+            == Array(Self.plaintext.prefix(65537)))
+        #expect(try coffer(["decrypt", "--key-file", newKey, dir.file("backup/old.frm.cof")]).stdout == Array("v1 data".utf8))
+        #expect(try coffer(["inspect", dir.file("backup/db/t1.ibd.cof")]).stdoutText.contains("object:      db/t1.ibd"))
+        #expect(!dir.listing().contains { $0.contains("coffer-tmp") })
+        #expect(try coffer(["migrate", "--from", "age", "--key-file", newKey, dir.file("backup")]).status == Exit.usage)
+    }
 }

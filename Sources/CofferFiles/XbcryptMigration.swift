@@ -1,0 +1,177 @@
+import CofferFormat
+import CofferInterop
+import Crypto
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Converts XtraBackup .xbcrypt files to Coffer files in one pass: the xbcrypt plaintext flows
+/// through a pipe straight into the Coffer encryptor and never touches the disk.
+///
+/// `NAME.xbcrypt` becomes `NAME.cof`. The new file is read back and authenticated, and must hold
+/// exactly the bytes the old one decrypted to, before the old one is removed; and it is removed
+/// only when its own decryption was checked (XBCRYP03's per-chunk SHA-256): XBCRYP01/02 decrypt
+/// without error under any key, so their originals are always kept. A run that is interrupted can
+/// be started again: a `NAME.xbcrypt` whose `NAME.cof` exists and authenticates is not converted
+/// twice (its original is removed then, if it would have been).
+public struct XbcryptMigration: Sendable {
+    public var run: DirectoryRun
+
+    public init(run: DirectoryRun) { self.run = run }
+
+    /// Migrates every `NAME.xbcrypt` under `root`; files are bound to their relative paths.
+    public func migrate(root: String, key: SymmetricKey, encryptor: CofferEncryptor, identities: [Identity],
+                        parameters: HeaderParameters) throws -> RunReport {
+        let keptUnverifiable = LockedValue<[String]>([])
+        let alreadyDone = LockedValue<[String]>([])
+        let migration = self
+        var report = try run.forEachEncryptedFile(root: root, identities: [], suffix: DirectoryRun.xbcryptSuffix) {
+            _, entry, _, threads in
+            let name = String(entry.relative.dropLast(DirectoryRun.xbcryptSuffix.count))
+            let outcome = try migration.migrateFile(
+                "\(root)/\(entry.relative)", objectName: name, mode: entry.mode, key: key, encryptor: encryptor,
+                identities: identities, parameters: parameters, threads: threads)
+            if outcome.keptUnverifiable { keptUnverifiable.withValue { $0.append(entry.relative) } }
+            if outcome.alreadyConverted { alreadyDone.withValue { $0.append(entry.relative) } }
+            return outcome.bytes
+        }
+        for path in keptUnverifiable.withValue({ $0 }).sorted() {
+            report.warnings.append((path, "the original was kept: XBCRYP01/02 chunks cannot be checked (or an earlier run's .cof cannot be opened with the keys given); check the new file before removing it"))
+        }
+        for path in alreadyDone.withValue({ $0 }).sorted() {
+            report.warnings.append((path, "already converted by an earlier run (its .cof authenticates)"))
+        }
+        return report
+    }
+
+    public struct Outcome: Sendable {
+        public var bytes: UInt64 = 0
+        public var keptUnverifiable = false
+        public var alreadyConverted = false
+    }
+
+    /// Migrates one file, `PATH.xbcrypt` to `PATH.cof`.
+    /// `identities` are the new keys that can open Coffer files (to authenticate an earlier run's output).
+    public func migrateFile(_ path: String, objectName: String?, mode: mode_t, key: SymmetricKey,
+                            encryptor: CofferEncryptor, identities: [Identity], parameters: HeaderParameters,
+                            threads: Int) throws -> Outcome {
+        guard path.hasSuffix(DirectoryRun.xbcryptSuffix) else {
+            throw CofferError.invalidParameter("\(path): only NAME.xbcrypt files are migrated")
+        }
+        let target = String(path.dropLast(DirectoryRun.xbcryptSuffix.count)) + DirectoryRun.suffix
+        var fileParameters = parameters
+        fileParameters.objectName = objectName.map { Array($0.utf8) } ?? []
+        var outcome = Outcome()
+
+        if access(target, F_OK) == 0 {
+            // Resuming: an earlier run (with another file key) finished this one. Authenticate it
+            // with the keys given, then finish the removal; keys that cannot open it (public keys
+            // only) leave the original in place.
+            let check = try ByteSource.open(path: target)
+            defer { check.close() }
+            let reading = try HeaderReading.read(from: check)
+            outcome.alreadyConverted = true
+            guard let opened = try? reading.open(with: identities, expectedObjectName: fileParameters.objectName) else {
+                outcome.keptUnverifiable = run.removeOriginal
+                return outcome
+            }
+            outcome.bytes = try opened.decrypt(from: check, to: DiscardingSink(), engine: StreamEngine(threads: threads))
+            return try finish(outcome, source: path, sourceIsVerifiable: try Self.isVerifiable(path))
+        }
+
+        let source = try ByteSource.open(path: path)
+        defer { source.close() }
+        let output = try AtomicOutputFile(path: target, mode: mode)
+        var summary = Xbcrypt.Summary()
+        try output.complete { sink in
+            let (plaintext, producerResult) = try Self.pipeDecrypted(source: source, key: key)
+            do {
+                outcome.bytes = try encryptor.encrypt(from: plaintext, to: sink, parameters: fileParameters,
+                                                      engine: StreamEngine(threads: threads, progress: run.progress?.engineCallback()))
+            } catch {
+                plaintext.close()          // the decrypting side then fails with EPIPE,
+                _ = try? producerResult()  // and is waited for, so it never outlives `source`
+                throw error
+            }
+            plaintext.close()
+            // A failure on the xbcrypt side ends the pipe early: what was encrypted is a prefix, never kept.
+            summary = try producerResult()
+            guard summary.plaintextBytes == outcome.bytes else {
+                throw CofferError.writeFailed(path: target, reason: "encrypted \(outcome.bytes) of \(summary.plaintextBytes) bytes")
+            }
+            // Read the new file back from disk and authenticate all of it before anything is removed.
+            let check = try ByteSource.open(path: output.temporaryPath)
+            defer { check.close() }
+            let opened = try HeaderReading.read(from: check)
+                .open(fileKey: encryptor.fileKey, expectedObjectName: fileParameters.objectName)
+            let verified = try opened.decrypt(from: check, to: DiscardingSink(), engine: StreamEngine(threads: threads))
+            guard verified == outcome.bytes else {
+                throw CofferError.writeFailed(path: target, reason: "verification read back \(verified) of \(outcome.bytes) bytes")
+            }
+        }
+        return try finish(outcome, source: path, sourceIsVerifiable: summary.everyChunkHashed)
+    }
+
+    private func finish(_ outcome: Outcome, source: String, sourceIsVerifiable: Bool) throws -> Outcome {
+        var outcome = outcome
+        guard run.removeOriginal else { return outcome }
+        if sourceIsVerifiable {
+            try DirectoryRun.remove(source)
+        } else {
+            outcome.keptUnverifiable = true
+        }
+        return outcome
+    }
+
+    /// True when every chunk of an .xbcrypt file is XBCRYP03 (checked by its SHA-256 on decryption).
+    static func isVerifiable(_ path: String) throws -> Bool {
+        let source = try ByteSource.open(path: path)
+        defer { source.close() }
+        var verifiable = true
+        var header = [UInt8](repeating: 0, count: 44)
+        var offset: UInt64 = 0
+        while true {
+            let got = try header.withUnsafeMutableBytes { try source.read(into: $0, at: offset) }
+            if got == 0 { return verifiable }
+            guard got >= 36, Xbcrypt.looksLikeXbcrypt(Array(header[0..<8])) else { return false }
+            let ivPart: UInt64 = header[7] == 0x31 ? 0 : 8 + 16
+            if header[7] != 0x33 { verifiable = false }
+            let payload = header[24..<32].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            offset += 36 + ivPart + payload
+        }
+    }
+
+    /// Starts decrypting `source` on a thread into a pipe; returns the pipe's read end and a
+    /// function that waits for the decryption and returns its summary or rethrows its error.
+    static func pipeDecrypted(source: ByteSource, key: SymmetricKey) throws -> (ByteSource, () throws -> Xbcrypt.Summary) {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw CofferError.readFailed(path: source.path, reason: "cannot create a pipe") }
+        // If the encrypting side stops early, the decrypting side must see EPIPE, not die of SIGPIPE.
+        signal(SIGPIPE, SIG_IGN)
+        let result = LockedValue<Result<Xbcrypt.Summary, Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let writeEnd = fds[1]
+        let box = UncheckedBox((source, key))
+        Thread.detachNewThread {
+            let (source, key) = box.value
+            let outcome = Result {
+                try Xbcrypt.decrypt(from: source, to: FileDescriptorSink(fd: writeEnd, path: "pipe"), key: key, threads: 2)
+            }
+            close(writeEnd)
+            _ = result.exchange(outcome)
+            done.signal()
+        }
+        let wait: () throws -> Xbcrypt.Summary = {
+            done.wait()
+            return try result.withValue { $0! }.get()
+        }
+        return (ByteSource(fd: fds[0], path: "decrypted xbcrypt stream"), wait)
+    }
+}
+
+/// Hands a value that is used by one thread at a time to another thread.
+final class UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
