@@ -141,4 +141,18 @@ import Testing
         #expect(!dir.listing().contains { $0.contains("coffer-tmp") })
         #expect(try coffer(["migrate", "--from", "age", "--key-file", newKey, dir.file("backup")]).status == Exit.usage)
     }
+
+    @Test("verify checks what an .xbcrypt file allows: CRC-32 and v3's SHA-256; v1 files cannot be verified")
+    func verify() throws {
+        let dir = Scratch()
+        let ok = try coffer(["verify", Self.file], environment: ["XBCRYPT_ENCRYPTION_KEY": Self.key])
+        #expect(ok.status == Exit.ok, "\(ok.stderr)")
+        #expect(ok.stderr.contains("300000 bytes, every chunk's CRC-32 and SHA-256 matched"))
+        let wrong = try coffer(["verify", Self.file], environment: ["XBCRYPT_ENCRYPTION_KEY": "xbcrypt-test-vectors-key-aes-25X"])
+        #expect(wrong.status == Exit.key)
+        let old = try dir.write(try Self.oldChunk(Array("v1".utf8), key: Array(Self.key.utf8), version: 0x31), "old.xbcrypt")
+        let unverifiable = try coffer(["verify", old], environment: ["XBCRYPT_ENCRYPTION_KEY": Self.key])
+        #expect(unverifiable.status == Exit.key)
+        #expect(unverifiable.stderr.contains("no integrity check"))
+    }
 }
