@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 needed_packages=(
   util-linux   # mount/umount: the disk-full test mounts a 1 MiB tmpfs
   age          # age-keygen: interop of age key encodings (and, with later issues, age files)
+  zstd         # decrypt --decompress of XtraBackup's NAME.zst.xbcrypt files
 )
 missing=()
 for package in "${needed_packages[@]}"; do

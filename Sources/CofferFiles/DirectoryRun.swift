@@ -249,17 +249,39 @@ public struct DirectoryRun: Sendable {
     /// Decrypts every `NAME.xbcrypt` under `root` to `NAME`, like `xtrabackup --decrypt --parallel`
     /// (`NAME` may still be compressed: `t1.ibd.zst.xbcrypt` becomes `t1.ibd.zst`). Files whose
     /// chunks carry no integrity check (XBCRYP01/02) are listed in the report's warnings.
-    public func decryptXbcrypt(root: String, key: SymmetricKey) throws -> RunReport {
+    /// With `decompress`, `NAME.zst.xbcrypt` (or `.lz4`, `.qp`) becomes `NAME` directly.
+    public func decryptXbcrypt(root: String, key: SymmetricKey, decompress: Bool = false) throws -> RunReport {
         let unhashed = LockedValue<[String]>([])
         var report = try forEachEncryptedFile(root: root, identities: [], suffix: Self.xbcryptSuffix) { options, entry, _, threads in
             let sourcePath = "\(root)/\(entry.relative)"
             let source = try ByteSource.open(path: sourcePath)
             defer { source.close() }
-            let output = try AtomicOutputFile(path: String(sourcePath.dropLast(Self.xbcryptSuffix.count)), mode: entry.mode,
-                                              overwrite: options.overwrite)
+            var outputPath = String(sourcePath.dropLast(Self.xbcryptSuffix.count))
+            let decompressor = decompress ? Decompressor.forName(outputPath) : nil
+            if let decompressor { outputPath = String(outputPath.dropLast(decompressor.suffix.count)) }
+            let output = try AtomicOutputFile(path: outputPath, mode: entry.mode, overwrite: options.overwrite)
             let summary = try output.complete { sink in
-                try Xbcrypt.decrypt(from: source, to: sink, key: key, threads: threads,
-                                    progress: options.progress?.engineCallback())
+                let decrypt = { (sink: ByteSink) in
+                    try Xbcrypt.decrypt(from: source, to: sink, key: key, threads: threads,
+                                        progress: options.progress?.engineCallback())
+                }
+                guard let decompressor else { return try decrypt(sink) }
+                // decrypt → pipe → the tool → the temporary output file.
+                let (readEnd, writeEnd) = try makePipe(for: outputPath)
+                let wait: () throws -> Void
+                do {
+                    wait = try decompressor.start(input: readEnd, output: sink.fd)
+                } catch {
+                    close(readEnd)
+                    close(writeEnd)
+                    throw error
+                }
+                close(readEnd)
+                signal(SIGPIPE, SIG_IGN)  // a tool that stops early must show up as an error, not kill us
+                let result = Result { try decrypt(FileDescriptorSink(fd: writeEnd, path: "\(decompressor.tool) input")) }
+                close(writeEnd)
+                try wait()
+                return try result.get()
             }
             if !summary.everyChunkHashed {
                 unhashed.withValue { $0.append(entry.relative) }

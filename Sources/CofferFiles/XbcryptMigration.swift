@@ -145,13 +145,11 @@ public struct XbcryptMigration: Sendable {
     /// Starts decrypting `source` on a thread into a pipe; returns the pipe's read end and a
     /// function that waits for the decryption and returns its summary or rethrows its error.
     static func pipeDecrypted(source: ByteSource, key: SymmetricKey) throws -> (ByteSource, () throws -> Xbcrypt.Summary) {
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw CofferError.readFailed(path: source.path, reason: "cannot create a pipe") }
+        let (readEnd, writeEnd) = try makePipe(for: source.path)
         // If the encrypting side stops early, the decrypting side must see EPIPE, not die of SIGPIPE.
         signal(SIGPIPE, SIG_IGN)
         let result = LockedValue<Result<Xbcrypt.Summary, Error>?>(nil)
         let done = DispatchSemaphore(value: 0)
-        let writeEnd = fds[1]
         let box = UncheckedBox((source, key))
         Thread.detachNewThread {
             let (source, key) = box.value
@@ -166,7 +164,7 @@ public struct XbcryptMigration: Sendable {
             done.wait()
             return try result.withValue { $0! }.get()
         }
-        return (ByteSource(fd: fds[0], path: "decrypted xbcrypt stream"), wait)
+        return (ByteSource(fd: readEnd, path: "decrypted xbcrypt stream"), wait)
     }
 }
 

@@ -41,6 +41,9 @@ struct Decrypt: ParsableCommand {
                                valueName: "algo"))
     var encryptAlgo: String?
 
+    @Flag(help: "With --recursive on an XtraBackup directory: NAME.zst.xbcrypt (or .lz4, .qp) becomes NAME, through the zstd/lz4/qpress command.")
+    var decompress = false
+
     @Flag(help: "IN is a directory: decrypt every NAME.cof in it to NAME (in an XtraBackup target directory, every NAME.xbcrypt).")
     var recursive = false
 
@@ -71,7 +74,7 @@ struct Decrypt: ParsableCommand {
                 let (raw, keySource) = try keys.xbcryptKey()
                 let key = try Xbcrypt.key(raw, source: keySource)
                 try runDirectory(engine: engine, removeOriginal: removeOriginal, force: force, verb: "decrypted") { run in
-                    try run.decryptXbcrypt(root: input!, key: key)
+                    try run.decryptXbcrypt(root: input!, key: key, decompress: decompress)
                 }
                 return
             }

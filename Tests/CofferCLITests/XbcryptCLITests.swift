@@ -155,4 +155,48 @@ import Testing
         #expect(unverifiable.status == Exit.key)
         #expect(unverifiable.stderr.contains("no integrity check"))
     }
+
+    /// XBCRYP03 chunks as xbcrypt 8.0 writes them: random IV, AES-CTR over plaintext ‖ SHA-256.
+    static func v3File(_ plaintext: [UInt8], key: [UInt8], chunkSize: Int = 65536) throws -> [UInt8] {
+        func le(_ v: UInt64, _ n: Int) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
+        var out: [UInt8] = []
+        var start = 0
+        while start < plaintext.count {
+            let piece = Array(plaintext[start..<min(plaintext.count, start + chunkSize)])
+            start += piece.count
+            let iv = (0..<16).map { _ in UInt8.random(in: 0...255) }
+            let payload = [UInt8](try AES._CTR.encrypt(piece + Array(SHA256.hash(data: piece)), using: SymmetricKey(data: key),
+                                                       nonce: AES._CTR.Nonce(nonceBytes: iv)))
+            var crc: UInt32 = 0xFFFF_FFFF
+            for b in payload {
+                crc ^= UInt32(b)
+                for _ in 0..<8 { crc = crc & 1 == 1 ? 0xEDB8_8320 ^ (crc >> 1) : crc >> 1 }
+            }
+            out += Array("XBCRYP03".utf8) + le(0, 8) + le(UInt64(piece.count + 32), 8) + le(UInt64(payload.count), 8)
+            out += le(UInt64(~crc), 4) + le(16, 8) + iv + payload
+        }
+        return out
+    }
+
+    @Test("decrypt --recursive --decompress: NAME.zst.xbcrypt becomes NAME through zstd; bad zstd data fails cleanly")
+    func decompress() throws {
+        let dir = Scratch()
+        let text = Array(String(repeating: "INSERT INTO t VALUES (1,'coffer'),(2,'xtrabackup');\n", count: 4000).utf8)
+        let compressed = try spawn(["/usr/bin/zstd", "-q", "-c"], environment: [:], stdin: text)
+        try #require(compressed.status == 0, "zstd is needed (scripts/test.sh installs it)")
+        let key = Array(Self.key.utf8)
+        _ = try dir.write(try Self.v3File(compressed.stdout, key: key, chunkSize: 1000), "backup/db/t1.ibd.zst.xbcrypt")
+        _ = try dir.write(try Self.v3File(Array("not zstd at all".utf8), key: key), "backup/db/bad.ibd.zst.xbcrypt")
+        _ = try dir.write(try Self.v3File(text, key: key), "backup/plain.ibd.xbcrypt")
+        let keyFile = try dir.write(key, "xb.key")
+        let result = try coffer(["decrypt", "--recursive", "--decompress", "--remove-original", "--key-file", keyFile,
+                                 dir.file("backup")])
+        #expect(result.status == Exit.io, "\(result.stderr)")
+        #expect(result.stderr.contains("bad.ibd.zst.xbcrypt"))
+        #expect(try dir.read("backup/db/t1.ibd") == text)
+        #expect(try dir.read("backup/plain.ibd") == text)
+        #expect(!dir.exists("backup/db/t1.ibd.zst") && !dir.exists("backup/db/t1.ibd.zst.xbcrypt"))
+        #expect(dir.exists("backup/db/bad.ibd.zst.xbcrypt") && !dir.exists("backup/db/bad.ibd"))
+        #expect(!dir.listing().contains { $0.contains("coffer-tmp") })
+    }
 }

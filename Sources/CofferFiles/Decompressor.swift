@@ -1,0 +1,79 @@
+import CofferFormat
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The compressors XtraBackup names in file suffixes (`NAME.zst.xbcrypt`, `NAME.qp.xbcrypt`,
+/// `NAME.lz4.xbcrypt`), run as the installed command-line tools: the decrypted stream goes to the
+/// tool's standard input and the tool writes straight into Coffer's temporary output file, so the
+/// compressed plaintext never lands on disk.
+public struct Decompressor: Sendable {
+    public let suffix: String
+    public let tool: String
+    public let arguments: [String]
+    public let package: String
+
+    public static let known: [Decompressor] = [
+        Decompressor(suffix: ".zst", tool: "zstd", arguments: ["-d", "-q", "-c"], package: "zstd"),
+        Decompressor(suffix: ".lz4", tool: "lz4", arguments: ["-d", "-q", "-c"], package: "lz4"),
+        Decompressor(suffix: ".qp", tool: "qpress", arguments: ["-dio"], package: "qpress (Percona's repository)"),
+    ]
+
+    /// The decompressor for a name such as `t1.ibd.zst`, if any.
+    public static func forName(_ name: String) -> Decompressor? {
+        known.first { name.hasSuffix($0.suffix) }
+    }
+
+    /// The tool's path on PATH, or a clear error naming the package to install.
+    func executable() throws -> String {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        for directory in path.split(separator: ":") {
+            let candidate = "\(directory)/\(tool)"
+            if access(candidate, X_OK) == 0 { return candidate }
+        }
+        throw CofferError.refused("decompressing \(suffix) files needs the '\(tool)' command: install \(package), or decrypt without --decompress")
+    }
+
+    /// Starts the tool reading `input` and writing `output`; returns a function that waits for it
+    /// and throws unless it succeeded.
+    func start(input: Int32, output: Int32) throws -> () throws -> Void {
+        let executable = try executable()
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, input, 0)
+        posix_spawn_file_actions_adddup2(&actions, output, 1)
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, executable, &actions, nil, argv, environ)
+        guard rc == 0 else {
+            throw CofferError.refused("cannot start \(executable): \(String(cString: strerror(rc)))")
+        }
+        let tool = self.tool
+        return {
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            guard status == 0 else {
+                throw CofferError.writeFailed(path: "\(tool) output",
+                                              reason: "\(tool) failed (status \(status)): the decrypted data is not valid \(tool) input")
+            }
+        }
+    }
+}
+
+/// pipe2(2), behind _GNU_SOURCE in Glibc's headers.
+@_silgen_name("pipe2")
+private func glibcPipe2(_ fds: UnsafeMutablePointer<Int32>, _ flags: Int32) -> Int32
+
+/// A pipe whose ends are close-on-exec from the start, so that a tool spawned by another thread
+/// at the same moment never inherits them (it would hold the pipe open and the reader would
+/// never see its end).
+func makePipe(for path: String) throws -> (read: Int32, write: Int32) {
+    var fds: [Int32] = [0, 0]
+    guard glibcPipe2(&fds, O_CLOEXEC) == 0 else {
+        throw CofferError.writeFailed(path: path, reason: "cannot create a pipe: \(String(cString: strerror(errno)))")
+    }
+    return (fds[0], fds[1])
+}
