@@ -42,18 +42,23 @@ import Testing
         #expect(try coffer(["decrypt", Self.file]).stderr.contains("XBCRYPT_ENCRYPTION_KEY"))
     }
 
+    /// zlib's CRC-32, bit by bit: an independent check of the reader's table-driven one.
+    static func crc32(_ bytes: [UInt8]) -> UInt32 {
+        var crc: UInt32 = 0xFFFF_FFFF
+        for b in bytes {
+            crc ^= UInt32(b)
+            for _ in 0..<8 { crc = crc & 1 == 1 ? 0xEDB8_8320 ^ (crc >> 1) : crc >> 1 }
+        }
+        return ~crc
+    }
+
     /// One XBCRYP01 or XBCRYP02 chunk made as xbcrypt 2.x did: AES-CTR from a zero counter, no hash.
     static func oldChunk(_ plaintext: [UInt8], key: [UInt8], version: UInt8) throws -> [UInt8] {
         let payload = [UInt8](try AES._CTR.encrypt(plaintext, using: SymmetricKey(data: key),
                                                    nonce: AES._CTR.Nonce(nonceBytes: [UInt8](repeating: 0, count: 16))))
         func le(_ v: UInt64, _ n: Int) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
-        var crc: UInt32 = 0xFFFF_FFFF
-        for b in payload {
-            crc ^= UInt32(b)
-            for _ in 0..<8 { crc = crc & 1 == 1 ? 0xEDB8_8320 ^ (crc >> 1) : crc >> 1 }
-        }
         var chunk = Array("XBCRYP0".utf8) + [version] + le(0, 8) + le(UInt64(plaintext.count), 8)
-        chunk += le(UInt64(payload.count), 8) + le(UInt64(~crc), 4)
+        chunk += le(UInt64(payload.count), 8) + le(UInt64(Self.crc32(payload)), 4)
         if version == 0x32 { chunk += le(16, 8) + [UInt8](repeating: 0xAB, count: 16) }  // an IV nobody applied
         return chunk + payload
     }
@@ -167,13 +172,8 @@ import Testing
             let iv = (0..<16).map { _ in UInt8.random(in: 0...255) }
             let payload = [UInt8](try AES._CTR.encrypt(piece + Array(SHA256.hash(data: piece)), using: SymmetricKey(data: key),
                                                        nonce: AES._CTR.Nonce(nonceBytes: iv)))
-            var crc: UInt32 = 0xFFFF_FFFF
-            for b in payload {
-                crc ^= UInt32(b)
-                for _ in 0..<8 { crc = crc & 1 == 1 ? 0xEDB8_8320 ^ (crc >> 1) : crc >> 1 }
-            }
             out += Array("XBCRYP03".utf8) + le(0, 8) + le(UInt64(piece.count + 32), 8) + le(UInt64(payload.count), 8)
-            out += le(UInt64(~crc), 4) + le(16, 8) + iv + payload
+            out += le(UInt64(Self.crc32(payload)), 4) + le(16, 8) + iv + payload
         }
         return out
     }
