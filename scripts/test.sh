@@ -9,6 +9,7 @@ needed_packages=(
   util-linux   # mount/umount: the disk-full test mounts a 1 MiB tmpfs
   age          # age-keygen: interop of age key encodings (and, with later issues, age files)
   zstd         # decrypt --decompress of XtraBackup's NAME.zst.xbcrypt files
+  openssl      # RSA keys made by 'openssl genpkey' as Coffer recipients and identities
 )
 missing=()
 for package in "${needed_packages[@]}"; do

@@ -24,7 +24,7 @@ public enum KeySources {
         return try readAll(path: path)
     }
 
-    static func readAll(path: String) throws -> [UInt8] {
+    public static func readAll(path: String) throws -> [UInt8] {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw CofferError.readFailed(path: path, reason: String(cString: strerror(errno))) }
         defer { close(fd) }

@@ -110,6 +110,9 @@ public enum KeyTypes {
     static let registration: Void = {
         SymmetricKeyFile.registerDescription()
         Passphrase.registerDescription()
+        X25519Recipient.registerDescription()
+        RSARecipient.registerDescription()
+        HybridRecipient.registerDescription()
     }()
 
     public static func registerAll() { registration }

@@ -27,6 +27,7 @@ struct Encrypt: ParsableCommand {
         """)
 
     @OptionGroup var keys: KeyOptions
+    @OptionGroup var publicKeys: RecipientOptions
     @OptionGroup var engine: EngineOptions
 
     @Option(name: .shortAndLong, help: ArgumentHelp("Output file ('-' for standard output).", valueName: "out"))
@@ -74,7 +75,7 @@ struct Encrypt: ParsableCommand {
         try Runtime.reporting {
             let parameters = HeaderParameters(cipher: PayloadCipher(rawValue: cipher)!, chunkSize: parseSize(chunkSize)!)
             try parameters.validate()
-            let encryptor = try CofferEncryptor(recipients: try keys.recipients(workFactor: workFactor))
+            let encryptor = try CofferEncryptor(recipients: try keys.recipients(workFactor: workFactor, publicKeys: try publicKeys.publicKeys()))
             if recursive {
                 try runDirectory(engine: engine, removeOriginal: removeOriginal, force: force, verb: "encrypted") { run in
                     try run.encrypt(root: input!, encryptor: encryptor, parameters: parameters)

@@ -53,6 +53,15 @@ struct Inspect: ParsableCommand {
         }
     }
 
+    /// The key id a stanza names, for the types that name one.
+    static func keyID(of stanza: Stanza) -> String? {
+        switch stanza.type {
+        case SymmetricKeyFile.stanzaType, RSARecipient.stanzaType: return stanza.arguments.first
+        case X25519Recipient.stanzaType, HybridRecipient.stanzaType: return stanza.arguments.count == 2 ? stanza.arguments[1] : nil
+        default: return nil
+        }
+    }
+
     func run() throws {
         try Runtime.reporting {
             let source = try ByteSource.open(path: input)
@@ -61,7 +70,7 @@ struct Inspect: ParsableCommand {
             let header = reading.header
             let stanzas = header.stanzas.map { stanza in
                 StanzaInfo(type: stanza.type,
-                           keyID: stanza.type == SymmetricKeyFile.stanzaType ? stanza.arguments.first : nil,
+                           keyID: Self.keyID(of: stanza),
                            workFactor: stanza.type == Passphrase.stanzaType ? stanza.arguments.last.flatMap { Int($0) } : nil,
                            description: StanzaDescriptions.describe(stanza))
             }
@@ -95,7 +104,7 @@ struct Inspect: ParsableCommand {
                 if let object = report.object { print("object:      \(object)") }
                 print("header:      \(report.headerBytes) bytes")
                 print("stanzas:     \(stanzas.count) (any one opens the file)")
-                for stanza in stanzas { print("  \(stanza.type.padding(toLength: 9, withPad: " ", startingAt: 0)) \(stanza.description)") }
+                for stanza in stanzas { print("  \(stanza.type.padding(toLength: 14, withPad: " ", startingAt: 0)) \(stanza.description)") }
                 if let layout {
                     print("payload:     \(layout.plaintextSize) bytes in \(layout.chunkCount) chunks")
                 } else if let payloadError {

@@ -22,11 +22,21 @@ struct KeyOptions: ParsableArguments {
                                valueName: "file"))
     var passphraseFile: String?
 
+    @Option(name: [.customShort("i"), .long],
+            help: ArgumentHelp("A private key file to decrypt with: AGE-SECRET-KEY-1… (age-keygen's files work), AGE-SECRET-KEY-PQ-1…, or a PEM RSA key; several keys a file, # comments. With encrypt: encrypt to its public key. Repeatable.",
+                               valueName: "file"))
+    var identity: [String] = []
+
+    @Option(help: ArgumentHelp("Passphrase of a protected (keygen --protect) identity file, first line of this file; otherwise COFFER_IDENTITY_PASSPHRASE or a prompt.",
+                               valueName: "file"))
+    var identityPassphraseFile: String?
+
     @Flag(help: "Accept key and passphrase files that group or others can read.")
     var allowInsecureKeyFile = false
 
     static let environmentKey = "COFFER_KEY"
     static let environmentPassphrase = "COFFER_PASSPHRASE"
+    static let environmentIdentityPassphrase = "COFFER_IDENTITY_PASSPHRASE"
 
     static let howToGiveAKey = """
     no key given. Give at least one of:
@@ -34,6 +44,7 @@ struct KeyOptions: ParsableArguments {
       --key-fd N             a key file's content on descriptor N
       COFFER_KEY             environment variable holding a key file's text form
       --passphrase           a passphrase, asked on the terminal (or COFFER_PASSPHRASE, --passphrase-file FILE)
+      -r RECIPIENT, -R FILE  public keys (encrypt); -i FILE  private keys (decrypt)
     """
 
     var environment: [String: String] { ProcessInfo.processInfo.environment }
@@ -69,9 +80,68 @@ struct KeyOptions: ParsableArguments {
         return first
     }
 
+    /// The identities in the -i files, in order; protected files are opened with their passphrase.
+    func identityFiles() throws -> [Identity] {
+        var identities: [Identity] = []
+        for path in identity {
+            var content: [UInt8]
+            do {
+                content = try KeySources.readSecretFile(path, what: "identity file", allowInsecure: allowInsecureKeyFile)
+            } catch CofferError.refused(let reason) {
+                // A public key is readable by all, rightly: say it is the wrong kind of key instead.
+                if let text = try? String(decoding: KeySources.readAll(path: path), as: UTF8.self),
+                   (try? RecipientText.parseFile(text, source: path)) != nil {
+                    throw CofferError.invalidKey("\(path) holds a public key; decrypting needs the private key (-i NAME.key)")
+                }
+                throw CofferError.refused(reason)
+            }
+            if ProtectedKeyFile.isProtected(content) {
+                let passphrase = try Passphrase(try readIdentityPassphrase(for: path, confirm: false),
+                                                workFactor: Passphrase.maxWorkFactor)
+                content = Array(try ProtectedKeyFile.unprotect(content, passphrase: passphrase, source: path).utf8)
+            }
+            guard let text = String(validating: content, as: UTF8.self) else {
+                throw CofferError.invalidKey("identity file \(path) is not text (a raw 32-byte key goes with --key-file)")
+            }
+            identities += try IdentityText.parse(text, source: path)
+        }
+        return identities
+    }
+
+    /// The passphrase of a protected key file: --identity-passphrase-file, COFFER_IDENTITY_PASSPHRASE,
+    /// or the terminal. Never a command-line argument.
+    func readIdentityPassphrase(for path: String, confirm: Bool) throws -> [UInt8] {
+        if let file = identityPassphraseFile {
+            let content = try KeySources.readSecretFile(file, what: "passphrase file", allowInsecure: allowInsecureKeyFile)
+            return try KeySources.passphrase(fromFileContent: content, source: file)
+        }
+        if let value = environment[Self.environmentIdentityPassphrase], !value.isEmpty { return Array(value.utf8) }
+        guard TerminalPrompt.isAvailable else {
+            throw CofferError.noKeyGiven(
+                "\(path) is protected by a passphrase: give it with --identity-passphrase-file FILE or \(Self.environmentIdentityPassphrase), or run on a terminal")
+        }
+        let first = try TerminalPrompt.readPassphrase(prompt: "Passphrase for \(path): ")
+        guard !first.isEmpty else { throw CofferError.invalidKey("the passphrase is empty") }
+        if confirm {
+            let second = try TerminalPrompt.readPassphrase(prompt: "Passphrase for \(path) (again): ")
+            guard first == second else { throw CofferError.invalidKey("the two passphrases differ") }
+        }
+        return first
+    }
+
     /// Everything to encrypt to; fails with the list of ways to give a key when there is none.
-    func recipients(workFactor: Int) throws -> [Recipient] {
+    func recipients(workFactor: Int, publicKeys: [Recipient] = []) throws -> [Recipient] {
         var recipients: [Recipient] = try symmetricKeys()
+        recipients += publicKeys
+        for identity in try identityFiles() {
+            switch identity {
+            case let key as X25519Identity: recipients.append(key.recipient)
+            case let key as HybridIdentity: recipients.append(key.recipient)
+            case let key as RSAIdentity: recipients.append(key.recipient)
+            case let key as SymmetricKeyFile: recipients.append(key)
+            default: break
+            }
+        }
         if wantsPassphrase {
             recipients.append(try Passphrase(try readPassphrase(confirm: true), workFactor: workFactor))
         }
@@ -83,6 +153,7 @@ struct KeyOptions: ParsableArguments {
     /// the terminal when there is one.
     func identities(for header: Header?) throws -> [Identity] {
         var identities: [Identity] = try symmetricKeys()
+        identities += try identityFiles()
         let headerWantsPassphrase = header?.stanzas.contains { $0.type == Passphrase.stanzaType } ?? false
         if wantsPassphrase || (identities.isEmpty && headerWantsPassphrase && TerminalPrompt.isAvailable) {
             identities.append(try Passphrase(try readPassphrase(confirm: false), workFactor: Passphrase.maxWorkFactor))
@@ -95,6 +166,80 @@ struct KeyOptions: ParsableArguments {
             throw CofferError.noKeyGiven(Self.howToGiveAKey)
         }
         return identities
+    }
+}
+
+/// Public keys to encrypt to, and the recovery-key policy (docs/KEYS.md, "Recovery key").
+struct RecipientOptions: ParsableArguments {
+    @Option(name: [.customShort("r"), .long],
+            help: ArgumentHelp("A public key to encrypt to: age1… (X25519), age1pq1… (post-quantum), or a file holding keys (PEM RSA public keys too). Repeatable.",
+                               valueName: "recipient"))
+    var recipient: [String] = []
+
+    @Option(name: [.customShort("R"), .customLong("recipients-file")],
+            help: ArgumentHelp("A file of recipients, one a line (PEM blocks span lines), # comments. Repeatable.", valueName: "file"))
+    var recipientsFiles: [String] = []
+
+    @Option(help: ArgumentHelp("The recovery public key, added to every file (or COFFER_RECOVERY_RECIPIENT). Keep its private key offline.",
+                               valueName: "recipient"))
+    var recoveryRecipient: String?
+
+    @Flag(help: "Refuse to write a file that the recovery key cannot open (or COFFER_REQUIRE_RECOVERY=1).")
+    var requireRecovery = false
+
+    static let environmentRecovery = "COFFER_RECOVERY_RECIPIENT"
+    static let environmentRequireRecovery = "COFFER_REQUIRE_RECOVERY"
+
+    var environment: [String: String] { ProcessInfo.processInfo.environment }
+
+    /// A recipient given as a string or as the path of a file holding recipients.
+    static func parse(_ value: String, what: String) throws -> [Recipient] {
+        var isDirectory: ObjCBool = false
+        if !value.hasPrefix("age1"), FileManager.default.fileExists(atPath: value, isDirectory: &isDirectory), !isDirectory.boolValue {
+            return try readRecipientsFile(value)
+        }
+        if !value.hasPrefix("age1") && !value.hasPrefix("-----BEGIN") && value.contains("/") {
+            throw CofferError.readFailed(path: value, reason: "no such \(what) file")
+        }
+        return [try RecipientText.parse(value, source: what)]
+    }
+
+    static func readRecipientsFile(_ path: String) throws -> [Recipient] {
+        let bytes = try KeySources.readAll(path: path)
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw CofferError.invalidKey("recipients file \(path) is not text")
+        }
+        return try RecipientText.parseFile(text, source: path)
+    }
+
+    var requiresRecovery: Bool { requireRecovery || environment[Self.environmentRequireRecovery] == "1" }
+
+    /// The recovery recipient, when one is set.
+    func recovery() throws -> Recipient? {
+        guard let value = recoveryRecipient ?? environment[Self.environmentRecovery].flatMap({ $0.isEmpty ? nil : $0 }) else {
+            return nil
+        }
+        let keys = try Self.parse(value, what: "recovery recipient")
+        guard keys.count == 1, let key = keys.first else {
+            throw CofferError.invalidKey("the recovery recipient must be exactly one public key, found \(keys.count)")
+        }
+        guard !(key is SymmetricKeyFile) else { throw CofferError.invalidKey("the recovery recipient must be a public key") }
+        return key
+    }
+
+    /// Every public key given, the recovery key last; refuses under the recovery policy when no
+    /// recovery key is set.
+    func publicKeys() throws -> [Recipient] {
+        var keys: [Recipient] = []
+        for value in recipient { keys += try Self.parse(value, what: "recipient") }
+        for path in recipientsFiles { keys += try Self.readRecipientsFile(path) }
+        if let recovery = try recovery() {
+            keys.append(recovery)
+        } else if requiresRecovery {
+            throw CofferError.refused(
+                "the recovery policy (--require-recovery or \(Self.environmentRequireRecovery)=1) is on but no recovery key is set: give --recovery-recipient or \(Self.environmentRecovery)")
+        }
+        return keys
     }
 }
 
