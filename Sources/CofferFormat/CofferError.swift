@@ -37,6 +37,8 @@ public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
     case diskFull(path: String)
     /// A policy refused the operation (e.g. an insecure key file).
     case refused(String)
+    /// A rewrap's new header does not fit in the file's header slot.
+    case headerSpaceExhausted(needed: Int, available: Int)
 
     /// Coarse classes, used for exit codes and by tests to check "the right error".
     public enum Category: String, Sendable {
@@ -50,7 +52,7 @@ public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
         case .malformedHeader, .malformedStanza, .headerMACMismatch, .objectMismatch,
              .chunkAuthenticationFailed, .truncated, .trailingData: return .integrity
         case .readFailed, .writeFailed, .diskFull: return .io
-        case .invalidParameter: return .usage
+        case .invalidParameter, .headerSpaceExhausted: return .usage
         }
     }
 
@@ -92,6 +94,8 @@ public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
             return "no space left on device while writing \(path)"
         case .refused(let reason):
             return reason
+        case .headerSpaceExhausted(let needed, let available):
+            return "the new header needs \(needed) bytes but the file's header slot holds \(available): use 'coffer reencrypt' (which writes a new file, with --header-space to reserve more)"
         }
     }
 }

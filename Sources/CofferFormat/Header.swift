@@ -29,37 +29,77 @@ public struct HeaderParameters: Equatable, Sendable {
     public var objectNameText: String { String(decoding: objectName, as: UTF8.self) }
 }
 
-/// A parsed version-1 header. See docs/FORMAT.md, "Header".
+/// Where a header sits in its file (docs/FORMAT.md, "Version 2: header slots").
+public enum HeaderLayout: Equatable, Sendable {
+    /// `coffer/v1`: one header, directly followed by the payload nonce.
+    case single
+    /// `coffer/v2 SIZE`: two header slots of SIZE bytes each; this header is in one of them and
+    /// carries a generation number, so a rewrap can write the other slot and switch atomically.
+    case slots(size: Int, generation: UInt64)
+
+    public static let minSlotSize = 512
+}
+
+/// A parsed header (version 1, or one slot of version 2). See docs/FORMAT.md, "Header".
 public struct Header: Sendable {
     public var parameters: HeaderParameters
     public var stanzas: [Stanza]
     public var mac: [UInt8]
+    public var layout: HeaderLayout
 
-    public init(parameters: HeaderParameters, stanzas: [Stanza], mac: [UInt8]) {
+    public init(parameters: HeaderParameters, stanzas: [Stanza], mac: [UInt8], layout: HeaderLayout = .single) {
         self.parameters = parameters
         self.stanzas = stanzas
         self.mac = mac
+        self.layout = layout
     }
 
     /// Builds a header and computes its MAC under `fileKey`.
-    public static func sealed(parameters: HeaderParameters, stanzas: [Stanza], fileKey: FileKey) throws -> Header {
+    public static func sealed(parameters: HeaderParameters, stanzas: [Stanza], fileKey: FileKey,
+                              layout: HeaderLayout = .single) throws -> Header {
         try parameters.validate()
         guard !stanzas.isEmpty else { throw CofferError.noKeyGiven("a header needs at least one stanza") }
         guard stanzas.count <= Limits.maxStanzas else {
             throw CofferError.invalidParameter("at most \(Limits.maxStanzas) stanzas fit in one header")
         }
-        var header = Header(parameters: parameters, stanzas: stanzas, mac: [])
+        var header = Header(parameters: parameters, stanzas: stanzas, mac: [], layout: layout)
         let objectKey = KeySchedule.objectKey(fileKey: fileKey, objectName: parameters.objectName)
         header.mac = KeySchedule.headerMAC(header.bytesCoveredByMAC(), objectKey: objectKey)
-        guard header.encoded().count <= Limits.maxHeaderSize else {
-            throw CofferError.invalidParameter("header would exceed \(Limits.maxHeaderSize) bytes")
+        switch layout {
+        case .single:
+            guard header.encoded().count <= Limits.maxHeaderSize else {
+                throw CofferError.invalidParameter("header would exceed \(Limits.maxHeaderSize) bytes")
+            }
+        case .slots(let size, _):
+            guard (HeaderLayout.minSlotSize...Limits.maxHeaderSize).contains(size) else {
+                throw CofferError.invalidParameter("header slot size must be \(HeaderLayout.minSlotSize)...\(Limits.maxHeaderSize) bytes")
+            }
+            guard header.slotText().count <= size else {
+                throw CofferError.headerSpaceExhausted(needed: header.slotText().count, available: size)
+            }
         }
         return header
     }
 
-    /// Header bytes from the version line through the "---" that starts the MAC line.
+    /// The slot size a new version-2 file gets for this header: room for the header twice over
+    /// plus 1 KiB, in whole KiB, so that rewraps can add a few recipients in place.
+    public static func defaultSlotSize(forTextSize size: Int) -> Int {
+        min(Limits.maxHeaderSize, (2 * size + 1024 + 1023) / 1024 * 1024)
+    }
+
+    /// The first line of the file: `coffer/v1`, or `coffer/v2 SIZE`.
+    public var leadLine: String {
+        switch layout {
+        case .single: return Limits.versionLine
+        case .slots(let size, _): return "\(Limits.versionLineV2) \(size)"
+        }
+    }
+
+    /// Header bytes from the version line through the "---" that starts the MAC line. In version 2
+    /// the file's lead line comes first, then the slot's text, so the MAC binds the slot size too.
     public func bytesCoveredByMAC() -> [UInt8] {
-        var out = Array("\(Limits.versionLine)\n".utf8)
+        var out = Array("\(leadLine)\n".utf8)
+        if case .slots(_, let generation) = layout { out += Array("generation \(generation)\n".utf8) }
         out += Array("cipher \(parameters.cipher.rawValue)\n".utf8)
         out += Array("chunk-size \(parameters.chunkSize)\n".utf8)
         if !parameters.objectName.isEmpty {
@@ -70,8 +110,26 @@ public struct Header: Sendable {
         return out
     }
 
+    /// A version-1 header as it is written (for version 2, see ``slotText()`` and ``encodedSlot()``).
     public func encoded() -> [UInt8] {
         bytesCoveredByMAC() + Array(" \(RawBase64.encode(mac))\n".utf8)
+    }
+
+    /// Version 2: the slot's text, from "generation" through the MAC line's line feed.
+    public func slotText() -> [UInt8] {
+        Array(encoded().dropFirst(leadLine.utf8.count + 1))
+    }
+
+    /// Version 2: the slot as written, its text padded with zero bytes to the slot size.
+    public func encodedSlot() -> [UInt8] {
+        guard case .slots(let size, _) = layout else { preconditionFailure("not a slotted header") }
+        let text = slotText()
+        return text + [UInt8](repeating: 0, count: size - text.count)
+    }
+
+    public var generation: UInt64? {
+        if case .slots(_, let generation) = layout { return generation }
+        return nil
     }
 
     /// Checks the MAC under `fileKey`; throws ``CofferError/headerMACMismatch`` when it differs.
@@ -101,8 +159,38 @@ public struct Header: Sendable {
         let text = String(decoding: bytes.dropLast(), as: UTF8.self)
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
         try checkVersionLine(lines[0])
+        return try parseLines(lines, from: 1, layout: .single)
+    }
 
-        var index = 1
+    /// Parses one version-2 slot of `size` bytes read after the lead line. Returns nil for an empty
+    /// slot (all zero bytes). The text must be followed by zero bytes only.
+    public static func parseSlot(_ slot: [UInt8], size: Int) throws -> Header? {
+        let end = slot.firstIndex(of: 0) ?? slot.count
+        if end == 0 {
+            guard slot.allSatisfy({ $0 == 0 }) else { throw CofferError.malformedHeader("the slot starts with a zero byte but is not empty") }
+            return nil
+        }
+        guard slot[end...].allSatisfy({ $0 == 0 }) else {
+            throw CofferError.malformedHeader("the slot's text is followed by bytes other than zero padding")
+        }
+        let bytes = Array(slot[..<end])
+        guard bytes.last == 0x0A else { throw CofferError.malformedHeader("the slot's text does not end with a line feed") }
+        for b in bytes where b != 0x0A && (b < 0x20 || b > 0x7E) {
+            throw CofferError.malformedHeader(b == 0x0D
+                ? "carriage return in header (lines end with LF only)"
+                : String(format: "byte 0x%02x is not allowed in the header", b))
+        }
+        let lines = String(decoding: bytes.dropLast(), as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+        let first = lines[0]
+        guard first.hasPrefix("generation "), let generation = canonicalDecimal(first.dropFirst(11)), generation >= 1 else {
+            throw CofferError.malformedHeader("a slot's first line must be 'generation N' with N ≥ 1 in canonical decimal")
+        }
+        return try parseLines(lines, from: 1, layout: .slots(size: size, generation: UInt64(generation)))
+    }
+
+    /// The lines after the version line (v1) or the generation line (v2 slot).
+    static func parseLines(_ lines: [Substring], from start: Int, layout: HeaderLayout) throws -> Header {
+        var index = start
         func next(_ what: String) throws -> Substring {
             guard index < lines.count else { throw CofferError.malformedHeader("header ends before \(what)") }
             defer { index += 1 }
@@ -149,17 +237,30 @@ public struct Header: Sendable {
         guard macLine.hasPrefix("--- "), let mac = RawBase64.decode(macLine.dropFirst(4)), mac.count == 32 else {
             throw CofferError.malformedHeader("the last line must be '--- ' and the 32-byte MAC in unpadded base64")
         }
-        return Header(parameters: parameters, stanzas: stanzas, mac: mac)
+        return Header(parameters: parameters, stanzas: stanzas, mac: mac, layout: layout)
     }
 
     /// Classifies a first line: ours, a later version of ours, or something else (with a hint).
     static func checkVersionLine(_ line: Substring) throws {
         if line == Limits.versionLine { return }
+        if line.hasPrefix(Limits.versionLineV2 + " ") {
+            throw CofferError.malformedHeader("a coffer/v2 file is read slot by slot, not as one header")
+        }
         if line.hasPrefix("coffer/") { throw CofferError.unsupportedVersion(String(line)) }
         throw CofferError.notCofferFile(hint: FormatSniffer.hint(firstBytes: Array(line.utf8)))
     }
 
     /// Decimal without sign, leading zeros or other characters.
+    /// The slot size of a `coffer/v2 SIZE` lead line, or nil when `line` is not one.
+    public static func slotSize(leadLine line: Substring) throws -> Int? {
+        guard line.hasPrefix(Limits.versionLineV2) else { return nil }
+        guard line.hasPrefix(Limits.versionLineV2 + " "), let size = canonicalDecimal(line.dropFirst(Limits.versionLineV2.count + 1)),
+              (HeaderLayout.minSlotSize...Limits.maxHeaderSize).contains(size) else {
+            throw CofferError.malformedHeader("the first line must be 'coffer/v2 SIZE' with SIZE \(HeaderLayout.minSlotSize)...\(Limits.maxHeaderSize)")
+        }
+        return size
+    }
+
     static func canonicalDecimal(_ s: Substring) -> Int? {
         guard !s.isEmpty, s.count <= 12, s.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
         guard s == "0" || !s.hasPrefix("0") else { return nil }

@@ -2,6 +2,8 @@
 public enum Limits {
     /// The first line of every version-1 file, without its line feed.
     public static let versionLine = "coffer/v1"
+    /// Version 2's lead line is this, a space, and the header slot size.
+    public static let versionLineV2 = "coffer/v2"
     /// Smallest and largest payload chunk size, in plaintext bytes.
     public static let minChunkSize = 4 * 1024
     public static let maxChunkSize = 16 * 1024 * 1024

@@ -9,7 +9,7 @@ import Glibc
 /// therefore open it, and nothing new enters the format.
 public enum ProtectedKeyFile {
     public static func isProtected(_ content: [UInt8]) -> Bool {
-        content.starts(with: Array("\(Limits.versionLine)\n".utf8))
+        content.starts(with: Array("\(Limits.versionLine)\n".utf8)) || content.starts(with: Array("\(Limits.versionLineV2) ".utf8))
     }
 
     public static func protect(_ text: String, passphrase: Passphrase) throws -> [UInt8] {

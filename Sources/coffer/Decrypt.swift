@@ -93,6 +93,9 @@ struct Decrypt: ParsableCommand {
             }
             let reading = try HeaderReading.read(from: source)
             let opened = try reading.open(with: try keys.identities(for: reading.header))
+            for damaged in reading.damagedSlots {
+                Runtime.warn("warning: header slot \(damaged.slot + 1) is damaged (\(damaged.reason)); the other slot authenticated. 'coffer verify' reports this as an error")
+            }
             let out = try Output.open(path: output, input: source, force: force, binary: false)
             let payloadSize = opened.plaintextSize(of: source)
             let isRange = offset != nil || length != nil

@@ -43,6 +43,13 @@ struct Encrypt: ParsableCommand {
                                valueName: "n"))
     var workFactor: Int = Passphrase.defaultWorkFactor
 
+    @Option(help: ArgumentHelp("Bytes reserved for each of the two header slots, e.g. 8K (default: twice the header plus 1K, in whole KiB): room for recipients that 'coffer rewrap' adds later.",
+                               valueName: "size"))
+    var headerSpace: String?
+
+    @Option(help: .hidden)
+    var fileVersion: Int = 2
+
     @Flag(help: "IN is a directory: encrypt every regular file NAME in it to NAME.cof.")
     var recursive = false
 
@@ -63,6 +70,12 @@ struct Encrypt: ParsableCommand {
         guard (Limits.minChunkSize...Limits.maxChunkSize).contains(size) else {
             throw ValidationError("--chunk-size must be between 4K and 16M, got \(chunkSize)")
         }
+        if let headerSpace {
+            guard let size = parseSize(headerSpace), (HeaderLayout.minSlotSize...Limits.maxHeaderSize).contains(size) else {
+                throw ValidationError("--header-space must be a size from 512 to 256K, got \(headerSpace)")
+            }
+        }
+        guard fileVersion == 1 || fileVersion == 2 else { throw ValidationError("--file-version must be 1 or 2") }
         if recursive {
             guard input != nil, input != "-" else { throw ValidationError("--recursive needs a directory") }
             guard output == nil else { throw ValidationError("--recursive writes NAME.cof beside each file; -o does not apply") }
@@ -75,7 +88,9 @@ struct Encrypt: ParsableCommand {
         try Runtime.reporting {
             let parameters = HeaderParameters(cipher: PayloadCipher(rawValue: cipher)!, chunkSize: parseSize(chunkSize)!)
             try parameters.validate()
-            let encryptor = try CofferEncryptor(recipients: try keys.recipients(workFactor: workFactor, publicKeys: try publicKeys.publicKeys()))
+            var encryptor = try CofferEncryptor(recipients: try keys.recipients(workFactor: workFactor, publicKeys: try publicKeys.publicKeys()))
+            // Version 1 stays writable (hidden) for the tests that keep its tamper matrix.
+            encryptor.version = fileVersion == 1 ? .v1 : .v2(slotSize: headerSpace.flatMap(parseSize))
             if recursive {
                 try runDirectory(engine: engine, removeOriginal: removeOriginal, force: force, verb: "encrypted") { run in
                     try run.encrypt(root: input!, encryptor: encryptor, parameters: parameters)

@@ -40,6 +40,9 @@ struct Inspect: ParsableCommand {
         let chunkSize: Int
         let object: String?
         let headerBytes: UInt64
+        let slotSize: Int?
+        let generation: UInt64?
+        let damagedSlots: [String]?
         let stanzas: [StanzaInfo]
         let plaintextBytes: UInt64?
         let chunks: UInt64?
@@ -48,6 +51,9 @@ struct Inspect: ParsableCommand {
             case file, version, cipher, object, stanzas, chunks
             case chunkSize = "chunk_size"
             case headerBytes = "header_bytes"
+            case slotSize = "slot_size"
+            case generation
+            case damagedSlots = "damaged_slots"
             case plaintextBytes = "plaintext_bytes"
             case payloadError = "payload_error"
         }
@@ -86,10 +92,15 @@ struct Inspect: ParsableCommand {
                 }
             }
             let report = Report(
-                file: input, version: Limits.versionLine, cipher: header.parameters.cipher.rawValue,
+                file: input, version: header.generation == nil ? Limits.versionLine : Limits.versionLineV2,
+                cipher: header.parameters.cipher.rawValue,
                 chunkSize: header.parameters.chunkSize,
                 object: header.parameters.objectName.isEmpty ? nil : header.parameters.objectNameText,
-                headerBytes: reading.payloadStart - UInt64(Limits.payloadNonceSize), stanzas: stanzas,
+                headerBytes: reading.headerLength,
+                slotSize: { if case .slots(let size, _) = header.layout { return size } else { return nil } }(),
+                generation: header.generation,
+                damagedSlots: reading.damagedSlots.isEmpty ? nil : reading.damagedSlots.map { "slot \($0.slot + 1): \($0.reason)" },
+                stanzas: stanzas,
                 plaintextBytes: layout?.plaintextSize, chunks: layout?.chunkCount,
                 payloadError: payloadError.map { "\($0)" })
             if json {
@@ -103,6 +114,10 @@ struct Inspect: ParsableCommand {
                 print("chunk size:  \(report.chunkSize) bytes (\(ProgressLine.bytes(UInt64(report.chunkSize))))")
                 if let object = report.object { print("object:      \(object)") }
                 print("header:      \(report.headerBytes) bytes")
+                if let size = report.slotSize, let generation = report.generation {
+                    print("slots:       2 × \(size) bytes; in use: slot \(reading.activeSlot! + 1), generation \(generation)\(reading.alternate != nil ? " (the other slot holds an older generation: an interrupted rewrap)" : "")")
+                }
+                for damaged in report.damagedSlots ?? [] { print("damaged:     \(damaged)") }
                 print("stanzas:     \(stanzas.count) (any one opens the file)")
                 for stanza in stanzas { print("  \(stanza.type.padding(toLength: 14, withPad: " ", startingAt: 0)) \(stanza.description)") }
                 if let layout {

@@ -57,6 +57,11 @@ struct Verify: ParsableCommand {
             let bytes = try opened.decrypt(from: source, to: DiscardingSink(),
                                            engine: StreamEngine(threads: engine.threads, progress: progress.callback))
             progress.stop()
+            if let damaged = reading.damagedSlots.first {
+                // The payload and the header in use are authentic, but the file is not as written.
+                throw CofferError.malformedHeader(
+                    "header slot \(damaged.slot + 1) is damaged (\(damaged.reason)); the payload and the header in use authenticated. An interrupted 'coffer rewrap' leaves this; running it again repairs the slot")
+            }
             if !engine.quiet {
                 Runtime.warn("OK: \(input ?? "standard input"): \(bytes) bytes authenticated")
             }

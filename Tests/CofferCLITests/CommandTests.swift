@@ -94,12 +94,15 @@ import Glibc
             .components(separatedBy: "# key id: ")[1].prefix(16)
         let text = try coffer(["inspect", dir.file("f.cof")])
         #expect(text.status == Exit.ok)
-        for expected in ["coffer/v1", "chacha20-poly1305", "4096", "key file \(keyID)", "scrypt 2^10", "10000 bytes in 3 chunks"] {
+        for expected in ["coffer/v2", "chacha20-poly1305", "4096", "key file \(keyID)", "scrypt 2^10", "10000 bytes in 3 chunks",
+                         "slots:       2 × 2048 bytes; in use: slot 1, generation 1"] {
             #expect(text.stdoutText.contains(expected), "inspect lacks \(expected): \(text.stdoutText)")
         }
         let json = try coffer(["inspect", "--json", dir.file("f.cof")])
         let object = try JSONSerialization.jsonObject(with: Data(json.stdout)) as! [String: Any]
-        #expect(object["version"] as? String == "coffer/v1")
+        #expect(object["version"] as? String == "coffer/v2")
+        #expect(object["generation"] as? Int == 1)
+        #expect(object["slot_size"] as? Int == 2048)
         #expect(object["cipher"] as? String == "chacha20-poly1305")
         #expect(object["chunk_size"] as? Int == 4096)
         #expect(object["plaintext_bytes"] as? Int == 10000)

@@ -11,22 +11,47 @@ import Testing
         let dir = Scratch()
         let key: String
         let bytes: [UInt8]
+        let version: Int
+        /// Bytes before the payload nonce (version 2: the lead line and both slots).
         let headerLength: Int
+        /// End of the header text in use, just after its MAC line (version 1: the header's end).
+        let macEnd: Int
+        /// Version 2: the lead line's length and the slot size.
+        let leadLength: Int, slotSize: Int
         var payloadStart: Int { headerLength + 16 }
         var sealedChunk: Int { TamperMatrix.chunk + 16 }
 
-        init() throws {
+        init(version: Int) throws {
+            self.version = version
             key = try dir.keygen()
             let input = try dir.write(TamperMatrix.plaintext, "plain")
             let pw = try dir.write(Array("pw".utf8), "pw")
             let enc = try coffer(["encrypt", "--key-file", key, "--passphrase-file", pw, "--work-factor", "10",
-                                  "--chunk-size", "4K", "-o", dir.file("good.cof"), input])
+                                  "--chunk-size", "4K", "--file-version", "\(version)", "-o", dir.file("good.cof"), input])
             precondition(enc.status == 0, enc.stderr)
             let sealed = try dir.read("good.cof")
             let marker = Array("\n--- ".utf8)
             let at = (0...(sealed.count - marker.count)).first { sealed[$0..<($0 + marker.count)].elementsEqual(marker) }!
             bytes = sealed
-            headerLength = at + marker.count + 43 + 1
+            macEnd = at + marker.count + 43 + 1
+            if version == 2 {
+                let lead = String(decoding: sealed[..<sealed.firstIndex(of: 0x0A)!], as: UTF8.self)
+                leadLength = lead.utf8.count + 1
+                slotSize = Int(lead.split(separator: " ")[1])!
+                headerLength = leadLength + 2 * slotSize
+            } else {
+                leadLength = 0
+                slotSize = 0
+                headerLength = macEnd
+            }
+        }
+
+        /// Replaces the header text in use (version 2: slot 1's text, padded again).
+        func withHeaderText(_ text: [UInt8]) -> [UInt8] {
+            guard version == 2 else { return text + Array(bytes[headerLength...]) }
+            let slotText = Array(text[leadLength...])
+            return Array(bytes[..<leadLength]) + slotText + [UInt8](repeating: 0, count: max(0, slotSize - slotText.count))
+                + Array(bytes[(leadLength + slotSize)...])
         }
 
         /// Decrypts `damaged` three ways; each must exit `expected` and leave no output file.
@@ -45,21 +70,21 @@ import Testing
         }
     }
 
-    @Test("the untouched sample decrypts (the matrix below starts from a good file)")
-    func control() throws {
-        let sample = try Sample()
+    @Test("the untouched sample decrypts (the matrix below starts from a good file)", arguments: [1, 2])
+    func control(version: Int) throws {
+        let sample = try Sample(version: version)
         let result = try coffer(["decrypt", "--key-file", sample.key, sample.dir.file("good.cof")])
         #expect(result.status == Exit.ok)
         #expect(result.stdout == Self.plaintext)
         #expect(sample.bytes.count == sample.payloadStart + 4 * 16 + Self.plaintext.count)
     }
 
-    @Test("a bit flip in every header line")
-    func headerLines() throws {
-        let sample = try Sample()
+    @Test("a bit flip in every header line", arguments: [1, 2])
+    func headerLines(version: Int) throws {
+        let sample = try Sample(version: version)
         var lineStart = 0
         var lineNumber = 0
-        while lineStart < sample.headerLength {
+        while lineStart < sample.macEnd {
             let lineEnd = sample.bytes[lineStart...].firstIndex(of: 0x0A)!
             let line = String(decoding: sample.bytes[lineStart..<lineEnd], as: UTF8.self)
             lineNumber += 1
@@ -68,12 +93,14 @@ import Testing
             // The last character of the line: for the keyfile arg line that is in its salt.
             var damaged = sample.bytes
             damaged[lineEnd - 1] ^= 0x01
-            let expected: Int32 = lineNumber == 1 ? Exit.format : Exit.integrity
+            // Version 1's version line becomes another version (format); version 2's lead line
+            // changes the slot size, which the MAC covers (integrity).
+            let expected: Int32 = lineNumber == 1 && version == 1 ? Exit.format : Exit.integrity
             try sample.expectRejected(damaged, expected, "flip in header line \(lineNumber) '\(line)'")
         }
         #expect(lineNumber >= 9)
         // Flipping the key id itself makes the stanza name a key nobody has: a key error naming that id.
-        let text = String(decoding: sample.bytes[0..<sample.headerLength], as: UTF8.self)
+        let text = String(decoding: sample.bytes[0..<sample.macEnd], as: UTF8.self)
         let idStart = text.range(of: "-> keyfile ")!.upperBound
         let offset = text.utf8.distance(from: text.startIndex, to: idStart)
         var damaged = sample.bytes
@@ -81,35 +108,34 @@ import Testing
         try sample.expectRejected(damaged, Exit.key, "key id changed", message: "opens with: key file")
     }
 
-    @Test("a removed, duplicated or reordered stanza")
-    func stanzas() throws {
-        let sample = try Sample()
-        let text = String(decoding: sample.bytes[0..<sample.headerLength], as: UTF8.self)
+    @Test("a removed, duplicated or reordered stanza", arguments: [1, 2])
+    func stanzas(version: Int) throws {
+        let sample = try Sample(version: version)
+        let text = String(decoding: sample.bytes[0..<sample.macEnd], as: UTF8.self)
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         let keyfile = lines.firstIndex { $0.hasPrefix("-> keyfile") }!
         let scrypt = lines.firstIndex { $0.hasPrefix("-> scrypt") }!
         let mac = lines.firstIndex { $0.hasPrefix("---") }!
         let keyStanza = Array(lines[keyfile..<scrypt])
         let pwStanza = Array(lines[scrypt..<mac])
-        let rest = Array(sample.bytes[sample.headerLength...])
         func rebuild(_ stanzas: [String]) -> [UInt8] {
-            Array((Array(lines[..<keyfile]) + stanzas + [lines[mac]]).joined(separator: "\n").utf8) + [0x0A] + rest
+            sample.withHeaderText(Array((Array(lines[..<keyfile]) + stanzas + [lines[mac]]).joined(separator: "\n").utf8) + [0x0A])
         }
         try sample.expectRejected(rebuild(keyStanza), Exit.integrity, "passphrase stanza removed")
         try sample.expectRejected(rebuild(pwStanza + keyStanza), Exit.integrity, "stanzas reordered")
         try sample.expectRejected(rebuild(keyStanza + pwStanza + pwStanza), Exit.integrity, "stanza duplicated")
     }
 
-    @Test("a bit flip in the MAC, the payload nonce, and each chunk")
-    func payloadFlips() throws {
-        let sample = try Sample()
+    @Test("a bit flip in the MAC, the payload nonce, and each chunk", arguments: [1, 2])
+    func payloadFlips(version: Int) throws {
+        let sample = try Sample(version: version)
         var damaged = sample.bytes
         // A different but valid base64 letter in the middle of the MAC: it parses, and must not verify.
-        let at = sample.headerLength - 20
+        let at = sample.macEnd - 20
         damaged[at] = damaged[at] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
         try sample.expectRejected(damaged, Exit.integrity, "MAC changed", message: "header authentication failed")
         damaged = sample.bytes
-        damaged[sample.headerLength - 2] ^= 0x02
+        damaged[sample.macEnd - 2] ^= 0x02
         try sample.expectRejected(damaged, Exit.integrity, "MAC bit flipped")
         damaged = sample.bytes
         damaged[sample.headerLength + 3] ^= 0x01
@@ -127,9 +153,9 @@ import Testing
         }
     }
 
-    @Test("truncation at every chunk boundary and mid-chunk, inside the header and the nonce")
-    func truncation() throws {
-        let sample = try Sample()
+    @Test("truncation at every chunk boundary and mid-chunk, inside the header and the nonce", arguments: [1, 2])
+    func truncation(version: Int) throws {
+        let sample = try Sample(version: version)
         for k in 0..<4 {
             let boundary = sample.payloadStart + k * sample.sealedChunk
             try sample.expectRejected(Array(sample.bytes[..<boundary]), Exit.integrity, "cut at chunk boundary \(k)",
@@ -145,9 +171,9 @@ import Testing
         try sample.expectRejected(Array(sample.bytes[..<40]), Exit.integrity, "cut inside the header")
     }
 
-    @Test("swapped and duplicated chunks, appended bytes")
-    func reordering() throws {
-        let sample = try Sample()
+    @Test("swapped and duplicated chunks, appended bytes", arguments: [1, 2])
+    func reordering(version: Int) throws {
+        let sample = try Sample(version: version)
         func chunk(_ k: Int) -> ArraySlice<UInt8> {
             sample.bytes[(sample.payloadStart + k * sample.sealedChunk)..<min(sample.bytes.count, sample.payloadStart + (k + 1) * sample.sealedChunk)]
         }
@@ -160,6 +186,32 @@ import Testing
         try sample.expectRejected(sample.bytes + [0], Exit.integrity, "one byte appended")
         try sample.expectRejected(sample.bytes + pseudoRandom(16), Exit.integrity, "16 bytes appended")
         try sample.expectRejected(sample.bytes + Array(chunk(0)), Exit.integrity, "a whole chunk appended")
+    }
+
+    @Test("version 2: damage in the empty slot or the padding is set aside by decrypt (warning) and fails verify")
+    func slotDamage() throws {
+        let sample = try Sample(version: 2)
+        for (what, at) in [("padding of the slot in use", sample.macEnd + 5), ("the empty slot", sample.leadLength + sample.slotSize + 7)] {
+            var damaged = sample.bytes
+            damaged[at] ^= 0x41
+            let path = try sample.dir.write(damaged, "slot.cof")
+            let decrypted = try coffer(["decrypt", "--key-file", sample.key, path])
+            if at < sample.leadLength + sample.slotSize {
+                // Bytes after the text in the slot in use: that slot no longer parses, and the
+                // other is empty, so nothing opens.
+                #expect(decrypted.status == Exit.integrity, "\(what): \(decrypted.stderr)")
+            } else {
+                #expect(decrypted.status == Exit.ok, "\(what): \(decrypted.stderr)")
+                #expect(decrypted.stdout == Self.plaintext)
+                #expect(decrypted.stderr.contains("header slot 2 is damaged"))
+            }
+            let verify = try coffer(["verify", "--key-file", sample.key, path])
+            #expect(verify.status == Exit.integrity, "\(what): verify \(verify.stderr)")
+        }
+        // A lead line whose size does not match where the slots are: refused.
+        var damaged = sample.bytes
+        damaged[sample.leadLength - 2] = damaged[sample.leadLength - 2] == UInt8(ascii: "4") ? UInt8(ascii: "0") : UInt8(ascii: "4")
+        try sample.expectRejected(damaged, Exit.integrity, "slot size changed")
     }
 
     @Test("a file whose payload is an exact number of chunks detects a cut final chunk and appended data")

@@ -15,6 +15,8 @@ struct Vector: Sendable {
     let keyFile: Bool
     let passphrase: String?
     let plaintext: [UInt8]
+    /// Version 2 vectors: (slot size, slot, generation); nil for version 1.
+    var slots: (size: Int, slot: Int, generation: UInt64)? = nil
 
     static let keyBytes = Array(0x01...0x20).map(UInt8.init)
     static let fileKeyBytes = Array(0x40...0x5F).map(UInt8.init)
@@ -38,6 +40,11 @@ struct Vector: Sendable {
                plaintext: Array("-- PostgreSQL database dump\n".utf8)),
         Vector(name: "passphrase_only_chacha.cof", cipher: .chacha20poly1305, chunkSize: 16384, objectName: "", keyFile: false,
                passphrase: "correct horse battery staple", plaintext: Array(repeating: 0, count: 20000)),
+        Vector(name: "v2_keyfile_aes_hello.cof", cipher: .aes256gcm, chunkSize: 4096, objectName: "", keyFile: true,
+               passphrase: nil, plaintext: Array("Hello, Coffer!\n".utf8), slots: (1024, 0, 1)),
+        Vector(name: "v2_rewrapped_slot2_generation7.cof", cipher: .chacha20poly1305, chunkSize: 4096, objectName: "db/ibdata1",
+               keyFile: true, passphrase: "coffer test vector", plaintext: (0..<5000).map { UInt8(truncatingIfNeeded: $0 * 13) },
+               slots: (2048, 1, 7)),
     ]
 
     static var directory: String {
@@ -53,10 +60,17 @@ struct Vector: Sendable {
                 .wrap(fileKey, salt: Self.scryptSalt))
         }
         let sink = MemorySink()
-        _ = try CofferEncryptor(fileKey: fileKey, stanzas: stanzas).encrypt(
-            from: pipeSource(plaintext), to: sink,
-            parameters: HeaderParameters(cipher: cipher, chunkSize: chunkSize, objectName: Array(objectName.utf8)),
-            engine: StreamEngine(threads: 1), payloadNonce: Self.payloadNonce)
+        var encryptor = CofferEncryptor(fileKey: fileKey, stanzas: stanzas)
+        let parameters = HeaderParameters(cipher: cipher, chunkSize: chunkSize, objectName: Array(objectName.utf8))
+        if let slots {
+            encryptor.version = .v2(slotSize: slots.size)
+            _ = try encryptor.encrypt(from: pipeSource(plaintext), to: sink, parameters: parameters, engine: StreamEngine(threads: 1),
+                                      payloadNonce: Self.payloadNonce, slot: slots.slot, generation: slots.generation)
+        } else {
+            encryptor.version = .v1
+            _ = try encryptor.encrypt(from: pipeSource(plaintext), to: sink, parameters: parameters,
+                                      engine: StreamEngine(threads: 1), payloadNonce: Self.payloadNonce)
+        }
         return sink.bytes
     }
 
