@@ -76,6 +76,12 @@ extension CofferEncryptor {
         }
     }
 
+    /// Writes only the header (version 2: lead line and both slots), for a rewrap that copies an
+    /// existing payload behind it.
+    public func writeHeaderOnly(to sink: ByteSink, parameters: HeaderParameters) throws {
+        try writeHeader(to: sink, parameters: parameters)
+    }
+
     /// Deterministic variant for test vectors only: the header in slot 1 with a later generation,
     /// as a rewrap leaves it.
     @_spi(TestVectors)

@@ -116,4 +116,25 @@ public enum KeyTypes {
     }()
 
     public static func registerAll() { registration }
+
+    /// The key id a stanza names (`keyfile`, `rsa-oaep`, and `X25519`/`mlkem768x25519` written by
+    /// Coffer); nil for stanzas that name no key (passphrases, age's anonymous stanzas).
+    public static func keyID(of stanza: Stanza) -> String? {
+        switch stanza.type {
+        case SymmetricKeyFile.stanzaType, RSARecipient.stanzaType: return stanza.arguments.first
+        case X25519Recipient.stanzaType, HybridRecipient.stanzaType: return stanza.arguments.count == 2 ? stanza.arguments[1] : nil
+        default: return nil
+        }
+    }
+
+    /// The key id a recipient's stanzas carry, when it names one.
+    public static func keyID(of recipient: Recipient) -> String? {
+        switch recipient {
+        case let key as SymmetricKeyFile: return key.keyID
+        case let key as X25519Recipient: return key.keyID
+        case let key as RSARecipient: return key.keyID
+        case let key as HybridRecipient: return key.keyID
+        default: return nil
+        }
+    }
 }

@@ -59,15 +59,6 @@ struct Inspect: ParsableCommand {
         }
     }
 
-    /// The key id a stanza names, for the types that name one.
-    static func keyID(of stanza: Stanza) -> String? {
-        switch stanza.type {
-        case SymmetricKeyFile.stanzaType, RSARecipient.stanzaType: return stanza.arguments.first
-        case X25519Recipient.stanzaType, HybridRecipient.stanzaType: return stanza.arguments.count == 2 ? stanza.arguments[1] : nil
-        default: return nil
-        }
-    }
-
     func run() throws {
         try Runtime.reporting {
             let source = try ByteSource.open(path: input)
@@ -76,7 +67,7 @@ struct Inspect: ParsableCommand {
             let header = reading.header
             let stanzas = header.stanzas.map { stanza in
                 StanzaInfo(type: stanza.type,
-                           keyID: Self.keyID(of: stanza),
+                           keyID: KeyTypes.keyID(of: stanza),
                            workFactor: stanza.type == Passphrase.stanzaType ? stanza.arguments.last.flatMap { Int($0) } : nil,
                            description: StanzaDescriptions.describe(stanza))
             }

@@ -169,7 +169,7 @@ struct KeyOptions: ParsableArguments {
     }
 }
 
-/// Public keys to encrypt to, and the recovery-key policy (docs/KEYS.md, "Recovery key").
+/// Public keys to encrypt to, and the recovery-key policy (docs/KEYS.md, "Recommended set-up").
 struct RecipientOptions: ParsableArguments {
     @Option(name: [.customShort("r"), .long],
             help: ArgumentHelp("A public key to encrypt to: age1… (X25519), age1pq1… (post-quantum), or a file holding keys (PEM RSA public keys too). Repeatable.",

@@ -1,0 +1,143 @@
+import CofferFormat
+import CofferKeys
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Changes which keys open a file without re-encrypting it (docs/FORMAT.md, "Version 2: header
+/// slots", "Rewrap"): the new header goes into the free slot, is flushed, and only then is the old
+/// slot cleared. Version-1 files have no free slot; they are converted once to version 2 by a new
+/// file whose payload bytes are copied unchanged (not re-encrypted), renamed over the old one.
+public struct Rewrap {
+    /// Stanza types that name no key and are removed by type: `--remove scrypt` drops passphrases.
+    public static let removableByType = [Passphrase.stanzaType]
+
+    public var add: [Recipient] = []
+    /// Key ids (or "scrypt") whose stanzas go.
+    public var remove: [String] = []
+    /// Key ids that must stay (the recovery key under the recovery policy).
+    public var mustKeep: [String] = []
+    /// Slot size for version-1 files converted to version 2 (nil: the default).
+    public var slotSize: Int?
+
+    public init() {}
+
+    public struct Result: Sendable {
+        public var added = 0, removed = 0, alreadyPresent = 0
+        public var converted = false
+        public var generation: UInt64 = 0
+    }
+
+    /// Stanzas wrapped for one file key, reused for every file of a run that shares that key
+    /// (a passphrase is stretched once per run, not once per file).
+    final class WrapCache: @unchecked Sendable {
+        var byFileKey: [[UInt8]: [Stanza]] = [:]
+    }
+    let cache = WrapCache()
+
+    public func rewrap(path: String, identities: [Identity]) throws -> Result {
+        let fd = open(path, O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else { throw CofferError.readFailed(path: path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        let source = ByteSource(fd: fd, path: path)
+        let reading = try HeaderReading.read(from: source)
+        let opened = try reading.open(with: identities)
+        var result = Result()
+        let stanzas = try newStanzas(opened.header.stanzas, fileKey: opened.fileKey, result: &result)
+        let parameters = opened.header.parameters
+
+        guard case .slots(let size, _) = opened.header.layout else {
+            try convert(path: path, source: source, reading: reading, parameters: parameters, stanzas: stanzas,
+                        fileKey: opened.fileKey)
+            result.converted = true
+            result.generation = 1
+            return result
+        }
+        let generations = [reading.header.generation!, reading.alternate?.generation ?? 0]
+        let generation = generations.max()! + 1
+        let header = try Header.sealed(parameters: parameters, stanzas: stanzas, fileKey: opened.fileKey,
+                                       layout: .slots(size: size, generation: generation))
+        // The slot that opened stays until the new one is on disk; the new one goes in the other.
+        let openedSlot = opened.header.generation == reading.header.generation ? reading.activeSlot! : 1 - reading.activeSlot!
+        let target = 1 - openedSlot
+        try writeAndSync(fd: fd, header.encodedSlot(), at: reading.slotOffset(target)!, path: path)
+        try writeAndSync(fd: fd, [UInt8](repeating: 0, count: size), at: reading.slotOffset(openedSlot)!, path: path)
+        result.generation = generation
+        return result
+    }
+
+    func newStanzas(_ old: [Stanza], fileKey: FileKey, result: inout Result) throws -> [Stanza] {
+        for id in remove {
+            guard old.contains(where: { KeyTypes.keyID(of: $0) == id || ($0.type == id && Self.removableByType.contains(id)) }) else {
+                let present = old.map(StanzaDescriptions.describe).joined(separator: ", ")
+                throw CofferError.invalidParameter("--remove \(id): no stanza of this file has that key id (it has: \(present))")
+            }
+            if mustKeep.contains(id) {
+                throw CofferError.refused("--remove \(id) would remove the recovery key, which the recovery policy requires")
+            }
+        }
+        var stanzas = old.filter { stanza in
+            !remove.contains { KeyTypes.keyID(of: stanza) == $0 || (stanza.type == $0 && Self.removableByType.contains($0)) }
+        }
+        result.removed = old.count - stanzas.count
+        let added: [Stanza]
+        if let cached = cache.byFileKey[fileKey.bytes] {
+            added = cached
+        } else {
+            added = try add.map { try $0.wrap(fileKey) }
+            cache.byFileKey[fileKey.bytes] = added
+        }
+        for stanza in added {
+            if let id = KeyTypes.keyID(of: stanza), stanzas.contains(where: { KeyTypes.keyID(of: $0) == id }) {
+                result.alreadyPresent += 1
+                continue
+            }
+            stanzas.append(stanza)
+            result.added += 1
+        }
+        guard !stanzas.isEmpty else {
+            throw CofferError.refused("the rewrap would leave no stanza: no key could open the file")
+        }
+        for id in mustKeep where !stanzas.contains(where: { KeyTypes.keyID(of: $0) == id }) {
+            throw CofferError.refused("the recovery policy requires the recovery key \(id) in every file; add it with --add-recipient")
+        }
+        return stanzas
+    }
+
+    func writeAndSync(fd: Int32, _ bytes: [UInt8], at offset: UInt64, path: String) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = bytes[done...].withUnsafeBytes { pwrite(fd, $0.baseAddress!, $0.count, off_t(offset) + off_t(done)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                if errno == ENOSPC { throw CofferError.diskFull(path: path) }
+                throw CofferError.writeFailed(path: path, reason: String(cString: strerror(errno)))
+            }
+            done += n
+        }
+        guard fdatasync(fd) == 0 else { throw CofferError.writeFailed(path: path, reason: String(cString: strerror(errno))) }
+    }
+
+    /// Version 1 → 2: a new file with the new header in slot 1 and the payload bytes copied as
+    /// they are, then renamed over the old one (its mode kept).
+    func convert(path: String, source: ByteSource, reading: HeaderReading, parameters: HeaderParameters,
+                 stanzas: [Stanza], fileKey: FileKey) throws {
+        var st = stat()
+        guard fstat(source.fd, &st) == 0 else { throw CofferError.readFailed(path: path, reason: String(cString: strerror(errno))) }
+        var encryptor = CofferEncryptor(fileKey: fileKey, stanzas: stanzas)
+        encryptor.version = .v2(slotSize: slotSize)
+        try AtomicOutputFile(path: path, mode: st.st_mode & 0o7777, overwrite: true).complete { sink in
+            try encryptor.writeHeaderOnly(to: sink, parameters: parameters)
+            try reading.payloadNonce.withUnsafeBytes { try sink.write($0) }
+            var buffer = [UInt8](repeating: 0, count: 1 << 20)
+            var offset = reading.payloadStart
+            while true {
+                let n = try buffer.withUnsafeMutableBytes { try source.read(into: $0, at: offset) }
+                if n == 0 { break }
+                try buffer.withUnsafeBytes { try sink.write(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
+                offset += UInt64(n)
+            }
+        }
+    }
+}

@@ -1,0 +1,148 @@
+import ArgumentParser
+import CofferFiles
+import CofferFormat
+import CofferKeys
+import Foundation
+
+struct Rewrap: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Change which keys open encrypted files, without re-encrypting them.",
+        discussion: """
+        Opens each FILE with the keys given (--key-file, -i, --passphrase, ...), then adds and removes
+        stanzas. Only the header changes: the new one is written into the file's free header slot and
+        flushed before the old slot is cleared, so an interruption leaves a file that still opens (run
+        the same command again to finish). The payload is not touched. A version-1 file has no free
+        slot: it is converted once to version 2 (a new file whose payload bytes are copied, not
+        re-encrypted, renamed over the old one).
+
+        Removing a key stops it from opening the file from then on. It cannot take back a file key that
+        the removed key's holder may already have read: when a file key itself may have leaked, use
+        'coffer reencrypt' instead. Key ids are shown by 'coffer inspect'; '--remove scrypt' removes
+        passphrase stanzas.
+
+        Examples:
+          coffer rewrap -i old.key --add-recipient new.pub --remove 3f2a9c01d4e5b6a7 backup.sql.cof
+          coffer rewrap --key-file run.key --add-recipient recovery.pub --recursive /backups/2026-11
+        """)
+
+    @OptionGroup var keys: KeyOptions
+
+    @Option(help: ArgumentHelp("Add a public key (age1…, age1pq1…, or a file of keys). Repeatable.", valueName: "recipient"))
+    var addRecipient: [String] = []
+
+    @Option(help: ArgumentHelp("Add the keys of a recipients file. Repeatable.", valueName: "file"))
+    var addRecipientsFile: [String] = []
+
+    @Option(help: ArgumentHelp("Add a symmetric key file. Repeatable.", valueName: "file"))
+    var addKeyFile: [String] = []
+
+    @Flag(help: "Add a passphrase, asked on the terminal (twice).")
+    var addPassphrase = false
+
+    @Option(help: ArgumentHelp("Add a passphrase read from the first line of this file.", valueName: "file"))
+    var addPassphraseFile: String?
+
+    @Option(help: ArgumentHelp("scrypt work factor log2(N) for an added passphrase (default \(Passphrase.defaultWorkFactor)).", valueName: "n"))
+    var workFactor: Int = Passphrase.defaultWorkFactor
+
+    @Option(help: ArgumentHelp("Remove the stanzas of this key id ('scrypt': passphrase stanzas). Repeatable.", valueName: "keyid"))
+    var remove: [String] = []
+
+    @Option(help: ArgumentHelp("The recovery public key (or COFFER_RECOVERY_RECIPIENT): under the recovery policy it is added when missing and can never be removed.",
+                               valueName: "recipient"))
+    var recoveryRecipient: String?
+
+    @Flag(help: "Refuse to leave a file that the recovery key cannot open (or COFFER_REQUIRE_RECOVERY=1).")
+    var requireRecovery = false
+
+    @Option(help: ArgumentHelp("Header slot size for version-1 files converted to version 2 (default: twice the header plus 1K).", valueName: "size"))
+    var headerSpace: String?
+
+    @Flag(help: "FILE is a directory: rewrap every NAME.cof in it.")
+    var recursive = false
+
+    @Flag(name: .shortAndLong, help: "Report only errors.")
+    var quiet = false
+
+    @Argument(help: ArgumentHelp("Encrypted files, or directories with --recursive.", valueName: "file"))
+    var files: [String] = []
+
+    func validate() throws {
+        guard !files.isEmpty else { throw ValidationError("give at least one file") }
+        guard !addRecipient.isEmpty || !addRecipientsFile.isEmpty || !addKeyFile.isEmpty || addPassphrase
+                || addPassphraseFile != nil || !remove.isEmpty || requireRecovery || recoveryRecipient != nil
+                || ProcessInfo.processInfo.environment[RecipientOptions.environmentRequireRecovery] == "1" else {
+            throw ValidationError("nothing to change: give --add-recipient, --add-key-file, --add-passphrase, or --remove")
+        }
+        if let headerSpace {
+            guard let size = parseSize(headerSpace), (HeaderLayout.minSlotSize...Limits.maxHeaderSize).contains(size) else {
+                throw ValidationError("--header-space must be a size from 512 to 256K, got \(headerSpace)")
+            }
+        }
+    }
+
+    func run() throws {
+        try Runtime.reporting {
+            var change = CofferFiles.Rewrap()
+            change.slotSize = headerSpace.flatMap(parseSize)
+            change.remove = remove
+            for value in addRecipient { change.add += try RecipientOptions.parse(value, what: "recipient") }
+            for path in addRecipientsFile { change.add += try RecipientOptions.readRecipientsFile(path) }
+            change.add += try addKeyFile.map { try KeySources.keyFile(path: $0, allowInsecure: keys.allowInsecureKeyFile) }
+            if let addPassphraseFile {
+                let content = try KeySources.readSecretFile(addPassphraseFile, what: "passphrase file", allowInsecure: keys.allowInsecureKeyFile)
+                change.add.append(try Passphrase(try KeySources.passphrase(fromFileContent: content, source: addPassphraseFile),
+                                                 workFactor: workFactor))
+            } else if addPassphrase {
+                let first = try TerminalPrompt.readPassphrase(prompt: "New passphrase: ")
+                guard first == (try TerminalPrompt.readPassphrase(prompt: "New passphrase (again): ")) else {
+                    throw CofferError.invalidKey("the two passphrases differ")
+                }
+                change.add.append(try Passphrase(first, workFactor: workFactor))
+            }
+            var policy = RecipientOptions()
+            policy.recoveryRecipient = recoveryRecipient
+            policy.requireRecovery = requireRecovery
+            if let recovery = try policy.recovery() {
+                change.add.append(recovery)
+                if policy.requiresRecovery, let id = KeyTypes.keyID(of: recovery) { change.mustKeep = [id] }
+            } else if policy.requiresRecovery {
+                throw CofferError.refused("the recovery policy is on but no recovery key is set: give --recovery-recipient or \(RecipientOptions.environmentRecovery)")
+            }
+
+            let identities = try keys.identities(for: nil)
+            var failures = 0
+            for path in try targets() {
+                do {
+                    let result = try change.rewrap(path: path, identities: identities)
+                    if !quiet {
+                        var parts = ["+\(result.added)", "-\(result.removed)"]
+                        if result.alreadyPresent > 0 { parts.append("\(result.alreadyPresent) already present") }
+                        Runtime.warn("rewrapped \(path): \(parts.joined(separator: ", ")), generation \(result.generation)\(result.converted ? " (converted to version 2; payload copied, not re-encrypted)" : "")")
+                    }
+                } catch let error as CofferError where files.count > 1 || recursive {
+                    failures += 1
+                    Runtime.warn("error: \(path): \(error)")
+                }
+            }
+            if failures > 0 { throw CofferError.refused("\(failures) file(s) not rewrapped (listed above); the others were") }
+        }
+    }
+
+    /// The files to rewrap: the arguments, or every regular NAME.cof under them with --recursive.
+    func targets() throws -> [String] {
+        guard recursive else { return files }
+        var out: [String] = []
+        for root in files {
+            guard let walker = FileManager.default.enumerator(atPath: root) else {
+                throw CofferError.readFailed(path: root, reason: "not a directory")
+            }
+            for case let relative as String in walker where relative.hasSuffix(DirectoryRun.suffix) {
+                let path = (root as NSString).appendingPathComponent(relative)
+                var st = stat()
+                if lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG { out.append(path) }
+            }
+        }
+        return out.sorted()
+    }
+}
