@@ -145,26 +145,36 @@ public struct XbcryptMigration: Sendable {
     /// Starts decrypting `source` on a thread into a pipe; returns the pipe's read end and a
     /// function that waits for the decryption and returns its summary or rethrows its error.
     static func pipeDecrypted(source: ByteSource, key: SymmetricKey) throws -> (ByteSource, () throws -> Xbcrypt.Summary) {
-        let (readEnd, writeEnd) = try makePipe(for: source.path)
-        // If the encrypting side stops early, the decrypting side must see EPIPE, not die of SIGPIPE.
-        signal(SIGPIPE, SIG_IGN)
-        let result = LockedValue<Result<Xbcrypt.Summary, Error>?>(nil)
-        let done = DispatchSemaphore(value: 0)
         let box = UncheckedBox((source, key))
+        return try PipedProducer.start(name: "decrypted xbcrypt stream", for: source.path) { sink in
+            try Xbcrypt.decrypt(from: box.value.0, to: sink, key: box.value.1, threads: 2)
+        }
+    }
+}
+
+/// Runs a producer on its own thread, writing into a pipe whose read end the caller consumes (so a
+/// decryption feeds an encryption without the plaintext touching the disk).
+enum PipedProducer {
+    /// Returns the read end and a function that waits for the producer and returns its result or
+    /// rethrows its error. The caller closes the read end first if it stops early: the producer
+    /// then fails with EPIPE (SIGPIPE is ignored) and must still be waited for.
+    static func start<T: Sendable>(name: String, for path: String,
+                                   _ produce: @escaping @Sendable (ByteSink) throws -> T) throws -> (ByteSource, () throws -> T) {
+        let (readEnd, writeEnd) = try makePipe(for: path)
+        signal(SIGPIPE, SIG_IGN)
+        let result = LockedValue<Result<T, Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
         Thread.detachNewThread {
-            let (source, key) = box.value
-            let outcome = Result {
-                try Xbcrypt.decrypt(from: source, to: FileDescriptorSink(fd: writeEnd, path: "pipe"), key: key, threads: 2)
-            }
+            let outcome = Result { try produce(FileDescriptorSink(fd: writeEnd, path: "pipe")) }
             close(writeEnd)
             _ = result.exchange(outcome)
             done.signal()
         }
-        let wait: () throws -> Xbcrypt.Summary = {
+        let wait: () throws -> T = {
             done.wait()
             return try result.withValue { $0! }.get()
         }
-        return (ByteSource(fd: readEnd, path: "decrypted xbcrypt stream"), wait)
+        return (ByteSource(fd: readEnd, path: name), wait)
     }
 }
 

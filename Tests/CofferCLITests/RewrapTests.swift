@@ -164,4 +164,28 @@ import Testing
         #expect(decrypted.status == 0, "\(decrypted.stderr)")
         #expect(try dir.read("data/sub/b") == pseudoRandom(1000 + 5))
     }
+
+    @Test("reencrypt: a new file key and new keys; the old key and the old file key no longer open it; a wrong key leaves the file")
+    func reencrypt() throws {
+        let dir = Scratch()
+        let input = try dir.write(pseudoRandom(1_500_000), "in")
+        let old = try dir.keygen("old.key")
+        try PublicKeys.keyPair(dir, "x25519", "new")
+        #expect(try coffer(["encrypt", "--key-file", old, "--chunk-size", "64K", "-o", dir.file("f.cof"), input]).status == 0)
+        let before = try dir.read("f.cof")
+        let wrong = try coffer(["reencrypt", "--key-file", try dir.keygen("other.key"), "-r", dir.file("new.pub"), dir.file("f.cof")])
+        #expect(wrong.status == Exit.key)
+        #expect(try dir.read("f.cof") == before)
+        let result = try coffer(["reencrypt", "--key-file", old, "-r", dir.file("new.pub"), dir.file("f.cof")])
+        #expect(result.status == 0, "\(result.stderr)")
+        let after = try dir.read("f.cof")
+        #expect(Self.payloadDigest(after) != Self.payloadDigest(before))
+        #expect(try coffer(["decrypt", "-i", dir.file("new.key"), dir.file("f.cof")]).stdout == (try dir.read("in")))
+        #expect(try coffer(["decrypt", "--key-file", old, dir.file("f.cof")]).status == Exit.key)
+        #expect(try coffer(["inspect", dir.file("f.cof")]).stdoutText.contains("65536"))
+        #expect(!dir.listing().contains { $0.contains("coffer-tmp") })
+        let none = try coffer(["reencrypt", "-i", dir.file("new.key"), dir.file("f.cof")])
+        #expect(none.status == Exit.key)
+        #expect(none.stderr.contains("no new key given"))
+    }
 }

@@ -1,0 +1,62 @@
+import ArgumentParser
+import CofferFiles
+import CofferFormat
+import CofferKeys
+import Foundation
+
+struct Reencrypt: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Re-encrypt files under a new file key, to new keys.",
+        discussion: """
+        For when a file key itself may have leaked ('coffer rewrap --remove' stops a key from opening a
+        file, but cannot take back a file key its holder already read). Each FILE is opened with the
+        keys given (--key-file, -i, --passphrase, ...), decrypted into a pipe and encrypted to the new
+        keys (-r, -R, --to-key-file, --to-passphrase-file, the recovery key) under a fresh file key,
+        keeping its cipher, chunk size and object name. The new file is read back and authenticated
+        before it replaces the old one; the plaintext never touches the disk.
+
+        Example:
+          coffer reencrypt -i old.key -r restore.pub --recovery-recipient recovery.pub db.cof
+        """)
+
+    @OptionGroup var keys: KeyOptions
+    @OptionGroup var publicKeys: RecipientOptions
+    @OptionGroup var engine: EngineOptions
+
+    @Option(help: ArgumentHelp("Encrypt to this symmetric key file. Repeatable.", valueName: "file"))
+    var toKeyFile: [String] = []
+
+    @Option(help: ArgumentHelp("Encrypt to the passphrase on the first line of this file.", valueName: "file"))
+    var toPassphraseFile: String?
+
+    @Option(help: ArgumentHelp("scrypt work factor log2(N) for --to-passphrase-file (default \(Passphrase.defaultWorkFactor)).", valueName: "n"))
+    var workFactor: Int = Passphrase.defaultWorkFactor
+
+    @Argument(help: ArgumentHelp("Encrypted files.", valueName: "file"))
+    var files: [String] = []
+
+    func validate() throws {
+        guard !files.isEmpty else { throw ValidationError("give at least one file") }
+    }
+
+    func run() throws {
+        try Runtime.reporting {
+            var recipients = try publicKeys.publicKeys()
+            recipients += try toKeyFile.map { try KeySources.keyFile(path: $0, allowInsecure: keys.allowInsecureKeyFile) }
+            if let toPassphraseFile {
+                let content = try KeySources.readSecretFile(toPassphraseFile, what: "passphrase file", allowInsecure: keys.allowInsecureKeyFile)
+                recipients.append(try Passphrase(try KeySources.passphrase(fromFileContent: content, source: toPassphraseFile),
+                                                 workFactor: workFactor))
+            }
+            guard !recipients.isEmpty else {
+                throw CofferError.noKeyGiven("no new key given: -r RECIPIENT, -R FILE, --to-key-file FILE or --to-passphrase-file FILE")
+            }
+            let identities = try keys.identities(for: nil)
+            let run = CofferFiles.Reencrypt(encryptor: try CofferEncryptor(recipients: recipients), threads: engine.threads)
+            for path in files {
+                let bytes = try run.reencrypt(path: path, identities: identities)
+                if !engine.quiet { Runtime.warn("re-encrypted \(path): \(bytes) bytes under a new file key") }
+            }
+        }
+    }
+}
