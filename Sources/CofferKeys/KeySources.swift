@@ -60,6 +60,11 @@ public enum KeySources {
         try SymmetricKeyFile.parse(Array(value.utf8), source: "COFFER_KEY")
     }
 
+    /// The passphrase on the first line of a passphrase file (permissions checked like a key file's).
+    public static func passphrase(file path: String, allowInsecure: Bool) throws -> [UInt8] {
+        try passphrase(fromFileContent: try readSecretFile(path, what: "passphrase file", allowInsecure: allowInsecure), source: path)
+    }
+
     /// A passphrase file holds one line; one trailing LF or CRLF is not part of the passphrase
     /// (the convention of `openssl -pass file:` and most tools). More lines are refused.
     public static func passphrase(fromFileContent content: [UInt8], source: String) throws -> [UInt8] {

@@ -64,8 +64,7 @@ struct KeyOptions: ParsableArguments {
     /// The passphrase from the file, the environment or the terminal (asked twice when `confirm`).
     func readPassphrase(confirm: Bool) throws -> [UInt8] {
         if let path = passphraseFile {
-            let content = try KeySources.readSecretFile(path, what: "passphrase file", allowInsecure: allowInsecureKeyFile)
-            return try KeySources.passphrase(fromFileContent: content, source: path)
+            return try KeySources.passphrase(file: path, allowInsecure: allowInsecureKeyFile)
         }
         if let value = environment[Self.environmentPassphrase] {
             guard !value.isEmpty else { throw CofferError.invalidKey("\(Self.environmentPassphrase) is empty") }
@@ -112,8 +111,7 @@ struct KeyOptions: ParsableArguments {
     /// or the terminal. Never a command-line argument.
     func readIdentityPassphrase(for path: String, confirm: Bool) throws -> [UInt8] {
         if let file = identityPassphraseFile {
-            let content = try KeySources.readSecretFile(file, what: "passphrase file", allowInsecure: allowInsecureKeyFile)
-            return try KeySources.passphrase(fromFileContent: content, source: file)
+            return try KeySources.passphrase(file: file, allowInsecure: allowInsecureKeyFile)
         }
         if let value = environment[Self.environmentIdentityPassphrase], !value.isEmpty { return Array(value.utf8) }
         guard TerminalPrompt.isAvailable else {

@@ -44,8 +44,7 @@ struct Reencrypt: ParsableCommand {
             var recipients = try publicKeys.publicKeys()
             recipients += try toKeyFile.map { try KeySources.keyFile(path: $0, allowInsecure: keys.allowInsecureKeyFile) }
             if let toPassphraseFile {
-                let content = try KeySources.readSecretFile(toPassphraseFile, what: "passphrase file", allowInsecure: keys.allowInsecureKeyFile)
-                recipients.append(try Passphrase(try KeySources.passphrase(fromFileContent: content, source: toPassphraseFile),
+                recipients.append(try Passphrase(try KeySources.passphrase(file: toPassphraseFile, allowInsecure: keys.allowInsecureKeyFile),
                                                  workFactor: workFactor))
             }
             guard !recipients.isEmpty else {

@@ -90,8 +90,7 @@ struct Rewrap: ParsableCommand {
             for path in addRecipientsFile { change.add += try RecipientOptions.readRecipientsFile(path) }
             change.add += try addKeyFile.map { try KeySources.keyFile(path: $0, allowInsecure: keys.allowInsecureKeyFile) }
             if let addPassphraseFile {
-                let content = try KeySources.readSecretFile(addPassphraseFile, what: "passphrase file", allowInsecure: keys.allowInsecureKeyFile)
-                change.add.append(try Passphrase(try KeySources.passphrase(fromFileContent: content, source: addPassphraseFile),
+                change.add.append(try Passphrase(try KeySources.passphrase(file: addPassphraseFile, allowInsecure: keys.allowInsecureKeyFile),
                                                  workFactor: workFactor))
             } else if addPassphrase {
                 let first = try TerminalPrompt.readPassphrase(prompt: "New passphrase: ")
