@@ -23,9 +23,6 @@ public struct Reencrypt {
         let source = try ByteSource.open(path: path)
         defer { source.close() }
         let opened = try HeaderReading.read(from: source).open(with: identities)
-        guard opened.fileKey.bytes != encryptor.fileKey.bytes else {
-            throw CofferError.invalidParameter("\(path) already uses this run's file key")
-        }
         let parameters = opened.header.parameters
         var st = stat()
         guard fstat(source.fd, &st) == 0 else { throw CofferError.readFailed(path: path, reason: String(cString: strerror(errno))) }

@@ -68,8 +68,12 @@ public struct Rewrap {
     }
 
     func newStanzas(_ old: [Stanza], fileKey: FileKey, result: inout Result) throws -> [Stanza] {
+        // A --remove value names a key id, or a type that names no key ("scrypt").
+        func matches(_ stanza: Stanza, _ id: String) -> Bool {
+            KeyTypes.keyID(of: stanza) == id || (stanza.type == id && Self.removableByType.contains(id))
+        }
         for id in remove {
-            guard old.contains(where: { KeyTypes.keyID(of: $0) == id || ($0.type == id && Self.removableByType.contains(id)) }) else {
+            guard old.contains(where: { matches($0, id) }) else {
                 let present = old.map(StanzaDescriptions.describe).joined(separator: ", ")
                 throw CofferError.invalidParameter("--remove \(id): no stanza of this file has that key id (it has: \(present))")
             }
@@ -77,9 +81,7 @@ public struct Rewrap {
                 throw CofferError.refused("--remove \(id) would remove the recovery key, which the recovery policy requires")
             }
         }
-        var stanzas = old.filter { stanza in
-            !remove.contains { KeyTypes.keyID(of: stanza) == $0 || (stanza.type == $0 && Self.removableByType.contains($0)) }
-        }
+        var stanzas = old.filter { stanza in !remove.contains { matches(stanza, $0) } }
         result.removed = old.count - stanzas.count
         let added: [Stanza]
         if let cached = cache.byFileKey[fileKey.bytes] {

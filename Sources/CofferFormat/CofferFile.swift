@@ -42,13 +42,8 @@ public struct CofferEncryptor: Sendable {
     @_spi(TestVectors)
     public func encrypt(from source: ByteSource, to sink: ByteSink, parameters: HeaderParameters,
                         engine: StreamEngine, payloadNonce: [UInt8]) throws -> UInt64 {
-        precondition(payloadNonce.count == Limits.payloadNonceSize)
-        try writeHeader(to: sink, parameters: parameters)
-        try payloadNonce.withUnsafeBytes { try sink.write($0) }
-        let objectKey = KeySchedule.objectKey(fileKey: fileKey, objectName: parameters.objectName)
-        let payloadKey = KeySchedule.payloadKey(objectKey: objectKey, nonce: payloadNonce, cipher: parameters.cipher)
-        return try engine.seal(from: source, to: sink, key: payloadKey,
-                               cipher: parameters.cipher, chunkSize: parameters.chunkSize)
+        try encrypt(from: source, to: sink, parameters: parameters, engine: engine, payloadNonce: payloadNonce,
+                    slot: 0, generation: 1)
     }
 }
 
@@ -87,6 +82,7 @@ extension CofferEncryptor {
     @_spi(TestVectors)
     public func encrypt(from source: ByteSource, to sink: ByteSink, parameters: HeaderParameters,
                         engine: StreamEngine, payloadNonce: [UInt8], slot: Int, generation: UInt64) throws -> UInt64 {
+        precondition(payloadNonce.count == Limits.payloadNonceSize)
         try writeHeader(to: sink, parameters: parameters, slot: slot, generation: generation)
         try payloadNonce.withUnsafeBytes { try sink.write($0) }
         let objectKey = KeySchedule.objectKey(fileKey: fileKey, objectName: parameters.objectName)

@@ -74,9 +74,8 @@ public struct Header: Sendable {
             guard (HeaderLayout.minSlotSize...Limits.maxHeaderSize).contains(size) else {
                 throw CofferError.invalidParameter("header slot size must be \(HeaderLayout.minSlotSize)...\(Limits.maxHeaderSize) bytes")
             }
-            guard header.slotText().count <= size else {
-                throw CofferError.headerSpaceExhausted(needed: header.slotText().count, available: size)
-            }
+            let needed = header.slotText().count
+            guard needed <= size else { throw CofferError.headerSpaceExhausted(needed: needed, available: size) }
         }
         return header
     }
@@ -151,11 +150,7 @@ public struct Header: Sendable {
             throw CofferError.malformedHeader("header is larger than \(Limits.maxHeaderSize) bytes")
         }
         guard bytes.last == 0x0A else { throw CofferError.malformedHeader("header does not end with a line feed") }
-        for b in bytes where b != 0x0A && (b < 0x20 || b > 0x7E) {
-            throw CofferError.malformedHeader(b == 0x0D
-                ? "carriage return in header (lines end with LF only)"
-                : String(format: "byte 0x%02x is not allowed in the header", b))
-        }
+        try checkCharacters(bytes)
         let text = String(decoding: bytes.dropLast(), as: UTF8.self)
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
         try checkVersionLine(lines[0])
@@ -175,11 +170,7 @@ public struct Header: Sendable {
         }
         let bytes = Array(slot[..<end])
         guard bytes.last == 0x0A else { throw CofferError.malformedHeader("the slot's text does not end with a line feed") }
-        for b in bytes where b != 0x0A && (b < 0x20 || b > 0x7E) {
-            throw CofferError.malformedHeader(b == 0x0D
-                ? "carriage return in header (lines end with LF only)"
-                : String(format: "byte 0x%02x is not allowed in the header", b))
-        }
+        try checkCharacters(bytes)
         let lines = String(decoding: bytes.dropLast(), as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
         let first = lines[0]
         guard first.hasPrefix("generation "), let generation = canonicalDecimal(first.dropFirst(11)), generation >= 1 else {
@@ -251,6 +242,15 @@ public struct Header: Sendable {
     }
 
     /// Decimal without sign, leading zeros or other characters.
+    /// Every header byte other than LF is printable ASCII.
+    static func checkCharacters(_ bytes: [UInt8]) throws {
+        for b in bytes where b != 0x0A && (b < 0x20 || b > 0x7E) {
+            throw CofferError.malformedHeader(b == 0x0D
+                ? "carriage return in header (lines end with LF only)"
+                : String(format: "byte 0x%02x is not allowed in the header", b))
+        }
+    }
+
     /// The slot size of a `coffer/v2 SIZE` lead line, or nil when `line` is not one.
     public static func slotSize(leadLine line: Substring) throws -> Int? {
         guard line.hasPrefix(Limits.versionLineV2) else { return nil }

@@ -110,13 +110,18 @@ struct KeyOptions: ParsableArguments {
     /// The passphrase of a protected key file: --identity-passphrase-file, COFFER_IDENTITY_PASSPHRASE,
     /// or the terminal. Never a command-line argument.
     func readIdentityPassphrase(for path: String, confirm: Bool) throws -> [UInt8] {
-        if let file = identityPassphraseFile {
-            return try KeySources.passphrase(file: file, allowInsecure: allowInsecureKeyFile)
+        try Self.readIdentityPassphrase(for: path, file: identityPassphraseFile, allowInsecure: allowInsecureKeyFile, confirm: confirm)
+    }
+
+    /// The same, for commands without these options as a group (keygen --protect).
+    static func readIdentityPassphrase(for path: String, file: String?, allowInsecure: Bool, confirm: Bool) throws -> [UInt8] {
+        if let file {
+            return try KeySources.passphrase(file: file, allowInsecure: allowInsecure)
         }
-        if let value = environment[Self.environmentIdentityPassphrase], !value.isEmpty { return Array(value.utf8) }
+        if let value = ProcessInfo.processInfo.environment[environmentIdentityPassphrase], !value.isEmpty { return Array(value.utf8) }
         guard TerminalPrompt.isAvailable else {
             throw CofferError.noKeyGiven(
-                "\(path) is protected by a passphrase: give it with --identity-passphrase-file FILE or \(Self.environmentIdentityPassphrase), or run on a terminal")
+                "\(path) is protected by a passphrase: give it with --identity-passphrase-file FILE or \(environmentIdentityPassphrase), or run on a terminal")
         }
         let first = try TerminalPrompt.readPassphrase(prompt: "Passphrase for \(path): ")
         guard !first.isEmpty else { throw CofferError.invalidKey("the passphrase is empty") }

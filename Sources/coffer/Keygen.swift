@@ -141,10 +141,9 @@ struct Keygen: ParsableCommand {
         }
         var privateBytes = Array(privateText.utf8)
         if protect {
-            let options = KeyOptions.parseOrExit(identityPassphraseFile.map { ["--identity-passphrase-file", $0] } ?? []
-                                                  + (allowInsecureKeyFile ? ["--allow-insecure-key-file"] : []))
-            let passphrase = try Passphrase(try options.readIdentityPassphrase(for: privatePath, confirm: true),
-                                            workFactor: workFactor)
+            let secret = try KeyOptions.readIdentityPassphrase(for: privatePath, file: identityPassphraseFile,
+                                                               allowInsecure: allowInsecureKeyFile, confirm: true)
+            let passphrase = try Passphrase(secret, workFactor: workFactor)
             privateBytes = try ProtectedKeyFile.protect(privateText, passphrase: passphrase)
         }
         try write(privateBytes, to: privatePath, mode: 0o600)
