@@ -203,20 +203,22 @@ public struct DirectoryRun: Sendable {
     // MARK: Decryption
 
     /// Decrypts every `NAME.cof` under `root` to `NAME`. A file that records an object name must
-    /// be found at that name: two files of one run swapped or renamed are refused.
-    public func decrypt(root: String, identities: [Identity]) throws -> RunReport {
+    /// be found at that name: two files of one run swapped or renamed are refused. With
+    /// `signedBy`, each file must carry a valid signature by one of those keys.
+    public func decrypt(root: String, identities: [Identity], signedBy verifiers: [SignatureVerifier] = []) throws -> RunReport {
         try forEachEncryptedFile(root: root, identities: identities) { options, entry, keys, threads in
-            try options.decryptFile(root: root, entry: entry, keys: keys, threads: threads)
+            try options.decryptFile(root: root, entry: entry, keys: keys, threads: threads, signedBy: verifiers)
         }
     }
 
     /// Authenticates every `NAME.cof` under `root` (header, object name, every chunk); writes nothing.
-    public func verify(root: String, identities: [Identity]) throws -> RunReport {
+    public func verify(root: String, identities: [Identity], signedBy verifiers: [SignatureVerifier] = []) throws -> RunReport {
         try forEachEncryptedFile(root: root, identities: identities) { options, entry, keys, threads in
             let (source, opened) = try options.open(root: root, entry: entry, keys: keys)
             defer { source.close() }
             return try opened.decrypt(from: source, to: DiscardingSink(),
-                                      engine: StreamEngine(threads: threads, progress: options.progress?.engineCallback()))
+                                      engine: StreamEngine(threads: threads, progress: options.progress?.engineCallback()),
+                                      signedBy: verifiers)
         }
     }
 
@@ -315,7 +317,8 @@ public struct DirectoryRun: Sendable {
         }
     }
 
-    func decryptFile(root: String, entry: Entry, keys: UnwrappedKeyCache, threads: Int) throws -> UInt64 {
+    func decryptFile(root: String, entry: Entry, keys: UnwrappedKeyCache, threads: Int,
+                     signedBy verifiers: [SignatureVerifier]) throws -> UInt64 {
         let sourcePath = "\(root)/\(entry.relative)"
         let outputPath = "\(root)/\(entry.relative.dropLast(Self.suffix.count))"
         let (source, opened) = try open(root: root, entry: entry, keys: keys)
@@ -323,7 +326,8 @@ public struct DirectoryRun: Sendable {
         let output = try AtomicOutputFile(path: outputPath, mode: entry.mode, overwrite: overwrite)
         let bytes = try output.complete { sink in
             try opened.decrypt(from: source, to: sink,
-                               engine: StreamEngine(threads: threads, progress: progress?.engineCallback()))
+                               engine: StreamEngine(threads: threads, progress: progress?.engineCallback()),
+                               signedBy: verifiers)
         }
         if removeOriginal { try Self.remove(sourcePath) }
         return bytes

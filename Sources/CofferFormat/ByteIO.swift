@@ -150,8 +150,47 @@ public final class ByteSource {
         return Array(pending[pendingStart..<min(pending.count, pendingStart + count)])
     }
 
+    /// With a withheld tail, the last `tailLength` bytes of the stream seen so far, never yielded
+    /// by ``readFully(into:)`` (a signature trailer behind a payload read from a pipe).
+    private var tail: [UInt8] = []
+    private var tailLength = 0
+
+    /// From now on, ``readFully(into:)`` keeps the stream's last `count` bytes back; read them with
+    /// ``withheldTail()`` once it returns less than asked for.
+    public func withholdTail(_ count: Int) {
+        precondition(tailLength == 0 && count > 0)
+        tailLength = count
+    }
+
+    /// The withheld bytes: the stream's last `count` bytes once the input has ended (fewer when the
+    /// whole stream after ``withholdTail(_:)`` was shorter).
+    public func withheldTail() -> [UInt8] { tail }
+
     /// Fills `buffer` completely unless the input ends first; returns the byte count read.
     public func readFully(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        guard tailLength > 0 else { return try readStream(into: buffer) }
+        // Stream order: the held bytes, then fresh ones. Fill the buffer from both, then top the
+        // held bytes back up to tailLength; if the stream ends first, the buffer's last bytes
+        // become part of the tail instead of being yielded.
+        let held = min(tail.count, buffer.count)
+        tail.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: held) }
+        var rest = Array(tail[held...])
+        var filled = held
+        if rest.isEmpty {
+            filled += try readStream(into: UnsafeMutableRawBufferPointer(rebasing: buffer[held...]))
+        }
+        let wanted = tailLength - rest.count
+        if wanted > 0 {
+            var extra = [UInt8](repeating: 0, count: wanted)
+            let got = try extra.withUnsafeMutableBytes { try readStream(into: $0) }
+            rest += extra[0..<got]
+        }
+        let give = min(tailLength - rest.count, filled)
+        tail = Array(UnsafeRawBufferPointer(rebasing: buffer[(filled - give)..<filled])) + rest
+        return filled - give
+    }
+
+    private func readStream(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         var done = 0
         if pendingStart < pending.count {
             let n = min(buffer.count, pending.count - pendingStart)

@@ -39,6 +39,11 @@ public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
     case refused(String)
     /// A rewrap's new header does not fit in the file's header slot.
     case headerSpaceExhausted(needed: Int, available: Int)
+    /// Signers were required (`--signed-by`) but the file is unsigned (`found` empty) or signed
+    /// only by keys not in the accepted list. Key ids in hex.
+    case signerNotAccepted(found: [String], accepted: [String])
+    /// A signature by an accepted signer is there but does not verify: the file was altered after signing.
+    case signatureInvalid(String)
 
     /// Coarse classes, used for exit codes and by tests to check "the right error".
     public enum Category: String, Sendable {
@@ -48,9 +53,9 @@ public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
     public var category: Category {
         switch self {
         case .notCofferFile, .unsupportedVersion: return .format
-        case .noMatchingKey, .noKeyGiven, .invalidKey, .refused: return .key
+        case .noMatchingKey, .noKeyGiven, .invalidKey, .refused, .signerNotAccepted: return .key
         case .malformedHeader, .malformedStanza, .headerMACMismatch, .objectMismatch,
-             .chunkAuthenticationFailed, .truncated, .trailingData: return .integrity
+             .chunkAuthenticationFailed, .truncated, .trailingData, .signatureInvalid: return .integrity
         case .readFailed, .writeFailed, .diskFull: return .io
         case .invalidParameter, .headerSpaceExhausted: return .usage
         }
@@ -96,6 +101,12 @@ public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
             return reason
         case .headerSpaceExhausted(let needed, let available):
             return "the new header needs \(needed) bytes but the file's header slot holds \(available): use 'coffer reencrypt' (which writes a new file, with --header-space to reserve more)"
+        case .signerNotAccepted(let found, let accepted):
+            let want = accepted.joined(separator: ", ")
+            if found.isEmpty { return "the file is not signed; --signed-by requires a signature by \(want)" }
+            return "the file is signed by \(found.joined(separator: ", ")), not by an accepted signer (\(want))"
+        case .signatureInvalid(let reason):
+            return "signature check failed: \(reason)"
         }
     }
 }

@@ -17,6 +17,11 @@ public struct CofferEncryptor: Sendable {
     }
     public var version: FileVersion = .v2(slotSize: nil)
 
+    /// Signs each file written (docs/FORMAT.md, "Signatures"): a `signed` header line, and a
+    /// trailer after the final chunk. Version 2 only.
+    public var signer: PayloadSigner?
+    public var signatureDigest: SignatureParameters.PayloadDigest = .chunkSHA256
+
     /// Wraps a fresh file key once for every recipient.
     public init(recipients: [Recipient]) throws {
         guard !recipients.isEmpty else { throw CofferError.noKeyGiven("no key to encrypt to") }
@@ -83,12 +88,24 @@ extension CofferEncryptor {
     public func encrypt(from source: ByteSource, to sink: ByteSink, parameters: HeaderParameters,
                         engine: StreamEngine, payloadNonce: [UInt8], slot: Int, generation: UInt64) throws -> UInt64 {
         precondition(payloadNonce.count == Limits.payloadNonceSize)
+        var parameters = parameters
+        if let signer {
+            guard version != .v1 else { throw CofferError.invalidParameter("signatures need file version 2") }
+            parameters.signature = SignatureParameters(algorithm: signer.algorithm, digest: signatureDigest)
+        }
         try writeHeader(to: sink, parameters: parameters, slot: slot, generation: generation)
         try payloadNonce.withUnsafeBytes { try sink.write($0) }
         let objectKey = KeySchedule.objectKey(fileKey: fileKey, objectName: parameters.objectName)
         let payloadKey = KeySchedule.payloadKey(objectKey: objectKey, nonce: payloadNonce, cipher: parameters.cipher)
-        return try engine.seal(from: source, to: sink, key: payloadKey,
-                               cipher: parameters.cipher, chunkSize: parameters.chunkSize)
+        let summary = try engine.seal(from: source, to: sink, key: payloadKey, cipher: parameters.cipher,
+                                      chunkSize: parameters.chunkSize, digest: parameters.signature?.digest)
+        if let signer, let signature = parameters.signature {
+            let payload = SignedPayload(payloadNonce: payloadNonce, plaintextLength: summary.plaintextLength,
+                                        chunkCount: summary.chunkCount, digest: summary.digest!)
+            let trailer = try payload.trailer(signedBy: signer, parameters: parameters)
+            try trailer.encoded(signature).withUnsafeBytes { try sink.write($0) }
+        }
+        return summary.plaintextLength
     }
 }
 
@@ -237,16 +254,34 @@ public struct OpenedFile: Sendable {
     let payloadKey: SymmetricKey
 
     /// Decrypts the rest of `source` (positioned right after the payload nonce) into `sink`.
-    public func decrypt(from source: ByteSource, to sink: ByteSink, engine: StreamEngine) throws -> UInt64 {
-        try engine.open(from: source, to: sink, key: payloadKey, cipher: header.parameters.cipher,
-                        chunkSize: header.parameters.chunkSize)
+    /// With `signedBy`, the file must carry a valid signature by one of those keys: an unsigned
+    /// file or another signer is refused before any output; a signature that does not match the
+    /// payload is found at the end (the plaintext was written by then: discard it, as `-o` does).
+    public func decrypt(from source: ByteSource, to sink: ByteSink, engine: StreamEngine,
+                        signedBy verifiers: [SignatureVerifier] = []) throws -> UInt64 {
+        let parameters = header.parameters
+        let signature = try reading.requireSignature(verifiers: verifiers)
+        var trailer: PayloadSignatureTrailer?
+        if signature != nil, !verifiers.isEmpty, let (size, _) = source.positionedReadStart {
+            // A regular file: the trailer is read first, so a wrong signer is refused before any output.
+            trailer = try reading.readTrailer(from: source, fileSize: size)
+            try trailer!.checkSigners(verifiers)
+        }
+        let summary = try engine.open(from: source, to: sink, key: payloadKey, cipher: parameters.cipher,
+                                      chunkSize: parameters.chunkSize, trailerSize: parameters.trailerSize,
+                                      digest: verifiers.isEmpty ? nil : signature?.digest)
+        if let signature, !verifiers.isEmpty {
+            if trailer == nil { trailer = try PayloadSignatureTrailer.parse(source.withheldTail(), parameters: signature) }
+            let payload = SignedPayload(payloadNonce: reading.payloadNonce, plaintextLength: summary.plaintextLength,
+                                        chunkCount: summary.chunkCount, digest: summary.digest!)
+            _ = try trailer!.verify(payload, parameters: parameters, verifiers: verifiers)
+        }
+        return summary.plaintextLength
     }
 
     /// The payload layout of a regular file of `fileSize` bytes.
     public func layout(fileSize: UInt64) throws -> StreamEngine.PayloadLayout {
-        guard fileSize >= reading.payloadStart else { throw CofferError.truncated("no payload after the header") }
-        return try StreamEngine.PayloadLayout(sealedLength: fileSize - reading.payloadStart,
-                                              chunkSize: header.parameters.chunkSize)
+        try reading.layout(fileSize: fileSize)
     }
 
     /// The plaintext size, when `source` is a regular file of a valid length (for progress lines).
@@ -254,17 +289,80 @@ public struct OpenedFile: Sendable {
         source.regularFileSize.flatMap { try? layout(fileSize: $0).plaintextSize }
     }
 
-    /// Decrypts a byte range of a regular file, reading only the chunks it needs.
+    /// Decrypts a byte range of a regular file, reading only the chunks it needs. With `signedBy`,
+    /// the whole payload's signature is checked first (a pass that hashes without decrypting).
     public func decryptRange(from source: ByteSource, offset: UInt64, length: UInt64, to sink: ByteSink,
-                             engine: StreamEngine) throws -> UInt64 {
+                             engine: StreamEngine, signedBy verifiers: [SignatureVerifier] = []) throws -> UInt64 {
         guard let size = source.regularFileSize else {
             throw CofferError.invalidParameter("--offset/--length need a regular file, not a pipe")
         }
         guard let (_, start) = source.positionedReadStart else {
             throw CofferError.invalidParameter("--offset/--length need a regular file, not a pipe")
         }
+        if !verifiers.isEmpty {
+            _ = try reading.verifySignature(in: source, verifiers: verifiers, engine: engine, parameters: header.parameters)
+        }
         return try engine.openRange(from: source, payloadStart: start, layout: layout(fileSize: size),
                                     offset: offset, length: length, to: sink, key: payloadKey,
                                     cipher: header.parameters.cipher)
+    }
+}
+
+extension HeaderReading {
+    /// The payload layout of a regular file of `fileSize` bytes (the signature trailer excluded).
+    public func layout(fileSize: UInt64) throws -> StreamEngine.PayloadLayout {
+        guard fileSize >= payloadStart else { throw CofferError.truncated("no payload after the header") }
+        return try StreamEngine.PayloadLayout(sealedLength: fileSize - payloadStart,
+                                              chunkSize: header.parameters.chunkSize,
+                                              trailerSize: header.parameters.trailerSize)
+    }
+
+    /// The file's signature parameters; throws when signers are required but the file is unsigned.
+    func requireSignature(verifiers: [SignatureVerifier]) throws -> SignatureParameters? {
+        let signature = header.parameters.signature
+        if !verifiers.isEmpty, signature == nil {
+            throw CofferError.signerNotAccepted(found: [], accepted: verifiers.map(\.label))
+        }
+        return signature
+    }
+
+    /// The signature trailer at the end of a regular file; nil when the file is unsigned.
+    public func readTrailer(from source: ByteSource, fileSize: UInt64) throws -> PayloadSignatureTrailer? {
+        guard let signature = header.parameters.signature else { return nil }
+        _ = try layout(fileSize: fileSize)
+        var bytes = [UInt8](repeating: 0, count: signature.trailerSize)
+        let got = try bytes.withUnsafeMutableBytes { try source.read(into: $0, at: fileSize - UInt64(signature.trailerSize)) }
+        guard got == bytes.count else { throw CofferError.truncated("the signature trailer is cut short") }
+        return try PayloadSignatureTrailer.parse(bytes, parameters: signature)
+    }
+
+    /// Checks a regular file's signature without decrypting it (no file key needed): the payload is
+    /// hashed as it stands. Proves the ciphertext is the signer's; decrypting still authenticates
+    /// every chunk under the file key. `parameters` default to the newest slot's (a rewrap keeps
+    /// the parameter lines, so both slots agree).
+    public func verifySignature(in source: ByteSource, verifiers: [SignatureVerifier], engine: StreamEngine,
+                                parameters: HeaderParameters? = nil) throws -> SignatureVerifier {
+        let parameters = parameters ?? header.parameters
+        guard let size = source.regularFileSize else {
+            throw CofferError.invalidParameter("checking a signature without decrypting needs a regular file, not a pipe")
+        }
+        guard try requireSignature(verifiers: verifiers) != nil, let trailer = try readTrailer(from: source, fileSize: size) else {
+            throw CofferError.invalidParameter("no signer given to check the signature against")
+        }
+        try trailer.checkSigners(verifiers)
+        let payload = try signedPayload(of: source, fileSize: size, engine: engine)
+        return try trailer.verify(payload, parameters: parameters, verifiers: verifiers)
+    }
+
+    /// What a signature of this regular file covers, computed by hashing the sealed payload.
+    public func signedPayload(of source: ByteSource, fileSize: UInt64, engine: StreamEngine,
+                              digest: SignatureParameters.PayloadDigest? = nil) throws -> SignedPayload {
+        guard let kind = digest ?? header.parameters.signature?.digest else {
+            throw CofferError.invalidParameter("the file declares no signature digest")
+        }
+        let summary = try engine.digestPayload(from: source, payloadStart: payloadStart, layout: layout(fileSize: fileSize),
+                                               kind: kind)
+        return SignedPayload(payloadNonce: payloadNonce, plaintextLength: summary.plaintextLength,
+                             chunkCount: summary.chunkCount, digest: summary.digest!)
     }
 }

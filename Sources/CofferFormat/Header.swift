@@ -8,12 +8,28 @@ public struct HeaderParameters: Equatable, Sendable {
     /// The file's name within a run or backup set (e.g. its relative path); empty for a lone file.
     /// It is mixed into the key schedule, so a file moved to another name no longer opens there.
     public var objectName: [UInt8]
+    /// Set when the file carries a producer signature trailer (version 2 only).
+    public var signature: SignatureParameters?
 
-    public init(cipher: PayloadCipher = .aes256gcm, chunkSize: Int = Limits.defaultChunkSize, objectName: [UInt8] = []) {
+    public init(cipher: PayloadCipher = .aes256gcm, chunkSize: Int = Limits.defaultChunkSize, objectName: [UInt8] = [],
+                signature: SignatureParameters? = nil) {
         self.cipher = cipher
         self.chunkSize = chunkSize
         self.objectName = objectName
+        self.signature = signature
     }
+
+    /// The parameter lines (cipher, chunk size, object name, signature), each ending in a line feed:
+    /// part of what the header MAC and a signature cover.
+    public func headerLines() -> String {
+        var text = "cipher \(cipher.rawValue)\nchunk-size \(chunkSize)\n"
+        if !objectName.isEmpty { text += "object \(RawBase64.encode(objectName))\n" }
+        if let signature { text += signature.headerLine + "\n" }
+        return text
+    }
+
+    /// Bytes after the final chunk: the signature trailer, or none.
+    public var trailerSize: Int { signature?.trailerSize ?? 0 }
 
     public func validate() throws {
         guard (Limits.minChunkSize...Limits.maxChunkSize).contains(chunkSize) else {
@@ -62,6 +78,9 @@ public struct Header: Sendable {
         guard stanzas.count <= Limits.maxStanzas else {
             throw CofferError.invalidParameter("at most \(Limits.maxStanzas) stanzas fit in one header")
         }
+        if parameters.signature != nil, layout == .single {
+            throw CofferError.invalidParameter("signatures need file version 2")
+        }
         var header = Header(parameters: parameters, stanzas: stanzas, mac: [], layout: layout)
         let objectKey = KeySchedule.objectKey(fileKey: fileKey, objectName: parameters.objectName)
         header.mac = KeySchedule.headerMAC(header.bytesCoveredByMAC(), objectKey: objectKey)
@@ -99,11 +118,7 @@ public struct Header: Sendable {
     public func bytesCoveredByMAC() -> [UInt8] {
         var out = Array("\(leadLine)\n".utf8)
         if case .slots(_, let generation) = layout { out += Array("generation \(generation)\n".utf8) }
-        out += Array("cipher \(parameters.cipher.rawValue)\n".utf8)
-        out += Array("chunk-size \(parameters.chunkSize)\n".utf8)
-        if !parameters.objectName.isEmpty {
-            out += Array("object \(RawBase64.encode(parameters.objectName))\n".utf8)
-        }
+        out += Array(parameters.headerLines().utf8)
         for stanza in stanzas { out += stanza.encoded() }
         out += Array("---".utf8)
         return out
@@ -205,6 +220,11 @@ public struct Header: Sendable {
                 throw CofferError.malformedHeader("object name is not canonical unpadded base64 of a non-empty name")
             }
             parameters.objectName = name
+            index += 1
+        }
+        if index < lines.count, lines[index].hasPrefix("signed") {
+            guard layout != .single else { throw CofferError.malformedHeader("a coffer/v1 header cannot declare a signature") }
+            parameters.signature = try SignatureParameters.parse(headerLine: lines[index])
             index += 1
         }
         do { try parameters.validate() } catch let CofferError.invalidParameter(reason) {

@@ -15,6 +15,8 @@ public final class ChunkSlot {
     var isEnd = false
     /// What the transform made, to be written in order.
     public var output: [Data] = []
+    /// The chunk's contribution to a signature's payload digest, when one is being computed.
+    var digest: [UInt8] = []
     /// An error found by the transform stage, reported when the slot's turn to be consumed comes.
     var error: Error?
 

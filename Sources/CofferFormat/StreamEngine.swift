@@ -64,9 +64,19 @@ public struct StreamEngine: Sendable {
 
     // MARK: Encryption
 
-    /// Seals everything `source` yields as the STREAM payload; returns the plaintext byte count.
+    /// What a pass over a payload found: its length, chunk count and, when asked for, its digest.
+    public struct PayloadSummary: Sendable, Equatable {
+        public var plaintextLength: UInt64
+        public var chunkCount: UInt64
+        /// The payload digest a signature covers (nil unless a digest kind was given).
+        public var digest: [UInt8]?
+    }
+
+    /// Seals everything `source` yields as the STREAM payload. With `digest`, also computes the
+    /// payload digest for a signature, chunk by chunk on the workers.
     public func seal(from source: ByteSource, to sink: ByteSink, key: SymmetricKey,
-                     cipher: PayloadCipher, chunkSize: Int) throws -> UInt64 {
+                     cipher: PayloadCipher, chunkSize: Int,
+                     digest: SignatureParameters.PayloadDigest? = nil) throws -> PayloadSummary {
         var counter: UInt64 = 0
         var finished = false
         let produce: (ChunkSlot) throws -> OrderedPipeline.Produced
@@ -102,10 +112,13 @@ public struct StreamEngine: Sendable {
             transform: { slot in
                 try Self.readPositioned(slot, from: source)
                 slot.output = try cipher.seal(slot.filledInput, key: key, counter: slot.counter, isFinal: slot.isFinal)
+                if let digest { slot.digest = Self.chunkDigest(digest, of: slot.output) }
             })
         var total: UInt64 = 0
+        var digester = digest.map { PayloadDigester(kind: $0) }
         try pipeline.run(waitForReader: positioned != nil || source.regularFileSize != nil) { slot in
             _ = try Self.write(slot, to: sink)
+            digester?.add(slot.digest)
             total += UInt64(slot.inputCount)
             progress?(total)
         }
@@ -115,7 +128,17 @@ public struct StreamEngine: Sendable {
             let more = try withUnsafeMutableBytes(of: &probe) { try source.read(into: $0, at: positioned.offset + positioned.length) }
             if more > 0 { throw CofferError.readFailed(path: source.path, reason: "the file grew while being encrypted") }
         }
-        return total
+        return PayloadSummary(plaintextLength: total, chunkCount: counter, digest: digester?.finalize())
+    }
+
+    static func chunkDigest(_ kind: SignatureParameters.PayloadDigest, of parts: [Data]) -> [UInt8] {
+        switch parts.count {
+        case 1: return parts[0].withUnsafeBytes { PayloadDigester.chunkDigest(kind: kind, sealed: [$0]) }
+        default:
+            return parts[0].withUnsafeBytes { a in
+                parts[1].withUnsafeBytes { b in PayloadDigester.chunkDigest(kind: kind, sealed: [a, b]) }
+            }
+        }
     }
 
     // MARK: Decryption
@@ -141,16 +164,24 @@ public struct StreamEngine: Sendable {
 
     /// Opens the STREAM payload that follows in `source`; writes only authenticated plaintext.
     /// A regular file's length is checked before any output, and its chunks are read in parallel.
+    /// `trailerSize` bytes after the final chunk are not payload (a signature trailer); with
+    /// `digest`, the payload digest a signature covers is computed on the way.
     public func open(from source: ByteSource, to sink: ByteSink, key: SymmetricKey,
-                     cipher: PayloadCipher, chunkSize: Int) throws -> UInt64 {
+                     cipher: PayloadCipher, chunkSize: Int, trailerSize: Int = 0,
+                     digest: SignatureParameters.PayloadDigest? = nil) throws -> PayloadSummary {
+        var digester = digest.map { PayloadDigester(kind: $0) }
         if let (size, offset) = source.positionedReadStart {
-            let layout = try PayloadLayout(sealedLength: size - min(size, offset), chunkSize: chunkSize)
-            guard layout.chunkCount > 0 else { return 0 }
-            return try openChunks(from: source, payloadStart: offset, layout: layout, chunks: 0...(layout.chunkCount - 1),
-                                  key: key, cipher: cipher) { slot in
-                UInt64(try Self.write(slot, to: sink))
+            let layout = try PayloadLayout(sealedLength: size - min(size, offset), chunkSize: chunkSize,
+                                           trailerSize: trailerSize)
+            let total = try openChunks(from: source, payloadStart: offset, layout: layout,
+                                       chunks: 0...(layout.chunkCount - 1), key: key, cipher: cipher,
+                                       digest: digest) { slot in
+                digester?.add(slot.digest)
+                return UInt64(try Self.write(slot, to: sink))
             }
+            return PayloadSummary(plaintextLength: total, chunkCount: layout.chunkCount, digest: digester?.finalize())
         }
+        if trailerSize > 0 { source.withholdTail(trailerSize) }
         let sealedSize = chunkSize + Limits.tagSize
         var counter: UInt64 = 0
         var carry: UInt8?
@@ -177,13 +208,20 @@ public struct StreamEngine: Sendable {
                 finished = isFinal
                 return .chunk
             },
-            transform: { slot in try Self.open(slot, cipher: cipher, key: key) })
+            transform: { slot in
+                if let digest { slot.digest = PayloadDigester.chunkDigest(kind: digest, sealed: [UnsafeRawBufferPointer(slot.filledInput)]) }
+                try Self.open(slot, cipher: cipher, key: key)
+            })
         var total: UInt64 = 0
         try pipeline.run(waitForReader: false) { slot in
+            digester?.add(slot.digest)
             total += UInt64(try Self.write(slot, to: sink))
             progress?(total)
         }
-        return total
+        if trailerSize > 0, source.withheldTail().count < trailerSize {
+            throw CofferError.truncated("the signature trailer after the final chunk is cut short")
+        }
+        return PayloadSummary(plaintextLength: total, chunkCount: counter, digest: digester?.finalize())
     }
 
     /// The layout of a payload whose sealed length is known (a regular file).
@@ -193,11 +231,16 @@ public struct StreamEngine: Sendable {
         public let finalSealedSize: Int
         public let plaintextSize: UInt64
 
-        /// Validates a sealed payload length (everything after the payload nonce).
-        public init(sealedLength: UInt64, chunkSize: Int) throws {
+        /// Validates a sealed payload length: everything after the payload nonce, less the
+        /// `trailerSize` bytes of a signature trailer.
+        public init(sealedLength withTrailer: UInt64, chunkSize: Int, trailerSize: Int = 0) throws {
             let sealed = UInt64(chunkSize + Limits.tagSize)
             self.chunkSize = chunkSize
-            guard sealedLength > 0 else { throw CofferError.truncated("no payload after the header") }
+            guard withTrailer > UInt64(trailerSize) else {
+                throw CofferError.truncated(trailerSize > 0 ? "no payload and signature trailer after the header"
+                                                             : "no payload after the header")
+            }
+            let sealedLength = withTrailer - UInt64(trailerSize)
             chunkCount = (sealedLength + sealed - 1) / sealed
             finalSealedSize = Int(sealedLength - (chunkCount - 1) * sealed)
             guard finalSealedSize >= Limits.tagSize else {
@@ -215,7 +258,8 @@ public struct StreamEngine: Sendable {
     /// Opens chunks `chunks` of a regular file in parallel, each worker reading its own chunks;
     /// `consume` sees them in order and returns the plaintext bytes it used (for progress).
     func openChunks(from source: ByteSource, payloadStart: UInt64, layout: PayloadLayout, chunks: ClosedRange<UInt64>,
-                    key: SymmetricKey, cipher: PayloadCipher, consume: (ChunkSlot) throws -> UInt64) throws -> UInt64 {
+                    key: SymmetricKey?, cipher: PayloadCipher, digest: SignatureParameters.PayloadDigest? = nil,
+                    consume: (ChunkSlot) throws -> UInt64) throws -> UInt64 {
         let sealedSize = layout.chunkSize + Limits.tagSize
         let lastIndex = layout.chunkCount - 1
         var k = chunks.lowerBound
@@ -233,7 +277,8 @@ public struct StreamEngine: Sendable {
             },
             transform: { slot in
                 try Self.readPositioned(slot, from: source)
-                try Self.open(slot, cipher: cipher, key: key)
+                if let digest { slot.digest = PayloadDigester.chunkDigest(kind: digest, sealed: [UnsafeRawBufferPointer(slot.filledInput)]) }
+                if let key { try Self.open(slot, cipher: cipher, key: key) }
             })
         var total: UInt64 = 0
         try pipeline.run { slot in
@@ -241,6 +286,20 @@ public struct StreamEngine: Sendable {
             progress?(total)
         }
         return total
+    }
+
+    /// The payload digest of a regular file's sealed payload, without decrypting it: a signature
+    /// can be checked by someone who holds no decryption key.
+    public func digestPayload(from source: ByteSource, payloadStart: UInt64, layout: PayloadLayout,
+                              kind: SignatureParameters.PayloadDigest) throws -> PayloadSummary {
+        var digester = PayloadDigester(kind: kind)
+        _ = try openChunks(from: source, payloadStart: payloadStart, layout: layout, chunks: 0...(layout.chunkCount - 1),
+                           key: nil, cipher: .aes256gcm, digest: kind) { slot in
+            digester.add(slot.digest)
+            return UInt64(slot.inputCount - Limits.tagSize)
+        }
+        return PayloadSummary(plaintextLength: layout.plaintextSize, chunkCount: layout.chunkCount,
+                              digest: digester.finalize())
     }
 
     /// Decrypts plaintext bytes `offset ..< offset+length` (clamped to the end), reading only the

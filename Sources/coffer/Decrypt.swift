@@ -23,9 +23,14 @@ struct Decrypt: ParsableCommand {
         With --recursive, every NAME.cof under the directory IN is decrypted to NAME in parallel
         (like 'xtrabackup --decrypt --parallel'); a file of an encrypted directory found under
         another name than the one it was encrypted as is refused.
+
+        --signed-by PUB requires a producer signature by that key (any one of several given): an
+        unsigned file, another signer or a file altered after signing is refused. An unsigned file
+        or a wrong signer is refused before any output; an altered payload is found as it is read.
         """)
 
     @OptionGroup var keys: KeyOptions
+    @OptionGroup var signers: SignedByOptions
     @OptionGroup var engine: EngineOptions
 
     @Option(name: .shortAndLong, help: ArgumentHelp("Output file ('-' for standard output).", valueName: "out"))
@@ -70,6 +75,7 @@ struct Decrypt: ParsableCommand {
     func run() throws {
         try Runtime.reporting {
             if recursive, try DirectoryRun.containsXbcrypt(root: input!) {
+                try refuseSignedBy(format: ".xbcrypt")
                 // An XtraBackup target directory: its key is used raw, as xbcrypt does.
                 let (raw, keySource) = try keys.xbcryptKey()
                 let key = try Xbcrypt.key(raw, source: keySource)
@@ -80,19 +86,22 @@ struct Decrypt: ParsableCommand {
             }
             if recursive {
                 let identities = try keys.identities(for: nil)
+                let verifiers = try signers.verifiers()
                 try runDirectory(engine: engine, removeOriginal: removeOriginal, force: force, verb: "decrypted") { run in
-                    try run.decrypt(root: input!, identities: identities)
+                    try run.decrypt(root: input!, identities: identities, signedBy: verifiers)
                 }
                 return
             }
             let source = try ByteSource.open(path: input ?? "-")
             defer { source.close() }
             if Xbcrypt.looksLikeXbcrypt(try source.peek(8)) {
+                try refuseSignedBy(format: ".xbcrypt")
                 try decryptXbcrypt(source)
                 return
             }
             let reading = try HeaderReading.read(from: source)
             let opened = try reading.open(with: try keys.identities(for: reading.header))
+            let verifiers = try signers.verifiers()
             for damaged in reading.damagedSlots {
                 Runtime.warn("warning: header slot \(damaged.slot + 1) is damaged (\(damaged.reason)); the other slot authenticated. 'coffer verify' reports this as an error")
             }
@@ -106,11 +115,18 @@ struct Decrypt: ParsableCommand {
             try out.complete { sink in
                 if isRange {
                     _ = try opened.decryptRange(from: source, offset: offset ?? 0, length: length ?? UInt64.max,
-                                                to: sink, engine: streamEngine)
+                                                to: sink, engine: streamEngine, signedBy: verifiers)
                 } else {
-                    _ = try opened.decrypt(from: source, to: sink, engine: streamEngine)
+                    _ = try opened.decrypt(from: source, to: sink, engine: streamEngine, signedBy: verifiers)
                 }
             }
+        }
+    }
+
+    /// Formats that cannot carry a Coffer signature are refused when one is required.
+    func refuseSignedBy(format: String) throws {
+        guard signers.signedBy.isEmpty else {
+            throw CofferError.signerNotAccepted(found: [], accepted: try signers.verifiers().map(\.label) + ["(\(format) files carry no signature)"])
         }
     }
 

@@ -24,10 +24,16 @@ struct Encrypt: ParsableCommand {
           coffer encrypt --key-file backup.key -o dump.sql.cof dump.sql
           pg_dump mydb | coffer encrypt --key-file backup.key > mydb.sql.cof
           coffer encrypt --key-file backup.key --recursive --remove-original /data/backup
+          coffer encrypt -r backup-host.pub --sign producer.key -o db.cof db.dump
+
+        --sign adds a producer signature (docs/FORMAT.md, "Signatures"): restorers check it with
+        'coffer decrypt|verify --signed-by producer.pub'. Recipients alone prove nothing about who
+        made a file: anyone holding a public key can encrypt to it.
         """)
 
     @OptionGroup var keys: KeyOptions
     @OptionGroup var publicKeys: RecipientOptions
+    @OptionGroup var signing: SignOptions
     @OptionGroup var engine: EngineOptions
 
     @Option(name: .shortAndLong, help: ArgumentHelp("Output file ('-' for standard output).", valueName: "out"))
@@ -76,6 +82,7 @@ struct Encrypt: ParsableCommand {
             }
         }
         guard fileVersion == 1 || fileVersion == 2 else { throw ValidationError("--file-version must be 1 or 2") }
+        if fileVersion == 1 && signing.sign != nil { throw ValidationError("--sign needs file version 2") }
         if recursive {
             guard input != nil, input != "-" else { throw ValidationError("--recursive needs a directory") }
             guard output == nil else { throw ValidationError("--recursive writes NAME.cof beside each file; -o does not apply") }
@@ -91,6 +98,8 @@ struct Encrypt: ParsableCommand {
             var encryptor = try CofferEncryptor(recipients: try keys.recipients(workFactor: workFactor, publicKeys: try publicKeys.publicKeys()))
             // Version 1 stays writable (hidden) for the tests that keep its tamper matrix.
             encryptor.version = fileVersion == 1 ? .v1 : .v2(slotSize: headerSpace.flatMap(parseSize))
+            encryptor.signer = try signing.signer(keys: keys)
+            encryptor.signatureDigest = signing.digest
             if recursive {
                 try runDirectory(engine: engine, removeOriginal: removeOriginal, force: force, verb: "encrypted") { run in
                     try run.encrypt(root: input!, encryptor: encryptor, parameters: parameters)

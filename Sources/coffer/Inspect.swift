@@ -33,6 +33,13 @@ struct Inspect: ParsableCommand {
         }
     }
 
+    struct SignatureInfo: Encodable {
+        let algorithm: String
+        let digest: String
+        /// Key ids of the signatures in the trailer (nil when it could not be read: a pipe).
+        let signers: [String]?
+    }
+
     struct Report: Encodable {
         let file: String
         let version: String
@@ -44,6 +51,7 @@ struct Inspect: ParsableCommand {
         let generation: UInt64?
         let damagedSlots: [String]?
         let stanzas: [StanzaInfo]
+        let signature: SignatureInfo?
         let plaintextBytes: UInt64?
         let chunks: UInt64?
         let payloadError: String?
@@ -73,14 +81,17 @@ struct Inspect: ParsableCommand {
             }
             var layout: StreamEngine.PayloadLayout?
             var payloadError: CofferError?
+            var signers: [String]?
             if let size = source.regularFileSize {
                 do {
-                    guard size >= reading.payloadStart else { throw CofferError.truncated("no payload after the header") }
-                    layout = try StreamEngine.PayloadLayout(sealedLength: size - reading.payloadStart,
-                                                            chunkSize: header.parameters.chunkSize)
+                    layout = try reading.layout(fileSize: size)
+                    signers = try reading.readTrailer(from: source, fileSize: size)?.entries.map(\.keyIDText)
                 } catch let error as CofferError {
                     payloadError = error
                 }
+            }
+            let signature = header.parameters.signature.map {
+                SignatureInfo(algorithm: $0.algorithm.rawValue, digest: $0.digest.rawValue, signers: signers)
             }
             let report = Report(
                 file: input, version: header.generation == nil ? Limits.versionLine : Limits.versionLineV2,
@@ -91,7 +102,7 @@ struct Inspect: ParsableCommand {
                 slotSize: { if case .slots(let size, _) = header.layout { return size } else { return nil } }(),
                 generation: header.generation,
                 damagedSlots: reading.damagedSlots.isEmpty ? nil : reading.damagedSlots.map { "slot \($0.slot + 1): \($0.reason)" },
-                stanzas: stanzas,
+                stanzas: stanzas, signature: signature,
                 plaintextBytes: layout?.plaintextSize, chunks: layout?.chunkCount,
                 payloadError: payloadError.map { "\($0)" })
             if json {
@@ -111,6 +122,13 @@ struct Inspect: ParsableCommand {
                 for damaged in report.damagedSlots ?? [] { print("damaged:     \(damaged)") }
                 print("stanzas:     \(stanzas.count) (any one opens the file)")
                 for stanza in stanzas { print("  \(stanza.type.padding(toLength: 14, withPad: " ", startingAt: 0)) \(stanza.description)") }
+                if let signature {
+                    let who = signature.signers.map { $0.isEmpty ? "no signature in the trailer" : $0.map { "key id \($0)" }.joined(separator: ", ") }
+                        ?? "trailer not read (not a regular file)"
+                    print("signature:   \(signature.algorithm), \(signature.digest); signed by \(who) (check with verify --signed-by)")
+                } else {
+                    print("signature:   none")
+                }
                 if let layout {
                     print("payload:     \(layout.plaintextSize) bytes in \(layout.chunkCount) chunks")
                 } else if let payloadError {

@@ -49,6 +49,12 @@ struct KeyOptions: ParsableArguments {
 
     var environment: [String: String] { ProcessInfo.processInfo.environment }
 
+    /// Whether any way to open a file was given (verify --signed-by checks only the signature without one).
+    var anyKeyGiven: Bool {
+        !keyFiles.isEmpty || !keyDescriptors.isEmpty || !identity.isEmpty || wantsPassphrase
+            || environment[Self.environmentKey] != nil
+    }
+
     var wantsPassphrase: Bool {
         passphrase || passphraseFile != nil || environment[Self.environmentPassphrase] != nil
     }
@@ -83,28 +89,33 @@ struct KeyOptions: ParsableArguments {
     func identityFiles() throws -> [Identity] {
         var identities: [Identity] = []
         for path in identity {
-            var content: [UInt8]
-            do {
-                content = try KeySources.readSecretFile(path, what: "identity file", allowInsecure: allowInsecureKeyFile)
-            } catch CofferError.refused(let reason) {
-                // A public key is readable by all, rightly: say it is the wrong kind of key instead.
-                if let text = try? String(decoding: KeySources.readAll(path: path), as: UTF8.self),
-                   (try? RecipientText.parseFile(text, source: path)) != nil {
-                    throw CofferError.invalidKey("\(path) holds a public key; decrypting needs the private key (-i NAME.key)")
-                }
-                throw CofferError.refused(reason)
-            }
-            if ProtectedKeyFile.isProtected(content) {
-                let passphrase = try Passphrase(try readIdentityPassphrase(for: path, confirm: false),
-                                                workFactor: Passphrase.maxWorkFactor)
-                content = Array(try ProtectedKeyFile.unprotect(content, passphrase: passphrase, source: path).utf8)
-            }
-            guard let text = String(validating: content, as: UTF8.self) else {
-                throw CofferError.invalidKey("identity file \(path) is not text (a raw 32-byte key goes with --key-file)")
-            }
-            identities += try IdentityText.parse(text, source: path)
+            identities += try IdentityText.parse(try privateKeyText(path, what: "identity file"), source: path)
         }
         return identities
+    }
+
+    /// A private key file's text: readable only by its owner, opened with its passphrase when protected.
+    func privateKeyText(_ path: String, what: String) throws -> String {
+        var content: [UInt8]
+        do {
+            content = try KeySources.readSecretFile(path, what: what, allowInsecure: allowInsecureKeyFile)
+        } catch CofferError.refused(let reason) {
+            // A public key is readable by all, rightly: say it is the wrong kind of key instead.
+            if let text = try? String(decoding: KeySources.readAll(path: path), as: UTF8.self),
+               text.contains("PUBLIC KEY") || (try? RecipientText.parseFile(text, source: path)) != nil {
+                throw CofferError.invalidKey("\(path) holds a public key; this needs the private key (NAME.key)")
+            }
+            throw CofferError.refused(reason)
+        }
+        if ProtectedKeyFile.isProtected(content) {
+            let passphrase = try Passphrase(try readIdentityPassphrase(for: path, confirm: false),
+                                            workFactor: Passphrase.maxWorkFactor)
+            content = Array(try ProtectedKeyFile.unprotect(content, passphrase: passphrase, source: path).utf8)
+        }
+        guard let text = String(validating: content, as: UTF8.self) else {
+            throw CofferError.invalidKey("\(what) \(path) is not text (a raw 32-byte key goes with --key-file)")
+        }
+        return text
     }
 
     /// The passphrase of a protected key file: --identity-passphrase-file, COFFER_IDENTITY_PASSPHRASE,

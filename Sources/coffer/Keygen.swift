@@ -22,6 +22,8 @@ struct Keygen: ParsableCommand {
           pq        ML-KEM-768 + X25519 hybrid, post-quantum (age1pq1… / AGE-SECRET-KEY-PQ-1…)
           rsa-3072  RSA-OAEP, PEM (SubjectPublicKeyInfo / PKCS#8), like 'openssl genpkey'
           rsa-4096
+          ed25519   a signing key pair, PEM (like 'openssl genpkey -algorithm ed25519'): sign with
+                    'encrypt --sign NAME.key', check with 'decrypt|verify --signed-by NAME.pub'
         --protect encrypts NAME.key with a passphrase (scrypt), asked on the terminal or taken from
         --identity-passphrase-file / COFFER_IDENTITY_PASSPHRASE; every command that reads the key asks
         for it the same way.
@@ -35,13 +37,13 @@ struct Keygen: ParsableCommand {
         """)
 
     enum KeyType: String, ExpressibleByArgument, CaseIterable {
-        case x25519, pq, rsa3072 = "rsa-3072", rsa4096 = "rsa-4096"
+        case x25519, pq, rsa3072 = "rsa-3072", rsa4096 = "rsa-4096", ed25519
     }
 
     @Flag(help: "A symmetric key.")
     var symmetric = false
 
-    @Option(help: ArgumentHelp("A key pair: x25519, pq, rsa-3072 or rsa-4096.", valueName: "type"))
+    @Option(help: ArgumentHelp("A key pair: x25519, pq, rsa-3072 or rsa-4096 (encryption), ed25519 (signing).", valueName: "type"))
     var type: KeyType?
 
     @Option(name: .shortAndLong, help: ArgumentHelp("Key file to write (--symmetric: standard output when omitted); with --type, the name NAME of NAME.pub and NAME.key.",
@@ -138,6 +140,11 @@ struct Keygen: ParsableCommand {
             publicText = key.publicKey.pemRepresentation + "\n"
             // Pure PEM, no comment lines, so that openssl and other tools read it too.
             privateText = key.pkcs8PEMRepresentation + "\n"
+        case .ed25519:
+            let signer = Ed25519Signer()
+            keyID = signer.verifier.keyIDText
+            publicText = signer.verifier.pem
+            privateText = signer.pem
         }
         var privateBytes = Array(privateText.utf8)
         if protect {

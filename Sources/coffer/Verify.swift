@@ -11,9 +11,17 @@ import Glibc
 struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Authenticate every byte of an encrypted file, or of every .cof file in a tree, writing no plaintext.",
-        discussion: "Exit status 0 only if every header and every chunk authenticate with a given key.")
+        discussion: """
+        Exit status 0 only if every header and every chunk authenticate with a given key.
+
+        --signed-by PUB also requires a producer signature by that key (any one of several given).
+        Given --signed-by and no key at all, only the signature is checked: the ciphertext is hashed
+        without being decrypted, which proves the file is byte for byte what the signer wrote, on a
+        host that holds no decryption key (a storage server, say).
+        """)
 
     @OptionGroup var keys: KeyOptions
+    @OptionGroup var signers: SignedByOptions
     @OptionGroup var engine: EngineOptions
 
     @Flag(help: "FILE is a directory: authenticate every NAME.cof in it, and that each was encrypted as NAME.")
@@ -31,14 +39,18 @@ struct Verify: ParsableCommand {
         try Runtime.reporting {
             if recursive {
                 let identities = try keys.identities(for: nil)
+                let verifiers = try signers.verifiers()
                 try runDirectory(engine: engine, removeOriginal: false, verb: "verified") { run in
-                    try run.verify(root: input!, identities: identities)
+                    try run.verify(root: input!, identities: identities, signedBy: verifiers)
                 }
                 return
             }
             let source = try ByteSource.open(path: input ?? "-")
             defer { source.close() }
             if Xbcrypt.looksLikeXbcrypt(try source.peek(8)) {
+                guard signers.signedBy.isEmpty else {
+                    throw CofferError.signerNotAccepted(found: [], accepted: try signers.verifiers().map(\.label) + ["(.xbcrypt files carry no signature)"])
+                }
                 // What can be checked of an .xbcrypt file: each chunk's CRC-32, and v3's SHA-256.
                 let key = try Xbcrypt.key(try keys.xbcryptKey().bytes, source: input ?? "standard input")
                 let summary = try Xbcrypt.decrypt(from: source, to: DiscardingSink(), key: key, threads: engine.threads)
@@ -52,10 +64,22 @@ struct Verify: ParsableCommand {
                 return
             }
             let reading = try HeaderReading.read(from: source)
+            let verifiers = try signers.verifiers()
+            if !verifiers.isEmpty && !keys.anyKeyGiven {
+                let progress = ProgressLine(total: source.regularFileSize, quiet: engine.quiet)
+                let signer = try reading.verifySignature(in: source, verifiers: verifiers,
+                                                         engine: StreamEngine(threads: engine.threads, progress: progress.callback))
+                progress.stop()
+                if !engine.quiet {
+                    Runtime.warn("OK: \(input ?? "standard input"): signed by \(signer.label); the ciphertext is as signed (not decrypted: no key given)")
+                }
+                return
+            }
             let opened = try reading.open(with: try keys.identities(for: reading.header))
             let progress = ProgressLine(total: opened.plaintextSize(of: source), quiet: engine.quiet)
             let bytes = try opened.decrypt(from: source, to: DiscardingSink(),
-                                           engine: StreamEngine(threads: engine.threads, progress: progress.callback))
+                                           engine: StreamEngine(threads: engine.threads, progress: progress.callback),
+                                           signedBy: verifiers)
             progress.stop()
             if let damaged = reading.damagedSlots.first {
                 // The payload and the header in use are authentic, but the file is not as written.
@@ -63,7 +87,7 @@ struct Verify: ParsableCommand {
                     "header slot \(damaged.slot + 1) is damaged (\(damaged.reason)); the payload and the header in use authenticated. An interrupted 'coffer rewrap' leaves this; running it again repairs the slot")
             }
             if !engine.quiet {
-                Runtime.warn("OK: \(input ?? "standard input"): \(bytes) bytes authenticated")
+                Runtime.warn("OK: \(input ?? "standard input"): \(bytes) bytes authenticated\(verifiers.isEmpty ? "" : ", signature valid")")
             }
         }
     }

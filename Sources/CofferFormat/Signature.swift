@@ -1,0 +1,215 @@
+import Crypto
+import Foundation
+
+/// A producer signature (docs/FORMAT.md, "Signatures"): declared by a `signed` header line,
+/// written as a trailer after the final chunk, so encryption stays one streaming pass.
+public struct SignatureParameters: Equatable, Sendable {
+    public enum Algorithm: String, Sendable, CaseIterable {
+        case ed25519
+        /// Bytes of one signature.
+        public var signatureSize: Int {
+            switch self {
+            case .ed25519: return 64
+            }
+        }
+    }
+
+    /// What the signature says about the payload.
+    public enum PayloadDigest: String, Sendable, CaseIterable {
+        /// SHA-256 of every sealed chunk (ciphertext and tag), computed by the workers in parallel,
+        /// then SHA-256 over those chunk digests in order. Binds every ciphertext byte, so not even
+        /// someone holding the file key can alter the payload under the signature.
+        case chunkSHA256 = "chunk-sha256"
+        /// SHA-256 over the chunks' 16-byte AEAD tags in order: nearly free, but the tags are not
+        /// collision-resistant for someone who knows the payload key (GHASH and Poly1305 are linear
+        /// under a known key), so a holder of a decryption key could change chunks under the same
+        /// signature. It still proves origin against everyone who cannot decrypt.
+        case chunkTags = "chunk-tags"
+    }
+
+    public var algorithm: Algorithm
+    public var digest: PayloadDigest
+
+    public init(algorithm: Algorithm = .ed25519, digest: PayloadDigest = .chunkSHA256) {
+        self.algorithm = algorithm
+        self.digest = digest
+    }
+
+    /// The header line, without its line feed.
+    var headerLine: String { "signed \(algorithm.rawValue) \(digest.rawValue)" }
+
+    static func parse(headerLine line: Substring) throws -> SignatureParameters {
+        let words = line.split(separator: " ", omittingEmptySubsequences: false)
+        guard words.count == 3, words[0] == "signed",
+              let algorithm = Algorithm(rawValue: String(words[1])),
+              let digest = PayloadDigest(rawValue: String(words[2])) else {
+            throw CofferError.malformedHeader(
+                "the signature line must be 'signed ed25519 chunk-sha256' or 'signed ed25519 chunk-tags'")
+        }
+        return SignatureParameters(algorithm: algorithm, digest: digest)
+    }
+
+    /// Bytes of one trailer slot: the signer's 8-byte key id, then the signature.
+    public var trailerSlotSize: Int { PayloadSignatureTrailer.keyIDSize + algorithm.signatureSize }
+    /// Bytes of the whole trailer: two slots, so that a re-signing writes one and then clears the other.
+    public var trailerSize: Int { 2 * trailerSlotSize }
+}
+
+/// A private signing key, as the keys layer provides it.
+public protocol PayloadSigner: Sendable {
+    var algorithm: SignatureParameters.Algorithm { get }
+    /// The signer's 8-byte key id, written beside the signature so verifiers find their key.
+    var keyID: [UInt8] { get }
+    func sign(_ message: [UInt8]) throws -> [UInt8]
+}
+
+/// A public key a reader accepts signatures from (`--signed-by`).
+public protocol SignatureVerifier: Sendable {
+    var algorithm: SignatureParameters.Algorithm { get }
+    var keyID: [UInt8] { get }
+    func isValidSignature(_ signature: [UInt8], for message: [UInt8]) -> Bool
+    /// How messages name this key ("ed25519 3f2a…").
+    var label: String { get }
+}
+
+/// The trailer after the final chunk: two slots, each the signer's key id and a signature, or all
+/// zero bytes when empty.
+public struct PayloadSignatureTrailer: Equatable, Sendable {
+    public static let keyIDSize = 8
+
+    public struct Entry: Equatable, Sendable {
+        public var keyID: [UInt8]
+        public var signature: [UInt8]
+        public init(keyID: [UInt8], signature: [UInt8]) {
+            self.keyID = keyID
+            self.signature = signature
+        }
+        public var keyIDText: String { Hex.encode(keyID) }
+    }
+
+    public var slots: [Entry?]
+
+    public init(slots: [Entry?]) {
+        precondition(slots.count == 2)
+        self.slots = slots
+    }
+
+    public var entries: [Entry] { slots.compactMap { $0 } }
+
+    public func encoded(_ parameters: SignatureParameters) -> [UInt8] {
+        var out: [UInt8] = []
+        for slot in slots {
+            if let slot {
+                out += slot.keyID + slot.signature
+            } else {
+                out += [UInt8](repeating: 0, count: parameters.trailerSlotSize)
+            }
+        }
+        return out
+    }
+
+    public static func parse(_ bytes: [UInt8], parameters: SignatureParameters) throws -> PayloadSignatureTrailer {
+        guard bytes.count == parameters.trailerSize else {
+            throw CofferError.truncated("the signature trailer is \(bytes.count) bytes, not \(parameters.trailerSize)")
+        }
+        var slots: [Entry?] = []
+        for index in 0..<2 {
+            let slot = Array(bytes[(index * parameters.trailerSlotSize)..<((index + 1) * parameters.trailerSlotSize)])
+            if slot.allSatisfy({ $0 == 0 }) {
+                slots.append(nil)
+            } else {
+                slots.append(Entry(keyID: Array(slot[..<keyIDSize]), signature: Array(slot[keyIDSize...])))
+            }
+        }
+        return PayloadSignatureTrailer(slots: slots)
+    }
+
+    /// Refuses, before any work, a trailer that holds no signature by an accepted key.
+    public func checkSigners(_ verifiers: [SignatureVerifier]) throws {
+        guard entries.contains(where: { entry in verifiers.contains { $0.keyID == entry.keyID } }) else {
+            throw CofferError.signerNotAccepted(found: entries.map { "ed25519 \($0.keyIDText)" }, accepted: verifiers.map(\.label))
+        }
+    }
+
+    /// Checks that a signer in `verifiers` signed `payload` (any accepted signer will do).
+    /// Unsigned or signed-by-others: ``CofferError/signerNotAccepted(found:accepted:)``; an
+    /// accepted signer's signature that does not verify: ``CofferError/signatureInvalid(_:)``.
+    public func verify(_ payload: SignedPayload, parameters: HeaderParameters, verifiers: [SignatureVerifier]) throws -> SignatureVerifier {
+        var invalid: SignatureVerifier?
+        for entry in entries {
+            for verifier in verifiers where verifier.keyID == entry.keyID {
+                let message = payload.message(parameters: parameters, keyID: entry.keyID)
+                if verifier.isValidSignature(entry.signature, for: message) { return verifier }
+                invalid = verifier
+            }
+        }
+        if let invalid {
+            throw CofferError.signatureInvalid(
+                "the signature by \(invalid.label) does not match the file: it was altered after signing")
+        }
+        throw CofferError.signerNotAccepted(found: entries.map { "ed25519 \($0.keyIDText)" }, accepted: verifiers.map(\.label))
+    }
+}
+
+/// What a signature covers besides the header's parameter lines: the payload nonce, the payload's
+/// plaintext length and chunk count, and the payload digest.
+public struct SignedPayload: Equatable, Sendable {
+    public var payloadNonce: [UInt8]
+    public var plaintextLength: UInt64
+    public var chunkCount: UInt64
+    public var digest: [UInt8]
+
+    /// The exact bytes signed (docs/FORMAT.md, "Signatures"). The stanzas and the slot generation
+    /// are left out, so a rewrap that changes who can decrypt keeps the signature valid.
+    public func message(parameters: HeaderParameters, keyID: [UInt8]) -> [UInt8] {
+        var text = "coffer/v2 signature\n"
+        text += "signer \(Hex.encode(keyID))\n"
+        text += parameters.headerLines()
+        text += "nonce \(RawBase64.encode(payloadNonce))\n"
+        text += "plaintext-length \(plaintextLength)\n"
+        text += "chunks \(chunkCount)\n"
+        text += "digest \(RawBase64.encode(digest))\n"
+        return Array(text.utf8)
+    }
+}
+
+extension SignedPayload {
+    /// A new trailer holding one signature, by `signer`, in its first slot.
+    public func trailer(signedBy signer: PayloadSigner, parameters: HeaderParameters) throws -> PayloadSignatureTrailer {
+        let signature = try signer.sign(message(parameters: parameters, keyID: signer.keyID))
+        return PayloadSignatureTrailer(slots: [.init(keyID: signer.keyID, signature: signature), nil])
+    }
+}
+
+/// Accumulates the payload digest from chunk digests taken in order.
+struct PayloadDigester {
+    let kind: SignatureParameters.PayloadDigest
+    private var hasher = SHA256()
+    private(set) var chunkCount: UInt64 = 0
+
+    init(kind: SignatureParameters.PayloadDigest) { self.kind = kind }
+
+    /// The per-chunk part, computed on a worker thread: SHA-256 of the sealed chunk, or its tag.
+    static func chunkDigest(kind: SignatureParameters.PayloadDigest, sealed parts: [UnsafeRawBufferPointer]) -> [UInt8] {
+        switch kind {
+        case .chunkSHA256:
+            var h = SHA256()
+            for part in parts { h.update(bufferPointer: part) }
+            return Array(h.finalize())
+        case .chunkTags:
+            // The tag is the last 16 bytes of the sealed chunk, which may span the parts.
+            var tail: [UInt8] = []
+            for part in parts.reversed() where tail.count < Limits.tagSize {
+                tail = Array(part.suffix(Limits.tagSize - tail.count)) + tail
+            }
+            return tail
+        }
+    }
+
+    mutating func add(_ chunkDigest: [UInt8]) {
+        hasher.update(data: chunkDigest)
+        chunkCount += 1
+    }
+
+    func finalize() -> [UInt8] { Array(hasher.finalize()) }
+}
