@@ -18,8 +18,14 @@ public struct Reencrypt {
         self.threads = threads
     }
 
-    /// Returns the plaintext byte count.
-    public func reencrypt(path: String, identities: [Identity]) throws -> UInt64 {
+    public struct Outcome: Sendable {
+        public var bytes: UInt64
+        /// The old file was signed and the new one is not (no signer given): a signature covers
+        /// the payload, which a re-encryption replaces.
+        public var droppedSignature: Bool
+    }
+
+    public func reencrypt(path: String, identities: [Identity]) throws -> Outcome {
         let source = try ByteSource.open(path: path)
         defer { source.close() }
         let opened = try HeaderReading.read(from: source).open(with: identities)
@@ -28,7 +34,7 @@ public struct Reencrypt {
         guard fstat(source.fd, &st) == 0 else { throw CofferError.readFailed(path: path, reason: String(cString: strerror(errno))) }
         let output = try AtomicOutputFile(path: path, mode: st.st_mode & 0o7777, overwrite: true)
         let box = UncheckedBox((opened, source, threads))
-        return try output.complete { sink in
+        let bytes = try output.complete { sink in
             let (plaintext, finished) = try PipedProducer.start(name: "decrypted \(path)", for: path) { pipe in
                 let (opened, source, threads) = box.value
                 return try opened.decrypt(from: source, to: pipe, engine: StreamEngine(threads: threads))
@@ -57,5 +63,6 @@ public struct Reencrypt {
             }
             return written
         }
+        return Outcome(bytes: bytes, droppedSignature: parameters.signature != nil && encryptor.signer == nil)
     }
 }

@@ -9,6 +9,7 @@ import Glibc
 /// slots", "Rewrap"): the new header goes into the free slot, is flushed, and only then is the old
 /// slot cleared. Version-1 files have no free slot; they are converted once to version 2 by a new
 /// file whose payload bytes are copied unchanged (not re-encrypted), renamed over the old one.
+/// Signatures do not cover the stanzas, so a rewrap keeps a file's signature valid.
 public struct Rewrap {
     /// Stanza types that name no key and are removed by type: `--remove scrypt` drops passphrases.
     public static let removableByType = [Passphrase.stanzaType]
@@ -20,6 +21,13 @@ public struct Rewrap {
     public var mustKeep: [String] = []
     /// Slot size for version-1 files converted to version 2 (nil: the default).
     public var slotSize: Int?
+    /// Signs each file anew (docs/FORMAT.md, "Signatures"): a signed file gets the new signature in
+    /// its free trailer slot, flushed before the old one is cleared; an unsigned file is converted
+    /// (a new file, payload bytes copied unchanged, the trailer appended), like a version-1 file.
+    public var signer: PayloadSigner?
+    /// The digest kind for files signed for the first time (re-signing keeps the file's own).
+    public var signatureDigest: SignatureParameters.PayloadDigest = .chunkSHA256
+    public var threads = StreamEngine.defaultThreads
 
     public init() {}
 
@@ -27,6 +35,8 @@ public struct Rewrap {
         public var added = 0, removed = 0, alreadyPresent = 0
         public var converted = false
         public var generation: UInt64 = 0
+        /// The file now carries a signature by `signer`.
+        public var signed = false
     }
 
     /// Stanzas wrapped for one file key, reused for every file of a run that shares that key
@@ -45,11 +55,22 @@ public struct Rewrap {
         let opened = try reading.open(with: identities)
         var result = Result()
         let stanzas = try newStanzas(opened.header.stanzas, fileKey: opened.fileKey, result: &result)
-        let parameters = opened.header.parameters
+        var parameters = opened.header.parameters
 
-        guard case .slots(let size, _) = opened.header.layout else {
+        guard case .slots(let size, _) = opened.header.layout, signer == nil || parameters.signature != nil else {
+            var signature: (PayloadSignatureTrailer, SignatureParameters)?
+            if let signer {
+                // Signed for the first time: the digest is taken over the payload as it stands,
+                // which is exactly what is copied.
+                let fileSize = try regularFileSize(source, path: path)
+                let payload = try reading.signedPayload(of: source, fileSize: fileSize, engine: StreamEngine(threads: threads),
+                                                        digest: signatureDigest)
+                parameters.signature = SignatureParameters(algorithm: signer.algorithm, digest: signatureDigest)
+                signature = (try payload.trailer(signedBy: signer, parameters: parameters), parameters.signature!)
+                result.signed = true
+            }
             try convert(path: path, source: source, reading: reading, parameters: parameters, stanzas: stanzas,
-                        fileKey: opened.fileKey)
+                        fileKey: opened.fileKey, signature: signature)
             result.converted = true
             result.generation = 1
             return result
@@ -64,7 +85,39 @@ public struct Rewrap {
         try writeAndSync(fd: fd, header.encodedSlot(), at: reading.slotOffset(target)!, path: path)
         try writeAndSync(fd: fd, [UInt8](repeating: 0, count: size), at: reading.slotOffset(openedSlot)!, path: path)
         result.generation = generation
+        if let signer, let signature = parameters.signature {
+            try resign(fd: fd, source: source, reading: reading, parameters: parameters, signature: signature,
+                       signer: signer, path: path)
+            result.signed = true
+        }
         return result
+    }
+
+    /// Replaces a signed file's signature: the new one goes into a free trailer slot (or the slot
+    /// of the same signer), is flushed, and only then are the other slots cleared, so an
+    /// interruption leaves at least one valid signature.
+    func resign(fd: Int32, source: ByteSource, reading: HeaderReading, parameters: HeaderParameters,
+                signature: SignatureParameters, signer: PayloadSigner, path: String) throws {
+        guard signer.algorithm == signature.algorithm else {
+            throw CofferError.refused("the file is signed with \(signature.algorithm.rawValue); re-signing with \(signer.algorithm.rawValue) needs 'coffer reencrypt --sign'")
+        }
+        let fileSize = try regularFileSize(source, path: path)
+        guard let old = try reading.readTrailer(from: source, fileSize: fileSize) else { return }
+        let payload = try reading.signedPayload(of: source, fileSize: fileSize, engine: StreamEngine(threads: threads))
+        let entry = try payload.trailer(signedBy: signer, parameters: parameters).slots[0]!
+        let target = old.slots.firstIndex(where: { $0 == nil })
+            ?? old.slots.firstIndex(where: { $0?.keyID == signer.keyID }) ?? 1
+        let trailerStart = fileSize - UInt64(signature.trailerSize)
+        let slotOffset = { (index: Int) in trailerStart + UInt64(index * signature.trailerSlotSize) }
+        try writeAndSync(fd: fd, entry.keyID + entry.signature, at: slotOffset(target), path: path)
+        for index in old.slots.indices where index != target && old.slots[index] != nil {
+            try writeAndSync(fd: fd, [UInt8](repeating: 0, count: signature.trailerSlotSize), at: slotOffset(index), path: path)
+        }
+    }
+
+    func regularFileSize(_ source: ByteSource, path: String) throws -> UInt64 {
+        guard let size = source.regularFileSize else { throw CofferError.readFailed(path: path, reason: "not a regular file") }
+        return size
     }
 
     func newStanzas(_ old: [Stanza], fileKey: FileKey, result: inout Result) throws -> [Stanza] {
@@ -124,7 +177,7 @@ public struct Rewrap {
     /// Version 1 → 2: a new file with the new header in slot 1 and the payload bytes copied as
     /// they are, then renamed over the old one (its mode kept).
     func convert(path: String, source: ByteSource, reading: HeaderReading, parameters: HeaderParameters,
-                 stanzas: [Stanza], fileKey: FileKey) throws {
+                 stanzas: [Stanza], fileKey: FileKey, signature: (PayloadSignatureTrailer, SignatureParameters)?) throws {
         var st = stat()
         guard fstat(source.fd, &st) == 0 else { throw CofferError.readFailed(path: path, reason: String(cString: strerror(errno))) }
         var encryptor = CofferEncryptor(fileKey: fileKey, stanzas: stanzas)
@@ -140,6 +193,7 @@ public struct Rewrap {
                 try buffer.withUnsafeBytes { try sink.write(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
                 offset += UInt64(n)
             }
+            if let (trailer, parameters) = signature { try trailer.encoded(parameters).withUnsafeBytes { try sink.write($0) } }
         }
     }
 }

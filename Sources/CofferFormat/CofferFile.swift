@@ -88,7 +88,10 @@ extension CofferEncryptor {
     public func encrypt(from source: ByteSource, to sink: ByteSink, parameters: HeaderParameters,
                         engine: StreamEngine, payloadNonce: [UInt8], slot: Int, generation: UInt64) throws -> UInt64 {
         precondition(payloadNonce.count == Limits.payloadNonceSize)
+        // Whether the file is signed follows from the signer alone (parameters copied from another
+        // file, by reencrypt say, may declare a signature that this encryptor cannot make).
         var parameters = parameters
+        parameters.signature = nil
         if let signer {
             guard version != .v1 else { throw CofferError.invalidParameter("signatures need file version 2") }
             parameters.signature = SignatureParameters(algorithm: signer.algorithm, digest: signatureDigest)

@@ -16,6 +16,8 @@ public struct Ed25519Verifier: SignatureVerifier {
     }
 
     public var keyIDText: String { Hex.encode(keyID) }
+    /// The 32-byte public key.
+    public var rawPublicKey: [UInt8] { Array(publicKey.rawRepresentation) }
     public var label: String { "ed25519 \(keyIDText)" }
 
     public func isValidSignature(_ signature: [UInt8], for message: [UInt8]) -> Bool {
@@ -42,6 +44,13 @@ public struct Ed25519Signer: PayloadSigner {
     public init(privateKey: Curve25519.Signing.PrivateKey = .init()) {
         self.privateKey = privateKey
         verifier = Ed25519Verifier(publicKey: privateKey.publicKey)
+    }
+
+    /// From the 32-byte RFC 8032 private key (the seed).
+    public init(seed: [UInt8]) throws {
+        do { self.init(privateKey: try Curve25519.Signing.PrivateKey(rawRepresentation: seed)) } catch {
+            throw CofferError.invalidKey("an Ed25519 private key is 32 bytes")
+        }
     }
 
     public func sign(_ message: [UInt8]) throws -> [UInt8] {

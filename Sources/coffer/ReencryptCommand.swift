@@ -13,7 +13,8 @@ struct Reencrypt: ParsableCommand {
         keys given (--key-file, -i, --passphrase, ...), decrypted into a pipe and encrypted to the new
         keys (-r, -R, --to-key-file, --to-passphrase-file, the recovery key) under a fresh file key,
         keeping its cipher, chunk size and object name. The new file is read back and authenticated
-        before it replaces the old one; the plaintext never touches the disk.
+        before it replaces the old one; the plaintext never touches the disk. A signature covers the
+        old payload and does not carry over: --sign KEY signs the new one.
 
         Example:
           coffer reencrypt -i old.key -r restore.pub --recovery-recipient recovery.pub db.cof
@@ -21,6 +22,7 @@ struct Reencrypt: ParsableCommand {
 
     @OptionGroup var keys: KeyOptions
     @OptionGroup var publicKeys: RecipientOptions
+    @OptionGroup var signing: SignOptions
     @OptionGroup var engine: EngineOptions
 
     @Option(help: ArgumentHelp("Encrypt to this symmetric key file. Repeatable.", valueName: "file"))
@@ -51,10 +53,16 @@ struct Reencrypt: ParsableCommand {
                 throw CofferError.noKeyGiven("no new key given: -r RECIPIENT, -R FILE, --to-key-file FILE or --to-passphrase-file FILE")
             }
             let identities = try keys.identities(for: nil)
-            let run = CofferFiles.Reencrypt(encryptor: try CofferEncryptor(recipients: recipients), threads: engine.threads)
+            var encryptor = try CofferEncryptor(recipients: recipients)
+            encryptor.signer = try signing.signer(keys: keys)
+            encryptor.signatureDigest = signing.digest
+            let run = CofferFiles.Reencrypt(encryptor: encryptor, threads: engine.threads)
             for path in files {
-                let bytes = try run.reencrypt(path: path, identities: identities)
-                if !engine.quiet { Runtime.warn("re-encrypted \(path): \(bytes) bytes under a new file key") }
+                let outcome = try run.reencrypt(path: path, identities: identities)
+                if outcome.droppedSignature {
+                    Runtime.warn("warning: \(path) was signed; the new payload is not (give --sign KEY to sign it)")
+                }
+                if !engine.quiet { Runtime.warn("re-encrypted \(path): \(outcome.bytes) bytes under a new file key\(encryptor.signer != nil ? ", signed" : "")") }
             }
         }
     }

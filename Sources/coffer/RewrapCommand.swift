@@ -20,12 +20,18 @@ struct Rewrap: ParsableCommand {
         'coffer reencrypt' instead. Key ids are shown by 'coffer inspect'; '--remove scrypt' removes
         passphrase stanzas.
 
+        A signature does not cover the stanzas, so it stays valid through a rewrap. --sign KEY signs
+        anew (rotating the producer's signing key): the payload is read once to hash it, the new
+        signature written to the trailer's free slot and flushed, then the old one cleared. An
+        unsigned file is converted once (payload bytes copied, signature trailer appended).
+
         Examples:
           coffer rewrap -i old.key --add-recipient new.pub --remove 3f2a9c01d4e5b6a7 backup.sql.cof
           coffer rewrap --key-file run.key --add-recipient recovery.pub --recursive /backups/2026-11
         """)
 
     @OptionGroup var keys: KeyOptions
+    @OptionGroup var signing: SignOptions
 
     @Option(help: ArgumentHelp("Add a public key (age1…, age1pq1…, or a file of keys). Repeatable.", valueName: "recipient"))
     var addRecipient: [String] = []
@@ -71,8 +77,9 @@ struct Rewrap: ParsableCommand {
         guard !files.isEmpty else { throw ValidationError("give at least one file") }
         guard !addRecipient.isEmpty || !addRecipientsFile.isEmpty || !addKeyFile.isEmpty || addPassphrase
                 || addPassphraseFile != nil || !remove.isEmpty || requireRecovery || recoveryRecipient != nil
-                || ProcessInfo.processInfo.environment[RecipientOptions.environmentRequireRecovery] == "1" else {
-            throw ValidationError("nothing to change: give --add-recipient, --add-key-file, --add-passphrase, or --remove")
+                || ProcessInfo.processInfo.environment[RecipientOptions.environmentRequireRecovery] == "1"
+                || signing.sign != nil else {
+            throw ValidationError("nothing to change: give --add-recipient, --add-key-file, --add-passphrase, --remove, or --sign")
         }
         if let headerSpace {
             guard let size = parseSize(headerSpace), (HeaderLayout.minSlotSize...Limits.maxHeaderSize).contains(size) else {
@@ -86,6 +93,8 @@ struct Rewrap: ParsableCommand {
             var change = CofferFiles.Rewrap()
             change.slotSize = headerSpace.flatMap(parseSize)
             change.remove = remove
+            change.signer = try signing.signer(keys: keys)
+            change.signatureDigest = signing.digest
             for value in addRecipient { change.add += try RecipientOptions.parse(value, what: "recipient") }
             for path in addRecipientsFile { change.add += try RecipientOptions.readRecipientsFile(path) }
             change.add += try addKeyFile.map { try KeySources.keyFile(path: $0, allowInsecure: keys.allowInsecureKeyFile) }
@@ -117,6 +126,7 @@ struct Rewrap: ParsableCommand {
                     if !quiet {
                         var parts = ["+\(result.added)", "-\(result.removed)"]
                         if result.alreadyPresent > 0 { parts.append("\(result.alreadyPresent) already present") }
+                        if result.signed { parts.append("signed") }
                         Runtime.warn("rewrapped \(path): \(parts.joined(separator: ", ")), generation \(result.generation)\(result.converted ? " (converted to version 2; payload copied, not re-encrypted)" : "")")
                     }
                 } catch let error as CofferError where files.count > 1 || recursive {

@@ -17,6 +17,8 @@ struct Vector: Sendable {
     let plaintext: [UInt8]
     /// Version 2 vectors: (slot size, slot, generation); nil for version 1.
     var slots: (size: Int, slot: Int, generation: UInt64)? = nil
+    /// Signed vectors: the payload digest kind (signed with `signingSeed`).
+    var signatureDigest: SignatureParameters.PayloadDigest? = nil
 
     static let keyBytes = Array(0x01...0x20).map(UInt8.init)
     static let fileKeyBytes = Array(0x40...0x5F).map(UInt8.init)
@@ -24,6 +26,11 @@ struct Vector: Sendable {
     static let scryptSalt = Array(repeating: UInt8(0xB2), count: 16)
     static let payloadNonce = Array(0xC0...0xCF).map(UInt8.init)
     static let passphraseWorkFactor = 10
+    /// Ed25519 private key (RFC 8032 seed) of the signed vectors; Ed25519 signing is deterministic.
+    static let signingSeed = Array(0x60...0x7F).map(UInt8.init)
+    static var signer: Ed25519Signer {
+        try! Ed25519Signer(seed: signingSeed)
+    }
 
     static let all: [Vector] = [
         Vector(name: "keyfile_aes_hello.cof", cipher: .aes256gcm, chunkSize: 4096, objectName: "", keyFile: true,
@@ -45,6 +52,12 @@ struct Vector: Sendable {
         Vector(name: "v2_rewrapped_slot2_generation7.cof", cipher: .chacha20poly1305, chunkSize: 4096, objectName: "db/ibdata1",
                keyFile: true, passphrase: "coffer test vector", plaintext: (0..<5000).map { UInt8(truncatingIfNeeded: $0 * 13) },
                slots: (2048, 1, 7)),
+        Vector(name: "v2_signed_ed25519_chunk_sha256.cof", cipher: .aes256gcm, chunkSize: 4096, objectName: "db/base.sql",
+               keyFile: true, passphrase: nil, plaintext: (0..<9000).map { UInt8(truncatingIfNeeded: $0 * 31) },
+               slots: (1024, 0, 1), signatureDigest: .chunkSHA256),
+        Vector(name: "v2_signed_ed25519_chunk_tags.cof", cipher: .chacha20poly1305, chunkSize: 4096, objectName: "",
+               keyFile: true, passphrase: nil, plaintext: Array("signed, tags only\n".utf8),
+               slots: (1024, 0, 1), signatureDigest: .chunkTags),
     ]
 
     static var directory: String {
@@ -62,6 +75,10 @@ struct Vector: Sendable {
         let sink = MemorySink()
         var encryptor = CofferEncryptor(fileKey: fileKey, stanzas: stanzas)
         let parameters = HeaderParameters(cipher: cipher, chunkSize: chunkSize, objectName: Array(objectName.utf8))
+        if let signatureDigest {
+            encryptor.signer = Self.signer
+            encryptor.signatureDigest = signatureDigest
+        }
         if let slots {
             encryptor.version = .v2(slotSize: slots.size)
             _ = try encryptor.encrypt(from: pipeSource(plaintext), to: sink, parameters: parameters, engine: StreamEngine(threads: 1),
@@ -91,7 +108,11 @@ struct Vector: Sendable {
         if ProcessInfo.processInfo.environment["COFFER_WRITE_VECTORS"] == "1" {
             try FileManager.default.createDirectory(atPath: Vector.directory, withIntermediateDirectories: true)
             try write(made, to: path)
-            let manifest = "\(name)  plaintext \(vector.plaintext.count) bytes  sha256 \(sha256Hex(vector.plaintext))\n"
+            var manifest = "\(name)  plaintext \(vector.plaintext.count) bytes  sha256 \(sha256Hex(vector.plaintext))\n"
+            if vector.signatureDigest != nil {
+                let verifier = Vector.signer.verifier
+                manifest += "signed by ed25519 public key \(Hex.encode(verifier.rawPublicKey)) (key id \(verifier.keyIDText))\n"
+            }
             try Data(manifest.utf8).write(to: URL(fileURLWithPath: path + ".txt"))
         }
         #expect(try read(path) == made, "\(name) differs from the checked-in vector: the format changed")
@@ -114,5 +135,16 @@ struct Vector: Sendable {
                 #expect(sink.bytes == vector.plaintext)
             }
         }
+        guard vector.signatureDigest != nil else { return }
+        // The signature: checked while decrypting, and without any key by hashing the ciphertext.
+        let verifier = Vector.signer.verifier
+        #expect(manifest.contains(Hex.encode(verifier.rawPublicKey)))
+        let source = try ByteSource.open(path: path)
+        defer { source.close() }
+        let reading = try HeaderReading.read(from: source)
+        #expect(try reading.verifySignature(in: source, verifiers: [verifier], engine: StreamEngine(threads: 2)).label == verifier.label)
+        let opened = try reading.open(with: try vector.identities())
+        #expect(try opened.decrypt(from: source, to: MemorySink(), engine: StreamEngine(threads: 2), signedBy: [verifier])
+                == UInt64(vector.plaintext.count))
     }
 }

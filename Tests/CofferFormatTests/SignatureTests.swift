@@ -1,0 +1,178 @@
+@_spi(TestVectors) import CofferFormat
+import CofferKeys
+import Foundation
+import Testing
+
+/// Producer signatures at the format level: the withheld trailer of piped input, signing and
+/// checking for every payload shape, both digest kinds, and what a signature refuses.
+@Suite struct Signatures {
+    static let signer = Ed25519Signer()
+    static let other = Ed25519Signer()
+
+    func signedBytes(_ plaintext: [UInt8], key: SymmetricKeyFile, chunkSize: Int = 4096, threads: Int = 2,
+                     digest: SignatureParameters.PayloadDigest = .chunkSHA256, signer: Ed25519Signer = Signatures.signer,
+                     fileKey: FileKey? = nil, nonce: [UInt8]? = nil) throws -> [UInt8] {
+        var encryptor = CofferEncryptor(fileKey: fileKey ?? .random(), stanzas: [])
+        encryptor = CofferEncryptor(fileKey: encryptor.fileKey, stanzas: [try key.wrap(encryptor.fileKey)])
+        encryptor.signer = signer
+        encryptor.signatureDigest = digest
+        let sink = MemorySink()
+        let parameters = HeaderParameters(chunkSize: chunkSize)
+        if let nonce {
+            _ = try encryptor.encrypt(from: pipeSource(plaintext), to: sink, parameters: parameters,
+                                      engine: StreamEngine(threads: threads), payloadNonce: nonce)
+        } else {
+            _ = try encryptor.encrypt(from: pipeSource(plaintext), to: sink, parameters: parameters, engine: StreamEngine(threads: threads))
+        }
+        return sink.bytes
+    }
+
+    func decryptSigned(_ sealed: [UInt8], key: SymmetricKeyFile, verifiers: [SignatureVerifier], threads: Int = 2,
+                       viaFile dir: TemporaryDirectory? = nil) throws -> [UInt8] {
+        let source = try dir.map { try fileSource(sealed, in: $0) } ?? pipeSource(sealed)
+        defer { source.close() }
+        let opened = try HeaderReading.read(from: source).open(with: [key])
+        let sink = MemorySink()
+        _ = try opened.decrypt(from: source, to: sink, engine: StreamEngine(threads: threads), signedBy: verifiers)
+        return sink.bytes
+    }
+
+    @Test("a piped source withholds exactly the last N bytes, whatever the read sizes")
+    func withheldTail() throws {
+        for length in [0, 1, 143, 144, 145, 300, 5000] {
+            let stream = deterministicBytes(length, seed: UInt64(length))
+            for readSize in [1, 7, 144, 200, 4096] {
+                let source = pipeSource(stream)
+                defer { source.close() }
+                source.withholdTail(144)
+                var yielded: [UInt8] = []
+                var buffer = [UInt8](repeating: 0, count: readSize)
+                while true {
+                    let n = try buffer.withUnsafeMutableBytes { try source.readFully(into: $0) }
+                    yielded += buffer[..<n]
+                    if n < readSize { break }
+                }
+                let split = max(0, length - 144)
+                #expect(yielded == Array(stream[..<split]), "length \(length), reads of \(readSize)")
+                #expect(source.withheldTail() == Array(stream[split...]), "length \(length), reads of \(readSize)")
+            }
+        }
+    }
+
+    @Test("signed files of every payload shape decrypt and verify from a pipe and from a file, with both digests",
+          arguments: SignatureParameters.PayloadDigest.allCases)
+    func shapes(digest: SignatureParameters.PayloadDigest) throws {
+        let key = testKey()
+        let dir = TemporaryDirectory()
+        for size in [0, 1, 4095, 4096, 4097, 3 * 4096, 3 * 4096 + 5] {
+            let plaintext = deterministicBytes(size, seed: UInt64(size))
+            for threads in [1, 3] {
+                let sealed = try signedBytes(plaintext, key: key, threads: threads, digest: digest)
+                #expect(try decryptSigned(sealed, key: key, verifiers: [Self.signer.verifier], threads: threads) == plaintext)
+                #expect(try decryptSigned(sealed, key: key, verifiers: [Self.signer.verifier], threads: threads, viaFile: dir) == plaintext)
+                // Readers that check no signature still skip the trailer.
+                #expect(try decryptBytes(sealed, key: key, threads: threads) == plaintext)
+                #expect(try decryptBytes(sealed, key: key, threads: threads, viaFile: dir) == plaintext)
+                // And a keyless check hashes the ciphertext alone.
+                let source = try fileSource(sealed, in: dir)
+                defer { source.close() }
+                _ = try HeaderReading.read(from: source).verifySignature(in: source, verifiers: [Self.signer.verifier],
+                                                                          engine: StreamEngine(threads: threads))
+            }
+        }
+    }
+
+    @Test("unsigned files and other signers are refused before any output; any one accepted signer suffices")
+    func signers() throws {
+        let key = testKey()
+        let dir = TemporaryDirectory()
+        let plaintext = deterministicBytes(10_000)
+        let unsigned = try encryptToBytes(plaintext, key: key, parameters: HeaderParameters(chunkSize: 4096), threads: 2)
+        let signed = try signedBytes(plaintext, key: key)
+        for via in [nil, dir] {
+            #expect(throws: CofferError.signerNotAccepted(found: [], accepted: [Self.signer.verifier.label])) {
+                _ = try decryptSigned(unsigned, key: key, verifiers: [Self.signer.verifier], viaFile: via)
+            }
+            #expect(try decryptSigned(signed, key: key, verifiers: [Self.other.verifier, Self.signer.verifier], viaFile: via) == plaintext)
+        }
+        // From a file, the wrong signer is refused before a byte is written.
+        let source = try fileSource(signed, in: dir)
+        defer { source.close() }
+        let opened = try HeaderReading.read(from: source).open(with: [key])
+        let sink = MemorySink()
+        #expect(throws: CofferError.signerNotAccepted(found: [Self.signer.verifier.label], accepted: [Self.other.verifier.label])) {
+            _ = try opened.decrypt(from: source, to: sink, engine: StreamEngine(threads: 2), signedBy: [Self.other.verifier])
+        }
+        #expect(sink.bytes.isEmpty)
+    }
+
+    @Test("a payload replaced by someone holding the file key fails the chunk-sha256 signature, though every chunk authenticates")
+    func insiderSplice() throws {
+        let key = testKey()
+        let dir = TemporaryDirectory()
+        let fileKey = FileKey.random()
+        let nonce = Array(repeating: UInt8(7), count: 16)
+        // Two files under one file key and nonce: the insider's payload authenticates under the
+        // producer's header, and only the signature tells them apart.
+        let genuine = try signedBytes(deterministicBytes(9000, seed: 1), key: key, fileKey: fileKey, nonce: nonce)
+        let forged = try signedBytes(deterministicBytes(9000, seed: 2), key: key, signer: Self.other, fileKey: fileKey, nonce: nonce)
+        let trailerSize = SignatureParameters().trailerSize
+        let spliced = Array(forged.dropLast(trailerSize)) + genuine.suffix(trailerSize)
+        #expect(try decryptBytes(spliced, key: key, threads: 2) == deterministicBytes(9000, seed: 2))
+        for via in [nil, dir] {
+            #expect(throws: CofferError.self) {
+                _ = try decryptSigned(spliced, key: key, verifiers: [Self.signer.verifier], viaFile: via)
+            }
+            do {
+                _ = try decryptSigned(spliced, key: key, verifiers: [Self.signer.verifier], viaFile: via)
+            } catch let error as CofferError {
+                guard case .signatureInvalid = error else { Issue.record("expected signatureInvalid, got \(error)"); continue }
+            }
+        }
+    }
+
+    @Test("a cut, extended or altered trailer is refused; a trailer with one slot cleared (an interrupted re-signing) still verifies")
+    func trailerDamage() throws {
+        let key = testKey()
+        let dir = TemporaryDirectory()
+        let plaintext = deterministicBytes(6000)
+        let sealed = try signedBytes(plaintext, key: key)
+        let verifier = Self.signer.verifier
+        var flipped = sealed
+        flipped[flipped.count - 150] ^= 1  // inside slot 1's signature
+        for damaged in [Array(sealed.dropLast(1)), Array(sealed.dropLast(144)), sealed + [0], flipped] {
+            for via in [nil, dir] {
+                #expect(throws: CofferError.self) { _ = try decryptSigned(damaged, key: key, verifiers: [verifier], viaFile: via) }
+            }
+        }
+        // Slot 2 filled and slot 1 cleared: what a re-signing leaves between its two writes.
+        let slot = SignatureParameters().trailerSlotSize
+        let start = sealed.count - 2 * slot
+        var moved = Array(sealed[..<start]) + [UInt8](repeating: 0, count: slot)
+        moved += sealed[start..<(start + slot)]
+        #expect(try decryptSigned(moved, key: key, verifiers: [verifier], viaFile: dir) == plaintext)
+        #expect(try decryptSigned(moved, key: key, verifiers: [verifier]) == plaintext)
+    }
+
+    @Test("the signed header line is bound by the MAC, and version 1 cannot declare one")
+    func headerLine() throws {
+        let key = testKey()
+        let sealed = try signedBytes(deterministicBytes(100), key: key)
+        // Dropping the line (and the trailer) to pass the file off as unsigned breaks the MAC.
+        let line = Array("signed ed25519 chunk-sha256\n".utf8)
+        let stripped = replacingFirst(line, with: [], in: Array(sealed.dropLast(144)))
+        #expect(stripped.count == sealed.count - 144 - line.count)
+        #expect(throws: CofferError.self) { _ = try decryptBytes(stripped, key: key, threads: 1) }
+        let v1 = Array("coffer/v1\ncipher aes-256-gcm\nchunk-size 4096\nsigned ed25519 chunk-sha256\n".utf8)
+        #expect(throws: CofferError.malformedHeader("a coffer/v1 header cannot declare a signature")) {
+            _ = try Header.parse(v1 + Array("-> keyfile x\nAAAA\n--- AAAA\n".utf8))
+        }
+        var encryptor = try CofferEncryptor(recipients: [key])
+        encryptor.version = .v1
+        encryptor.signer = Self.signer
+        #expect(throws: CofferError.invalidParameter("signatures need file version 2")) {
+            _ = try encryptor.encrypt(from: pipeSource([1]), to: MemorySink(), parameters: HeaderParameters(),
+                                      engine: StreamEngine(threads: 1))
+        }
+    }
+}
