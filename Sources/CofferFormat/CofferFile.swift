@@ -265,10 +265,18 @@ public struct OpenedFile: Sendable {
         let parameters = header.parameters
         let signature = try reading.requireSignature(verifiers: verifiers)
         var trailer: PayloadSignatureTrailer?
-        if signature != nil, !verifiers.isEmpty, let (size, _) = source.positionedReadStart {
+        if signature != nil, !verifiers.isEmpty, let (size, start) = source.positionedReadStart {
             // A regular file: the trailer is read first, so a wrong signer is refused before any output.
             trailer = try reading.readTrailer(from: source, fileSize: size)
-            try trailer!.checkSigners(verifiers)
+            do {
+                try trailer!.checkSigners(verifiers)
+            } catch let refusal as CofferError {
+                // A file cut short or extended shows payload bytes where the trailer should be, and
+                // they read as unknown signers: the final chunk tells which it is.
+                try engine.authenticateFinalChunk(from: source, payloadStart: start, layout: layout(fileSize: size),
+                                                  key: payloadKey, cipher: parameters.cipher)
+                throw refusal
+            }
         }
         let summary = try engine.open(from: source, to: sink, key: payloadKey, cipher: parameters.cipher,
                                       chunkSize: parameters.chunkSize, trailerSize: parameters.trailerSize,

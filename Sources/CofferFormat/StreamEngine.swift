@@ -288,6 +288,15 @@ public struct StreamEngine: Sendable {
         return total
     }
 
+    /// Authenticates only the final chunk of a regular file's payload: proof that the file ends
+    /// where its writer ended it (neither cut short nor extended), at the cost of one chunk.
+    public func authenticateFinalChunk(from source: ByteSource, payloadStart: UInt64, layout: PayloadLayout,
+                                       key: SymmetricKey, cipher: PayloadCipher) throws {
+        let last = layout.chunkCount - 1
+        _ = try openChunks(from: source, payloadStart: payloadStart, layout: layout, chunks: last...last,
+                           key: key, cipher: cipher) { _ in 0 }
+    }
+
     /// The payload digest of a regular file's sealed payload, without decrypting it: a signature
     /// can be checked by someone who holds no decryption key.
     public func digestPayload(from source: ByteSource, payloadStart: UInt64, layout: PayloadLayout,

@@ -56,7 +56,7 @@ struct Inspect: ParsableCommand {
         let chunks: UInt64?
         let payloadError: String?
         enum CodingKeys: String, CodingKey {
-            case file, version, cipher, object, stanzas, chunks
+            case file, version, cipher, object, stanzas, chunks, signature
             case chunkSize = "chunk_size"
             case headerBytes = "header_bytes"
             case slotSize = "slot_size"
