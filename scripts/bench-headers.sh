@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Header cost of public-key recipients (a benchmark command, not a test): encrypts and decrypts a
 # directory of N small files with --recursive, once with a symmetric key file only and once with three
-# public-key recipients (X25519, RSA-4096, ML-KEM-768+X25519), and prints files/s and the ratio.
+# public-key recipients (X25519, RSA-4096, ML-KEM-768+X25519), then those plus an Ed25519 signature
+# (decrypting with --signed-by), and prints files/s and the ratios.
 # Usage: scripts/bench-headers.sh [--files N] [--size BYTES] [--dir DIR]
 set -euo pipefail
 export LC_ALL=C
@@ -11,7 +12,7 @@ while (($#)); do
     --files) files=$2; shift 2 ;;
     --size) size=$2; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
-    -h|--help) sed -n 2,5p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,6p "$0"; exit 0 ;;
     *) echo "bench-headers.sh: unknown option $1" >&2; exit 64 ;;
   esac
 done
@@ -51,5 +52,11 @@ read -r e0 d0 < "$dir/last"
 run "x25519 + rsa-4096 + pq recipients (open: rsa)" -r "$dir/keys/x25519.pub" -r "$dir/keys/rsa-4096.pub" -r "$dir/keys/pq.pub" \
   -- -i "$dir/keys/rsa-4096.key"
 read -r e1 d1 < "$dir/last"
+"$coffer" keygen --type ed25519 -o "$dir/keys/signer" 2>/dev/null
+run "the three recipients + --sign ed25519" -r "$dir/keys/x25519.pub" -r "$dir/keys/rsa-4096.pub" -r "$dir/keys/pq.pub" \
+  --sign "$dir/keys/signer.key" -- -i "$dir/keys/rsa-4096.key" --signed-by "$dir/keys/signer.pub"
+read -r e2 d2 < "$dir/last"
 awk -v e0="$e0" -v d0="$d0" -v e1="$e1" -v d1="$d1" \
   'BEGIN { printf "three public-key recipients cost: encrypt x%.2f, decrypt x%.2f the wall time of a key file\n", e1 / e0, d1 / d0 }'
+awk -v e0="$e0" -v d0="$d0" -v e2="$e2" -v d2="$d2" \
+  'BEGIN { printf "with a signature as well:         encrypt x%.2f, decrypt x%.2f the wall time of a key file\n", e2 / e0, d2 / d0 }'

@@ -216,6 +216,28 @@ row "cat | decrypt > /dev/null" "$wall" "$rss" "x$(ratio "$wall" "$pipe_wall") t
 measure "cat '$input' | '$coffer' encrypt -q --threads $max_threads --chunk-size $default_chunk --key-file '$work/bench.key' | cat > /dev/null"
 row "cat | encrypt | cat > /dev/null" "$wall" "$rss" "x$(ratio "$wall" "$pipe_wall") the bare pipe's time"
 
+# Producer signatures (issue 3): the cost of --sign against the same unsigned runs above.
+section "coffer --sign ed25519 (threads=$max_threads chunk=$default_chunk)"
+"$coffer" keygen --type ed25519 -o "$work/signer" 2>/dev/null
+# openssl's SHA-256 uses the CPU's SHA extensions, as swift-crypto's does (coreutils' sha256sum does not).
+measure "openssl dgst -sha256 '$input' > /dev/null"
+row "openssl dgst -sha256 (one core: what chunk-sha256 hashing costs)" "$wall" "$rss"
+declare -A sign_null sign_file
+for digest in chunk-sha256 chunk-tags; do
+  sign=(--sign "'$work/signer.key'" --signature-digest "$digest")
+  measure "'$coffer' encrypt -q --threads $max_threads --chunk-size $default_chunk --key-file '$work/bench.key' ${sign[*]} '$input' > /dev/null"
+  sign_null[$digest]=$wall
+  row "encrypt --sign, $digest -> /dev/null" "$wall" "$rss" "x$(ratio "$wall" "$enc_max") the unsigned time"
+  measure "'$coffer' encrypt -q --threads $max_threads --chunk-size $default_chunk --key-file '$work/bench.key' ${sign[*]} -o '$work/s-$digest.cof' '$input'" "rm -f '$work/s-$digest.cof'"
+  sign_file[$digest]=$wall
+  row "encrypt --sign, $digest file -> file" "$wall" "$rss" "x$(ratio "$wall" "$enc_file") the unsigned time"
+  measure "'$coffer' decrypt -q --threads $max_threads --key-file '$work/bench.key' --signed-by '$work/signer.pub' '$work/s-$digest.cof' > /dev/null"
+  row "decrypt --signed-by, $digest -> /dev/null" "$wall" "$rss" "x$(ratio "$wall" "$dec_max") the unsigned time"
+  measure "'$coffer' verify -q --threads $max_threads --signed-by '$work/signer.pub' '$work/s-$digest.cof'"
+  row "verify --signed-by, no key (hash only), $digest" "$wall" "$rss"
+done
+rm -f "$work"/s-*.cof
+
 age_enc="" age_dec=""
 if command -v age >/dev/null && command -v age-keygen >/dev/null; then
   section "age $(age --version 2>/dev/null), same input"
@@ -273,6 +295,10 @@ result "file -> file encrypt wall / cp wall" "$(ratio "$enc_file" "$cp_wall")" "
 result "file -> file decrypt wall / cp wall" "$(ratio "$dec_file" "$cp_wall")" "<= 1.2"
 result "encrypt -> /dev/null, $max_threads threads, MB/s" "$(mbps "$enc_max")" ">= 8000"
 result "decrypt -> /dev/null, $max_threads threads, MB/s" "$(mbps "$dec_max")" ">= 8000"
+for digest in chunk-sha256 chunk-tags; do
+  result "--sign $digest: file -> file throughput, signed / unsigned" "$(ratio "$enc_file" "${sign_file[$digest]}")" ">= 0.90"
+  result "--sign $digest: -> /dev/null throughput, signed / unsigned" "$(ratio "$enc_max" "${sign_null[$digest]}")" ">= 0.90"
+done
 result "  the same runs against cat > /dev/null's read speed" "x$(ratio "$cat_wall" "$enc_max") / x$(ratio "$cat_wall" "$dec_max")"
 if [[ -n $age_enc ]]; then
   result "coffer / age throughput, encrypt" "x$(ratio "$age_enc" "$enc_max")" ">= 3"

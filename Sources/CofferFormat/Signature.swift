@@ -6,10 +6,13 @@ import Foundation
 public struct SignatureParameters: Equatable, Sendable {
     public enum Algorithm: String, Sendable, CaseIterable {
         case ed25519
+        /// ML-DSA-65 (FIPS 204), a post-quantum signature.
+        case mlDSA65 = "ml-dsa-65"
         /// Bytes of one signature.
         public var signatureSize: Int {
             switch self {
             case .ed25519: return 64
+            case .mlDSA65: return 3309
             }
         }
     }
@@ -44,7 +47,7 @@ public struct SignatureParameters: Equatable, Sendable {
               let algorithm = Algorithm(rawValue: String(words[1])),
               let digest = PayloadDigest(rawValue: String(words[2])) else {
             throw CofferError.malformedHeader(
-                "the signature line must be 'signed ed25519 chunk-sha256' or 'signed ed25519 chunk-tags'")
+                "the signature line must be 'signed ALGORITHM DIGEST' with ALGORITHM ed25519 or ml-dsa-65 and DIGEST chunk-sha256 or chunk-tags")
         }
         return SignatureParameters(algorithm: algorithm, digest: digest)
     }
@@ -88,11 +91,16 @@ public struct PayloadSignatureTrailer: Equatable, Sendable {
     }
 
     public var slots: [Entry?]
+    public let algorithm: SignatureParameters.Algorithm
 
-    public init(slots: [Entry?]) {
+    public init(slots: [Entry?], algorithm: SignatureParameters.Algorithm) {
         precondition(slots.count == 2)
         self.slots = slots
+        self.algorithm = algorithm
     }
+
+    /// How messages name the signers in the trailer ("ed25519 3f2a…").
+    var signerLabels: [String] { entries.map { "\(algorithm.rawValue) \($0.keyIDText)" } }
 
     public var entries: [Entry] { slots.compactMap { $0 } }
 
@@ -121,13 +129,13 @@ public struct PayloadSignatureTrailer: Equatable, Sendable {
                 slots.append(Entry(keyID: Array(slot[..<keyIDSize]), signature: Array(slot[keyIDSize...])))
             }
         }
-        return PayloadSignatureTrailer(slots: slots)
+        return PayloadSignatureTrailer(slots: slots, algorithm: parameters.algorithm)
     }
 
     /// Refuses, before any work, a trailer that holds no signature by an accepted key.
     public func checkSigners(_ verifiers: [SignatureVerifier]) throws {
-        guard entries.contains(where: { entry in verifiers.contains { $0.keyID == entry.keyID } }) else {
-            throw CofferError.signerNotAccepted(found: entries.map { "ed25519 \($0.keyIDText)" }, accepted: verifiers.map(\.label))
+        guard entries.contains(where: { entry in verifiers.contains { $0.keyID == entry.keyID && $0.algorithm == algorithm } }) else {
+            throw CofferError.signerNotAccepted(found: signerLabels, accepted: verifiers.map(\.label))
         }
     }
 
@@ -137,7 +145,7 @@ public struct PayloadSignatureTrailer: Equatable, Sendable {
     public func verify(_ payload: SignedPayload, parameters: HeaderParameters, verifiers: [SignatureVerifier]) throws -> SignatureVerifier {
         var invalid: SignatureVerifier?
         for entry in entries {
-            for verifier in verifiers where verifier.keyID == entry.keyID {
+            for verifier in verifiers where verifier.keyID == entry.keyID && verifier.algorithm == algorithm {
                 let message = payload.message(parameters: parameters, keyID: entry.keyID)
                 if verifier.isValidSignature(entry.signature, for: message) { return verifier }
                 invalid = verifier
@@ -147,7 +155,7 @@ public struct PayloadSignatureTrailer: Equatable, Sendable {
             throw CofferError.signatureInvalid(
                 "the signature by \(invalid.label) does not match the file: it was altered after signing")
         }
-        throw CofferError.signerNotAccepted(found: entries.map { "ed25519 \($0.keyIDText)" }, accepted: verifiers.map(\.label))
+        throw CofferError.signerNotAccepted(found: signerLabels, accepted: verifiers.map(\.label))
     }
 }
 
@@ -177,7 +185,7 @@ extension SignedPayload {
     /// A new trailer holding one signature, by `signer`, in its first slot.
     public func trailer(signedBy signer: PayloadSigner, parameters: HeaderParameters) throws -> PayloadSignatureTrailer {
         let signature = try signer.sign(message(parameters: parameters, keyID: signer.keyID))
-        return PayloadSignatureTrailer(slots: [.init(keyID: signer.keyID, signature: signature), nil])
+        return PayloadSignatureTrailer(slots: [.init(keyID: signer.keyID, signature: signature), nil], algorithm: signer.algorithm)
     }
 }
 

@@ -5,7 +5,7 @@ import Foundation
 
 /// `--sign`: the producer's signing key (encrypt, rewrap).
 struct SignOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Sign with this Ed25519 private key (coffer keygen --type ed25519 -o NAME: NAME.key; a PEM key from 'openssl genpkey -algorithm ed25519' works). Readers check it with --signed-by NAME.pub.",
+    @Option(help: ArgumentHelp("Sign with this private signing key (coffer keygen --type ed25519|ml-dsa-65 -o NAME: NAME.key; an Ed25519 PEM key from 'openssl genpkey -algorithm ed25519' works). Readers check it with --signed-by NAME.pub.",
                                valueName: "key"))
     var sign: String?
 
@@ -22,7 +22,7 @@ struct SignOptions: ParsableArguments {
     var digest: SignatureParameters.PayloadDigest { SignatureParameters.PayloadDigest(rawValue: signatureDigest)! }
 
     /// The signing key, opened with its passphrase when protected (the same way as -i files).
-    func signer(keys: KeyOptions) throws -> Ed25519Signer? {
+    func signer(keys: KeyOptions) throws -> PayloadSigner? {
         guard let sign else { return nil }
         return try SigningKeyText.signer(try keys.privateKeyText(sign, what: "signing key"), source: sign)
     }
@@ -31,7 +31,7 @@ struct SignOptions: ParsableArguments {
 /// `--signed-by`: the signers a reader accepts (decrypt, verify).
 struct SignedByOptions: ParsableArguments {
     @Option(name: .customLong("signed-by"),
-            help: ArgumentHelp("Require a valid signature by this Ed25519 public key (NAME.pub); repeatable: any one listed signer is enough. Unsigned files, other signers and files altered after signing are refused.",
+            help: ArgumentHelp("Require a valid signature by this signing public key (NAME.pub, Ed25519 or ML-DSA-65); repeatable: any one listed signer is enough. Unsigned files, other signers and files altered after signing are refused.",
                                valueName: "pub"))
     var signedBy: [String] = []
 

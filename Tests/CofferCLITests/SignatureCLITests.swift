@@ -108,6 +108,40 @@ import Testing
         #expect(range.stdout.isEmpty)
     }
 
+    @Test("ML-DSA-65 (post-quantum) signing keys: keygen, sign, check with and without a key, refuse the wrong signer, rewrap keeps it")
+    func mlDSA() throws {
+        let (dir, key) = try Self.setUp()
+        let id = try PublicKeys.keyPair(dir, "ml-dsa-65", "pq-signer")
+        let pub = String(decoding: try dir.read("pq-signer.pub"), as: UTF8.self)
+        #expect(pub.hasPrefix("-----BEGIN PUBLIC KEY-----"))
+        let plaintext = pseudoRandom(200_000)
+        let input = try dir.write(plaintext, "in")
+        let made = try coffer(["encrypt", "--key-file", key, "--sign", dir.file("pq-signer.key"), "--chunk-size", "64K",
+                               "-o", dir.file("pq.cof"), input])
+        #expect(made.status == 0, "\(made.stderr)")
+        #expect(try coffer(["inspect", dir.file("pq.cof")]).stdoutText.contains("signature:   ml-dsa-65, chunk-sha256; signed by key id \(id)"))
+        for source in [nil, try dir.read("pq.cof")] {
+            let out = try coffer(["decrypt", "--key-file", key, "--signed-by", dir.file("producer.pub"), "--signed-by",
+                                  dir.file("pq-signer.pub")] + (source == nil ? [dir.file("pq.cof")] : []), stdin: source)
+            #expect(out.status == 0, "\(out.stderr)")
+            #expect(out.stdout == plaintext)
+        }
+        #expect(try coffer(["verify", "--signed-by", dir.file("pq-signer.pub"), dir.file("pq.cof")]).status == 0)
+        let ed = try coffer(["verify", "--signed-by", dir.file("producer.pub"), dir.file("pq.cof")])
+        #expect(ed.status == Exit.key)
+        #expect(ed.stderr.contains("signed by ml-dsa-65 \(id)"))
+        #expect(try coffer(["rewrap", "--key-file", key, "--add-key-file", try dir.keygen("k2.key"), dir.file("pq.cof")]).status == 0)
+        var altered = try dir.read("pq.cof")
+        altered[altered.count - 7000] ^= 4
+        let path = try dir.write(altered, "altered.cof")
+        #expect(try coffer(["verify", "--signed-by", dir.file("pq-signer.pub"), path]).status == Exit.integrity)
+        #expect(try coffer(["verify", "--key-file", key, "--signed-by", dir.file("pq-signer.pub"), dir.file("pq.cof")]).status == 0)
+        // Re-signing with a key of another algorithm would change the trailer's size: reencrypt does that.
+        let other = try coffer(["rewrap", "--key-file", key, "--sign", dir.file("producer.key"), dir.file("pq.cof")])
+        #expect(other.status == Exit.key)
+        #expect(other.stderr.contains("reencrypt"))
+    }
+
     @Test("wrong kinds of keys and options are refused with a message that says what to give")
     func wrongKeys() throws {
         let (dir, key) = try Self.setUp()
