@@ -39,6 +39,8 @@ public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
     case refused(String)
     /// A rewrap's new header does not fit in the file's header slot.
     case headerSpaceExhausted(needed: Int, available: Int)
+    /// ASCII armor (an armored age file) that breaks its strict PEM form.
+    case malformedArmor(String)
 
     /// Coarse classes, used for exit codes and by tests to check "the right error".
     public enum Category: String, Sendable {
@@ -50,7 +52,7 @@ public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
         case .notCofferFile, .unsupportedVersion: return .format
         case .noMatchingKey, .noKeyGiven, .invalidKey, .refused: return .key
         case .malformedHeader, .malformedStanza, .headerMACMismatch, .objectMismatch,
-             .chunkAuthenticationFailed, .truncated, .trailingData: return .integrity
+             .chunkAuthenticationFailed, .truncated, .trailingData, .malformedArmor: return .integrity
         case .readFailed, .writeFailed, .diskFull: return .io
         case .invalidParameter, .headerSpaceExhausted: return .usage
         }
@@ -94,6 +96,8 @@ public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
             return "no space left on device while writing \(path)"
         case .refused(let reason):
             return reason
+        case .malformedArmor(let reason):
+            return "malformed ASCII armor: \(reason)"
         case .headerSpaceExhausted(let needed, let available):
             return "the new header needs \(needed) bytes but the file's header slot holds \(available): use 'coffer reencrypt' (which writes a new file, with --header-space to reserve more)"
         }

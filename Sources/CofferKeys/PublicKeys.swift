@@ -50,7 +50,8 @@ public struct X25519Recipient: Recipient {
     public var keyID: String { PublicKeyID.of(type: Self.stanzaType, publicKey: publicKey.rawRepresentation) }
     public var encoded: String { AgeKeyEncoding.recipient(publicKey: publicKey) }
 
-    static func wrappingKey(shared: SharedSecret, share: Data, recipient: Data) -> SymmetricKey {
+    /// The stanza's wrap key; shared with age files, whose stanza is the same (with a 16-byte file key).
+    public static func wrappingKey(shared: SharedSecret, share: Data, recipient: Data) -> SymmetricKey {
         shared.hkdfDerivedSymmetricKey(using: SHA256.self, salt: share + recipient, sharedInfo: info, outputByteCount: 32)
     }
 
@@ -211,8 +212,8 @@ public struct HybridRecipient: Recipient {
     public static let stanzaType = "mlkem768x25519"
     public static let recipientHRP = "age1pq"
     public static let identityHRP = "AGE-SECRET-KEY-PQ-"
-    static let info = Data("age-encryption.org/mlkem768x25519".utf8)
-    static let suite = HPKE.Ciphersuite(kem: .XWingMLKEM768X25519, kdf: .HKDF_SHA256, aead: .chaChaPoly)
+    public static let info = Data("age-encryption.org/mlkem768x25519".utf8)
+    public static let suite = HPKE.Ciphersuite(kem: .XWingMLKEM768X25519, kdf: .HKDF_SHA256, aead: .chaChaPoly)
     public let publicKey: XWingMLKEM768X25519.PublicKey
     public var namesKey = true
 

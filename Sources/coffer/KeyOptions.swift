@@ -1,5 +1,6 @@
 import ArgumentParser
 import CofferFormat
+import CofferInterop
 import CofferKeys
 import Foundation
 
@@ -167,6 +168,28 @@ struct KeyOptions: ParsableArguments {
                 throw CofferError.noMatchingKey(needed: needed, tried: [])
             }
             throw CofferError.noKeyGiven(Self.howToGiveAKey)
+        }
+        return identities
+    }
+}
+
+extension KeyOptions {
+    /// The keys that open age files: the age keys in the -i files (X25519, post-quantum, OpenSSH),
+    /// and a passphrase when one is given (or asked for on a terminal when nothing else is).
+    func ageIdentities() throws -> [AgeIdentity] {
+        if !keyFiles.isEmpty || !keyDescriptors.isEmpty {
+            throw CofferError.invalidKey("an age file cannot be opened with a Coffer key file (--key-file, --key-fd): age has no symmetric keys; use -i or a passphrase")
+        }
+        let fromFiles = try identityFiles()
+        var identities = AgeKeys.identities(from: fromFiles)
+        if identities.isEmpty && !fromFiles.isEmpty && !wantsPassphrase {
+            throw CofferError.invalidKey("none of the keys in the -i files is an age key (AGE-SECRET-KEY-1…, AGE-SECRET-KEY-PQ-1…, or an OpenSSH ssh-ed25519 key)")
+        }
+        if wantsPassphrase || (identities.isEmpty && TerminalPrompt.isAvailable) {
+            identities.append(try AgeScrypt(passphrase: try readPassphrase(confirm: false)))
+        }
+        guard !identities.isEmpty else {
+            throw CofferError.noKeyGiven("an age file needs its key: -i FILE (an age identity file or OpenSSH private key), or a passphrase (--passphrase, --passphrase-file FILE, COFFER_PASSPHRASE)")
         }
         return identities
     }
