@@ -195,6 +195,34 @@ extension KeyOptions {
     }
 }
 
+extension KeyOptions {
+    /// The recipients of an age file: public keys (-r, -R, the recovery key), the public halves of
+    /// -i identities, and a passphrase (which age allows only alone).
+    func ageRecipients(workFactor: Int, publicKeys: [Recipient]) throws -> [AgeRecipient] {
+        if !keyFiles.isEmpty || !keyDescriptors.isEmpty || environment[Self.environmentKey] != nil {
+            throw CofferError.invalidKey("age files have no symmetric keys: a Coffer key file (--key-file, --key-fd, COFFER_KEY) cannot be a recipient of --format age")
+        }
+        var recipients = try publicKeys.map(AgeKeys.recipient(from:))
+        for identity in try identityFiles() {
+            switch identity {
+            case let key as X25519Identity: recipients.append(AgeX25519Recipient(publicKey: key.privateKey.publicKey))
+            case let key as HybridIdentity: recipients.append(AgeHybridRecipient(publicKey: key.privateKey.publicKey))
+            default: recipients.append(try AgeKeys.recipient(from: identity as? Recipient ?? UnusableRecipient()))
+            }
+        }
+        if wantsPassphrase {
+            recipients.append(try AgeScrypt(passphrase: try readPassphrase(confirm: true), workFactor: workFactor))
+        }
+        guard !recipients.isEmpty else { throw CofferError.noKeyGiven(Self.howToGiveAKey) }
+        return recipients
+    }
+}
+
+/// Stands for an identity whose public half age cannot encrypt to (its error names why).
+private struct UnusableRecipient: Recipient {
+    func wrap(_ fileKey: FileKey) throws -> Stanza { throw CofferError.invalidKey("not an age key") }
+}
+
 /// Public keys to encrypt to, and the recovery-key policy (docs/KEYS.md, "Recommended set-up").
 struct RecipientOptions: ParsableArguments {
     @Option(name: [.customShort("r"), .long],
