@@ -220,6 +220,7 @@ public enum AgeKeys {
             switch identity {
             case let key as X25519Identity: return AgeX25519Identity(privateKey: key.privateKey)
             case let key as HybridIdentity: return AgeHybridIdentity(key)
+            case let key as SSHIdentity: return AgeSSHIdentity(key)
             default: return nil
             }
         }
@@ -230,6 +231,7 @@ public enum AgeKeys {
         switch recipient {
         case let key as X25519Recipient: return AgeX25519Recipient(publicKey: key.publicKey)
         case let key as HybridRecipient: return AgeHybridRecipient(publicKey: key.publicKey)
+        case let key as SSHRecipient: return try AgeSSHEd25519Recipient(key)
         case is SymmetricKeyFile:
             throw CofferError.invalidKey("a Coffer key file cannot open an age file: age has no symmetric keys (use a passphrase, age1… or ssh-ed25519 recipients)")
         case is RSARecipient:

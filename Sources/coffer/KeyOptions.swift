@@ -249,10 +249,11 @@ struct RecipientOptions: ParsableArguments {
     /// A recipient given as a string or as the path of a file holding recipients.
     static func parse(_ value: String, what: String) throws -> [Recipient] {
         var isDirectory: ObjCBool = false
-        if !value.hasPrefix("age1"), FileManager.default.fileExists(atPath: value, isDirectory: &isDirectory), !isDirectory.boolValue {
+        let isKeyText = value.hasPrefix("age1") || value.hasPrefix(SSHKey.ed25519Type + " ") || value.hasPrefix(SSHKey.rsaType + " ")
+        if !isKeyText, FileManager.default.fileExists(atPath: value, isDirectory: &isDirectory), !isDirectory.boolValue {
             return try readRecipientsFile(value)
         }
-        if !value.hasPrefix("age1") && !value.hasPrefix("-----BEGIN") && value.contains("/") {
+        if !isKeyText && !value.hasPrefix("-----BEGIN") && value.contains("/") {
             throw CofferError.readFailed(path: value, reason: "no such \(what) file")
         }
         return [try RecipientText.parse(value, source: what)]
