@@ -50,7 +50,7 @@ let package = Package(
         .testTarget(name: "CofferInteropTests", dependencies: ["CofferInterop", "CofferFormat", "CofferKeys", "CZlib"]),
         .testTarget(name: "CofferFilesTests", dependencies: ["CofferFiles", "CofferKeys", "CofferFormat"]),
         .testTarget(name: "CofferCLITests", dependencies: [
-            "CofferFormat",
+            "CofferFormat", "CZlib",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "_CryptoExtras", package: "swift-crypto"),
         ]),

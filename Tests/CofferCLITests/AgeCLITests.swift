@@ -1,0 +1,309 @@
+import Crypto
+import CZlib
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// age files through the real `coffer` binary, against the real `age` and `age-keygen` (Debian's
+/// package, installed by scripts/test.sh): both directions, several recipients, armor, an empty
+/// file, 100 MiB, SSH keys and passphrases; and every CCTV vector through `coffer decrypt`.
+@Suite struct AgeCLI {
+    static let ageBinary = "/usr/bin/age"
+    static let keygenBinary = "/usr/bin/age-keygen"
+
+    @discardableResult
+    static func age(_ arguments: [String], stdin: [UInt8]? = nil) throws -> RunResult {
+        try spawn([ageBinary] + arguments, environment: ProcessInfo.processInfo.environment, stdin: stdin)
+    }
+
+    /// Runs `command` on a pseudo-terminal (util-linux `script`), typing `input`: age reads
+    /// passphrases from the terminal only.
+    static func onTerminal(_ command: String, typing input: String) throws -> RunResult {
+        try spawn(["/usr/bin/script", "-qec", command, "/dev/null"], environment: ProcessInfo.processInfo.environment,
+                  stdin: Array(input.utf8))
+    }
+
+    /// An age-keygen identity file; returns its path and recipient.
+    static func keygen(_ dir: Scratch, _ name: String) throws -> (path: String, recipient: String) {
+        let path = dir.file(name)
+        let result = try spawn([keygenBinary, "-o", path], environment: [:], stdin: nil)
+        #expect(result.status == 0, "age-keygen: \(result.stderr)")
+        let text = String(decoding: try dir.read(name), as: UTF8.self)
+        let recipient = text.components(separatedBy: "# public key: ")[1].prefix(while: { !$0.isNewline })
+        return (path, String(recipient))
+    }
+
+    static func sha256(file path: String) throws -> String {
+        hex(SHA256.hash(data: try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)))
+    }
+
+    @Test("the age binaries are installed (scripts/test.sh installs Debian's age)")
+    func toolsPresent() {
+        #expect(FileManager.default.isExecutableFile(atPath: Self.ageBinary))
+        #expect(FileManager.default.isExecutableFile(atPath: Self.keygenBinary))
+    }
+
+    @Test("age → coffer and coffer → age: one recipient, several, armor, an empty file", arguments: [0, 1, 65_536, 200_003])
+    func bothDirections(_ size: Int) throws {
+        let dir = Scratch()
+        let plaintext = pseudoRandom(size, seed: UInt64(size))
+        let input = try dir.write(plaintext, "in")
+        let one = try Self.keygen(dir, "one.txt"), two = try Self.keygen(dir, "two.txt")
+        for armor in [false, true] {
+            let armorFlag = armor ? ["-a"] : []
+            // age → coffer, one recipient and two.
+            let single = dir.file("age-single-\(armor)")
+            #expect(try Self.age(armorFlag + ["-r", one.recipient, "-o", single, input]).status == 0)
+            var out = try coffer(["decrypt", "-i", one.path, single])
+            #expect(out.status == 0, "\(out.stderr)")
+            #expect(out.stdout == plaintext)
+            let double = dir.file("age-double-\(armor)")
+            #expect(try Self.age(armorFlag + ["-r", one.recipient, "-r", two.recipient, "-o", double, input]).status == 0)
+            for identity in [one.path, two.path] {
+                out = try coffer(["decrypt", "-i", identity, "-o", dir.file("out"), "--force", double])
+                #expect(out.status == 0, "\(out.stderr)")
+                #expect(try dir.read("out") == plaintext)
+            }
+            // coffer → age, one recipient and two; the armored file is text that age reads.
+            let ours = dir.file("coffer-\(armor)")
+            let format = ["--format", "age"] + (armor ? ["--armor"] : [])
+            out = try coffer(["encrypt"] + format + ["-r", one.recipient, "-r", two.recipient, "-o", ours, input])
+            #expect(out.status == 0, "\(out.stderr)")
+            if armor { #expect(try dir.read("coffer-true").starts(with: Array("-----BEGIN AGE ENCRYPTED FILE-----\n".utf8))) }
+            for identity in [one.path, two.path] {
+                let opened = try Self.age(["-d", "-i", identity, ours])
+                #expect(opened.status == 0, "\(opened.stderr)")
+                #expect(opened.stdout == plaintext)
+            }
+            // An identity file with both keys, # comments, as age-keygen writes them.
+            _ = try dir.write(try dir.read("one.txt") + Array("\n# second\n".utf8) + (try dir.read("two.txt")), "both.txt")
+            #expect(try Self.age(["-d", "-i", dir.file("both.txt"), ours]).stdout == plaintext)
+            #expect(try coffer(["decrypt", "-i", dir.file("both.txt"), ours]).stdout == plaintext)
+        }
+    }
+
+    @Test("a 100 MiB file, both directions, through pipes and files")
+    func hundredMiB() throws {
+        let dir = Scratch()
+        let block = pseudoRandom(1 << 20, seed: 99)
+        let path = dir.file("big")
+        FileManager.default.createFile(atPath: path, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        for i in 0..<100 {
+            var chunk = block
+            chunk[0] = UInt8(i)
+            handle.write(Data(chunk))
+        }
+        try handle.close()
+        let expected = try Self.sha256(file: path)
+        let key = try Self.keygen(dir, "key.txt")
+        #expect(try Self.age(["-r", key.recipient, "-o", dir.file("big.age"), path]).status == 0)
+        let fromAge = try coffer(["decrypt", "-q", "-i", key.path, "-o", dir.file("big.fromage"), dir.file("big.age")])
+        #expect(fromAge.status == 0, "\(fromAge.stderr)")
+        #expect(try Self.sha256(file: dir.file("big.fromage")) == expected)
+        let ours = try coffer(["encrypt", "-q", "--format", "age", "-r", key.recipient, "-o", dir.file("big.coffer.age"), path])
+        #expect(ours.status == 0, "\(ours.stderr)")
+        // Same size as age's own file: same header size, nonce, and 16 bytes per 64 KiB chunk.
+        let sizes = try [dir.file("big.age"), dir.file("big.coffer.age")].map {
+            try FileManager.default.attributesOfItem(atPath: $0)[.size] as? Int
+        }
+        #expect(sizes[0] == sizes[1])
+        let toAge = try Self.age(["-d", "-i", key.path, "-o", dir.file("big.toage"), dir.file("big.coffer.age")])
+        #expect(toAge.status == 0, "\(toAge.stderr)")
+        #expect(try Self.sha256(file: dir.file("big.toage")) == expected)
+    }
+
+    @Test("ssh-ed25519 keys both directions; an ssh-rsa file is named as unsupported")
+    func sshKeys() throws {
+        let dir = Scratch()
+        let plaintext = pseudoRandom(100_000, seed: 5)
+        let input = try dir.write(plaintext, "in")
+        #expect(try spawn(["/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", dir.file("id")],
+                          environment: [:], stdin: nil).status == 0)
+        #expect(try Self.age(["-R", dir.file("id.pub"), "-o", dir.file("a.age"), input]).status == 0)
+        let out = try coffer(["decrypt", "-i", dir.file("id"), dir.file("a.age")])
+        #expect(out.status == 0, "\(out.stderr)")
+        #expect(out.stdout == plaintext)
+        let ours = try coffer(["encrypt", "--format", "age", "-R", dir.file("id.pub"), "-o", dir.file("c.age"), input])
+        #expect(ours.status == 0, "\(ours.stderr)")
+        #expect(try Self.age(["-d", "-i", dir.file("id"), dir.file("c.age")]).stdout == plaintext)
+        // Another ssh key does not open it.
+        #expect(try spawn(["/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", dir.file("other")],
+                          environment: [:], stdin: nil).status == 0)
+        #expect(try coffer(["decrypt", "-i", dir.file("other"), dir.file("c.age")]).status == Exit.key)
+        // SSH keys make age files only.
+        let coffer1 = try coffer(["encrypt", "-R", dir.file("id.pub"), "-o", dir.file("x.cof"), input])
+        #expect(coffer1.status == Exit.key)
+        #expect(coffer1.stderr.contains("--format age"))
+        #expect(try spawn(["/usr/bin/ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", dir.file("rsa")],
+                          environment: [:], stdin: nil).status == 0)
+        #expect(try Self.age(["-R", dir.file("rsa.pub"), "-o", dir.file("r.age"), input]).status == 0)
+        let rsa = try coffer(["decrypt", "-i", dir.file("rsa"), "-o", dir.file("r.out"), dir.file("r.age")])
+        #expect(rsa.status == Exit.key)
+        #expect(rsa.stderr.contains("ssh-rsa"))
+        #expect(!dir.exists("r.out"))
+    }
+
+    @Test("passphrases both directions (age reads them from a terminal)")
+    func passphrases() throws {
+        let dir = Scratch()
+        let plaintext = pseudoRandom(70_000, seed: 3)
+        let input = try dir.write(plaintext, "in")
+        let env = ["COFFER_PASSPHRASE": "correct horse battery"]
+        let ours = try coffer(["encrypt", "--format", "age", "-p", "--work-factor", "12", "-o", dir.file("p.age"), input],
+                              environment: env)
+        #expect(ours.status == 0, "\(ours.stderr)")
+        #expect(try dir.read("p.age").starts(with: Array("age-encryption.org/v1\n-> scrypt ".utf8)))
+        let opened = try Self.onTerminal("\(Self.ageBinary) -d -o \(dir.file("p.out")) \(dir.file("p.age"))",
+                                         typing: "correct horse battery\n")
+        #expect(opened.status == 0, "\(opened.stderr)")
+        #expect(try dir.read("p.out") == plaintext)
+        let made = try Self.onTerminal("\(Self.ageBinary) -p -o \(dir.file("a.age")) \(input)",
+                                       typing: "correct horse battery\ncorrect horse battery\n")
+        #expect(made.status == 0, "\(made.stderr)")
+        let out = try coffer(["decrypt", "-p", dir.file("a.age")], environment: env)
+        #expect(out.status == 0, "\(out.stderr)")
+        #expect(out.stdout == plaintext)
+        let wrong = try coffer(["decrypt", "-p", "-o", dir.file("w.out"), dir.file("a.age")],
+                               environment: ["COFFER_PASSPHRASE": "wrong"])
+        #expect(wrong.status == Exit.key)
+        #expect(!dir.exists("w.out"))
+        // A passphrase must be alone in an age file (age's rule).
+        let key = try Self.keygen(dir, "k.txt")
+        let mixed = try coffer(["encrypt", "--format", "age", "-p", "-r", key.recipient, "-o", dir.file("m.age"), input],
+                               environment: env)
+        #expect(mixed.status == Exit.usage)
+        #expect(!dir.exists("m.age"))
+    }
+
+    @Test("tampered, truncated, extended files and wrong keys fail with the right exit code and leave no output")
+    func badInput() throws {
+        let dir = Scratch()
+        let plaintext = pseudoRandom(3 * 65_536 + 10, seed: 11)
+        let input = try dir.write(plaintext, "in")
+        let key = try Self.keygen(dir, "key.txt"), other = try Self.keygen(dir, "other.txt")
+        #expect(try Self.age(["-r", key.recipient, "-o", dir.file("f.age"), input]).status == 0)
+        let file = try dir.read("f.age")
+        var tampered = file
+        tampered[file.count - 100] ^= 0x20
+        let cases: [(String, [UInt8], Int32)] = [
+            ("tampered", tampered, Exit.integrity),
+            ("truncated", Array(file.dropLast(1)), Exit.integrity),
+            ("extended", file + [0x0A], Exit.integrity),
+            ("header only", Array(file.prefix(upTo: file.firstRange(of: Array("\n--- ".utf8))!.upperBound + 44)), Exit.integrity),
+        ]
+        for (name, bytes, code) in cases {
+            let path = try dir.write(bytes, name)
+            let result = try coffer(["decrypt", "-i", key.path, "-o", dir.file("\(name).out"), path])
+            #expect(result.status == code, "\(name): \(result.stderr)")
+            #expect(!dir.exists("\(name).out"), "\(name)")
+        }
+        let wrongKey = try coffer(["decrypt", "-i", other.path, "-o", dir.file("w.out"), dir.file("f.age")])
+        #expect(wrongKey.status == Exit.key)
+        #expect(wrongKey.stderr.contains("no key given opens this file"))
+        #expect(!dir.exists("w.out"))
+        // Key types that age files cannot use.
+        let symmetric = try dir.keygen()
+        let wrongType = try coffer(["decrypt", "--key-file", symmetric, dir.file("f.age")])
+        #expect(wrongType.status == Exit.key)
+        #expect(wrongType.stderr.contains("age has no symmetric keys"))
+        let toSymmetric = try coffer(["encrypt", "--format", "age", "--key-file", symmetric, "-o", dir.file("s.age"), input])
+        #expect(toSymmetric.status == Exit.key)
+        #expect(!dir.exists("s.age"))
+        let range = try coffer(["decrypt", "-i", key.path, "--offset", "5", dir.file("f.age")])
+        #expect(range.status == Exit.usage)
+    }
+
+    @Test("every CCTV vector through 'coffer decrypt': -o leaves no file on failure; stdout gets exactly the released plaintext")
+    func vectors() throws {
+        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/vectors/age").path
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
+        #expect(names.count == 143)
+        let dir = Scratch()
+        var run = 0
+        for name in names {
+            let vector = try CLIAgeVector(bytes: [UInt8](Data(contentsOf: URL(fileURLWithPath: "\(directory)/\(name)"))))
+            let file = try dir.write(vector.file, name)
+            var arguments = ["decrypt", "-q"]
+            if !vector.identities.isEmpty {
+                arguments += ["-i", try dir.write(Array(vector.identities.joined(separator: "\n").utf8), "\(name).key")]
+            }
+            let environment = vector.passphrases.first.map { ["COFFER_PASSPHRASE": $0] } ?? [:]
+            let toFile = try coffer(arguments + ["-o", dir.file("\(name).out"), file], environment: environment)
+            let toStdout = try coffer(arguments + [file], environment: environment)
+            if vector.expect == "success" {
+                #expect(toFile.status == 0, "\(name): \(toFile.stderr)")
+                #expect(try hex(SHA256.hash(data: dir.read("\(name).out"))) == vector.payload, "\(name)")
+            } else {
+                #expect(toFile.status != 0, "\(name)")
+                #expect(!dir.exists("\(name).out"), "\(name): a failed decryption left its output")
+                if vector.expect == "no match" { #expect(toFile.status == Exit.key, "\(name): \(toFile.stderr)") }
+                if ["HMAC failure", "payload failure"].contains(vector.expect) {
+                    #expect(toFile.status == Exit.integrity, "\(name): \(toFile.stderr)")
+                }
+            }
+            if let payload = vector.payload {
+                #expect(hex(SHA256.hash(data: toStdout.stdout)) == payload, "\(name): released \(toStdout.stdout.count) bytes")
+            }
+            run += 1
+        }
+        print("age vectors through the CLI: \(run) run")
+        #expect(run == 143)
+    }
+}
+
+/// One CCTV vector file (../shared/vectors/README-age.txt), for the CLI.
+struct CLIAgeVector {
+    var expect = ""
+    var payload: String?
+    var identities: [String] = []
+    var passphrases: [String] = []
+    var file: [UInt8] = []
+
+    init(bytes: [UInt8]) throws {
+        let split = try #require(bytes.firstRange(of: [0x0A, 0x0A]))
+        var compressed = false
+        for line in String(decoding: bytes[..<split.lowerBound], as: UTF8.self).split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            switch parts[0] {
+            case "expect": expect = parts[1]
+            case "payload": payload = parts[1]
+            case "identity": identities.append(parts[1])
+            case "passphrase": passphrases.append(parts[1])
+            case "compressed": compressed = parts[1] == "zlib"
+            default: break
+            }
+        }
+        file = Array(bytes[split.upperBound...])
+        if compressed { file = try Self.inflate(file) }
+    }
+
+    static func inflate(_ input: [UInt8]) throws -> [UInt8] {
+        var stream = z_stream()
+        #expect(inflateInit_(&stream, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK)
+        defer { inflateEnd(&stream) }
+        var output: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        var input = input
+        var status: Int32 = Z_OK
+        input.withUnsafeMutableBufferPointer { inBuffer in
+            stream.next_in = inBuffer.baseAddress
+            stream.avail_in = UInt32(inBuffer.count)
+            repeat {
+                buffer.withUnsafeMutableBufferPointer { out in
+                    stream.next_out = out.baseAddress
+                    stream.avail_out = UInt32(out.count)
+                    status = CZlib.inflate(&stream, Z_NO_FLUSH)
+                    output += out[0..<(out.count - Int(stream.avail_out))]
+                }
+            } while status == Z_OK
+        }
+        #expect(status == Z_STREAM_END)
+        return output
+    }
+}
+
+func hex(_ bytes: some Sequence<UInt8>) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
