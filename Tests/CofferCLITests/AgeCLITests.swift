@@ -307,3 +307,53 @@ struct CLIAgeVector {
 }
 
 func hex(_ bytes: some Sequence<UInt8>) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+
+extension AgeCLI {
+    @Test("migrate --from age: a tree of binary and armored age files to .cof in one pass; resumable; originals removed once verified")
+    func migrate() throws {
+        let dir = Scratch()
+        let old = try Self.keygen(dir, "old.txt")
+        let first = pseudoRandom(150_000, seed: 21), second = Array("armored and small".utf8)
+        _ = try dir.write(first, "plain1")
+        _ = try dir.write(second, "plain2")
+        try FileManager.default.createDirectory(atPath: dir.file("backup/db"), withIntermediateDirectories: true)
+        #expect(try Self.age(["-r", old.recipient, "-o", dir.file("backup/dump.sql.age"), dir.file("plain1")]).status == 0)
+        #expect(try Self.age(["-a", "-r", old.recipient, "-o", dir.file("backup/db/t1.age"), dir.file("plain2")]).status == 0)
+        _ = try dir.write(Array("not encrypted".utf8), "backup/notes.txt")
+        let newKey = try dir.keygen("new.key")
+
+        // The wrong old key: nothing converted, nothing removed.
+        let stranger = try Self.keygen(dir, "stranger.txt")
+        let refused = try coffer(["migrate", "-q", "--from", "age", "--from-identity", stranger.path, "--key-file", newKey,
+                                  "--remove-original", dir.file("backup")])
+        #expect(refused.status == Exit.key, "\(refused.stderr)")
+        #expect(dir.exists("backup/dump.sql.age") && !dir.exists("backup/dump.sql.cof"))
+        #expect(try coffer(["migrate", "--from", "age", "--key-file", newKey, dir.file("backup")]).status == Exit.key)
+
+        // First without removal (as if interrupted before the removals), then again with it.
+        let run1 = try coffer(["migrate", "-q", "--from", "age", "--from-identity", old.path, "--key-file", newKey, dir.file("backup")])
+        #expect(run1.status == Exit.ok, "\(run1.stderr)")
+        #expect(dir.exists("backup/dump.sql.age") && dir.exists("backup/dump.sql.cof"))
+        let run2 = try coffer(["migrate", "--from", "age", "--from-identity", old.path, "--key-file", newKey,
+                               "--remove-original", dir.file("backup")])
+        #expect(run2.status == Exit.ok, "\(run2.stderr)")
+        #expect(run2.stderr.contains("already converted"))
+        #expect(!dir.exists("backup/dump.sql.age") && !dir.exists("backup/db/t1.age"))
+        #expect(try coffer(["decrypt", "--key-file", newKey, dir.file("backup/dump.sql.cof")]).stdout == first)
+        #expect(try coffer(["decrypt", "--key-file", newKey, dir.file("backup/db/t1.cof")]).stdout == second)
+        #expect(try coffer(["inspect", dir.file("backup/db/t1.cof")]).stdoutText.contains("object:      db/t1"))
+        #expect(try dir.read("backup/notes.txt") == Array("not encrypted".utf8))
+        #expect(!dir.listing().contains { $0.contains("coffer-tmp") })
+
+        // One file, from a passphrase-encrypted age file (as 'coffer encrypt --format age -p' writes it).
+        _ = try dir.write(Array("pw\n".utf8), "pw.txt")
+        let made = try coffer(["encrypt", "--format", "age", "-p", "--work-factor", "10", "-o", dir.file("one.age"), dir.file("plain2")],
+                              environment: ["COFFER_PASSPHRASE": "pw"])
+        #expect(made.status == 0, "\(made.stderr)")
+        let single = try coffer(["migrate", "-q", "--from", "age", "--from-passphrase-file", dir.file("pw.txt"), "-r", old.recipient,
+                                 "--remove-original", dir.file("one.age")])
+        #expect(single.status == Exit.ok, "\(single.stderr)")
+        #expect(!dir.exists("one.age"))
+        #expect(try coffer(["decrypt", "-i", old.path, dir.file("one.cof")]).stdout == second)
+    }
+}
