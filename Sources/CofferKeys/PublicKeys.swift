@@ -98,9 +98,11 @@ public struct X25519Identity: Identity {
             guard stanza.arguments[1] == recipient.keyID else { return nil }
         }
         let ours = privateKey.publicKey.rawRepresentation
-        // A share that gives the all-zero shared secret (a low-order point) is refused by swift-crypto.
+        // A low-order share gives the all-zero shared secret, which swift-crypto returns without an
+        // error (the age vector x25519_low_order showed it): refused here.
         guard let shared = try? privateKey.sharedSecretFromKeyAgreement(
-            with: Curve25519.KeyAgreement.PublicKey(rawRepresentation: share)) else {
+            with: Curve25519.KeyAgreement.PublicKey(rawRepresentation: share)),
+              !shared.withUnsafeBytes({ $0.allSatisfy { $0 == 0 } }) else {
             throw CofferError.malformedStanza(type: stanza.type, reason: "the share is not a usable X25519 point")
         }
         let key = X25519Recipient.wrappingKey(shared: shared, share: Data(share), recipient: ours)
