@@ -67,7 +67,7 @@ public enum AgeStream {
         // read by the consumer once that chunk was written.
         let afterRelease = LockedErrors()
         let pipeline = OrderedPipeline(
-            slotCount: threads <= 1 ? 1 : 2 * threads + 2, workers: max(1, threads), inputCapacity: sealedChunkSize,
+            slotCount: threads <= 1 ? 1 : 2 * threads + 2, workers: max(1, threads), inputCapacity: sealedChunkSize + 1,
             produce: { slot in
                 if finished { return .end }
                 var n = 0
@@ -76,15 +76,15 @@ public enum AgeStream {
                     n = 1
                     carry = nil
                 }
-                n += try input.readFully(into: UnsafeMutableRawBufferPointer(rebasing: slot.input[n..<sealedChunkSize]))
+                // One byte more than a chunk: whether more follows a full chunk is known from the same read.
+                n += try input.readFully(into: UnsafeMutableRawBufferPointer(rebasing: slot.input[n..<(sealedChunkSize + 1)]))
                 var position = Position.short
-                if n == sealedChunkSize {
-                    var next: UInt8 = 0
-                    let got = try withUnsafeMutableBytes(of: &next) { try input.readFully(into: $0) }
-                    if got == 0 { position = .fullThenEnd } else {
-                        carry = next
-                        position = .fullThenMore
-                    }
+                if n > sealedChunkSize {
+                    carry = slot.input[sealedChunkSize]
+                    n = sealedChunkSize
+                    position = .fullThenMore
+                } else if n == sealedChunkSize {
+                    position = .fullThenEnd
                 }
                 if n == 0 {
                     throw CofferError.truncated(counter == 0 ? "the payload has no chunk" : "the payload ends without its final chunk")

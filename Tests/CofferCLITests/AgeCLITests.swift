@@ -200,6 +200,11 @@ import Glibc
             #expect(result.status == code, "\(name): \(result.stderr)")
             #expect(!dir.exists("\(name).out"), "\(name)")
         }
+        // verify authenticates an age file without writing anything.
+        let verified = try coffer(["verify", "-i", key.path, dir.file("f.age")])
+        #expect(verified.status == Exit.ok, "\(verified.stderr)")
+        #expect(verified.stderr.contains("\(plaintext.count) bytes authenticated"))
+        #expect(try coffer(["verify", "-i", key.path, dir.file("tampered")]).status == Exit.integrity)
         let wrongKey = try coffer(["decrypt", "-i", other.path, "-o", dir.file("w.out"), dir.file("f.age")])
         #expect(wrongKey.status == Exit.key)
         #expect(wrongKey.stderr.contains("no key given opens this file"))
