@@ -69,8 +69,8 @@ public enum RecipientText {
 }
 
 /// Identity files: `AGE-SECRET-KEY-1…` (X25519, as `age-keygen` writes them), `AGE-SECRET-KEY-PQ-1…`,
-/// PEM RSA private keys (PKCS#8 or PKCS#1), and `COFFER-SYMMETRIC-KEY-V1:` lines; several per
-/// file, `#` comments.
+/// PEM RSA private keys (PKCS#8 or PKCS#1), OpenSSH private keys (for age files), and
+/// `COFFER-SYMMETRIC-KEY-V1:` lines; several per file, `#` comments.
 public enum IdentityText {
     public static func parse(_ content: String, source: String) throws -> [Identity] {
         let items = try KeyTextItems.split(content, source: source)

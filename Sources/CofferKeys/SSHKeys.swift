@@ -63,9 +63,14 @@ public struct SSHRecipient: Recipient {
         guard words.count >= 2, let wire = Data(base64Encoded: String(words[1])).map({ [UInt8]($0) }) else {
             throw CofferError.invalidKey("not an SSH public key line ('ssh-ed25519 AAAA…')")
         }
+        try self.init(wire: wire)
+        guard type == String(words[0]) else { throw CofferError.invalidKey("the SSH public key's type and data disagree") }
+    }
+
+    /// Parses a public key's SSH wire encoding.
+    public init(wire: [UInt8]) throws {
         var reader = SSHWire(wire)
         let type = String(decoding: try reader.string(), as: UTF8.self)
-        guard type == String(words[0]) else { throw CofferError.invalidKey("the SSH public key's type and data disagree") }
         switch type {
         case SSHKey.ed25519Type:
             let key = try reader.string()
@@ -133,6 +138,9 @@ public struct SSHIdentity: Identity {
     }
 
     public var label: String { "\(type) key" }
+
+    /// The public half, to encrypt age files to.
+    public func recipient() throws -> SSHRecipient { try SSHRecipient(wire: publicWire) }
 
     /// Coffer files have no SSH stanza; SSH keys open age files.
     public func unwrap(_ stanza: Stanza) throws -> FileKey? { nil }

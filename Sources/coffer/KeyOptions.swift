@@ -24,7 +24,7 @@ struct KeyOptions: ParsableArguments {
     var passphraseFile: String?
 
     @Option(name: [.customShort("i"), .long],
-            help: ArgumentHelp("A private key file to decrypt with: AGE-SECRET-KEY-1… (age-keygen's files work), AGE-SECRET-KEY-PQ-1…, or a PEM RSA key; several keys a file, # comments. With encrypt: encrypt to its public key. Repeatable.",
+            help: ArgumentHelp("A private key file to decrypt with: AGE-SECRET-KEY-1… (age-keygen's files work), AGE-SECRET-KEY-PQ-1…, a PEM RSA key, or (age files) an OpenSSH ssh-ed25519 key; several keys a file, # comments. With encrypt: encrypt to its public key. Repeatable.",
                                valueName: "file"))
     var identity: [String] = []
 
@@ -207,6 +207,7 @@ extension KeyOptions {
             switch identity {
             case let key as X25519Identity: recipients.append(AgeX25519Recipient(publicKey: key.privateKey.publicKey))
             case let key as HybridIdentity: recipients.append(AgeHybridRecipient(publicKey: key.privateKey.publicKey))
+            case let key as SSHIdentity: recipients.append(try AgeKeys.recipient(from: try key.recipient()))
             default: recipients.append(try AgeKeys.recipient(from: identity as? Recipient ?? UnusableRecipient()))
             }
         }
@@ -226,7 +227,7 @@ private struct UnusableRecipient: Recipient {
 /// Public keys to encrypt to, and the recovery-key policy (docs/KEYS.md, "Recommended set-up").
 struct RecipientOptions: ParsableArguments {
     @Option(name: [.customShort("r"), .long],
-            help: ArgumentHelp("A public key to encrypt to: age1… (X25519), age1pq1… (post-quantum), or a file holding keys (PEM RSA public keys too). Repeatable.",
+            help: ArgumentHelp("A public key to encrypt to: age1… (X25519), age1pq1… (post-quantum), an 'ssh-ed25519 …' line (--format age), or a file holding keys (PEM RSA public keys too). Repeatable.",
                                valueName: "recipient"))
     var recipient: [String] = []
 

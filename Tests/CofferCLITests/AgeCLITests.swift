@@ -129,6 +129,9 @@ import Glibc
         let ours = try coffer(["encrypt", "--format", "age", "-R", dir.file("id.pub"), "-o", dir.file("c.age"), input])
         #expect(ours.status == 0, "\(ours.stderr)")
         #expect(try Self.age(["-d", "-i", dir.file("id"), dir.file("c.age")]).stdout == plaintext)
+        // -i with encrypt: to the private key's own public half.
+        #expect(try coffer(["encrypt", "--format", "age", "-i", dir.file("id"), "-o", dir.file("i.age"), input]).status == 0)
+        #expect(try Self.age(["-d", "-i", dir.file("id"), dir.file("i.age")]).stdout == plaintext)
         // Another ssh key does not open it.
         #expect(try spawn(["/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", dir.file("other")],
                           environment: [:], stdin: nil).status == 0)
