@@ -45,12 +45,14 @@ let package = Package(
         .testTarget(name: "CofferFormatTests", dependencies: ["CofferFormat", "CofferKeys"],
                     exclude: ["Vectors"]),
         .testTarget(name: "CofferKeysTests", dependencies: ["CofferKeys", "CofferFormat"]),
-        // System zlib, only to inflate the age test vectors stored compressed.
+        // The age test vectors, parsed for the library's and the CLI's tests; system zlib inflates
+        // the ones stored compressed.
         .systemLibrary(name: "CZlib", path: "Tests/CZlib", providers: [.apt(["zlib1g-dev"])]),
-        .testTarget(name: "CofferInteropTests", dependencies: ["CofferInterop", "CofferFormat", "CofferKeys", "CZlib"]),
+        .target(name: "AgeTestVectors", dependencies: ["CZlib"], path: "Tests/AgeTestVectors"),
+        .testTarget(name: "CofferInteropTests", dependencies: ["CofferInterop", "CofferFormat", "CofferKeys", "AgeTestVectors"]),
         .testTarget(name: "CofferFilesTests", dependencies: ["CofferFiles", "CofferKeys", "CofferFormat"]),
         .testTarget(name: "CofferCLITests", dependencies: [
-            "CofferFormat", "CZlib",
+            "CofferFormat", "AgeTestVectors",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "_CryptoExtras", package: "swift-crypto"),
         ]),

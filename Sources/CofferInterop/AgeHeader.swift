@@ -53,11 +53,7 @@ public struct AgeHeader: Sendable {
             bytes += line
             guard bytes.count <= maxSize else { throw CofferError.malformedHeader("the header is longer than \(maxSize) bytes") }
             guard line.last == 0x0A else { throw CofferError.malformedHeader("the header ends before its MAC line") }
-            for b in line.dropLast() where b < 0x20 || b > 0x7E {
-                throw CofferError.malformedHeader(b == 0x0D
-                    ? "carriage return in the header (age header lines end with LF only)"
-                    : String(format: "byte 0x%02x is not allowed in an age header", b))
-            }
+            try Header.checkCharacters(line)
             let text = Substring(String(decoding: line.dropLast(), as: UTF8.self))
             if lines.isEmpty {
                 if text != versionLine {

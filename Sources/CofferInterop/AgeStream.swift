@@ -28,25 +28,10 @@ public enum AgeStream {
         try engine.seal(from: source, to: sink, key: payloadKey, cipher: .chacha20poly1305, chunkSize: chunkSize)
     }
 
-    /// 12-byte chunk nonce: 11-byte big-endian counter, then the final flag.
-    static func nonce(counter: UInt64, isFinal: Bool) -> ChaChaPoly.Nonce {
-        var n = [UInt8](repeating: 0, count: 12)
-        var c = counter
-        for i in stride(from: 10, through: 3, by: -1) {
-            n[i] = UInt8(truncatingIfNeeded: c)
-            c >>= 8
-        }
-        n[11] = isFinal ? 1 : 0
-        return try! ChaChaPoly.Nonce(data: n)
-    }
-
     static func open(_ sealed: UnsafeRawBufferPointer, key: SymmetricKey, counter: UInt64, isFinal: Bool) -> Data? {
+        // Shorter than a tag: nothing to authenticate (age's reader fails the same way).
         guard sealed.count >= tagSize else { return nil }
-        let split = sealed.count - tagSize
-        guard let box = try? ChaChaPoly.SealedBox(nonce: nonce(counter: counter, isFinal: isFinal),
-                                                  ciphertext: UnsafeRawBufferPointer(rebasing: sealed[0..<split]),
-                                                  tag: UnsafeRawBufferPointer(rebasing: sealed[split...])) else { return nil }
-        return try? ChaChaPoly.open(box, using: key)
+        return PayloadCipher.chacha20poly1305.open(sealed, key: key, counter: counter, isFinal: isFinal)
     }
 
     /// What a reader knew about a chunk when it handed it on.

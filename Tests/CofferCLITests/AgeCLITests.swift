@@ -1,5 +1,5 @@
 import Crypto
-import CZlib
+import AgeTestVectors
 import Foundation
 import Testing
 #if canImport(Glibc)
@@ -226,14 +226,12 @@ import Glibc
 
     @Test("every CCTV vector through 'coffer decrypt': -o leaves no file on failure; stdout gets exactly the released plaintext")
     func vectors() throws {
-        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/vectors/age").path
-        let names = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
-        #expect(names.count == 143)
+        let (vectors, skipped, files) = AgeTestVectors.all
+        #expect(files == AgeTestVectors.expectedCount && skipped.isEmpty)
         let dir = Scratch()
         var run = 0
-        for name in names {
-            let vector = try CLIAgeVector(bytes: [UInt8](Data(contentsOf: URL(fileURLWithPath: "\(directory)/\(name)"))))
+        for vector in vectors {
+            let name = vector.name
             let file = try dir.write(vector.file, name)
             var arguments = ["decrypt", "-q"]
             if !vector.identities.isEmpty {
@@ -260,57 +258,6 @@ import Glibc
         }
         print("age vectors through the CLI: \(run) run")
         #expect(run == 143)
-    }
-}
-
-/// One CCTV vector file (../shared/vectors/README-age.txt), for the CLI.
-struct CLIAgeVector {
-    var expect = ""
-    var payload: String?
-    var identities: [String] = []
-    var passphrases: [String] = []
-    var file: [UInt8] = []
-
-    init(bytes: [UInt8]) throws {
-        let split = try #require(bytes.firstRange(of: [0x0A, 0x0A]))
-        var compressed = false
-        for line in String(decoding: bytes[..<split.lowerBound], as: UTF8.self).split(separator: "\n") {
-            let parts = line.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-            switch parts[0] {
-            case "expect": expect = parts[1]
-            case "payload": payload = parts[1]
-            case "identity": identities.append(parts[1])
-            case "passphrase": passphrases.append(parts[1])
-            case "compressed": compressed = parts[1] == "zlib"
-            default: break
-            }
-        }
-        file = Array(bytes[split.upperBound...])
-        if compressed { file = try Self.inflate(file) }
-    }
-
-    static func inflate(_ input: [UInt8]) throws -> [UInt8] {
-        var stream = z_stream()
-        #expect(inflateInit_(&stream, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK)
-        defer { inflateEnd(&stream) }
-        var output: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 1 << 16)
-        var input = input
-        var status: Int32 = Z_OK
-        input.withUnsafeMutableBufferPointer { inBuffer in
-            stream.next_in = inBuffer.baseAddress
-            stream.avail_in = UInt32(inBuffer.count)
-            repeat {
-                buffer.withUnsafeMutableBufferPointer { out in
-                    stream.next_out = out.baseAddress
-                    stream.avail_out = UInt32(out.count)
-                    status = CZlib.inflate(&stream, Z_NO_FLUSH)
-                    output += out[0..<(out.count - Int(stream.avail_out))]
-                }
-            } while status == Z_OK
-        }
-        #expect(status == Z_STREAM_END)
-        return output
     }
 }
 
