@@ -59,6 +59,13 @@ import Glibc
             var out = try coffer(["decrypt", "-i", one.path, single])
             #expect(out.status == 0, "\(out.stderr)")
             #expect(out.stdout == plaintext)
+            // Through pipes both ways: standard input is read sequentially.
+            out = try coffer(["decrypt", "-i", one.path], stdin: try dir.read("age-single-\(armor)"))
+            #expect(out.status == 0, "\(out.stderr)")
+            #expect(out.stdout == plaintext)
+            let piped = try coffer(["encrypt", "--format", "age", "-r", one.recipient] + (armor ? ["--armor"] : []), stdin: plaintext)
+            #expect(piped.status == 0, "\(piped.stderr)")
+            #expect(try Self.age(["-d", "-i", one.path], stdin: piped.stdout).stdout == plaintext)
             let double = dir.file("age-double-\(armor)")
             #expect(try Self.age(armorFlag + ["-r", one.recipient, "-r", two.recipient, "-o", double, input]).status == 0)
             for identity in [one.path, two.path] {
@@ -84,7 +91,7 @@ import Glibc
         }
     }
 
-    @Test("a 100 MiB file, both directions, through pipes and files")
+    @Test("a 100 MiB file, both directions")
     func hundredMiB() throws {
         let dir = Scratch()
         let block = pseudoRandom(1 << 20, seed: 99)
