@@ -44,10 +44,9 @@ public enum AgeFile {
                               identityLabel: identity.label)
             }
         }
-        KeyTypes.registerAll()
         var needed: [String] = []
         for stanza in header.stanzas {
-            let description = StanzaDescriptions.describe(stanza)
+            let description = AgeKeys.describe(stanza)
             if !needed.contains(description) { needed.append(description) }
         }
         throw CofferError.noMatchingKey(needed: needed, tried: identities.map(\.label))

@@ -87,6 +87,9 @@ public struct AgeHeader: Sendable {
         return AgeHeader(stanzas: stanzas, mac: mac, macInput: macInput)
     }
 
+    /// The header's length in bytes, through the MAC line's line feed.
+    public var encodedLength: Int { macInput.count + 1 + 43 + 1 }
+
     /// age's rule: a passphrase (scrypt) stanza must be alone, so that a file that opens with a
     /// passphrase can only have been made by someone who knows it.
     public func checkScryptAlone() throws {

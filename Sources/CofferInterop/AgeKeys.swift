@@ -213,6 +213,19 @@ public struct AgeHybridIdentity: AgeIdentity {
 // MARK: - From Coffer's key types
 
 public enum AgeKeys {
+    private static let registration: Void = {
+        KeyTypes.registerAll()
+        for type in [SSHKey.ed25519Type, SSHKey.rsaType] {
+            StanzaDescriptions.register(type: type) { "\(type) key \($0.arguments.first ?? "?")" }
+        }
+    }()
+
+    /// Which key a stanza of an age file needs, for messages ("an X25519 (age) key", "ssh-ed25519 key gfecRg").
+    public static func describe(_ stanza: Stanza) -> String {
+        registration
+        return StanzaDescriptions.describe(stanza)
+    }
+
     /// The age identities among keys parsed from identity files (`-i`): X25519, post-quantum and
     /// OpenSSH keys; key types that do not exist in age (Coffer key files, PEM RSA keys) are left out.
     public static func identities(from identities: [Identity]) -> [AgeIdentity] {

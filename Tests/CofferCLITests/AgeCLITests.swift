@@ -210,6 +210,14 @@ import Glibc
             #expect(result.status == code, "\(name): \(result.stderr)")
             #expect(!dir.exists("\(name).out"), "\(name)")
         }
+        // inspect shows an age file's stanzas and payload size without a key.
+        let inspected = try coffer(["inspect", dir.file("f.age")])
+        #expect(inspected.status == Exit.ok, "\(inspected.stderr)")
+        #expect(inspected.stdoutText.contains("version:     age-encryption.org/v1"))
+        #expect(inspected.stdoutText.contains("X25519         an X25519 (age) key"))
+        #expect(inspected.stdoutText.contains("payload:     \(plaintext.count) bytes in 4 chunks"))
+        // A final chunk of 26 bytes cut to 6 cannot even hold its tag: an impossible length.
+        #expect(try coffer(["inspect", try dir.write(Array(file.dropLast(20)), "cut20")]).status == Exit.integrity)
         // verify authenticates an age file without writing anything.
         let verified = try coffer(["verify", "-i", key.path, dir.file("f.age")])
         #expect(verified.status == Exit.ok, "\(verified.stderr)")
