@@ -26,9 +26,9 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "_CryptoExtras", package: "swift-crypto"),
         ]),
-        // Formats users already have: XtraBackup's .xbcrypt (reading), later age files.
+        // Formats users already have: XtraBackup's .xbcrypt (reading), age files (reading and writing).
         .target(name: "CofferInterop", dependencies: [
-            "CofferFormat",
+            "CofferFormat", "CofferKeys",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "_CryptoExtras", package: "swift-crypto"),
         ]),
@@ -45,10 +45,14 @@ let package = Package(
         .testTarget(name: "CofferFormatTests", dependencies: ["CofferFormat", "CofferKeys"],
                     exclude: ["Vectors"]),
         .testTarget(name: "CofferKeysTests", dependencies: ["CofferKeys", "CofferFormat"]),
-        .testTarget(name: "CofferInteropTests", dependencies: ["CofferInterop", "CofferFormat"]),
+        // The age test vectors, parsed for the library's and the CLI's tests; system zlib inflates
+        // the ones stored compressed.
+        .systemLibrary(name: "CZlib", path: "Tests/CZlib", providers: [.apt(["zlib1g-dev"])]),
+        .target(name: "AgeTestVectors", dependencies: ["CZlib"], path: "Tests/AgeTestVectors"),
+        .testTarget(name: "CofferInteropTests", dependencies: ["CofferInterop", "CofferFormat", "CofferKeys", "AgeTestVectors"]),
         .testTarget(name: "CofferFilesTests", dependencies: ["CofferFiles", "CofferKeys", "CofferFormat"]),
         .testTarget(name: "CofferCLITests", dependencies: [
-            "CofferFormat",
+            "CofferFormat", "AgeTestVectors",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "_CryptoExtras", package: "swift-crypto"),
         ]),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Coffer benchmark: a command, not a test. Measures `coffer encrypt|decrypt` on a generated file and,
-# in the same run, this machine's limits (cp, cat, a pipe, `openssl speed`) and the peer (`age`),
+# in the same run, this machine's limits (cp, cat, a pipe, `openssl speed`) and the peer (`age`, also
+# on its own files: `coffer decrypt` of a file `age` made, against `age -d`),
 # and prints the figures as MB/s (10^6 bytes/s), peak RSS, and ratios against those references.
 # Each figure is the median of --runs runs after one warm-up run. Absolute numbers on a shared 2-core
 # VM move with the neighbours (see ../shared/PERF-ANCHORS.md, "Noise"): the ratios, taken in the same
@@ -238,7 +239,8 @@ for digest in chunk-sha256 chunk-tags; do
 done
 rm -f "$work"/s-*.cof
 
-age_enc="" age_dec=""
+age_enc="" age_dec="" coffer_age_enc=""
+declare -A coffer_age_dec
 if command -v age >/dev/null && command -v age-keygen >/dev/null; then
   section "age $(age --version 2>/dev/null), same input"
   age-keygen -o "$work/age.key" 2>/dev/null
@@ -250,6 +252,16 @@ if command -v age >/dev/null && command -v age-keygen >/dev/null; then
   measure "age -d -i '$work/age.key' '$work/c.age' > /dev/null"
   age_dec=$wall
   row "age decrypt -> /dev/null" "$wall" "$rss"
+  # The same age file (made by age) read by coffer, and an age file written by coffer: what a user
+  # of age gains by switching tools without changing format (ChaCha20-Poly1305, 64 KiB chunks).
+  for t in 1 "$max_threads"; do
+    measure "'$coffer' decrypt -q --threads $t -i '$work/age.key' '$work/c.age' > /dev/null"
+    coffer_age_dec[$t]=$wall; ((rss > coffer_rss)) && coffer_rss=$rss
+    row "coffer decrypt age file threads=$t -> /dev/null" "$wall" "$rss" "x$(ratio "$age_dec" "$wall") age -d's speed"
+  done
+  measure "'$coffer' encrypt -q --format age --threads $max_threads -r '$recipient' '$input' > /dev/null"
+  coffer_age_enc=$wall; ((rss > coffer_rss)) && coffer_rss=$rss
+  row "coffer encrypt --format age threads=$max_threads -> /dev/null" "$wall" "$rss" "x$(ratio "$age_enc" "$wall") age's speed"
   rm -f "$work/c.age"
 else
   echo; echo "age: not installed (apt-get install age); skipped"
@@ -303,6 +315,9 @@ result "  the same runs against cat > /dev/null's read speed" "x$(ratio "$cat_wa
 if [[ -n $age_enc ]]; then
   result "coffer / age throughput, encrypt" "x$(ratio "$age_enc" "$enc_max")" ">= 3"
   result "coffer / age throughput, decrypt" "x$(ratio "$age_dec" "$dec_max")" ">= 3"
+  result "decrypt the $size_mib MiB age file made by age: coffer ($max_threads threads) / age -d" "x$(ratio "$age_dec" "${coffer_age_dec[$max_threads]}") ($(mbps "${coffer_age_dec[$max_threads]}") vs $(mbps "$age_dec") MB/s)"
+  result "  the same with 1 thread" "x$(ratio "$age_dec" "${coffer_age_dec[1]}") ($(mbps "${coffer_age_dec[1]}") MB/s)"
+  result "write an age file: coffer --format age / age, throughput" "x$(ratio "$age_enc" "$coffer_age_enc")"
 fi
 if [[ -n ${enc_null[$default_chunk,1]:-} ]]; then
   e1=$(mbps "${enc_null[$default_chunk,1]}")

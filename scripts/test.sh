@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests use, installed only when missing (CI runs as root).
 needed_packages=(
   util-linux   # mount/umount: the disk-full test mounts a 1 MiB tmpfs
-  age          # age-keygen: interop of age key encodings (and, with later issues, age files)
+  age          # age, age-keygen: interop of age keys and age files in both directions
   zstd         # decrypt --decompress of XtraBackup's NAME.zst.xbcrypt files
   openssl      # RSA keys made by 'openssl genpkey' as Coffer recipients and identities
+  zlib1g-dev   # inflating the age test vectors stored with 'compressed: zlib'
 )
 missing=()
 for package in "${needed_packages[@]}"; do

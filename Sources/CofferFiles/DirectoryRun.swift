@@ -241,6 +241,8 @@ public struct DirectoryRun: Sendable {
     // MARK: XtraBackup .xbcrypt
 
     public static let xbcryptSuffix = ".xbcrypt"
+    /// Standard age files, as `coffer migrate --from age` finds them.
+    public static let ageSuffix = ".age"
 
     /// True when the tree holds any `NAME.xbcrypt` (an XtraBackup target directory).
     public static func containsXbcrypt(root: String) throws -> Bool {

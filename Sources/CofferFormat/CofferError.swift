@@ -44,6 +44,8 @@ public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
     case signerNotAccepted(found: [String], accepted: [String])
     /// A signature by an accepted signer is there but does not verify: the file was altered after signing.
     case signatureInvalid(String)
+    /// ASCII armor (an armored age file) that breaks its strict PEM form.
+    case malformedArmor(String)
 
     /// Coarse classes, used for exit codes and by tests to check "the right error".
     public enum Category: String, Sendable {
@@ -55,7 +57,7 @@ public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
         case .notCofferFile, .unsupportedVersion: return .format
         case .noMatchingKey, .noKeyGiven, .invalidKey, .refused, .signerNotAccepted: return .key
         case .malformedHeader, .malformedStanza, .headerMACMismatch, .objectMismatch,
-             .chunkAuthenticationFailed, .truncated, .trailingData, .signatureInvalid: return .integrity
+             .chunkAuthenticationFailed, .truncated, .trailingData, .signatureInvalid, .malformedArmor: return .integrity
         case .readFailed, .writeFailed, .diskFull: return .io
         case .invalidParameter, .headerSpaceExhausted: return .usage
         }
@@ -99,6 +101,8 @@ public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
             return "no space left on device while writing \(path)"
         case .refused(let reason):
             return reason
+        case .malformedArmor(let reason):
+            return "malformed ASCII armor: \(reason)"
         case .headerSpaceExhausted(let needed, let available):
             return "the new header needs \(needed) bytes but the file's header slot holds \(available): use 'coffer reencrypt' (which writes a new file, with --header-space to reserve more)"
         case .signerNotAccepted(let found, let accepted):

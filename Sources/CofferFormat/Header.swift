@@ -262,8 +262,8 @@ public struct Header: Sendable {
     }
 
     /// Decimal without sign, leading zeros or other characters.
-    /// Every header byte other than LF is printable ASCII.
-    static func checkCharacters(_ bytes: [UInt8]) throws {
+    /// Every header byte other than LF is printable ASCII (age headers too).
+    public static func checkCharacters(_ bytes: [UInt8]) throws {
         for b in bytes where b != 0x0A && (b < 0x20 || b > 0x7E) {
             throw CofferError.malformedHeader(b == 0x0D
                 ? "carriage return in header (lines end with LF only)"

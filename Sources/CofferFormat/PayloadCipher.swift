@@ -38,8 +38,8 @@ public enum PayloadCipher: String, CaseIterable, Sendable {
     }
 
     /// Opens a sealed chunk (ciphertext then 16-byte tag); returns the plaintext, or nil when
-    /// authentication fails.
-    func open(_ sealed: UnsafeRawBufferPointer, key: SymmetricKey, counter: UInt64, isFinal: Bool) -> Data? {
+    /// authentication fails. (age files' chunks are ChaCha20-Poly1305 chunks with this nonce layout.)
+    public func open(_ sealed: UnsafeRawBufferPointer, key: SymmetricKey, counter: UInt64, isFinal: Bool) -> Data? {
         precondition(sealed.count >= Limits.tagSize)
         let nonceBytes = Self.chunkNonce(counter: counter, isFinal: isFinal)
         let split = sealed.count - Limits.tagSize

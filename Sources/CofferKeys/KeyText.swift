@@ -43,11 +43,12 @@ enum KeyTextItems {
     }
 }
 
-/// Recipients as users write them: `age1…` (X25519), `age1pq1…` (post-quantum hybrid), or a PEM
-/// RSA public key; and recipients files holding any number of these.
+/// Recipients as users write them: `age1…` (X25519), `age1pq1…` (post-quantum hybrid), a PEM
+/// RSA public key, or an SSH public key line (age files only); and recipients files holding any number of these.
 public enum RecipientText {
     public static func parse(_ text: String, source: String) throws -> Recipient {
         if text.hasPrefix("-----BEGIN ") { return try RSARecipient(pem: text) }
+        if text.hasPrefix(SSHKey.ed25519Type + " ") || text.hasPrefix(SSHKey.rsaType + " ") { return try SSHRecipient(line: text) }
         if text.hasPrefix(HybridRecipient.recipientHRP + "1") { return try HybridRecipient(encoded: text) }
         if text.hasPrefix(AgeKeyEncoding.recipientPrefix + "1") {
             return X25519Recipient(publicKey: try AgeKeyEncoding.parseRecipient(text))
@@ -68,8 +69,8 @@ public enum RecipientText {
 }
 
 /// Identity files: `AGE-SECRET-KEY-1…` (X25519, as `age-keygen` writes them), `AGE-SECRET-KEY-PQ-1…`,
-/// PEM RSA private keys (PKCS#8 or PKCS#1), and `COFFER-SYMMETRIC-KEY-V1:` lines; several per
-/// file, `#` comments.
+/// PEM RSA private keys (PKCS#8 or PKCS#1), OpenSSH private keys (for age files), and
+/// `COFFER-SYMMETRIC-KEY-V1:` lines; several per file, `#` comments.
 public enum IdentityText {
     public static func parse(_ content: String, source: String) throws -> [Identity] {
         let items = try KeyTextItems.split(content, source: source)
@@ -80,6 +81,7 @@ public enum IdentityText {
                 if item.text.contains("PUBLIC KEY") {
                     throw CofferError.invalidKey("\(place) is a public key; decrypting needs the private key")
                 }
+                if item.text.hasPrefix("-----BEGIN OPENSSH PRIVATE KEY-----") { return try SSHIdentity(pem: item.text, source: place) }
                 return try RSAIdentity(pem: item.text)
             }
             if item.text.hasPrefix(HybridRecipient.identityHRP + "1") { return try HybridIdentity(encoded: item.text) }

@@ -50,7 +50,8 @@ public struct X25519Recipient: Recipient {
     public var keyID: String { PublicKeyID.of(type: Self.stanzaType, publicKey: publicKey.rawRepresentation) }
     public var encoded: String { AgeKeyEncoding.recipient(publicKey: publicKey) }
 
-    static func wrappingKey(shared: SharedSecret, share: Data, recipient: Data) -> SymmetricKey {
+    /// The stanza's wrap key; shared with age files, whose stanza is the same (with a 16-byte file key).
+    public static func wrappingKey(shared: SharedSecret, share: Data, recipient: Data) -> SymmetricKey {
         shared.hkdfDerivedSymmetricKey(using: SHA256.self, salt: share + recipient, sharedInfo: info, outputByteCount: 32)
     }
 
@@ -97,9 +98,11 @@ public struct X25519Identity: Identity {
             guard stanza.arguments[1] == recipient.keyID else { return nil }
         }
         let ours = privateKey.publicKey.rawRepresentation
-        // A share that gives the all-zero shared secret (a low-order point) is refused by swift-crypto.
+        // A low-order share gives the all-zero shared secret, which swift-crypto returns without an
+        // error (the age vector x25519_low_order showed it): refused here.
         guard let shared = try? privateKey.sharedSecretFromKeyAgreement(
-            with: Curve25519.KeyAgreement.PublicKey(rawRepresentation: share)) else {
+            with: Curve25519.KeyAgreement.PublicKey(rawRepresentation: share)),
+              !shared.withUnsafeBytes({ $0.allSatisfy { $0 == 0 } }) else {
             throw CofferError.malformedStanza(type: stanza.type, reason: "the share is not a usable X25519 point")
         }
         let key = X25519Recipient.wrappingKey(shared: shared, share: Data(share), recipient: ours)
@@ -211,8 +214,8 @@ public struct HybridRecipient: Recipient {
     public static let stanzaType = "mlkem768x25519"
     public static let recipientHRP = "age1pq"
     public static let identityHRP = "AGE-SECRET-KEY-PQ-"
-    static let info = Data("age-encryption.org/mlkem768x25519".utf8)
-    static let suite = HPKE.Ciphersuite(kem: .XWingMLKEM768X25519, kdf: .HKDF_SHA256, aead: .chaChaPoly)
+    public static let info = Data("age-encryption.org/mlkem768x25519".utf8)
+    public static let suite = HPKE.Ciphersuite(kem: .XWingMLKEM768X25519, kdf: .HKDF_SHA256, aead: .chaChaPoly)
     public let publicKey: XWingMLKEM768X25519.PublicKey
     public var namesKey = true
 

@@ -12,6 +12,9 @@ struct Decrypt: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Decrypt a file, a stream, a byte range, or every .cof file in a directory tree.",
         discussion: """
+        Coffer files, standard age files (binary or armored, with -i identity files or a passphrase)
+        and XtraBackup .xbcrypt files are recognised by their first bytes.
+
         Only authenticated plaintext is ever written. To a file (-o), output appears under its name
         only after every chunk authenticated; on failure no output file is left. On standard output,
         plaintext already written before a failure cannot be taken back (the exit code is non-zero):
@@ -75,7 +78,7 @@ struct Decrypt: ParsableCommand {
     func run() throws {
         try Runtime.reporting {
             if recursive, try DirectoryRun.containsXbcrypt(root: input!) {
-                try refuseSignedBy(format: ".xbcrypt")
+                try signers.refuseUnsignedFormat(".xbcrypt")
                 // An XtraBackup target directory: its key is used raw, as xbcrypt does.
                 let (raw, keySource) = try keys.xbcryptKey()
                 let key = try Xbcrypt.key(raw, source: keySource)
@@ -94,9 +97,14 @@ struct Decrypt: ParsableCommand {
             }
             let source = try ByteSource.open(path: input ?? "-")
             defer { source.close() }
-            if Xbcrypt.looksLikeXbcrypt(try source.peek(8)) {
-                try refuseSignedBy(format: ".xbcrypt")
+            let firstBytes = try source.peek(AgeFile.sniffLength)
+            if Xbcrypt.looksLikeXbcrypt(firstBytes) {
+                try signers.refuseUnsignedFormat(".xbcrypt")
                 try decryptXbcrypt(source)
+                return
+            }
+            if let kind = AgeFile.kind(of: firstBytes) {
+                try decryptAge(source, kind: kind)
                 return
             }
             let reading = try HeaderReading.read(from: source)
@@ -123,10 +131,19 @@ struct Decrypt: ParsableCommand {
         }
     }
 
-    /// Formats that cannot carry a Coffer signature are refused when one is required.
-    func refuseSignedBy(format: String) throws {
-        guard signers.signedBy.isEmpty else {
-            throw CofferError.signerNotAccepted(found: [], accepted: try signers.verifiers().map(\.label) + ["(\(format) files carry no signature)"])
+    /// A standard age file, binary or armored: opened with age identities (-i) or a passphrase.
+    func decryptAge(_ source: ByteSource, kind: AgeFile.Kind) throws {
+        guard offset == nil && length == nil else {
+            throw CofferError.invalidParameter("--offset/--length need a Coffer file; use them after 'coffer migrate --from age'")
+        }
+        try signers.refuseUnsignedFormat("age")
+        let identities = try keys.ageIdentities()
+        let out = try Output.open(path: output, input: source, force: force, binary: false)
+        let progress = ProgressLine(total: nil, quiet: engine.quiet)
+        defer { progress.stop() }
+        try out.complete { sink in
+            _ = try AgeFile.decrypt(from: source, kind: kind, identities: identities, to: sink,
+                                    threads: engine.threads, progress: progress.callback)
         }
     }
 

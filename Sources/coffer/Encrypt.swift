@@ -1,6 +1,7 @@
 import ArgumentParser
 import CofferFiles
 import CofferFormat
+import CofferInterop
 import CofferKeys
 import Foundation
 #if canImport(Glibc)
@@ -56,6 +57,13 @@ struct Encrypt: ParsableCommand {
     @Option(help: .hidden)
     var fileVersion: Int = 2
 
+    @Option(help: ArgumentHelp("Output format: coffer (default) or age (a standard age v1 file that 'age -d' opens: X25519, post-quantum, ssh-ed25519 or passphrase recipients).",
+                               valueName: "format"))
+    var format: String = "coffer"
+
+    @Flag(help: "With --format age: write ASCII armor (PEM-style text, like 'age --armor').")
+    var armor = false
+
     @Flag(help: "IN is a directory: encrypt every regular file NAME in it to NAME.cof.")
     var recursive = false
 
@@ -83,6 +91,13 @@ struct Encrypt: ParsableCommand {
         }
         guard fileVersion == 1 || fileVersion == 2 else { throw ValidationError("--file-version must be 1 or 2") }
         if fileVersion == 1 && signing.sign != nil { throw ValidationError("--sign needs file version 2") }
+        guard format == "coffer" || format == "age" else { throw ValidationError("--format must be coffer or age") }
+        if format == "age" {
+            guard !recursive else { throw ValidationError("--format age encrypts one file or stream; --recursive writes Coffer files") }
+            guard signing.sign == nil else { throw ValidationError("age files carry no signature; --sign needs --format coffer") }
+        } else if armor {
+            throw ValidationError("--armor applies to --format age")
+        }
         if recursive {
             guard input != nil, input != "-" else { throw ValidationError("--recursive needs a directory") }
             guard output == nil else { throw ValidationError("--recursive writes NAME.cof beside each file; -o does not apply") }
@@ -93,6 +108,7 @@ struct Encrypt: ParsableCommand {
 
     func run() throws {
         try Runtime.reporting {
+            if format == "age" { return try encryptAge() }
             let parameters = HeaderParameters(cipher: PayloadCipher(rawValue: cipher)!, chunkSize: parseSize(chunkSize)!)
             try parameters.validate()
             var encryptor = try CofferEncryptor(recipients: try keys.recipients(workFactor: workFactor, publicKeys: try publicKeys.publicKeys()))
@@ -115,6 +131,22 @@ struct Encrypt: ParsableCommand {
                 _ = try encryptor.encrypt(from: source, to: sink, parameters: parameters,
                                           engine: StreamEngine(threads: engine.threads, progress: progress.callback))
             }
+        }
+    }
+
+    /// A standard age v1 file: ChaCha20-Poly1305 in 64 KiB chunks, sealed in parallel.
+    func encryptAge() throws {
+        // age's own default work factor, which its readers accept.
+        let factor = workFactor == Passphrase.defaultWorkFactor ? AgeScrypt.defaultWorkFactor : workFactor
+        let encryptor = try AgeFile.Encryptor(recipients: try keys.ageRecipients(workFactor: factor, publicKeys: try publicKeys.publicKeys()),
+                                              armor: armor)
+        let source = try ByteSource.open(path: input ?? "-")
+        defer { source.close() }
+        let out = try Output.open(path: output, input: source, force: force, binary: !armor)
+        let progress = ProgressLine(total: source.regularFileSize, quiet: engine.quiet)
+        defer { progress.stop() }
+        try out.complete { sink in
+            _ = try encryptor.encrypt(from: source, to: sink, engine: StreamEngine(threads: engine.threads, progress: progress.callback))
         }
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CofferFiles
 import CofferFormat
+import CofferInterop
 import CofferKeys
 import Foundation
 #if canImport(Glibc)
@@ -71,6 +72,9 @@ struct Inspect: ParsableCommand {
         try Runtime.reporting {
             let source = try ByteSource.open(path: input)
             defer { source.close() }
+            if let kind = AgeFile.kind(of: try source.peek(AgeFile.sniffLength)) {
+                return try inspectAge(source, kind: kind)
+            }
             let reading = try HeaderReading.read(from: source)
             let header = reading.header
             let stanzas = header.stanzas.map { stanza in
@@ -106,9 +110,7 @@ struct Inspect: ParsableCommand {
                 plaintextBytes: layout?.plaintextSize, chunks: layout?.chunkCount,
                 payloadError: payloadError.map { "\($0)" })
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-                print(String(decoding: try encoder.encode(report), as: UTF8.self))
+                try printJSON(report)
             } else {
                 print("file:        \(report.file)")
                 print("version:     \(report.version)")
@@ -139,5 +141,57 @@ struct Inspect: ParsableCommand {
             }
             if let payloadError { throw payloadError }
         }
+    }
+
+    func printJSON(_ report: Report) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        print(String(decoding: try encoder.encode(report), as: UTF8.self))
+    }
+
+    /// A standard age file: its stanzas (which keys open it) and, for a binary regular file, the payload size.
+    func inspectAge(_ source: ByteSource, kind: AgeFile.Kind) throws {
+        let header = try AgeHeader.read(from: kind == .armored ? AgeArmor.Reader(source: source) : source)
+        let stanzas = header.stanzas.map { stanza in
+            StanzaInfo(type: stanza.type, keyID: nil,
+                       workFactor: stanza.type == AgeScrypt.stanzaType ? stanza.arguments.last.flatMap { Int($0) } : nil,
+                       description: AgeKeys.describe(stanza))
+        }
+        var layout: StreamEngine.PayloadLayout?
+        var payloadError: CofferError?
+        let headerBytes = UInt64(header.encodedLength + AgeHeader.nonceSize)
+        if kind == .binary, let size = source.regularFileSize {
+            do {
+                guard size >= headerBytes else { throw CofferError.malformedHeader("the file ends before its payload nonce") }
+                // age's payload has Coffer's chunk layout rules, with 64 KiB chunks.
+                layout = try StreamEngine.PayloadLayout(sealedLength: size - headerBytes, chunkSize: AgeStream.chunkSize)
+            } catch let error as CofferError {
+                payloadError = error
+            }
+        }
+        let report = Report(file: input, version: AgeHeader.versionLine + (kind == .armored ? " (ASCII armor)" : ""),
+                            cipher: PayloadCipher.chacha20poly1305.rawValue, chunkSize: AgeStream.chunkSize, object: nil,
+                            headerBytes: UInt64(header.encodedLength), slotSize: nil, generation: nil, damagedSlots: nil,
+                            stanzas: stanzas, signature: nil, plaintextBytes: layout?.plaintextSize, chunks: layout?.chunkCount,
+                            payloadError: payloadError.map { "\($0)" })
+        if json {
+            try printJSON(report)
+        } else {
+            print("file:        \(report.file)")
+            print("version:     \(report.version)")
+            print("cipher:      \(report.cipher)")
+            print("chunk size:  \(report.chunkSize) bytes (64 KiB)")
+            print("header:      \(report.headerBytes) bytes")
+            print("stanzas:     \(stanzas.count) (any one opens the file)")
+            for stanza in stanzas { print("  \(stanza.type.padding(toLength: 14, withPad: " ", startingAt: 0)) \(stanza.description)") }
+            if let layout {
+                print("payload:     \(layout.plaintextSize) bytes in \(layout.chunkCount) chunks")
+            } else if let payloadError {
+                print("payload:     invalid: \(payloadError)")
+            } else {
+                print("payload:     unknown (\(kind == .armored ? "armored" : "not a regular file"))")
+            }
+        }
+        if let payloadError { throw payloadError }
     }
 }

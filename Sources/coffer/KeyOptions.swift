@@ -1,5 +1,6 @@
 import ArgumentParser
 import CofferFormat
+import CofferInterop
 import CofferKeys
 import Foundation
 
@@ -23,7 +24,7 @@ struct KeyOptions: ParsableArguments {
     var passphraseFile: String?
 
     @Option(name: [.customShort("i"), .long],
-            help: ArgumentHelp("A private key file to decrypt with: AGE-SECRET-KEY-1… (age-keygen's files work), AGE-SECRET-KEY-PQ-1…, or a PEM RSA key; several keys a file, # comments. With encrypt: encrypt to its public key. Repeatable.",
+            help: ArgumentHelp("A private key file to decrypt with: AGE-SECRET-KEY-1… (age-keygen's files work), AGE-SECRET-KEY-PQ-1…, a PEM RSA key, or (age files) an OpenSSH ssh-ed25519 key; several keys a file, # comments. With encrypt: encrypt to its public key. Repeatable.",
                                valueName: "file"))
     var identity: [String] = []
 
@@ -183,10 +184,61 @@ struct KeyOptions: ParsableArguments {
     }
 }
 
+extension KeyOptions {
+    /// The keys that open age files: the age keys in the -i files (X25519, post-quantum, OpenSSH),
+    /// and a passphrase when one is given (or asked for on a terminal when nothing else is).
+    func ageIdentities() throws -> [AgeIdentity] {
+        if !keyFiles.isEmpty || !keyDescriptors.isEmpty {
+            throw CofferError.invalidKey("an age file cannot be opened with a Coffer key file (--key-file, --key-fd): age has no symmetric keys; use -i or a passphrase")
+        }
+        let fromFiles = try identityFiles()
+        var identities = AgeKeys.identities(from: fromFiles)
+        if identities.isEmpty && !fromFiles.isEmpty && !wantsPassphrase {
+            throw CofferError.invalidKey("none of the keys in the -i files is an age key (AGE-SECRET-KEY-1…, AGE-SECRET-KEY-PQ-1…, or an OpenSSH ssh-ed25519 key)")
+        }
+        if wantsPassphrase || (identities.isEmpty && TerminalPrompt.isAvailable) {
+            identities.append(try AgeScrypt(passphrase: try readPassphrase(confirm: false)))
+        }
+        guard !identities.isEmpty else {
+            throw CofferError.noKeyGiven("an age file needs its key: -i FILE (an age identity file or OpenSSH private key), or a passphrase (--passphrase, --passphrase-file FILE, COFFER_PASSPHRASE)")
+        }
+        return identities
+    }
+}
+
+extension KeyOptions {
+    /// The recipients of an age file: public keys (-r, -R, the recovery key), the public halves of
+    /// -i identities, and a passphrase (which age allows only alone).
+    func ageRecipients(workFactor: Int, publicKeys: [Recipient]) throws -> [AgeRecipient] {
+        if !keyFiles.isEmpty || !keyDescriptors.isEmpty || environment[Self.environmentKey] != nil {
+            throw CofferError.invalidKey("age files have no symmetric keys: a Coffer key file (--key-file, --key-fd, COFFER_KEY) cannot be a recipient of --format age")
+        }
+        var recipients = try publicKeys.map(AgeKeys.recipient(from:))
+        for identity in try identityFiles() {
+            switch identity {
+            case let key as X25519Identity: recipients.append(AgeX25519Recipient(publicKey: key.privateKey.publicKey))
+            case let key as HybridIdentity: recipients.append(AgeHybridRecipient(publicKey: key.privateKey.publicKey))
+            case let key as SSHIdentity: recipients.append(try AgeKeys.recipient(from: try key.recipient()))
+            default: recipients.append(try AgeKeys.recipient(from: identity as? Recipient ?? UnusableRecipient()))
+            }
+        }
+        if wantsPassphrase {
+            recipients.append(try AgeScrypt(passphrase: try readPassphrase(confirm: true), workFactor: workFactor))
+        }
+        guard !recipients.isEmpty else { throw CofferError.noKeyGiven(Self.howToGiveAKey) }
+        return recipients
+    }
+}
+
+/// Stands for an identity whose public half age cannot encrypt to (its error names why).
+private struct UnusableRecipient: Recipient {
+    func wrap(_ fileKey: FileKey) throws -> Stanza { throw CofferError.invalidKey("not an age key") }
+}
+
 /// Public keys to encrypt to, and the recovery-key policy (docs/KEYS.md, "Recommended set-up").
 struct RecipientOptions: ParsableArguments {
     @Option(name: [.customShort("r"), .long],
-            help: ArgumentHelp("A public key to encrypt to: age1… (X25519), age1pq1… (post-quantum), or a file holding keys (PEM RSA public keys too). Repeatable.",
+            help: ArgumentHelp("A public key to encrypt to: age1… (X25519), age1pq1… (post-quantum), an 'ssh-ed25519 …' line (--format age), or a file holding keys (PEM RSA public keys too). Repeatable.",
                                valueName: "recipient"))
     var recipient: [String] = []
 
@@ -209,10 +261,11 @@ struct RecipientOptions: ParsableArguments {
     /// A recipient given as a string or as the path of a file holding recipients.
     static func parse(_ value: String, what: String) throws -> [Recipient] {
         var isDirectory: ObjCBool = false
-        if !value.hasPrefix("age1"), FileManager.default.fileExists(atPath: value, isDirectory: &isDirectory), !isDirectory.boolValue {
+        let isKeyText = value.hasPrefix("age1") || value.hasPrefix(SSHKey.ed25519Type + " ") || value.hasPrefix(SSHKey.rsaType + " ")
+        if !isKeyText, FileManager.default.fileExists(atPath: value, isDirectory: &isDirectory), !isDirectory.boolValue {
             return try readRecipientsFile(value)
         }
-        if !value.hasPrefix("age1") && !value.hasPrefix("-----BEGIN") && value.contains("/") {
+        if !isKeyText && !value.hasPrefix("-----BEGIN") && value.contains("/") {
             throw CofferError.readFailed(path: value, reason: "no such \(what) file")
         }
         return [try RecipientText.parse(value, source: what)]

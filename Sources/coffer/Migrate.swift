@@ -7,11 +7,13 @@ import Foundation
 
 struct Migrate: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Convert XtraBackup .xbcrypt files to Coffer files in one pass, plaintext never on disk.",
+        abstract: "Convert XtraBackup .xbcrypt files or age files to Coffer files in one pass, plaintext never on disk.",
         discussion: """
-        Every NAME.xbcrypt (given, or found under a given directory) becomes NAME.cof, encrypted to
-        the Coffer keys given (--key-file, --passphrase, ...). The old file's key is given with
-        --from-key-file (its raw bytes, as xbcrypt reads them) or XBCRYPT_ENCRYPTION_KEY.
+        Every NAME.xbcrypt (--from xbcrypt) or NAME.age (--from age), given or found under a given
+        directory, becomes NAME.cof, encrypted to the Coffer keys given (--key-file, --passphrase,
+        -r, ...). The old files' key: for xbcrypt, --from-key-file (its raw bytes, as xbcrypt reads
+        them) or XBCRYPT_ENCRYPTION_KEY; for age, --from-identity (age identity files, OpenSSH keys)
+        and/or --from-passphrase-file.
 
         Each new file is read back and authenticated before anything is removed. With
         --remove-original the .xbcrypt file is then removed, but only if its own decryption was
@@ -19,18 +21,30 @@ struct Migrate: ParsableCommand {
         any key, so they are kept, with a warning. An interrupted run can be run again: files whose
         NAME.cof already exists and authenticates are not converted twice.
 
-        Example:
+        age files are authenticated, so with --remove-original each NAME.age is removed once its
+        NAME.cof is verified.
+
+        Examples:
           XBCRYPT_ENCRYPTION_KEY=... coffer migrate --from xbcrypt --key-file backup.key --remove-original /data/backup
+          coffer migrate --from age --from-identity ~/.config/age/keys.txt -r age1... --remove-original /backups
         """)
 
-    @Option(help: ArgumentHelp("The format to convert from: xbcrypt.", valueName: "format"))
+    @Option(help: ArgumentHelp("The format to convert from: xbcrypt or age.", valueName: "format"))
     var from: String
+
+    @Option(help: ArgumentHelp("With --from age: an identity file of the old files (AGE-SECRET-KEY-1…, an OpenSSH key). Repeatable.",
+                               valueName: "file"))
+    var fromIdentity: [String] = []
+
+    @Option(help: ArgumentHelp("With --from age: the old files' passphrase, first line of this file.", valueName: "file"))
+    var fromPassphraseFile: String?
 
     @Option(help: ArgumentHelp("The old .xbcrypt key, as a file of its raw bytes (or XBCRYPT_ENCRYPTION_KEY).",
                                valueName: "file"))
     var fromKeyFile: String?
 
     @OptionGroup var keys: KeyOptions
+    @OptionGroup var publicKeys: RecipientOptions
     @OptionGroup var engine: EngineOptions
 
     @Option(help: ArgumentHelp("scrypt work factor for a new passphrase (default \(Passphrase.defaultWorkFactor)).", valueName: "n"))
@@ -39,25 +53,27 @@ struct Migrate: ParsableCommand {
     @Flag(help: "Remove each old file once its Coffer file is complete, flushed, read back and authenticated.")
     var removeOriginal = false
 
-    @Argument(help: ArgumentHelp("NAME.xbcrypt files, or directories to search for them.", valueName: "path"))
+    @Argument(help: ArgumentHelp("NAME.xbcrypt or NAME.age files, or directories to search for them.", valueName: "path"))
     var paths: [String]
 
     func validate() throws {
-        guard from == "xbcrypt" else {
-            throw ValidationError("--from \(from) is not supported yet: this build migrates from xbcrypt")
+        guard from == "xbcrypt" || from == "age" else {
+            throw ValidationError("--from must be xbcrypt or age")
+        }
+        if from == "xbcrypt" && (!fromIdentity.isEmpty || fromPassphraseFile != nil) {
+            throw ValidationError("--from-identity and --from-passphrase-file are for --from age (xbcrypt keys: --from-key-file)")
+        }
+        if from == "age" && fromKeyFile != nil {
+            throw ValidationError("--from-key-file is for --from xbcrypt (age keys: --from-identity, --from-passphrase-file)")
         }
         guard !paths.isEmpty else { throw ValidationError("give at least one file or directory") }
     }
 
     func run() throws {
         try Runtime.reporting {
-            var oldKey = KeyOptions()
-            oldKey.keyFiles = fromKeyFile.map { [$0] } ?? []
-            oldKey.allowInsecureKeyFile = keys.allowInsecureKeyFile
-            let (raw, keySource) = try oldKey.xbcryptKey()
-            let key = try Xbcrypt.key(raw, source: keySource)
+            let source = try oldFormat()
             // One file key for the whole migration, wrapped once (a passphrase is stretched once).
-            let recipients = try keys.recipients(workFactor: workFactor)
+            let recipients = try keys.recipients(workFactor: workFactor, publicKeys: try publicKeys.publicKeys())
             let encryptor = try CofferEncryptor(recipients: recipients)
             // The new keys that can also open files (symmetric ones) authenticate an earlier run's output.
             let identities = recipients.compactMap { $0 as? Identity }
@@ -69,24 +85,46 @@ struct Migrate: ParsableCommand {
                 }
                 if isDirectory.boolValue {
                     try runDirectory(engine: engine, removeOriginal: removeOriginal, verb: "migrated") { run in
-                        try XbcryptMigration(run: run).migrate(root: path, key: key, encryptor: encryptor, identities: identities,
-                                                               parameters: parameters)
+                        try Migration(run: run).migrate(root: path, from: source, encryptor: encryptor, identities: identities,
+                                                        parameters: parameters)
                     }
                 } else {
                     let progress = ProgressLine(total: nil, quiet: engine.quiet)
                     let run = DirectoryRun(threads: engine.threads, removeOriginal: removeOriginal, progress: progress.counter)
                     var st = stat()
                     let mode = stat(path, &st) == 0 ? st.st_mode & 0o777 : 0o600
-                    let outcome = try XbcryptMigration(run: run).migrateFile(
-                        path, objectName: nil, mode: mode, key: key, encryptor: encryptor, identities: identities,
+                    let outcome = try Migration(run: run).migrateFile(
+                        path, objectName: nil, mode: mode, from: source, encryptor: encryptor, identities: identities,
                         parameters: parameters, threads: engine.threads)
                     progress.stop()
                     if outcome.keptUnverifiable {
-                        Runtime.warn("warning: \(path): the original was kept: XBCRYP01/02 chunks cannot be checked")
+                        Runtime.warn("warning: \(path): the original was kept: \(source.suffix == DirectoryRun.ageSuffix ? "the existing .cof cannot be opened with the keys given" : "XBCRYP01/02 chunks cannot be checked")")
                     }
                     if !engine.quiet { Runtime.warn("migrated \(path) (\(ProgressLine.bytes(outcome.bytes)))") }
                 }
             }
         }
+    }
+
+    /// The old files' format and key.
+    func oldFormat() throws -> MigrationSource {
+        if from == "age" {
+            var old = KeyOptions()
+            old.identity = fromIdentity
+            old.allowInsecureKeyFile = keys.allowInsecureKeyFile
+            var identities = AgeKeys.identities(from: try old.identityFiles())
+            if let path = fromPassphraseFile {
+                identities.append(try AgeScrypt(passphrase: try KeySources.passphrase(file: path, allowInsecure: keys.allowInsecureKeyFile)))
+            }
+            guard !identities.isEmpty else {
+                throw CofferError.noKeyGiven("the age files need their key: --from-identity FILE (age identities, OpenSSH keys) or --from-passphrase-file FILE")
+            }
+            return .age(identities: identities)
+        }
+        var oldKey = KeyOptions()
+        oldKey.keyFiles = fromKeyFile.map { [$0] } ?? []
+        oldKey.allowInsecureKeyFile = keys.allowInsecureKeyFile
+        let (raw, keySource) = try oldKey.xbcryptKey()
+        return .xbcrypt(key: try Xbcrypt.key(raw, source: keySource))
     }
 }

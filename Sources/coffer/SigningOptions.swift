@@ -40,4 +40,11 @@ struct SignedByOptions: ParsableArguments {
             try SigningKeyText.verifier(String(decoding: try KeySources.readAll(path: path), as: UTF8.self), source: path)
         }
     }
+
+    /// Formats that cannot carry a Coffer signature (age, .xbcrypt) are refused when one is required.
+    func refuseUnsignedFormat(_ format: String) throws {
+        guard signedBy.isEmpty else {
+            throw CofferError.signerNotAccepted(found: [], accepted: try verifiers().map(\.label) + ["(\(format) files carry no signature)"])
+        }
+    }
 }

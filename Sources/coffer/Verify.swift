@@ -47,10 +47,17 @@ struct Verify: ParsableCommand {
             }
             let source = try ByteSource.open(path: input ?? "-")
             defer { source.close() }
-            if Xbcrypt.looksLikeXbcrypt(try source.peek(8)) {
-                guard signers.signedBy.isEmpty else {
-                    throw CofferError.signerNotAccepted(found: [], accepted: try signers.verifiers().map(\.label) + ["(.xbcrypt files carry no signature)"])
-                }
+            let firstBytes = try source.peek(AgeFile.sniffLength)
+            if let kind = AgeFile.kind(of: firstBytes) {
+                // A standard age file: every chunk authenticated, nothing written.
+                try signers.refuseUnsignedFormat("age")
+                let bytes = try AgeFile.decrypt(from: source, kind: kind, identities: try keys.ageIdentities(),
+                                                to: DiscardingSink(), threads: engine.threads)
+                if !engine.quiet { Runtime.warn("OK: \(input ?? "standard input"): age file, \(bytes) bytes authenticated") }
+                return
+            }
+            if Xbcrypt.looksLikeXbcrypt(firstBytes) {
+                try signers.refuseUnsignedFormat(".xbcrypt")
                 // What can be checked of an .xbcrypt file: each chunk's CRC-32, and v3's SHA-256.
                 let key = try Xbcrypt.key(try keys.xbcryptKey().bytes, source: input ?? "standard input")
                 let summary = try Xbcrypt.decrypt(from: source, to: DiscardingSink(), key: key, threads: engine.threads)

@@ -144,7 +144,7 @@ import Testing
         #expect(try coffer(["decrypt", "--key-file", newKey, dir.file("backup/old.frm.cof")]).stdout == Array("v1 data".utf8))
         #expect(try coffer(["inspect", dir.file("backup/db/t1.ibd.cof")]).stdoutText.contains("object:      db/t1.ibd"))
         #expect(!dir.listing().contains { $0.contains("coffer-tmp") })
-        #expect(try coffer(["migrate", "--from", "age", "--key-file", newKey, dir.file("backup")]).status == Exit.usage)
+        #expect(try coffer(["migrate", "--from", "gpg", "--key-file", newKey, dir.file("backup")]).status == Exit.usage)
     }
 
     @Test("verify checks what an .xbcrypt file allows: CRC-32 and v3's SHA-256; v1 files cannot be verified")

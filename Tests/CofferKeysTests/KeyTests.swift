@@ -143,3 +143,16 @@ import Testing
         #expect(throws: CofferError.self) { _ = try KeySources.passphrase(fromFileContent: Array("\n".utf8), source: "f") }
     }
 }
+
+@Suite struct X25519LowOrder {
+    @Test("an X25519 stanza whose share is a low-order point (all-zero shared secret) is refused")
+    func lowOrderShare() throws {
+        let identity = X25519Identity(privateKey: .init())
+        // u = 0 and u = 1 are points of order 4 and 1: X25519 with any key gives all zeros.
+        for point in [[UInt8](repeating: 0, count: 32), [1] + [UInt8](repeating: 0, count: 31)] {
+            let stanza = Stanza(type: X25519Recipient.stanzaType, arguments: [RawBase64.encode(point)],
+                                body: [UInt8](repeating: 0, count: 48))
+            #expect(throws: CofferError.self) { try identity.unwrap(stanza) }
+        }
+    }
+}
