@@ -87,6 +87,9 @@ struct Encrypt: ParsableCommand {
         guard format == "coffer" || format == "age" else { throw ValidationError("--format must be coffer or age") }
         if format == "age" {
             guard !recursive else { throw ValidationError("--format age encrypts one file or stream; --recursive writes Coffer files") }
+            guard cipher == PayloadCipher.aes256gcm.rawValue, chunkSize == "1M", headerSpace == nil, fileVersion == 2 else {
+                throw ValidationError("--cipher, --chunk-size and --header-space do not apply to --format age: age files are ChaCha20-Poly1305 in 64 KiB chunks")
+            }
         } else if armor {
             throw ValidationError("--armor applies to --format age")
         }
