@@ -95,6 +95,9 @@ struct Encrypt: ParsableCommand {
         if format == "age" {
             guard !recursive else { throw ValidationError("--format age encrypts one file or stream; --recursive writes Coffer files") }
             guard signing.sign == nil else { throw ValidationError("age files carry no signature; --sign needs --format coffer") }
+            guard cipher == PayloadCipher.aes256gcm.rawValue, chunkSize == "1M", headerSpace == nil, fileVersion == 2 else {
+                throw ValidationError("--cipher, --chunk-size and --header-space do not apply to --format age: age files are ChaCha20-Poly1305 in 64 KiB chunks")
+            }
         } else if armor {
             throw ValidationError("--armor applies to --format age")
         }

@@ -237,6 +237,10 @@ import Glibc
         #expect(!dir.exists("s.age"))
         let range = try coffer(["decrypt", "-i", key.path, "--offset", "5", dir.file("f.age")])
         #expect(range.status == Exit.usage)
+        // Coffer's payload options have no meaning in an age file.
+        let chunked = try coffer(["encrypt", "--format", "age", "--chunk-size", "4M", "-r", key.recipient, "-o", dir.file("c.age"), input])
+        #expect(chunked.status == Exit.usage)
+        #expect(!dir.exists("c.age"))
     }
 
     @Test("every CCTV vector through 'coffer decrypt': -o leaves no file on failure; stdout gets exactly the released plaintext")
