@@ -45,6 +45,7 @@ struct Migrate: ParsableCommand {
 
     @OptionGroup var keys: KeyOptions
     @OptionGroup var publicKeys: RecipientOptions
+    @OptionGroup var signing: SignOptions
     @OptionGroup var engine: EngineOptions
 
     @Option(help: ArgumentHelp("scrypt work factor for a new passphrase (default \(Passphrase.defaultWorkFactor)).", valueName: "n"))
@@ -74,7 +75,9 @@ struct Migrate: ParsableCommand {
             let source = try oldFormat()
             // One file key for the whole migration, wrapped once (a passphrase is stretched once).
             let recipients = try keys.recipients(workFactor: workFactor, publicKeys: try publicKeys.publicKeys())
-            let encryptor = try CofferEncryptor(recipients: recipients)
+            var encryptor = try CofferEncryptor(recipients: recipients)
+            encryptor.signer = try signing.signer(keys: keys)
+            encryptor.signatureDigest = signing.digest
             // The new keys that can also open files (symmetric ones) authenticate an earlier run's output.
             let identities = recipients.compactMap { $0 as? Identity }
             let parameters = HeaderParameters()

@@ -230,6 +230,24 @@ import Testing
         #expect(try coffer(["verify", "--key-file", key, "--signed-by", dir.file("producer.pub"), dir.file("a.cof")]).status == 0)
     }
 
+    @Test("migrate --sign signs the Coffer files it writes; age input with --signed-by is refused")
+    func migrate() throws {
+        let (dir, key) = try Self.setUp()
+        try PublicKeys.keyPair(dir, "x25519", "old")
+        let plaintext = pseudoRandom(90_000)
+        let input = try dir.write(plaintext, "in")
+        #expect(try coffer(["encrypt", "--format", "age", "-r", dir.file("old.pub"), "-o", dir.file("db.age"), input]).status == 0)
+        let unsignedAge = try coffer(["decrypt", "-i", dir.file("old.key"), "--signed-by", dir.file("producer.pub"), dir.file("db.age")])
+        #expect(unsignedAge.status == Exit.key)
+        #expect(unsignedAge.stderr.contains("age files carry no signature"))
+        let migrated = try coffer(["migrate", "-q", "--from", "age", "--from-identity", dir.file("old.key"), "--key-file", key,
+                                   "--sign", dir.file("producer.key"), dir.file("db.age")])
+        #expect(migrated.status == 0, "\(migrated.stderr)")
+        let out = try coffer(["decrypt", "--key-file", key, "--signed-by", dir.file("producer.pub"), dir.file("db.cof")])
+        #expect(out.status == 0, "\(out.stderr)")
+        #expect(out.stdout == plaintext)
+    }
+
     @Test("a signed directory run decrypts with --signed-by; a file re-signed by a stranger fails alone")
     func directory() throws {
         let (dir, key) = try Self.setUp()
