@@ -39,6 +39,9 @@ public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
     case refused(String)
     /// A rewrap's new header does not fit in the file's header slot.
     case headerSpaceExhausted(needed: Int, available: Int)
+    /// A key service (AWS KMS, Vault Transit) could not wrap or unwrap: unreachable, refused, or
+    /// no credentials. The message names the key and every attempt.
+    case keyServiceFailed(String)
 
     /// Coarse classes, used for exit codes and by tests to check "the right error".
     public enum Category: String, Sendable {
@@ -48,7 +51,7 @@ public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
     public var category: Category {
         switch self {
         case .notCofferFile, .unsupportedVersion: return .format
-        case .noMatchingKey, .noKeyGiven, .invalidKey, .refused: return .key
+        case .noMatchingKey, .noKeyGiven, .invalidKey, .refused, .keyServiceFailed: return .key
         case .malformedHeader, .malformedStanza, .headerMACMismatch, .objectMismatch,
              .chunkAuthenticationFailed, .truncated, .trailingData: return .integrity
         case .readFailed, .writeFailed, .diskFull: return .io
@@ -93,6 +96,8 @@ public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
         case .diskFull(let path):
             return "no space left on device while writing \(path)"
         case .refused(let reason):
+            return reason
+        case .keyServiceFailed(let reason):
             return reason
         case .headerSpaceExhausted(let needed, let available):
             return "the new header needs \(needed) bytes but the file's header slot holds \(available): use 'coffer reencrypt' (which writes a new file, with --header-space to reserve more)"
