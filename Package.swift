@@ -50,13 +50,13 @@ let package = Package(
         ]),
         // Layer 4: the command-line tool, thin.
         .executableTarget(name: "coffer", dependencies: [
-            "CofferFormat", "CofferKeys", "CofferFiles", "CofferInterop",
+            "CofferFormat", "CofferCloud", "CofferKeys", "CofferFiles", "CofferInterop",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "CofferFormatTests", dependencies: ["CofferFormat", "CofferKeys"],
                     exclude: ["Vectors"]),
         // Starts and stops the real key servers (moto_server, bao) that the KMS tests talk to.
-        .target(name: "CofferTestServers", path: "Tests/CofferTestServers"),
+        .target(name: "CofferTestServers", dependencies: ["CofferCloud"], path: "Tests/CofferTestServers"),
         .testTarget(name: "CofferCloudTests", dependencies: ["CofferCloud", "CofferTestServers"]),
         .testTarget(name: "CofferKeysTests", dependencies: ["CofferKeys", "CofferFormat"]),
         .testTarget(name: "CofferInteropTests", dependencies: ["CofferInterop", "CofferFormat"]),

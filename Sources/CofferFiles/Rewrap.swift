@@ -20,11 +20,15 @@ public struct Rewrap {
     public var mustKeep: [String] = []
     /// Slot size for version-1 files converted to version 2 (nil: the default).
     public var slotSize: Int?
+    /// Replaces a stanza by a fresh one for the same key, or returns nil to keep it (Vault
+    /// Transit stanzas re-wrapped under the key's newest version). Called once per distinct
+    /// stanza of a run: files of one run share their stanzas.
+    public var refresh: ((Stanza) throws -> Stanza?)?
 
     public init() {}
 
     public struct Result: Sendable {
-        public var added = 0, removed = 0, alreadyPresent = 0
+        public var added = 0, removed = 0, alreadyPresent = 0, refreshed = 0
         public var converted = false
         public var generation: UInt64 = 0
     }
@@ -33,6 +37,8 @@ public struct Rewrap {
     /// (a passphrase is stretched once per run, not once per file).
     final class WrapCache: @unchecked Sendable {
         var byFileKey: [[UInt8]: [Stanza]] = [:]
+        /// ``refresh`` outcomes by the old stanza's encoding.
+        var refreshed: [[UInt8]: Stanza?] = [:]
     }
     let cache = WrapCache()
 
@@ -83,6 +89,21 @@ public struct Rewrap {
         }
         var stanzas = old.filter { stanza in !remove.contains { matches(stanza, $0) } }
         result.removed = old.count - stanzas.count
+        if let refresh {
+            stanzas = try stanzas.map { stanza in
+                let encoded = stanza.encoded()
+                let fresh: Stanza?
+                if let cached = cache.refreshed[encoded] {
+                    fresh = cached
+                } else {
+                    fresh = try refresh(stanza)
+                    cache.refreshed[encoded] = .some(fresh)
+                }
+                guard let fresh else { return stanza }
+                result.refreshed += 1
+                return fresh
+            }
+        }
         let added: [Stanza]
         if let cached = cache.byFileKey[fileKey.bytes] {
             added = cached

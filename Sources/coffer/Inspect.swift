@@ -26,8 +26,10 @@ struct Inspect: ParsableCommand {
         let keyID: String?
         let workFactor: Int?
         let description: String
+        /// KMS stanzas: the key URI that finds the key again (a stanza holds no secret).
+        let uri: String?
         enum CodingKeys: String, CodingKey {
-            case type, description
+            case type, description, uri
             case keyID = "key_id"
             case workFactor = "work_factor"
         }
@@ -69,7 +71,8 @@ struct Inspect: ParsableCommand {
                 StanzaInfo(type: stanza.type,
                            keyID: KeyTypes.keyID(of: stanza),
                            workFactor: stanza.type == Passphrase.stanzaType ? stanza.arguments.last.flatMap { Int($0) } : nil,
-                           description: StanzaDescriptions.describe(stanza))
+                           description: StanzaDescriptions.describe(stanza),
+                           uri: KMSStanza.uri(of: stanza))
             }
             var layout: StreamEngine.PayloadLayout?
             var payloadError: CofferError?
@@ -110,7 +113,11 @@ struct Inspect: ParsableCommand {
                 }
                 for damaged in report.damagedSlots ?? [] { print("damaged:     \(damaged)") }
                 print("stanzas:     \(stanzas.count) (any one opens the file)")
-                for stanza in stanzas { print("  \(stanza.type.padding(toLength: 14, withPad: " ", startingAt: 0)) \(stanza.description)") }
+                for stanza in stanzas {
+                    let id = stanza.keyID.map { " [key id \($0)]" } ?? ""
+                    print("  \(stanza.type.padding(toLength: 14, withPad: " ", startingAt: 0)) \(stanza.description)\(stanza.uri != nil ? id : "")")
+                    if let uri = stanza.uri { print("                 uri: \(uri)") }
+                }
                 if let layout {
                     print("payload:     \(layout.plaintextSize) bytes in \(layout.chunkCount) chunks")
                 } else if let payloadError {
