@@ -58,7 +58,7 @@ let package = Package(
         // Starts and stops the real key servers (moto_server, bao) that the KMS tests talk to.
         .target(name: "CofferTestServers", dependencies: ["CofferCloud"], path: "Tests/CofferTestServers"),
         .testTarget(name: "CofferCloudTests", dependencies: ["CofferCloud", "CofferTestServers"]),
-        .testTarget(name: "CofferKeysTests", dependencies: ["CofferKeys", "CofferFormat"]),
+        .testTarget(name: "CofferKeysTests", dependencies: ["CofferKeys", "CofferFormat", "CofferCloud"]),
         .testTarget(name: "CofferInteropTests", dependencies: ["CofferInterop", "CofferFormat"]),
         .testTarget(name: "CofferFilesTests", dependencies: ["CofferFiles", "CofferKeys", "CofferFormat"]),
         .testTarget(name: "CofferCLITests", dependencies: [

@@ -29,7 +29,7 @@ struct Coffer: ParsableCommand {
           130  interrupted (temporary output files are removed)
         """,
         version: "0.1.0 (format \(Limits.versionLine))",
-        subcommands: [Keygen.self, Encrypt.self, Decrypt.self, Verify.self, Inspect.self, Rewrap.self, Reencrypt.self, Migrate.self])
+        subcommands: [Keygen.self, Encrypt.self, Decrypt.self, Verify.self, Inspect.self, Rewrap.self, Reencrypt.self, Migrate.self, KMSBench.self])
 
     static func main() {
         Runtime.prepare()

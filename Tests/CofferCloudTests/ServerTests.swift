@@ -1,6 +1,9 @@
 @testable import CofferCloud
 import CofferTestServers
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 
 @Suite("AWS KMS against moto_server", .serialized)
@@ -192,5 +195,51 @@ struct VaultTransitServerTests {
         #expect(VaultTransitClient.Ciphertext("vault:vx:AAEC") == nil)
         #expect(VaultTransitClient.Ciphertext("vault:v0:AAEC") == nil)
         #expect(VaultTransitClient.Ciphertext("other:v1:AAEC") == nil)
+    }
+}
+
+@Suite("Retries and timeouts against real sockets", .serialized)
+struct RetryTests {
+    @Test("a 5xx answer is retried with backoff, then reported as a server error")
+    func serverErrorRetried() async throws {
+        let server = try TestServer.moto()
+        defer { server.stop() }
+        // moto answers an unknown X-Amz-Target with HTTP 500.
+        let client = try Moto.client("alias/any", server, attempts: 3)
+        let before = KMSCallStats.shared.calls["aws-kms NoSuchOperation (failed)"] ?? 0
+        do {
+            _ = try await client.rawCall("NoSuchOperation", [:])
+            Issue.record("an unknown operation succeeded")
+        } catch {
+            #expect(error.kind == .serverError, "\(error)")
+            #expect(error.message.contains("after 3 attempts"))
+        }
+        #expect((KMSCallStats.shared.calls["aws-kms NoSuchOperation (failed)"] ?? 0) == before + 1)
+    }
+
+    @Test("a server that accepts but never answers times out")
+    func silentServer() async throws {
+        // A listening socket that is never read: connections complete, requests get no answer.
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let listening = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, length) == 0 && listen(fd, 8) == 0 && getsockname(fd, $0, &length) == 0
+            }
+        }
+        try #require(listening)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        guard case .aws(let key) = try KMSKeyURI.parse("aws:///alias/k?REGION=us-east-1&AWS_ENDPOINT=http://127.0.0.1:\(port)") else { return }
+        let client = try AWSKMSClient(key: key, environment: Moto.environment, policy: RetryPolicy(attempts: 1, timeoutSeconds: 1))
+        do {
+            _ = try await client.encrypt([1], context: [:])
+            Issue.record("a silent server answered")
+        } catch {
+            #expect(error.kind == .timeout, "\(error)")
+        }
     }
 }
