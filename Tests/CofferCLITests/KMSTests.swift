@@ -203,6 +203,34 @@ struct KMSCLITests {
         #expect(!fileBytes.containsBytes(Array("VerySecretValue123".utf8)))
     }
 
+    /// moto verifies SigV4 only in IAM mode: the first three calls (user, access key, policy) pass
+    /// unauthenticated, every later one is checked against that user's key.
+    @Test("a server that checks signatures: the profile's key works, a wrong secret is refused as bad credentials")
+    func signaturesChecked() async throws {
+        let moto = try TestServer.moto(environment: ["INITIAL_NO_AUTH_ACTION_COUNT": "3"])
+        defer { moto.stop() }
+        let user = try await Moto.createSigningUser(moto)
+        let id = user.accessKeyID, secret = user.secretAccessKey
+        _ = try await Moto.createKey(moto, alias: "signed", environment: ["AWS_ACCESS_KEY_ID": id, "AWS_SECRET_ACCESS_KEY": secret])
+
+        // The key comes from a profile in ~/.aws/credentials (AUTH=implicit, AWS_PROFILE).
+        let dir = Scratch()
+        _ = try dir.write(Array("[backup]\naws_access_key_id = \(id)\naws_secret_access_key = \(secret)\n".utf8), ".aws/credentials")
+        let profile = Self.environment(dir, ["AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_PROFILE": "backup"])
+        let input = try dir.write(Array("signed\n".utf8), "x")
+        let uri = Self.awsURI("alias/signed", moto)
+        let encrypted = try coffer(["encrypt", "--kms", uri, "-o", dir.file("x.cof"), input], environment: profile)
+        #expect(encrypted.status == 0, "\(encrypted.stderr)")
+        let decrypted = try coffer(["decrypt", "--kms", uri, dir.file("x.cof")], environment: profile)
+        #expect(decrypted.status == 0 && decrypted.stdoutText == "signed\n", "\(decrypted.stderr)")
+
+        let wrongSecret = Self.environment(dir, ["AWS_ACCESS_KEY_ID": id, "AWS_SECRET_ACCESS_KEY": secret + "x"])
+        let refused = try coffer(["decrypt", "--kms", uri, dir.file("x.cof")], environment: wrongSecret)
+        #expect(refused.status == Exit.key)
+        #expect(refused.stderr.contains("bad credentials") && refused.stderr.contains("SignatureDoesNotMatch"), "\(refused.stderr)")
+        #expect(!refused.stderr.contains(secret))
+    }
+
     @Test("no credentials and an unknown key: clear errors, nothing written")
     func credentialsAndMissingKey() async throws {
         let moto = try TestServer.moto()

@@ -91,19 +91,8 @@ struct AWSKMSServerTests {
     func signaturesChecked() async throws {
         let server = try TestServer.moto(environment: ["INITIAL_NO_AUTH_ACTION_COUNT": "3"])
         defer { server.stop() }
-        let bootstrap = AWSCredentials(accessKeyID: "anything", secretAccessKey: "anything")
-        func iam(_ parameters: [(String, String)]) async throws -> String {
-            let (status, body) = try await AWSQueryRequest.post(endpoint: server.endpoint, service: "iam", region: "us-east-1",
-                                                                credentials: bootstrap, parameters: parameters + [("Version", "2010-05-08")])
-            #expect(status == 200, "\(body)")
-            return body
-        }
-        _ = try await iam([("Action", "CreateUser"), ("UserName", "ci")])
-        let keyXML = try await iam([("Action", "CreateAccessKey"), ("UserName", "ci")])
-        _ = try await iam([("Action", "PutUserPolicy"), ("UserName", "ci"), ("PolicyName", "all"),
-                           ("PolicyDocument", #"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["kms:*"],"Resource":"*"}]}"#)])
-        let id = try #require(XMLBody.element("AccessKeyId", in: Array(keyXML.utf8)))
-        let secret = try #require(XMLBody.element("SecretAccessKey", in: Array(keyXML.utf8)))
+        let user = try await Moto.createSigningUser(server)
+        let id = user.accessKeyID, secret = user.secretAccessKey
         let good = ["AWS_ACCESS_KEY_ID": id, "AWS_SECRET_ACCESS_KEY": secret]
         let arn = try await Moto.createKey(server, alias: "signed", environment: good)
         let client = try Moto.client("alias/signed", server, environment: good)
