@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .library(name: "CofferFormat", targets: ["CofferFormat"]),
+        .library(name: "CofferCloud", targets: ["CofferCloud"]),
         .library(name: "CofferKeys", targets: ["CofferKeys"]),
         .library(name: "CofferFiles", targets: ["CofferFiles"]),
         .library(name: "CofferInterop", targets: ["CofferInterop"]),
@@ -14,15 +15,25 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         // Layer 1: header and stanza grammar, header MAC, key schedule, parallel STREAM engine.
         .target(name: "CofferFormat", dependencies: [
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        // Layer 2: one type per way to open a file (key file, passphrase, ...).
+        // Cloud services spoken over HTTP: AWS SigV4 (shared with S3 later), AWS KMS, Vault/OpenBao
+        // Transit, key URIs and credentials. Knows nothing of the file format.
+        .target(name: "CofferCloud", dependencies: [
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
+        // Layer 2: one type per way to open a file (key file, passphrase, KMS key, ...).
         .target(name: "CofferKeys", dependencies: [
-            "CofferFormat",
+            "CofferFormat", "CofferCloud",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "_CryptoExtras", package: "swift-crypto"),
         ]),
@@ -39,12 +50,15 @@ let package = Package(
         ]),
         // Layer 4: the command-line tool, thin.
         .executableTarget(name: "coffer", dependencies: [
-            "CofferFormat", "CofferKeys", "CofferFiles", "CofferInterop",
+            "CofferFormat", "CofferCloud", "CofferKeys", "CofferFiles", "CofferInterop",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "CofferFormatTests", dependencies: ["CofferFormat", "CofferKeys"],
                     exclude: ["Vectors"]),
-        .testTarget(name: "CofferKeysTests", dependencies: ["CofferKeys", "CofferFormat"]),
+        // Starts and stops the real key servers (moto_server, bao) that the KMS tests talk to.
+        .target(name: "CofferTestServers", dependencies: ["CofferCloud"], path: "Tests/CofferTestServers"),
+        .testTarget(name: "CofferCloudTests", dependencies: ["CofferCloud", "CofferTestServers"]),
+        .testTarget(name: "CofferKeysTests", dependencies: ["CofferKeys", "CofferFormat", "CofferCloud"]),
         // The age test vectors, parsed for the library's and the CLI's tests; system zlib inflates
         // the ones stored compressed.
         .systemLibrary(name: "CZlib", path: "Tests/CZlib", providers: [.apt(["zlib1g-dev"])]),
@@ -52,7 +66,7 @@ let package = Package(
         .testTarget(name: "CofferInteropTests", dependencies: ["CofferInterop", "CofferFormat", "CofferKeys", "AgeTestVectors"]),
         .testTarget(name: "CofferFilesTests", dependencies: ["CofferFiles", "CofferKeys", "CofferFormat"]),
         .testTarget(name: "CofferCLITests", dependencies: [
-            "CofferFormat", "AgeTestVectors",
+            "CofferFormat", "CofferCloud", "CofferTestServers", "AgeTestVectors",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "_CryptoExtras", package: "swift-crypto"),
         ]),

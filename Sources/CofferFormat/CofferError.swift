@@ -46,6 +46,9 @@ public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
     case signatureInvalid(String)
     /// ASCII armor (an armored age file) that breaks its strict PEM form.
     case malformedArmor(String)
+    /// A key service (AWS KMS, Vault Transit) could not wrap or unwrap: unreachable, refused, or
+    /// no credentials. The message names the key and every attempt.
+    case keyServiceFailed(String)
 
     /// Coarse classes, used for exit codes and by tests to check "the right error".
     public enum Category: String, Sendable {
@@ -55,7 +58,7 @@ public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
     public var category: Category {
         switch self {
         case .notCofferFile, .unsupportedVersion: return .format
-        case .noMatchingKey, .noKeyGiven, .invalidKey, .refused, .signerNotAccepted: return .key
+        case .noMatchingKey, .noKeyGiven, .invalidKey, .refused, .signerNotAccepted, .keyServiceFailed: return .key
         case .malformedHeader, .malformedStanza, .headerMACMismatch, .objectMismatch,
              .chunkAuthenticationFailed, .truncated, .trailingData, .signatureInvalid, .malformedArmor: return .integrity
         case .readFailed, .writeFailed, .diskFull: return .io
@@ -103,6 +106,8 @@ public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
             return reason
         case .malformedArmor(let reason):
             return "malformed ASCII armor: \(reason)"
+        case .keyServiceFailed(let reason):
+            return reason
         case .headerSpaceExhausted(let needed, let available):
             return "the new header needs \(needed) bytes but the file's header slot holds \(available): use 'coffer reencrypt' (which writes a new file, with --header-space to reserve more)"
         case .signerNotAccepted(let found, let accepted):

@@ -113,6 +113,7 @@ public enum KeyTypes {
         X25519Recipient.registerDescription()
         RSARecipient.registerDescription()
         HybridRecipient.registerDescription()
+        KMSStanza.registerDescription()
     }()
 
     public static func registerAll() { registration }
@@ -123,6 +124,7 @@ public enum KeyTypes {
         switch stanza.type {
         case SymmetricKeyFile.stanzaType, RSARecipient.stanzaType: return stanza.arguments.first
         case X25519Recipient.stanzaType, HybridRecipient.stanzaType: return stanza.arguments.count == 2 ? stanza.arguments[1] : nil
+        case KMSStanza.awsType, KMSStanza.vaultType: return KMSStanza.keyID(of: stanza)
         default: return nil
         }
     }

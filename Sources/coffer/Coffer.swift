@@ -1,4 +1,5 @@
 import ArgumentParser
+import CofferCloud
 import CofferFiles
 import CofferFormat
 import CofferKeys
@@ -28,7 +29,7 @@ struct Coffer: ParsableCommand {
           130  interrupted (temporary output files are removed)
         """,
         version: "0.1.0 (format \(Limits.versionLine))",
-        subcommands: [Keygen.self, Encrypt.self, Decrypt.self, Verify.self, Inspect.self, Rewrap.self, Reencrypt.self, Migrate.self])
+        subcommands: [Keygen.self, Encrypt.self, Decrypt.self, Verify.self, Inspect.self, Rewrap.self, Reencrypt.self, Migrate.self, KMSBench.self])
 
     static func main() {
         Runtime.prepare()
@@ -86,6 +87,10 @@ enum Runtime {
 
     /// Runs a subcommand body, turning a ``CofferError`` into one line on stderr and its exit code.
     static func reporting(_ body: () throws -> Void) throws {
+        // COFFER_KMS_STATS=1: how many key-service calls the command made (scripts/bench-kms.sh).
+        defer {
+            if ProcessInfo.processInfo.environment["COFFER_KMS_STATS"] == "1" { warn(KMSCallStats.shared.summary) }
+        }
         do {
             try body()
         } catch let error as CofferError {

@@ -27,8 +27,10 @@ struct Inspect: ParsableCommand {
         let keyID: String?
         let workFactor: Int?
         let description: String
+        /// KMS stanzas: the key URI that finds the key again (a stanza holds no secret).
+        let uri: String?
         enum CodingKeys: String, CodingKey {
-            case type, description
+            case type, description, uri
             case keyID = "key_id"
             case workFactor = "work_factor"
         }
@@ -81,7 +83,8 @@ struct Inspect: ParsableCommand {
                 StanzaInfo(type: stanza.type,
                            keyID: KeyTypes.keyID(of: stanza),
                            workFactor: stanza.type == Passphrase.stanzaType ? stanza.arguments.last.flatMap { Int($0) } : nil,
-                           description: StanzaDescriptions.describe(stanza))
+                           description: StanzaDescriptions.describe(stanza),
+                           uri: KMSStanza.uri(of: stanza))
             }
             var layout: StreamEngine.PayloadLayout?
             var payloadError: CofferError?
@@ -123,7 +126,11 @@ struct Inspect: ParsableCommand {
                 }
                 for damaged in report.damagedSlots ?? [] { print("damaged:     \(damaged)") }
                 print("stanzas:     \(stanzas.count) (any one opens the file)")
-                for stanza in stanzas { print("  \(stanza.type.padding(toLength: 14, withPad: " ", startingAt: 0)) \(stanza.description)") }
+                for stanza in stanzas {
+                    let id = stanza.keyID.map { " [key id \($0)]" } ?? ""
+                    print("  \(stanza.type.padding(toLength: 14, withPad: " ", startingAt: 0)) \(stanza.description)\(stanza.uri != nil ? id : "")")
+                    if let uri = stanza.uri { print("                 uri: \(uri)") }
+                }
                 if let signature {
                     let who = signature.signers.map { $0.isEmpty ? "no signature in the trailer" : $0.map { "key id \($0)" }.joined(separator: ", ") }
                         ?? "trailer not read (not a regular file)"
@@ -155,7 +162,7 @@ struct Inspect: ParsableCommand {
         let stanzas = header.stanzas.map { stanza in
             StanzaInfo(type: stanza.type, keyID: nil,
                        workFactor: stanza.type == AgeScrypt.stanzaType ? stanza.arguments.last.flatMap { Int($0) } : nil,
-                       description: AgeKeys.describe(stanza))
+                       description: AgeKeys.describe(stanza), uri: nil)
         }
         var layout: StreamEngine.PayloadLayout?
         var payloadError: CofferError?

@@ -35,6 +35,11 @@ struct KeyOptions: ParsableArguments {
     @Flag(help: "Accept key and passphrase files that group or others can read.")
     var allowInsecureKeyFile = false
 
+    @Option(name: .customLong("kms"),
+            help: ArgumentHelp("A KMS key: aws:///KEY?REGION=R (AWS KMS; credentials from AWS_ACCESS_KEY_ID/AWS_PROFILE/~/.aws) or vault:///KEY?ADDR=URL (Vault/OpenBao Transit; token from VAULT_TOKEN or ~/.vault-token). Encrypt: one stanza per URI. Decrypt: try these keys (without --kms, every KMS stanza whose credentials are found). Repeatable.",
+                               valueName: "uri"))
+    var kms: [String] = []
+
     static let environmentKey = "COFFER_KEY"
     static let environmentPassphrase = "COFFER_PASSPHRASE"
     static let environmentIdentityPassphrase = "COFFER_IDENTITY_PASSPHRASE"
@@ -46,6 +51,7 @@ struct KeyOptions: ParsableArguments {
       COFFER_KEY             environment variable holding a key file's text form
       --passphrase           a passphrase, asked on the terminal (or COFFER_PASSPHRASE, --passphrase-file FILE)
       -r RECIPIENT, -R FILE  public keys (encrypt); -i FILE  private keys (decrypt)
+      --kms URI              a KMS key: aws:///KEY?REGION=R or vault:///KEY?ADDR=URL
     """
 
     var environment: [String: String] { ProcessInfo.processInfo.environment }
@@ -144,6 +150,28 @@ struct KeyOptions: ParsableArguments {
         return first
     }
 
+    /// The --kms keys to wrap with, each URI checked; AUTH=specified is warned about.
+    func kmsRecipients() throws -> [KMSRecipient] {
+        try kms.map { text in
+            let recipient = try KMSRecipient(parsing: text)
+            if let warning = recipient.warning { Runtime.warn(warning) }
+            return recipient
+        }
+    }
+
+    /// The identity that unwraps KMS stanzas: the --kms keys, or (none given) every KMS stanza
+    /// whose credentials are found. Nil when there is nothing for it to do.
+    func kmsIdentity(for header: Header?, othersGiven: Bool) throws -> KMSIdentity? {
+        if !kms.isEmpty {
+            return KMSIdentity(uris: try kmsRecipients().map(\.uri))
+        }
+        if let header {
+            return header.stanzas.contains { KMSStanza.types.contains($0.type) } ? KMSIdentity(uris: []) : nil
+        }
+        // A directory: its headers are read later; with no other key, KMS stanzas are the hope.
+        return othersGiven ? nil : KMSIdentity(uris: [])
+    }
+
     /// Everything to encrypt to; fails with the list of ways to give a key when there is none.
     func recipients(workFactor: Int, publicKeys: [Recipient] = []) throws -> [Recipient] {
         var recipients: [Recipient] = try symmetricKeys()
@@ -160,6 +188,9 @@ struct KeyOptions: ParsableArguments {
         if wantsPassphrase {
             recipients.append(try Passphrase(try readPassphrase(confirm: true), workFactor: workFactor))
         }
+        // Checked before any KMS call: a key service is asked only once the other keys are known good.
+        let kmsKeys = try kmsRecipients()
+        recipients += kmsKeys as [Recipient]
         guard !recipients.isEmpty else { throw CofferError.noKeyGiven(Self.howToGiveAKey) }
         return recipients
     }
@@ -172,6 +203,11 @@ struct KeyOptions: ParsableArguments {
         let headerWantsPassphrase = header?.stanzas.contains { $0.type == Passphrase.stanzaType } ?? false
         if wantsPassphrase || (identities.isEmpty && headerWantsPassphrase && TerminalPrompt.isAvailable) {
             identities.append(try Passphrase(try readPassphrase(confirm: false), workFactor: Passphrase.maxWorkFactor))
+        }
+        // Last: local keys open the file without a network call when they can (a recovery key
+        // with the KMS down), and a KMS key is asked only when they cannot.
+        if let kmsIdentity = try kmsIdentity(for: header, othersGiven: !identities.isEmpty) {
+            identities.append(kmsIdentity)
         }
         guard !identities.isEmpty else {
             if let header {

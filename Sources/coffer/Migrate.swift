@@ -79,7 +79,10 @@ struct Migrate: ParsableCommand {
             encryptor.signer = try signing.signer(keys: keys)
             encryptor.signatureDigest = signing.digest
             // The new keys that can also open files (symmetric ones) authenticate an earlier run's output.
-            let identities = recipients.compactMap { $0 as? Identity }
+            // KMS keys given with --kms can too (one unwrap call for the run).
+            var identities = recipients.compactMap { $0 as? Identity }
+            let kmsKeys = recipients.compactMap { ($0 as? KMSRecipient)?.uri }
+            if !kmsKeys.isEmpty { identities.append(KMSIdentity(uris: kmsKeys)) }
             let parameters = HeaderParameters()
             for path in paths {
                 var isDirectory: ObjCBool = false

@@ -51,8 +51,11 @@ struct Rewrap: ParsableCommand {
     @Option(help: ArgumentHelp("scrypt work factor log2(N) for an added passphrase (default \(Passphrase.defaultWorkFactor)).", valueName: "n"))
     var workFactor: Int = Passphrase.defaultWorkFactor
 
-    @Option(help: ArgumentHelp("Remove the stanzas of this key id ('scrypt': passphrase stanzas). Repeatable.", valueName: "keyid"))
+    @Option(help: ArgumentHelp("Remove the stanzas of this key id ('scrypt': passphrase stanzas; KMS key ids are shown by 'coffer inspect'). Repeatable.", valueName: "keyid"))
     var remove: [String] = []
+
+    @Flag(help: "Re-wrap Vault Transit stanzas under their key's newest version (after 'bao write -f transit/keys/K/rotate'), so old versions can be retired. The keys come from --kms URIs (which then add nothing), else VAULT_ADDR.")
+    var rotateKms = false
 
     @Option(help: ArgumentHelp("The recovery public key (or COFFER_RECOVERY_RECIPIENT): under the recovery policy it is added when missing and can never be removed.",
                                valueName: "recipient"))
@@ -77,9 +80,9 @@ struct Rewrap: ParsableCommand {
         guard !files.isEmpty else { throw ValidationError("give at least one file") }
         guard !addRecipient.isEmpty || !addRecipientsFile.isEmpty || !addKeyFile.isEmpty || addPassphrase
                 || addPassphraseFile != nil || !remove.isEmpty || requireRecovery || recoveryRecipient != nil
-                || ProcessInfo.processInfo.environment[RecipientOptions.environmentRequireRecovery] == "1"
-                || signing.sign != nil else {
-            throw ValidationError("nothing to change: give --add-recipient, --add-key-file, --add-passphrase, --remove, or --sign")
+                || !keys.kms.isEmpty || rotateKms || signing.sign != nil
+                || ProcessInfo.processInfo.environment[RecipientOptions.environmentRequireRecovery] == "1" else {
+            throw ValidationError("nothing to change: give --add-recipient, --add-key-file, --add-passphrase, --kms, --rotate-kms, --remove, or --sign")
         }
         if let headerSpace {
             guard let size = parseSize(headerSpace), (HeaderLayout.minSlotSize...Limits.maxHeaderSize).contains(size) else {
@@ -118,7 +121,18 @@ struct Rewrap: ParsableCommand {
                 throw CofferError.refused("the recovery policy is on but no recovery key is set: give --recovery-recipient or \(RecipientOptions.environmentRecovery)")
             }
 
-            let identities = try keys.identities(for: nil)
+            // --kms adds KMS stanzas (or, with --rotate-kms, names the Vault keys to rotate); the
+            // file itself is opened with the other keys or its KMS stanzas' own keys.
+            var opening = keys
+            if !rotateKms { opening.kms = [] }
+            if rotateKms {
+                let rotation = KMSIdentity(uris: try keys.kmsRecipients().map(\.uri))
+                change.refresh = { try rotation.rewrapToNewestVersion($0) }
+            } else {
+                change.add += try keys.kmsRecipients() as [Recipient]
+            }
+            var identities = try opening.identities(for: nil)
+            if !identities.contains(where: { $0 is KMSIdentity }) { identities.append(KMSIdentity(uris: [])) }
             var failures = 0
             for path in try targets() {
                 do {
@@ -127,6 +141,7 @@ struct Rewrap: ParsableCommand {
                         var parts = ["+\(result.added)", "-\(result.removed)"]
                         if result.alreadyPresent > 0 { parts.append("\(result.alreadyPresent) already present") }
                         if result.signed { parts.append("signed") }
+                        if result.refreshed > 0 { parts.append("\(result.refreshed) re-wrapped under the newest key version") }
                         Runtime.warn("rewrapped \(path): \(parts.joined(separator: ", ")), generation \(result.generation)\(result.converted ? " (converted to version 2; payload copied, not re-encrypted)" : "")")
                     }
                 } catch let error as CofferError where files.count > 1 || recursive {

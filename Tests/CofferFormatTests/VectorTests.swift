@@ -19,6 +19,19 @@ struct Vector: Sendable {
     var slots: (size: Int, slot: Int, generation: UInt64)? = nil
     /// Signed vectors: the payload digest kind (signed with `signingSeed`).
     var signatureDigest: SignatureParameters.PayloadDigest? = nil
+    /// Stanzas written as they are after the others (KMS stanzas with fixed bodies).
+    var fixedStanzas: [Stanza] = []
+
+    /// KMS stanzas as `coffer encrypt --kms` writes them, with fixed bodies: no KMS holds a key
+    /// that opens them; they show the grammar, and that the header MAC covers them.
+    static let kmsStanzas = [
+        Stanza(type: "aws-kms", arguments: ["eu-west-1", "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+                                            "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf", "http://127.0.0.1:4566"],
+               body: Array(repeating: 0xE1, count: 96)),
+        Stanza(type: "vault-transit", arguments: ["https://vault.example:8200", "transit", "backup-kek", "3",
+                                                  "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff"],
+               body: Array(repeating: 0xE2, count: 92)),
+    ]
 
     static let keyBytes = Array(0x01...0x20).map(UInt8.init)
     static let fileKeyBytes = Array(0x40...0x5F).map(UInt8.init)
@@ -58,6 +71,9 @@ struct Vector: Sendable {
         Vector(name: "v2_signed_ed25519_chunk_tags.cof", cipher: .chacha20poly1305, chunkSize: 4096, objectName: "",
                keyFile: true, passphrase: nil, plaintext: Array("signed, tags only\n".utf8),
                slots: (1024, 0, 1), signatureDigest: .chunkTags),
+        Vector(name: "v2_keyfile_and_kms_stanzas.cof", cipher: .aes256gcm, chunkSize: 4096, objectName: "base/16384/2619",
+               keyFile: true, passphrase: nil, plaintext: Array("KMS stanzas beside a key file\n".utf8), slots: (2048, 1, 1),
+               fixedStanzas: kmsStanzas),
     ]
 
     static var directory: String {
@@ -72,6 +88,7 @@ struct Vector: Sendable {
             stanzas.append(try Passphrase(Array(passphrase.utf8), workFactor: Self.passphraseWorkFactor)
                 .wrap(fileKey, salt: Self.scryptSalt))
         }
+        stanzas += fixedStanzas
         let sink = MemorySink()
         var encryptor = CofferEncryptor(fileKey: fileKey, stanzas: stanzas)
         let parameters = HeaderParameters(cipher: cipher, chunkSize: chunkSize, objectName: Array(objectName.utf8))
@@ -100,6 +117,21 @@ struct Vector: Sendable {
 }
 
 @Suite struct Vectors {
+    @Test("the KMS stanzas of the vector parse, name their keys and give back their URIs")
+    func kmsStanzas() throws {
+        let path = "\(Vector.directory)/v2_keyfile_and_kms_stanzas.cof"
+        let source = try ByteSource.open(path: path)
+        defer { source.close() }
+        let header = try HeaderReading.read(from: source).header
+        let kms = header.stanzas.filter { KMSStanza.types.contains($0.type) }
+        #expect(kms == Vector.kmsStanzas)
+        #expect(kms.map { KMSStanza.uri(of: $0) } == [
+            "aws-kms:///arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab?REGION=eu-west-1&AWS_ENDPOINT=http://127.0.0.1:4566",
+            "vault:///backup-kek?ADDR=https://vault.example:8200&MOUNT=transit",
+        ])
+        #expect(kms.allSatisfy { KeyTypes.keyID(of: $0)?.count == 16 })
+    }
+
     @Test("every vector file is exactly what the deterministic API makes", arguments: Vector.all.map(\.name))
     func reproducible(name: String) throws {
         let vector = Vector.all.first { $0.name == name }!

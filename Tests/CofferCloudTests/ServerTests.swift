@@ -1,0 +1,234 @@
+@testable import CofferCloud
+import CofferTestServers
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+import Testing
+
+@Suite("AWS KMS against moto_server", .serialized)
+struct AWSKMSServerTests {
+    @Test("Encrypt and Decrypt with an encryption context; the key ARN comes back")
+    func roundTrip() async throws {
+        let server = try TestServer.moto()
+        defer { server.stop() }
+        let arn = try await Moto.createKey(server, alias: "backups")
+        let client = try Moto.client("alias/backups", server)
+        let fileKey = (0..<32).map { UInt8($0) }
+        let sealed = try await client.encrypt(fileKey, context: ["coffer-wrap-id": "w1"])
+        #expect(sealed.keyARN == arn)
+        #expect(sealed.ciphertext != fileKey)
+        let opened = try await client.decrypt(sealed.ciphertext, context: ["coffer-wrap-id": "w1"], keyID: arn)
+        #expect(opened == fileKey)
+    }
+
+    @Test("a wrong encryption context is refused as an invalid ciphertext")
+    func wrongContext() async throws {
+        let server = try TestServer.moto()
+        defer { server.stop() }
+        _ = try await Moto.createKey(server, alias: "k")
+        let client = try Moto.client("alias/k", server)
+        let sealed = try await client.encrypt([UInt8](repeating: 7, count: 32), context: ["coffer-wrap-id": "a"])
+        do {
+            _ = try await client.decrypt(sealed.ciphertext, context: ["coffer-wrap-id": "b"], keyID: nil)
+            Issue.record("decrypted under another context")
+        } catch {
+            #expect(error.kind == .invalidCiphertext)
+        }
+    }
+
+    @Test("an unknown alias is 'key not found', with KMS's message")
+    func keyNotFound() async throws {
+        let server = try TestServer.moto()
+        defer { server.stop() }
+        let client = try Moto.client("alias/nope", server)
+        do {
+            _ = try await client.encrypt([1, 2, 3], context: [:])
+            Issue.record("encrypted under a missing key")
+        } catch {
+            #expect(error.kind == .keyNotFound)
+            #expect(error.message.contains("alias/nope"))
+        }
+    }
+
+    @Test("a key made in one region is not found in another (moto keeps one key store per region)")
+    func otherRegion() async throws {
+        let server = try TestServer.moto()
+        defer { server.stop() }
+        _ = try await Moto.createKey(server, region: "us-east-1", alias: "east")
+        let client = try Moto.client("alias/east", server, region: "eu-west-1")
+        do {
+            _ = try await client.encrypt([1], context: [:])
+            Issue.record("found a us-east-1 key in eu-west-1")
+        } catch {
+            #expect(error.kind == .keyNotFound)
+        }
+    }
+
+    @Test("a stopped server: connection errors are retried, then reported as unreachable")
+    func serverDown() async throws {
+        let server = try TestServer.moto()
+        let endpoint = server.endpoint
+        server.stop()
+        #expect(TestServer.httpStatus(port: server.port, path: "/moto-api/") == nil)
+        let client = try Moto.client("alias/k", server, attempts: 3)
+        let before = KMSCallStats.shared.httpRequests
+        do {
+            _ = try await client.encrypt([1], context: [:])
+            Issue.record("a stopped server answered")
+        } catch {
+            #expect(error.kind == .unreachable || error.kind == .timeout)
+            #expect(error.message.contains("after 3 attempts"))
+            #expect(error.message.contains(endpoint))
+        }
+        // Other suites may send requests meanwhile: at least this client's three.
+        #expect(KMSCallStats.shared.httpRequests - before >= 3)
+    }
+
+    /// moto checks SigV4 only in IAM mode: INITIAL_NO_AUTH_ACTION_COUNT lets the first three calls
+    /// through to make a user, its access key and a policy; every later call is verified.
+    @Test("with signatures checked, the real key works and a wrong secret is refused")
+    func signaturesChecked() async throws {
+        let server = try TestServer.moto(environment: ["INITIAL_NO_AUTH_ACTION_COUNT": "3"])
+        defer { server.stop() }
+        let user = try await Moto.createSigningUser(server)
+        let id = user.accessKeyID, secret = user.secretAccessKey
+        let good = ["AWS_ACCESS_KEY_ID": id, "AWS_SECRET_ACCESS_KEY": secret]
+        let arn = try await Moto.createKey(server, alias: "signed", environment: good)
+        let client = try Moto.client("alias/signed", server, environment: good)
+        let sealed = try await client.encrypt([9, 9, 9], context: ["c": "1"])
+        #expect(try await client.decrypt(sealed.ciphertext, context: ["c": "1"], keyID: arn) == [9, 9, 9])
+
+        let wrong = try Moto.client("alias/signed", server, environment: ["AWS_ACCESS_KEY_ID": id, "AWS_SECRET_ACCESS_KEY": secret + "x"])
+        do {
+            _ = try await wrong.decrypt(sealed.ciphertext, context: ["c": "1"], keyID: arn)
+            Issue.record("a wrong secret was accepted")
+        } catch {
+            #expect(error.kind == .badCredentials)
+            #expect(error.message.contains("SignatureDoesNotMatch"))
+        }
+        let unknown = try Moto.client("alias/signed", server, environment: ["AWS_ACCESS_KEY_ID": "AKIDNOBODY", "AWS_SECRET_ACCESS_KEY": secret])
+        do {
+            _ = try await unknown.encrypt([1], context: [:])
+            Issue.record("an unknown access key was accepted")
+        } catch {
+            #expect(error.kind == .badCredentials)
+        }
+    }
+}
+
+@Suite("Vault Transit against OpenBao", .serialized)
+struct VaultTransitServerTests {
+    @Test("encrypt/decrypt, rotation, rewrap to the newest version, and retired versions refused")
+    func rotation() async throws {
+        let server = try TestServer.openBao()
+        defer { server.stop() }
+        try await Bao.createKey(server, "backup-kek")
+        let client = try Bao.client("backup-kek", server)
+        let secret = (0..<64).map { UInt8($0 * 3 & 0xFF) }
+        let v1 = try await client.encrypt(secret)
+        #expect(v1.version == 1)
+        #expect(try await client.decrypt(v1) == secret)
+
+        _ = try await client.raw("POST", "transit/keys/backup-kek/rotate")
+        let v2 = try await client.rewrap(v1)
+        #expect(v2.version == 2)
+        #expect(v2.bytes != v1.bytes)
+        #expect(try await client.decrypt(v2) == secret)
+
+        _ = try await client.raw("POST", "transit/keys/backup-kek/config", ["min_decryption_version": "2"])
+        do {
+            _ = try await client.decrypt(v1)
+            Issue.record("a retired version decrypted")
+        } catch {
+            #expect(error.kind == .keyDisabled)
+            #expect(error.message.contains("too old"))
+        }
+        #expect(try await client.decrypt(v2) == secret)
+    }
+
+    @Test("a wrong token is access denied; a missing key is not found; a stopped server is unreachable")
+    func failures() async throws {
+        let server = try TestServer.openBao()
+        try await Bao.createKey(server, "k")
+        let sealed = try await Bao.client("k", server).encrypt([1, 2, 3])
+        let wrongToken = try Bao.client("k", server, token: "wrong")
+        let missingKey = try Bao.client("missing", server)
+        let client = try Bao.client("k", server)
+        do {
+            _ = try await wrongToken.decrypt(sealed)
+            Issue.record("a wrong token decrypted")
+        } catch {
+            #expect(error.kind == .accessDenied)
+        }
+        do {
+            _ = try await missingKey.decrypt(sealed)
+            Issue.record("a missing key decrypted")
+        } catch {
+            #expect(error.kind == .keyNotFound)
+        }
+        server.stop()
+        do {
+            _ = try await client.decrypt(sealed)
+            Issue.record("a stopped server answered")
+        } catch {
+            #expect(error.kind == .unreachable)
+        }
+    }
+
+    @Test("Transit ciphertext text form")
+    func ciphertextText() {
+        let c = VaultTransitClient.Ciphertext("vault:v12:AAEC")
+        #expect(c?.version == 12 && c?.bytes == [0, 1, 2])
+        #expect(c?.text == "vault:v12:AAEC")
+        #expect(VaultTransitClient.Ciphertext("vault:vx:AAEC") == nil)
+        #expect(VaultTransitClient.Ciphertext("vault:v0:AAEC") == nil)
+        #expect(VaultTransitClient.Ciphertext("other:v1:AAEC") == nil)
+    }
+}
+
+@Suite("Retries and timeouts against real sockets", .serialized)
+struct RetryTests {
+    @Test("a 5xx answer is retried with backoff, then reported as a server error")
+    func serverErrorRetried() async throws {
+        let server = try TestServer.moto()
+        defer { server.stop() }
+        // moto answers an unknown X-Amz-Target with HTTP 500.
+        let client = try Moto.client("alias/any", server, attempts: 3)
+        let before = KMSCallStats.shared.calls["aws-kms NoSuchOperation (failed)"] ?? 0
+        do {
+            _ = try await client.rawCall("NoSuchOperation", [:])
+            Issue.record("an unknown operation succeeded")
+        } catch {
+            #expect(error.kind == .serverError, "\(error)")
+            #expect(error.message.contains("after 3 attempts"))
+        }
+        #expect((KMSCallStats.shared.calls["aws-kms NoSuchOperation (failed)"] ?? 0) == before + 1)
+    }
+
+    @Test("a server that accepts but never answers times out")
+    func silentServer() async throws {
+        // A listening socket that is never read: connections complete, requests get no answer.
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let listening = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, length) == 0 && listen(fd, 8) == 0 && getsockname(fd, $0, &length) == 0
+            }
+        }
+        try #require(listening)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        guard case .aws(let key) = try KMSKeyURI.parse("aws:///alias/k?REGION=us-east-1&AWS_ENDPOINT=http://127.0.0.1:\(port)") else { return }
+        let client = try AWSKMSClient(key: key, environment: Moto.environment, policy: RetryPolicy(attempts: 1, timeoutSeconds: 1))
+        do {
+            _ = try await client.encrypt([1], context: [:])
+            Issue.record("a silent server answered")
+        } catch {
+            #expect(error.kind == .timeout, "\(error)")
+        }
+    }
+}
