@@ -124,14 +124,16 @@ struct Rewrap: ParsableCommand {
             // --kms adds KMS stanzas (or, with --rotate-kms, names the Vault keys to rotate); the
             // file itself is opened with the other keys or its KMS stanzas' own keys.
             var opening = keys
-            if !rotateKms { opening.kms = [] }
-            if rotateKms {
-                let rotation = KMSIdentity(uris: try keys.kmsRecipients().map(\.uri))
-                change.refresh = { try rotation.rewrapToNewestVersion($0) }
-            } else {
-                change.add += try keys.kmsRecipients() as [Recipient]
-            }
+            opening.kms = []
+            let kmsKeys = try keys.kmsRecipients()
             var identities = try opening.identities(for: nil)
+            if rotateKms {
+                let rotation = KMSIdentity(uris: kmsKeys.map(\.uri))
+                change.refresh = { try rotation.rewrapToNewestVersion($0) }
+                identities.append(rotation)
+            } else {
+                change.add += kmsKeys as [Recipient]
+            }
             if !identities.contains(where: { $0 is KMSIdentity }) { identities.append(KMSIdentity(uris: [])) }
             var failures = 0
             for path in try targets() {
