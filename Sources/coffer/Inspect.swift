@@ -112,40 +112,10 @@ struct Inspect: ParsableCommand {
                 stanzas: stanzas, signature: signature,
                 plaintextBytes: layout?.plaintextSize, chunks: layout?.chunkCount,
                 payloadError: payloadError.map { "\($0)" })
-            if json {
-                try printJSON(report)
-            } else {
-                print("file:        \(report.file)")
-                print("version:     \(report.version)")
-                print("cipher:      \(report.cipher)")
-                print("chunk size:  \(report.chunkSize) bytes (\(ProgressLine.bytes(UInt64(report.chunkSize))))")
-                if let object = report.object { print("object:      \(object)") }
-                print("header:      \(report.headerBytes) bytes")
-                if let size = report.slotSize, let generation = report.generation {
-                    print("slots:       2 × \(size) bytes; in use: slot \(reading.activeSlot! + 1), generation \(generation)\(reading.alternate != nil ? " (the other slot holds an older generation: an interrupted rewrap)" : "")")
-                }
-                for damaged in report.damagedSlots ?? [] { print("damaged:     \(damaged)") }
-                print("stanzas:     \(stanzas.count) (any one opens the file)")
-                for stanza in stanzas {
-                    let id = stanza.keyID.map { " [key id \($0)]" } ?? ""
-                    print("  \(stanza.type.padding(toLength: 14, withPad: " ", startingAt: 0)) \(stanza.description)\(stanza.uri != nil ? id : "")")
-                    if let uri = stanza.uri { print("                 uri: \(uri)") }
-                }
-                if let signature {
-                    let who = signature.signers.map { $0.isEmpty ? "no signature in the trailer" : $0.map { "key id \($0)" }.joined(separator: ", ") }
-                        ?? "trailer not read (not a regular file)"
-                    print("signature:   \(signature.algorithm), \(signature.digest); signed by \(who) (check with verify --signed-by)")
-                } else {
-                    print("signature:   none")
-                }
-                if let layout {
-                    print("payload:     \(layout.plaintextSize) bytes in \(layout.chunkCount) chunks")
-                } else if let payloadError {
-                    print("payload:     invalid: \(payloadError)")
-                } else {
-                    print("payload:     unknown (not a regular file)")
-                }
+            let slots = report.slotSize.map { size in
+                "2 × \(size) bytes; in use: slot \(reading.activeSlot! + 1), generation \(report.generation!)\(reading.alternate != nil ? " (the other slot holds an older generation: an interrupted rewrap)" : "")"
             }
+            try show(report, slots: slots, unknownPayload: "not a regular file")
             if let payloadError { throw payloadError }
         }
     }
@@ -181,24 +151,40 @@ struct Inspect: ParsableCommand {
                             headerBytes: UInt64(header.encodedLength), slotSize: nil, generation: nil, damagedSlots: nil,
                             stanzas: stanzas, signature: nil, plaintextBytes: layout?.plaintextSize, chunks: layout?.chunkCount,
                             payloadError: payloadError.map { "\($0)" })
-        if json {
-            try printJSON(report)
-        } else {
-            print("file:        \(report.file)")
-            print("version:     \(report.version)")
-            print("cipher:      \(report.cipher)")
-            print("chunk size:  \(report.chunkSize) bytes (64 KiB)")
-            print("header:      \(report.headerBytes) bytes")
-            print("stanzas:     \(stanzas.count) (any one opens the file)")
-            for stanza in stanzas { print("  \(stanza.type.padding(toLength: 14, withPad: " ", startingAt: 0)) \(stanza.description)") }
-            if let layout {
-                print("payload:     \(layout.plaintextSize) bytes in \(layout.chunkCount) chunks")
-            } else if let payloadError {
-                print("payload:     invalid: \(payloadError)")
-            } else {
-                print("payload:     unknown (\(kind == .armored ? "armored" : "not a regular file"))")
-            }
-        }
+        try show(report, slots: nil, unknownPayload: kind == .armored ? "armored" : "not a regular file")
         if let payloadError { throw payloadError }
+    }
+
+    /// Prints a report as JSON or as aligned text (Coffer and age files alike).
+    func show(_ report: Report, slots: String?, unknownPayload: String) throws {
+        if json { return try printJSON(report) }
+        print("file:        \(report.file)")
+        print("version:     \(report.version)")
+        print("cipher:      \(report.cipher)")
+        print("chunk size:  \(report.chunkSize) bytes (\(ProgressLine.bytes(UInt64(report.chunkSize))))")
+        if let object = report.object { print("object:      \(object)") }
+        print("header:      \(report.headerBytes) bytes")
+        if let slots { print("slots:       \(slots)") }
+        for damaged in report.damagedSlots ?? [] { print("damaged:     \(damaged)") }
+        print("stanzas:     \(report.stanzas.count) (any one opens the file)")
+        for stanza in report.stanzas {
+            let id = stanza.keyID.map { " [key id \($0)]" } ?? ""
+            print("  \(stanza.type.padding(toLength: 14, withPad: " ", startingAt: 0)) \(stanza.description)\(stanza.uri != nil ? id : "")")
+            if let uri = stanza.uri { print("                 uri: \(uri)") }
+        }
+        if let signature = report.signature {
+            let who = signature.signers.map { $0.isEmpty ? "no signature in the trailer" : $0.map { "key id \($0)" }.joined(separator: ", ") }
+                ?? "trailer not read (not a regular file)"
+            print("signature:   \(signature.algorithm), \(signature.digest); signed by \(who) (check with verify --signed-by)")
+        } else {
+            print("signature:   none")
+        }
+        if let plaintext = report.plaintextBytes, let chunks = report.chunks {
+            print("payload:     \(plaintext) bytes in \(chunks) chunks")
+        } else if let payloadError = report.payloadError {
+            print("payload:     invalid: \(payloadError)")
+        } else {
+            print("payload:     unknown (\(unknownPayload))")
+        }
     }
 }
