@@ -152,7 +152,12 @@ struct KeyOptions: ParsableArguments {
 
     /// The --kms keys to wrap with, each URI checked; AUTH=specified is warned about.
     func kmsRecipients() throws -> [KMSRecipient] {
-        try kms.map { text in
+        try Self.kmsRecipients(kms)
+    }
+
+    /// KMS keys from URIs (--kms, reencrypt --to-kms), each checked; AUTH=specified is warned about.
+    static func kmsRecipients(_ uris: [String]) throws -> [KMSRecipient] {
+        try uris.map { text in
             let recipient = try KMSRecipient(parsing: text)
             if let warning = recipient.warning { Runtime.warn(warning) }
             return recipient

@@ -11,7 +11,7 @@ struct Reencrypt: ParsableCommand {
         For when a file key itself may have leaked ('coffer rewrap --remove' stops a key from opening a
         file, but cannot take back a file key its holder already read). Each FILE is opened with the
         keys given (--key-file, -i, --passphrase, ...), decrypted into a pipe and encrypted to the new
-        keys (-r, -R, --to-key-file, --to-passphrase-file, the recovery key) under a fresh file key,
+        keys (-r, -R, --to-key-file, --to-passphrase-file, --to-kms, the recovery key) under a fresh file key,
         keeping its cipher, chunk size and object name. The new file is read back and authenticated
         before it replaces the old one; the plaintext never touches the disk. A signature covers the
         old payload and does not carry over: --sign KEY signs the new one.
@@ -31,6 +31,10 @@ struct Reencrypt: ParsableCommand {
     @Option(help: ArgumentHelp("Encrypt to the passphrase on the first line of this file.", valueName: "file"))
     var toPassphraseFile: String?
 
+    @Option(help: ArgumentHelp("Encrypt to this KMS key (aws:///KEY?REGION=R or vault:///KEY?ADDR=URL, as --kms). Repeatable.",
+                               valueName: "uri"))
+    var toKms: [String] = []
+
     @Option(help: ArgumentHelp("scrypt work factor log2(N) for --to-passphrase-file (default \(Passphrase.defaultWorkFactor)).", valueName: "n"))
     var workFactor: Int = Passphrase.defaultWorkFactor
 
@@ -49,8 +53,9 @@ struct Reencrypt: ParsableCommand {
                 recipients.append(try Passphrase(try KeySources.passphrase(file: toPassphraseFile, allowInsecure: keys.allowInsecureKeyFile),
                                                  workFactor: workFactor))
             }
+            recipients += try KeyOptions.kmsRecipients(toKms) as [Recipient]
             guard !recipients.isEmpty else {
-                throw CofferError.noKeyGiven("no new key given: -r RECIPIENT, -R FILE, --to-key-file FILE or --to-passphrase-file FILE")
+                throw CofferError.noKeyGiven("no new key given: -r RECIPIENT, -R FILE, --to-key-file FILE, --to-passphrase-file FILE or --to-kms URI")
             }
             let identities = try keys.identities(for: nil)
             var encryptor = try CofferEncryptor(recipients: recipients)

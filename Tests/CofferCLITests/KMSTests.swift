@@ -124,6 +124,29 @@ struct KMSCLITests {
         #expect(trusted.status == 0, "\(trusted.stderr)")
     }
 
+    @Test("reencrypt --to-kms: a key-file backup moves under a fresh file key to a Transit key, signed; the old key no longer opens it")
+    func reencryptToKMS() async throws {
+        let bao = try TestServer.openBao()
+        defer { bao.stop() }
+        try await Bao.createKey(bao, "kek")
+        let dir = Scratch()
+        let env = Self.environment(dir, ["VAULT_TOKEN": "root"])
+        let key = try dir.keygen("old.key")
+        #expect(try coffer(["keygen", "--type", "ed25519", "-o", dir.file("producer")]).status == 0)
+        let plaintext = pseudoRandom(50_000)
+        let input = try dir.write(plaintext, "db.sql")
+        #expect(try coffer(["encrypt", "--key-file", key, "-o", dir.file("db.cof"), input]).status == 0)
+        let uri = Self.vaultURI("kek", bao)
+        let moved = try coffer(["reencrypt", "--key-file", key, "--to-kms", uri, "--sign", dir.file("producer.key"), dir.file("db.cof")],
+                               environment: env)
+        #expect(moved.status == 0, "\(moved.stderr)")
+        #expect(try coffer(["decrypt", "--key-file", key, dir.file("db.cof")], environment: env).status == Exit.key)
+        let out = try coffer(["decrypt", "--kms", uri, "--signed-by", dir.file("producer.pub"), dir.file("db.cof")], environment: env)
+        #expect(out.status == 0, "\(out.stderr)")
+        #expect(out.stdout == plaintext)
+        #expect(try coffer(["reencrypt", "--key-file", key, "--to-kms", "vault:///kek", dir.file("db.cof")], environment: env).status == Exit.usage)
+    }
+
     @Test("KMS plus an X25519 recovery recipient: with the KMS down the recovery key alone decrypts")
     func recoveryWithKMSDown() async throws {
         let moto = try TestServer.moto()
