@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== building coffer (release)"
-swift build -c release 2>&1 | tail -n 1
+swift build -c release --product coffer 2>&1 | tail -n 1
 coffer=$PWD/.build/release/coffer
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/coffer-quickstart-XXXXXX")
@@ -34,19 +34,22 @@ with open("sample/xtrabackup_checkpoints", "w") as f:
 PY
 du -sh sample | sed 's/^/   /'
 
-echo "== generating a key file"
+echo "== generating a key file, and a signing key pair for the producer"
 "$coffer" keygen --symmetric -o backup.key
+"$coffer" keygen --type ed25519 -o producer
 
-echo "== encrypting the directory in place (NAME -> NAME.cof, originals removed once verified)"
+echo "== encrypting and signing the directory in place (NAME -> NAME.cof, originals removed once verified)"
 cp -a sample backup
-"$coffer" encrypt --recursive --remove-original --key-file backup.key backup
+"$coffer" encrypt --recursive --remove-original --key-file backup.key --sign producer.key backup
 find backup -type f | sort | sed 's/^/   /'
 
 echo "== inspecting one file (no key needed)"
 "$coffer" inspect backup/shop/orders.sql.cof | sed 's/^/   /'
 
-echo "== verifying every encrypted file"
-"$coffer" verify --recursive --key-file backup.key backup
+echo "== verifying every encrypted file and its signature"
+"$coffer" verify --recursive --key-file backup.key --signed-by producer.pub backup
+echo "== checking a signature without any decryption key (what a storage host can do)"
+"$coffer" verify --signed-by producer.pub backup/ibdata1.cof
 
 echo "== decrypting the directory in place"
 "$coffer" decrypt --recursive --remove-original --key-file backup.key backup
