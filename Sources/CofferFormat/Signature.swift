@@ -132,9 +132,14 @@ public struct PayloadSignatureTrailer: Equatable, Sendable {
         return PayloadSignatureTrailer(slots: slots, algorithm: parameters.algorithm)
     }
 
+    /// Whether `verifier` is the key that made `entry`: its key id, and this trailer's algorithm.
+    func isSigner(_ verifier: SignatureVerifier, of entry: Entry) -> Bool {
+        verifier.keyID == entry.keyID && verifier.algorithm == algorithm
+    }
+
     /// Refuses, before any work, a trailer that holds no signature by an accepted key.
     public func checkSigners(_ verifiers: [SignatureVerifier]) throws {
-        guard entries.contains(where: { entry in verifiers.contains { $0.keyID == entry.keyID && $0.algorithm == algorithm } }) else {
+        guard entries.contains(where: { entry in verifiers.contains { isSigner($0, of: entry) } }) else {
             throw CofferError.signerNotAccepted(found: signerLabels, accepted: verifiers.map(\.label))
         }
     }
@@ -145,7 +150,7 @@ public struct PayloadSignatureTrailer: Equatable, Sendable {
     public func verify(_ payload: SignedPayload, parameters: HeaderParameters, verifiers: [SignatureVerifier]) throws -> SignatureVerifier {
         var invalid: SignatureVerifier?
         for entry in entries {
-            for verifier in verifiers where verifier.keyID == entry.keyID && verifier.algorithm == algorithm {
+            for verifier in verifiers where isSigner(verifier, of: entry) {
                 let message = payload.message(parameters: parameters, keyID: entry.keyID)
                 if verifier.isValidSignature(entry.signature, for: message) { return verifier }
                 invalid = verifier
