@@ -35,14 +35,21 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-try:  # post-quantum primitives: only in cryptography builds with ML-KEM / ML-DSA
-    from cryptography.hazmat.primitives.asymmetric import mlkem as _mlkem
-except ImportError:  # pragma: no cover - depends on the installed cryptography
-    _mlkem = None
-try:
-    from cryptography.hazmat.primitives.asymmetric import mldsa as _mldsa
-except ImportError:  # pragma: no cover
-    _mldsa = None
+
+
+def _post_quantum(module: str, key_class: str):
+    """The module when this cryptography build has the algorithm (48 or later, with a backend
+    that implements it), else None: the checks then report a skip with the reason."""
+    try:
+        imported = __import__(f"cryptography.hazmat.primitives.asymmetric.{module}", fromlist=[key_class])
+        getattr(imported, key_class).generate()
+        return imported
+    except Exception:
+        return None
+
+
+_mlkem = _post_quantum("mlkem", "MLKEM768PrivateKey")
+_mldsa = _post_quantum("mldsa", "MLDSA65PrivateKey")
 
 
 # --------------------------------------------------------------------------------------------
@@ -647,19 +654,22 @@ def check_signature(data: bytes, parsed: ParsedFile, header: HeaderText, signers
     count, plaintext_len = chunk_layout(len(payload), header.chunk_size)
     digest = payload_digest(payload, header.chunk_size, count, digest_name)
     trailer = data[payload_end:]
+    verified = []
     for index in (0, 1):
         slot = trailer[index * slot_size:(index + 1) * slot_size]
-        if slot == bytes(slot_size):
-            continue
         key_id, signature = slot[:8], slot[8:]
+        # Only slots by an accepted signer count; an empty slot, or one by any other key id
+        # (trailer slots are authenticated by nothing but their own signature), is ignored.
         for signer in signers:
             if signer.algorithm != algorithm or signer.key_id != key_id:
                 continue
             message = signed_message(header, key_id, parsed.payload_nonce, plaintext_len, count, digest)
             if not signer.verify(signature, message):
-                raise SignatureFailed(f"signature by {key_id.hex()} does not verify")
-            return f"{algorithm} {digest_name} by {key_id.hex()}"
-    raise SignerNotAccepted("no trailer slot by an accepted signer")
+                raise SignatureFailed(f"signature by {key_id.hex()} in trailer slot {index + 1} does not verify")
+            verified.append(key_id.hex())
+    if not verified:
+        raise SignerNotAccepted("no trailer slot by an accepted signer")
+    return f"{algorithm} {digest_name} by {', '.join(verified)}"
 
 
 @dataclass
