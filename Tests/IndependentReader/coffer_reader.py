@@ -769,13 +769,21 @@ def main(argv: list[str]) -> int:
         if not names:
             print(f"no .cof files in {args.check_vectors}")
             results.failed += 1
-        for name in names:
-            vector_checks.check_vector(results, args.check_vectors, name)
-        vector_checks.refusal_checks(results, args.check_vectors)
+        steps = [(name, vector_checks.check_vector, (results, args.check_vectors, name)) for name in names]
+        steps += [("scrypt refusals", vector_checks.refusal_checks, (results, args.check_vectors)),
+                  ("two-slot rules", vector_checks.slot_checks, (results, args.check_vectors))]
         if args.coffer:
             import coffer_output_checks
-            coffer_output_checks.run(results, args.coffer)
-        else:
+            steps.append(("files written by coffer", coffer_output_checks.run, (results, args.coffer)))
+        for label, step, step_args in steps:
+            try:
+                step(*step_args)
+            except Exception as e:  # a check that cannot even start is a failure, not a crash
+                import traceback
+                traceback.print_exc()
+                results.failed += 1
+                print(f"FAIL {label}: {type(e).__name__}: {e}")
+        if not args.coffer:
             results.skip("files written by the coffer binary", "no --coffer BIN given")
         print(f"independent reader: {time.monotonic() - started:.1f} s, {results.skipped} skipped")
         print(f"{results.passed} passed, {results.failed} failed")

@@ -392,6 +392,23 @@ def negative_checks(results: Results, name: str, data: bytes, identities, signer
             return f"digest {digest}: flips the digest covers are caught without decrypting"
         results.check(f"{name}: signature-only check catches payload flips", signature_only_flips)
 
+    def truncation_classes(p: int):
+        """What FORMAT.md's table says a file cut to p bytes is."""
+        if p < nonce_start:
+            return None   # inside the header: malformed, not a Coffer file, ...
+        if p < start:
+            return (cr.Truncated,)   # missing or short payload nonce
+        payload = p - tsize - start
+        if payload <= 0:
+            return (cr.Truncated,)
+        k = payload % sealed
+        impossible = k in range(1, 16) or (k == 16 and payload > sealed)
+        if impossible:
+            return (cr.Truncated,)   # a length no plaintext produces
+        if signers:
+            return (cr.SignatureFailed, cr.SignerNotAccepted)
+        return (cr.Truncated,) if k == 0 else (cr.ChunkAuthFailed,)   # final chunk missing / cut mid-chunk
+
     def truncations():
         points = set(range(0, min(len(data), 64)))
         points |= {nonce_start - 1, nonce_start, nonce_start + 8, start - 1, start, start + 1, start + 15, start + 16}
@@ -404,7 +421,7 @@ def negative_checks(results: Results, name: str, data: bytes, identities, signer
         points = sorted(p for p in points if 0 <= p < len(data))
         classes = {}
         for p in points:
-            kind = expect_rejected(data[:p], identities, signers)
+            kind = expect_rejected(data[:p], identities, signers, truncation_classes(p))
             classes[kind] = classes.get(kind, 0) + 1
         return f"{len(points)} lengths rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(classes.items()))
     results.check(f"{name}: truncations are rejected", truncations)
@@ -449,9 +466,84 @@ def refusal_checks(results: Results, directory: str) -> None:
         return "23 refused before scrypt; 010, +9, 0x10 malformed"
     results.check("passphrase_only_chacha.cof: scrypt work factor checks", high_work_factor)
 
+    def stanza_count():
+        hello = open(os.path.join(directory, "keyfile_aes_hello.cof"), "rb").read()
+        mac = hello.index(b"\n--- ") + 1
+        for extra, expected in ((127, cr.HeaderAuthFailed), (128, cr.MalformedHeader)):
+            damaged = hello[:mac] + b"-> unknown-type\n\n" * extra + hello[mac:]
+            expect_rejected(damaged, [cr.KeyFileIdentity(K)], None, (expected,))
+        return "128 stanzas parse (then the MAC fails); 129 are too many"
+    results.check("stanzas per header are limited to 128", stanza_count)
+
     def wrong_keys():
         expect_rejected(data, [cr.PassphraseIdentity("wrong")], None, (cr.NoMatchingKey,))
         hello = open(os.path.join(directory, "keyfile_aes_hello.cof"), "rb").read()
         expect_rejected(hello, [cr.KeyFileIdentity(bytes(32))], None, (cr.NoMatchingKey,))
         return "wrong passphrase, wrong key file: no matching key"
     results.check("wrong keys find no match", wrong_keys)
+
+
+def _slot(lead: bytes, slot_size: int, generation: int, params: list[bytes], stanzas: list[bytes],
+          mac_key: bytes, spoil_mac: bool = False) -> bytes:
+    text = b"generation %d\n" % generation + b"".join(line + b"\n" for line in params + stanzas) + b"---"
+    mac = cr.hmac_sha256(mac_key, lead + text)
+    if spoil_mac:
+        mac = bytes([mac[0] ^ 1]) + mac[1:]
+    slot = text + b" " + cr.b64encode(mac) + b"\n"
+    return slot + bytes(slot_size - len(slot))
+
+
+def slot_checks(results: Results, directory: str) -> None:
+    """FORMAT.md's rules for two valid v2 slots, on v2_rewrapped_slot2_generation7.cof with a
+    slot 1 written here (the file key and object name are FORMAT.md's fixed values)."""
+    name = "v2_rewrapped_slot2_generation7.cof"
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+        results.skip("two-slot rules", f"{name} not present")
+        return
+    data = open(path, "rb").read()
+    lead = data[:data.index(b"\n") + 1]
+    size = int(lead[10:-1])
+    slot2 = data[len(lead) + size:len(lead) + 2 * size]
+    rest = data[len(lead) + 2 * size:]
+    params = [b"cipher chacha20-poly1305", b"chunk-size 4096", b"object " + cr.b64encode(b"db/ibdata1")]
+    mac_key = cr.hkdf(cr.object_key(FILE_KEY, b"db/ibdata1"), b"", b"coffer/v1 header")
+    key_file, passphrase = cr.KeyFileIdentity(K), cr.PassphraseIdentity(PASS_A)
+    scrypt_text = [line for line in slot2.split(b"\n") if line.startswith(b"-> scrypt ")][0]
+    scrypt_body = slot2.split(scrypt_text + b"\n")[1].split(b"\n")[0]
+    assert len(scrypt_body) == 64   # 48 bytes: a full line, then the empty final line
+    only_passphrase = [scrypt_text, scrypt_body, b""]
+
+    def with_slot1(slot1: bytes) -> bytes:
+        return lead + slot1 + slot2 + rest
+
+    def newest_first():
+        newer = with_slot1(_slot(lead, size, 8, params, only_passphrase, mac_key))
+        opened = cr.decrypt(newer, [passphrase])
+        assert opened.generation == 8 and opened.plaintext == pattern(5000, 13), opened.generation
+        assert opened.warnings == [], opened.warnings
+        opened = cr.decrypt(newer, [key_file])   # generation 8 has no keyfile stanza: falls back to 7
+        assert opened.generation == 7 and opened.plaintext == pattern(5000, 13), opened.generation
+        return "generation 8 tried first; 7 when no key opens 8"
+    results.check(f"{name}: the newest valid slot first, then the other", newest_first)
+
+    def bad_mac_falls_back():
+        spoiled = with_slot1(_slot(lead, size, 8, params, only_passphrase, mac_key, spoil_mac=True))
+        opened = cr.decrypt(spoiled, [passphrase])
+        assert opened.generation == 7, opened.generation
+        return "a slot whose MAC fails gives way to the other"
+    results.check(f"{name}: a newer slot with a bad MAC falls back", bad_mac_falls_back)
+
+    def same_generation():
+        twin = with_slot1(_slot(lead, size, 7, params, only_passphrase, mac_key))
+        expect_rejected(twin, [passphrase], None, (cr.MalformedHeader,))
+        return "two slots with generation 7: malformed"
+    results.check(f"{name}: two slots with one generation are rejected", same_generation)
+
+    def damaged_newer():
+        slot1 = bytearray(_slot(lead, size, 8, params, only_passphrase, mac_key))
+        slot1[-1] = 0x41   # text, then a non-zero byte in its padding: damaged, set aside, reported
+        opened = cr.decrypt(with_slot1(bytes(slot1)), [passphrase])
+        assert opened.generation == 7 and opened.warnings and "damaged" in opened.warnings[0]
+        return "damaged slot 1 set aside with a warning"
+    results.check(f"{name}: a damaged newer slot is set aside and reported", damaged_newer)
