@@ -75,7 +75,7 @@ def _run(results: vc.Results, coffer: str, work: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COFFER_", "AWS_", "VAULT_"))}
 
     def coffer_run(*args: str) -> None:
-        done = subprocess.run([coffer, *args], env=env, stdin=subprocess.DEVNULL, capture_output=True,
+        done = subprocess.run([coffer, *args[:1], "--quiet", *args[1:]], env=env, stdin=subprocess.DEVNULL, capture_output=True,
                               timeout=120)
         if done.returncode != 0:
             raise AssertionError(f"coffer {' '.join(args)} exited {done.returncode}: "
@@ -84,7 +84,9 @@ def _run(results: vc.Results, coffer: str, work: str) -> None:
     # Keys, generated here.
     symmetric = os.urandom(32)
     key_file = _write(os.path.join(work, "sym.key"), f"COFFER-SYMMETRIC-KEY-V1:{symmetric.hex()}\n".encode())
-    passphrase = "p\u00e4ssw\u00f6rd \u2603 (NFC)"
+    # Non-ASCII, with one precomposed (NFC) and one decomposed (NFD) letter: the reader uses the
+    # UTF-8 bytes as given, so a writer that normalized either way would not match.
+    passphrase = "p\u00e4ssw\u006f\u0308rd \u2603"
     pass_file = _write(os.path.join(work, "pass.txt"), passphrase.encode() + b"\n")
     x_private = x25519.X25519PrivateKey.generate()
     x_recipient = bech32_encode("age", x_private.public_key().public_bytes_raw())
@@ -130,10 +132,18 @@ def _run(results: vc.Results, coffer: str, work: str) -> None:
         # A stanza with a matching KEYID whose body was altered is an error, not "no match";
         # and a few flips and truncations of the whole file are rejected.
         every = [identities[names.get(t, t)] for t in expect_types]
-        for i in sorted({0, 5, len(data) // 3, parsed.payload_start - 17, parsed.payload_start - 1,
-                         parsed.payload_start, parsed.payload_start + 100, len(data) - 1}):
-            vc.expect_rejected(vc.flip(data, i), every, [signer] if signer else None)
-            vc.expect_rejected(data[:i], every, [signer] if signer else None)
+        mac = data.index(b"\n--- ") + 10   # inside the used slot's MAC (slot 2 is empty padding)
+        stanza = data.index(b"\n-> ") + 8   # inside the first stanza line
+        end = len(data) - cr.trailer_size(header.signed)   # a trailer's second slot is empty
+        for i in sorted({0, 5, stanza, mac, len(data) // 3, parsed.payload_start - 1,
+                         parsed.payload_start, parsed.payload_start + 100, end - 1, end, end + 20}):
+            if i >= len(data):
+                continue
+            try:
+                vc.expect_rejected(vc.flip(data, i), every, [signer] if signer else None)
+                vc.expect_rejected(data[:i], every, [signer] if signer else None)
+            except AssertionError as e:
+                raise AssertionError(f"damage at byte {i} of {len(data)}: {e}")
         return ", ".join(opened_by) + (f"; {signer.algorithm} {digest} verified" if signer else "")
 
     def all_stanzas():
@@ -148,12 +158,43 @@ def _run(results: vc.Results, coffer: str, work: str) -> None:
                           "chunk-sha256")
     results.check("coffer encrypt, every local stanza type and an Ed25519 signature", all_stanzas)
 
-    def chacha_v1():
-        out = os.path.join(work, "v1.cof")
-        coffer_run("encrypt", "--format", "v1", "--cipher", "chacha20-poly1305", "-r", x_recipient,
+    def chacha_small_chunks():
+        out = os.path.join(work, "chacha.cof")
+        coffer_run("encrypt", "--cipher", "chacha20-poly1305", "--chunk-size", "4K", "-r", x_recipient,
                    "-o", out, source)
-        return check_file("v1", out, ["X25519"], version=1, cipher="chacha20-poly1305")
-    results.check("coffer encrypt --format v1 --cipher chacha20-poly1305", chacha_v1)
+        data = open(out, "rb").read()
+        assert cr.parse_file(data).headers[0].chunk_size == 4096
+        return check_file("chacha", out, ["X25519"], cipher="chacha20-poly1305")
+    results.check("coffer encrypt --cipher chacha20-poly1305 --chunk-size 4K", chacha_small_chunks)
+
+    def age_spelling():
+        # FORMAT.md: a reader MUST accept public-key stanzas without the KEYID argument (age's
+        # spelling). Drop it from the X25519 stanza of a file coffer wrote, re-MAC the slot with the
+        # file key, and open the result with this reader and with coffer.
+        data = open(os.path.join(work, "chacha.cof"), "rb").read()
+        opened = cr.decrypt(data, [identities["X25519"]])
+        parsed = cr.parse_file(data)
+        header = parsed.headers[0]
+        lead = data[:data.index(b"\n") + 1]
+        size = int(lead[10:-1])
+        slot = data[len(lead):len(lead) + size]
+        line_start = slot.index(b"\n-> X25519 ") + 1
+        line_end = slot.index(b"\n", line_start)
+        line = slot[line_start:line_end]
+        assert len(line.split(b" ")) == 4, line   # "->", type, SHARE, KEYID
+        text = slot[:slot.index(b"\n--- ") + 4].replace(line, line.rsplit(b" ", 1)[0])
+        mac_key = cr.hkdf(cr.object_key(opened.file_key, header.object_name), b"", b"coffer/v1 header")
+        new_slot = text + b" " + cr.b64encode(cr.hmac_sha256(mac_key, lead + text)) + b"\n"
+        rewritten = lead + new_slot + bytes(size - len(new_slot)) + data[len(lead) + size:]
+        assert cr.decrypt(rewritten, [identities["X25519"]]).plaintext == plaintext
+        path = _write(os.path.join(work, "age-spelling.cof"), rewritten)
+        identity = _write(os.path.join(work, "x25519.key"),
+                          bech32_encode("age-secret-key-", x_private.private_bytes_raw()).upper().encode() + b"\n")
+        out = os.path.join(work, "age-spelling.out")
+        coffer_run("decrypt", "-i", identity, "-o", out, path)
+        assert open(out, "rb").read() == plaintext, "coffer's plaintext differs"
+        return "this reader and coffer decrypt both open it"
+    results.check("an X25519 stanza without KEYID (age's spelling) opens", age_spelling)
 
     if mldsa is None:
         results.skip("ML-DSA-65 signatures", "this cryptography build has no ML-DSA")
