@@ -228,3 +228,71 @@ def _run(results: vc.Results, coffer: str, work: str) -> None:
         assert len(keys) == 1, "the files of one run do not share a file key"
         return "object names are the relative paths; one file key"
     results.check("coffer encrypt --recursive: object names and a shared file key", recursive_run)
+
+
+def differential(results: vc.Results, coffer: str, directory: str) -> None:
+    """The reader's verdict and coffer's agree on damaged copies of a signed vector."""
+    name = "v2_signed_ed25519_chunk_sha256.cof"
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+        results.skip("coffer and the reader agree on damaged files", f"{name} not present")
+        return
+    work = tempfile.mkdtemp(prefix="coffer-pyreader-")
+    try:
+        data = open(path, "rb").read()
+        key = _write(os.path.join(work, "k.key"), f"COFFER-SYMMETRIC-KEY-V1:{vc.K.hex()}\n".encode())
+        public = ed25519.Ed25519PrivateKey.from_private_bytes(vc.ED25519_SEED).public_key()
+        pub = _write(os.path.join(work, "ed.pub"), public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), 0o644)
+        signer = cr.Signer("ed25519", vc.ED25519_PUBLIC)
+        identity = cr.KeyFileIdentity(vc.K)
+        parsed = cr.parse_file(data)
+        start, end = parsed.payload_start, len(data) - 144
+        good = data[end:end + 72]
+        bad = good[:8] + bytes(64)
+        variants = {"intact": data,
+                    "flipped MAC": vc.flip(data, data.index(b"\n--- ") + 10),
+                    "flipped stanza body": vc.flip(data, data.index(b"\n-> keyfile") + 70),
+                    "flipped nonce": vc.flip(data, start - 5),
+                    "flipped chunk 0": vc.flip(data, start + 10),
+                    "flipped final tag": vc.flip(data, end - 1),
+                    "flipped signature": vc.flip(data, end + 20),
+                    "garbage in the empty trailer slot": vc.flip(data, len(data) - 1),
+                    "bad signature + good": data[:end] + bad + good,
+                    "good + bad signature": data[:end] + good + bad,
+                    "bad signature only": data[:end] + bad + bytes(72),
+                    "no trailer": data[:end],
+                    "cut at a chunk boundary": data[:start + 4112] + data[end:],
+                    "one byte short": data[:-1],
+                    "one byte more": data + b"\0"}
+
+        def agree():
+            disagreements = []
+            for label, variant in variants.items():
+                file = _write(os.path.join(work, "v.cof"), variant)
+                try:
+                    cr.decrypt(variant, [identity], [signer])
+                    reader = True
+                except cr.CofferError:
+                    reader = False
+                try:
+                    cr.verify_only(variant, [signer])
+                    reader_verify = True
+                except cr.CofferError:
+                    reader_verify = False
+                out = os.path.join(work, "v.out")
+                if os.path.exists(out):
+                    os.unlink(out)
+                env = {k: v for k, v in os.environ.items() if not k.startswith("COFFER_")}
+                dec = subprocess.run([coffer, "decrypt", "--quiet", "--key-file", key, "--signed-by", pub,
+                                      "-o", out, file], env=env, capture_output=True, timeout=60).returncode == 0
+                ver = subprocess.run([coffer, "verify", "--signed-by", pub, file], env=env,
+                                     capture_output=True, timeout=60).returncode == 0
+                if (reader, reader_verify) != (dec, ver):
+                    disagreements.append(f"{label}: reader decrypt/verify {reader}/{reader_verify}, "
+                                         f"coffer {dec}/{ver}")
+            assert not disagreements, "; ".join(disagreements)
+            return f"{len(variants)} variants, decrypt --signed-by and verify --signed-by"
+        results.check("coffer and the reader agree on damaged copies of a signed vector", agree)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

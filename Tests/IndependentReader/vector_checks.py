@@ -371,6 +371,22 @@ def negative_checks(results: Results, name: str, data: bytes, identities, signer
             return f"{half} bytes of the used slot rejected; the empty slot's garbage ignored"
         results.check(f"{name}: a flipped signature trailer is rejected", trailer_flips)
 
+        def trailer_slot_rules():
+            half = tsize // 2
+            good = data[end:end + half]
+            bad = good[:8] + bytes(half - 8)      # the accepted key id, a signature that fails
+            other = bytes([1]) * half             # another key id
+            accept = {"good + accepted key id with a bad signature": good + bad,
+                      "bad signature + good": bad + good, "good + another key id": good + other,
+                      "another key id + good": other + good}
+            for label, trailer in accept.items():
+                cr.decrypt(data[:end] + trailer, identities, signers)
+            expect_rejected(data[:end] + bad + bytes(half), identities, signers, (cr.SignatureFailed,))
+            expect_rejected(data[:end] + other + bytes(half), identities, signers, (cr.SignerNotAccepted,))
+            expect_rejected(data[:end] + bytes(tsize), identities, signers, (cr.SignerNotAccepted,))
+            return "one verifying slot by an accepted signer suffices; others are ignored"
+        results.check(f"{name}: trailer slot rules", trailer_slot_rules)
+
         def signature_only_flips():
             # Without a decryption key, the signature alone must catch what its digest covers.
             digest = header.signed[1]
