@@ -296,3 +296,53 @@ def differential(results: vc.Results, coffer: str, directory: str) -> None:
         results.check("coffer and the reader agree on damaged copies of a signed vector", agree)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def stanza_differential(results: vc.Results, coffer: str, directory: str) -> None:
+    """Malformed stanzas, re-MACed here so that only the stanza is wrong: the reader and coffer
+    agree on which are errors and which are skipped (a stanza's rules apply only to a reader holding
+    a key of its type)."""
+    v1 = os.path.join(directory, "keyfile_and_passphrase_object.cof")
+    if not os.path.exists(v1):
+        results.skip("coffer and the reader agree on malformed stanzas", "vector not present")
+        return
+    work = tempfile.mkdtemp(prefix="coffer-pyreader-")
+    try:
+        data = open(v1, "rb").read()
+        mac = data.index(b"\n--- ") + 4
+        text, rest = data[:mac], data[data.index(b"\n", mac) + 1:]
+        mac_key = cr.hkdf(cr.object_key(vc.FILE_KEY, b"db/ibdata1"), b"", b"coffer/v1 header")
+        salt = cr.b64encode(vc.KEYFILE_SALT)
+        variants = {"keyfile stanza with 3 arguments": text.replace(salt + b"\n", salt + b" extra\n"),
+                    "keyfile body altered": text.replace(b"\nI6nU", b"\nI7nU"),
+                    "scrypt stanza with 3 arguments": text.replace(b" 10\n", b" 10 extra\n"),
+                    "unknown stanza type added": text.replace(b"-> scrypt", b"-> future-kind a b\nAAAA\n-> scrypt")}
+        key = _write(os.path.join(work, "k.key"), f"COFFER-SYMMETRIC-KEY-V1:{vc.K.hex()}\n".encode())
+        pass_file = _write(os.path.join(work, "p.txt"), vc.PASS_A.encode() + b"\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COFFER_")}
+
+        def agree():
+            rows, disagreements = 0, []
+            for label, bad in variants.items():
+                assert bad != text, f"{label}: the edit did not apply"
+                variant = bad + b" " + cr.b64encode(cr.hmac_sha256(mac_key, bad)) + b"\n" + rest
+                path = _write(os.path.join(work, "v.cof"), variant)
+                for key_label, identity, args in (("key file", cr.KeyFileIdentity(vc.K), ["--key-file", key]),
+                                                  ("passphrase", cr.PassphraseIdentity(vc.PASS_A),
+                                                   ["--passphrase-file", pass_file])):
+                    try:
+                        cr.decrypt(variant, [identity])
+                        reader = True
+                    except cr.CofferError:
+                        reader = False
+                    done = subprocess.run([coffer, "decrypt", "--quiet", *args, "-o", "-", path], env=env,
+                                          capture_output=True, timeout=60)
+                    rows += 1
+                    if reader != (done.returncode == 0):
+                        disagreements.append(f"{label} with the {key_label}: reader {reader}, coffer "
+                                             f"exit {done.returncode}")
+            assert not disagreements, "; ".join(disagreements)
+            return f"{rows} cases"
+        results.check("coffer and the reader agree on malformed stanzas", agree)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -476,12 +476,21 @@ def parse_header_lines(text: bytes, first_lines: int, allow_signed: bool) -> tup
         raise MalformedHeader("MAC is not 43 base64 characters")
     mac = b64decode_strict(mac_text, "MAC")
     mac_end = pos - 1 - 44  # index just after "---"
-    for stanza in stanzas:
-        if stanza.type in KMS_TYPES:
-            _check_kms_stanza(stanza)
     header = HeaderText(cipher, chunk_size, object_name, signed, params, stanzas, mac,
                         mac_message=text[:mac_end], generation=generation)
     return header, pos
+
+
+class KMSGrammarIdentity(Identity):
+    """Stands for a reader with KMS access: it checks a KMS stanza's grammar (a malformed one is an
+    error) but cannot unwrap it here, so it never opens one. A reader without KMS keys skips KMS
+    stanzas like any stanza it has no key for."""
+    label = "KMS grammar"
+
+    def unwrap(self, stanza):
+        if stanza.type in KMS_TYPES:
+            _check_kms_stanza(stanza)
+        return None
 
 
 @dataclass
@@ -778,6 +787,8 @@ def main(argv: list[str]) -> int:
             import coffer_output_checks
             steps.append(("files written by coffer", coffer_output_checks.run, (results, args.coffer)))
             steps.append(("coffer and the reader agree", coffer_output_checks.differential,
+                          (results, args.coffer, args.check_vectors)))
+            steps.append(("stanza rules agree", coffer_output_checks.stanza_differential,
                           (results, args.coffer, args.check_vectors)))
         for label, step, step_args in steps:
             try:

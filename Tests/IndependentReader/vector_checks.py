@@ -491,6 +491,37 @@ def refusal_checks(results: Results, directory: str) -> None:
         return "128 stanzas parse (then the MAC fails); 129 are too many"
     results.check("stanzas per header are limited to 128", stanza_count)
 
+    def kms_stanzas():
+        # The KMS stanzas of this vector cannot be unwrapped without the key services: say so, and
+        # check their grammar and FORMAT.md's fixed values, and how the grammar rules apply.
+        kms = open(os.path.join(directory, "v2_keyfile_and_kms_stanzas.cof"), "rb").read()
+        header = cr.parse_file(kms).headers[0]
+        for stanza in header.stanzas:
+            cr.KMSGrammarIdentity().unwrap(stanza)
+        expect_rejected(kms, [cr.KMSGrammarIdentity()], None, (cr.NoMatchingKey,))
+        lead = kms[:kms.index(b"\n") + 1]
+        size = int(lead[10:-1])
+        slot = kms[len(lead) + size:len(lead) + 2 * size]
+        text = slot[:slot.index(b"\n--- ") + 4]
+        mac_key = cr.hkdf(cr.object_key(FILE_KEY, b"base/16384/2619"), b"", b"coffer/v1 header")
+        wrap_id = bytes(range(0xD0, 0xE0)).hex().encode()
+        for label, bad in (("upper-case WRAP_ID", text.replace(wrap_id, wrap_id.upper())),
+                           ("extra arguments", text.replace(wrap_id, wrap_id + b" x y")),
+                           ("KEY_ARN not an ARN", text.replace(b" arn:", b" nra:"))):
+            new = bad + b" " + cr.b64encode(cr.hmac_sha256(mac_key, lead + bad)) + b"\n"
+            variant = kms[:len(lead) + size] + new + bytes(size - len(new)) + kms[len(lead) + 2 * size:]
+            try:
+                cr.KMSGrammarIdentity().unwrap([s for s in cr.parse_file(variant).headers[0].stanzas
+                                                if s.type == "aws-kms"][0])
+                raise AssertionError(f"{label}: KMS grammar accepted")
+            except cr.MalformedStanza:
+                pass
+            # A reader without KMS keys skips KMS stanzas (coffer decrypt --key-file does too).
+            assert cr.decrypt(variant, [cr.KeyFileIdentity(K)]).plaintext == b"KMS stanzas beside a key file\n"
+        return "grammar and WRAP_IDs checked; malformed ones are errors only for a reader that tries them"
+    results.check("v2_keyfile_and_kms_stanzas.cof: KMS stanza grammar", kms_stanzas)
+    results.skip("aws-kms and vault-transit unwrapping", "needs the key services (the CLI tests run them)")
+
     def wrong_keys():
         expect_rejected(data, [cr.PassphraseIdentity("wrong")], None, (cr.NoMatchingKey,))
         hello = open(os.path.join(directory, "keyfile_aes_hello.cof"), "rb").read()
