@@ -9,7 +9,6 @@ recipients, PEM), so a file that opens proves that both sides follow docs/FORMAT
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess

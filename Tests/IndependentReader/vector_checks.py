@@ -11,15 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
-import subprocess
-import tempfile
 import time
 import traceback
 
 import coffer_reader as cr
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa, x25519
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 # FORMAT.md, "Test vectors": fixed values.
 K = bytes.fromhex("0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20")
