@@ -56,7 +56,19 @@ if [[ -z "$bao_bin" ]]; then
 fi
 export COFFER_MOTO_SERVER="$moto_server_bin" COFFER_BAO="$bao_bin" COFFER_TEST_VENV="$venv"
 
+# Python `cryptography` with ML-KEM and ML-DSA (48 or later) for the independent reader below.
+if ! "$venv/bin/python" -c 'from cryptography.hazmat.primitives.asymmetric import mlkem, mldsa
+mlkem.MLKEM768PrivateKey.generate(); mldsa.MLDSA65PrivateKey.generate()' 2>/dev/null; then
+  echo "test.sh: installing cryptography into $venv"
+  "$venv/bin/pip" install -q 'cryptography>=48,<49'
+fi
+
 command -v swift >/dev/null || { echo "test.sh: swift is not on PATH (expected /opt/swift/usr/bin)" >&2; exit 1; }
 
 swift build --build-tests
 swift test --disable-xctest
+
+# The independent reader (Python, written from docs/FORMAT.md alone) over every test vector and over
+# files the built binary writes; it ends with "N passed, N failed" and exits non-zero on a failure.
+"$venv/bin/python" Tests/IndependentReader/coffer_reader.py --check-vectors Tests/CofferFormatTests/Vectors \
+  --coffer "$(swift build --show-bin-path)/coffer"
