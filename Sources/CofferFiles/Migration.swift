@@ -187,12 +187,28 @@ public struct Migration: Sendable {
         var offset: UInt64 = 0
         while true {
             let got = try header.withUnsafeMutableBytes { try source.read(into: $0, at: offset) }
-            if got == 0 { return verifiable }
+            if got == 0 {
+                // The end must fall exactly after a chunk: a length pointing past it is not a chunk.
+                guard offset == source.regularFileSize ?? offset else {
+                    throw CofferError.truncated("\(path): the last xbcrypt chunk is cut short")
+                }
+                return verifiable
+            }
             guard got >= 36, Xbcrypt.looksLikeXbcrypt(Array(header[0..<8])) else { return false }
             let ivPart: UInt64 = header[7] == 0x31 ? 0 : 8 + 16
             if header[7] != 0x33 { verifiable = false }
             let payload = header[24..<32].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-            offset += 36 + ivPart + payload
+            guard payload <= UInt64(Xbcrypt.maxChunkSize) else {
+                throw CofferError.malformedHeader("\(path): an xbcrypt chunk claims \(payload) bytes")
+            }
+            // The length is the file's word: checked arithmetic, so a crafted chunk header is an
+            // error and not a trap (an overflowing `+` kills the process).
+            let (chunkEnd, overflow) = offset.addingReportingOverflow(36 + ivPart)
+            let (next, overflow2) = chunkEnd.addingReportingOverflow(payload)
+            guard !overflow, !overflow2 else {
+                throw CofferError.malformedHeader("\(path): an xbcrypt chunk claims \(payload) bytes, beyond any file")
+            }
+            offset = next
         }
     }
 }

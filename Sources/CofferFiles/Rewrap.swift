@@ -27,6 +27,10 @@ public struct Rewrap {
     public var signer: PayloadSigner?
     /// The digest kind for files signed for the first time (re-signing keeps the file's own).
     public var signatureDigest: SignatureParameters.PayloadDigest = .chunkSHA256
+    /// Signers whose existing signature a re-signing accepts (`--signed-by`), besides `signer`'s
+    /// own key. A signed file is re-signed only when its current signature verifies with one of
+    /// them: a new signer never vouches for a payload that its last signer did not sign.
+    public var signedBy: [SignatureVerifier] = []
     public var threads = StreamEngine.defaultThreads
     /// Replaces a stanza by a fresh one for the same key, or returns nil to keep it (Vault
     /// Transit stanzas re-wrapped under the key's newest version). Called once per distinct
@@ -62,17 +66,15 @@ public struct Rewrap {
         var result = Result()
         let stanzas = try newStanzas(opened.header.stanzas, fileKey: opened.fileKey, result: &result)
         var parameters = opened.header.parameters
+        // Everything a signing needs is checked and computed before the file is touched.
+        let signing = try signer.map { try prepareSigning(opened: opened, source: source, signer: $0, path: path) }
+        if let signing { parameters = signing.parameters }
 
-        guard case .slots(let size, _) = opened.header.layout, signer == nil || parameters.signature != nil else {
+        guard case .slots(let size, _) = opened.header.layout, signing == nil || signing!.existing != nil else {
             var signature: (PayloadSignatureTrailer, SignatureParameters)?
-            if let signer {
-                // Signed for the first time: the digest is taken over the payload as it stands,
-                // which is exactly what is copied.
-                let fileSize = try regularFileSize(source, path: path)
-                let payload = try reading.signedPayload(of: source, fileSize: fileSize, engine: StreamEngine(threads: threads),
-                                                        digest: signatureDigest)
-                parameters.signature = SignatureParameters(algorithm: signer.algorithm, digest: signatureDigest)
-                signature = (try payload.trailer(signedBy: signer, parameters: parameters), parameters.signature!)
+            if let signing {
+                signature = (PayloadSignatureTrailer(slots: [signing.entry, nil], algorithm: signing.signature.algorithm),
+                             signing.signature)
                 result.signed = true
             }
             try convert(path: path, source: source, reading: reading, parameters: parameters, stanzas: stanzas,
@@ -91,28 +93,72 @@ public struct Rewrap {
         try writeAndSync(fd: fd, header.encodedSlot(), at: reading.slotOffset(target)!, path: path)
         try writeAndSync(fd: fd, [UInt8](repeating: 0, count: size), at: reading.slotOffset(openedSlot)!, path: path)
         result.generation = generation
-        if let signer, let signature = parameters.signature {
-            try resign(fd: fd, source: source, reading: reading, parameters: parameters, signature: signature,
-                       signer: signer, path: path)
+        if let signing, let old = signing.existing {
+            try resign(fd: fd, old: old, entry: signing.entry, signature: signing.signature,
+                       fileSize: signing.fileSize, path: path)
             result.signed = true
         }
         return result
     }
 
+    /// A signature made and checked before anything is written.
+    struct Signing {
+        /// The header parameters with the `signed` line (unchanged for a file already signed).
+        var parameters: HeaderParameters
+        var signature: SignatureParameters
+        /// The new signature.
+        var entry: PayloadSignatureTrailer.Entry
+        /// The trailer of a file already signed, whose signature verified.
+        var existing: PayloadSignatureTrailer?
+        var fileSize: UInt64
+    }
+
+    /// Signs what the file holds, after proving it is what was signed before (docs/FORMAT.md,
+    /// "Signatures", re-signing): every chunk is authenticated under the file key in the same pass
+    /// that computes the digest, and a file already signed must carry a signature that verifies
+    /// with `signer`'s own key or one of ``signedBy`` over exactly that digest. Otherwise a key
+    /// holder's altered payload, whose old signature no longer matches, would be laundered under
+    /// the new signer. A damaged trailer is refused too.
+    func prepareSigning(opened: OpenedFile, source: ByteSource, signer: PayloadSigner, path: String) throws -> Signing {
+        let fileSize = try regularFileSize(source, path: path)
+        var parameters = opened.header.parameters
+        let existing = parameters.signature
+        if let existing, signer.algorithm != existing.algorithm {
+            throw CofferError.refused("the file is signed with \(existing.algorithm.rawValue); re-signing with \(signer.algorithm.rawValue) needs 'coffer reencrypt --sign'")
+        }
+        var oldTrailer: PayloadSignatureTrailer?
+        if existing != nil {
+            let old = try opened.reading.readTrailer(from: source, fileSize: fileSize)!
+            if let damage = old.structuralDamage {
+                throw CofferError.signatureInvalid("\(damage); refusing to sign over it (check the file's origin, then 'coffer reencrypt --sign' signs a new file)")
+            }
+            oldTrailer = old
+        }
+        let signature = existing ?? SignatureParameters(algorithm: signer.algorithm, digest: signatureDigest)
+        let payload = try opened.authenticatedSignedPayload(of: source, fileSize: fileSize,
+                                                            engine: StreamEngine(threads: threads), digest: signature.digest)
+        if let oldTrailer {
+            do {
+                _ = try oldTrailer.verify(payload, parameters: parameters, verifiers: signedBy + [signer.publicVerifier])
+            } catch CofferError.signerNotAccepted(let found, let accepted) {
+                throw CofferError.signerNotAccepted(
+                    found: found, accepted: accepted + ["(re-signing checks the existing signature first: give its signer with --signed-by)"])
+            } catch CofferError.signatureInvalid(let reason) {
+                throw CofferError.signatureInvalid("\(reason); refusing to sign it")
+            }
+        }
+        parameters.signature = signature
+        let entry = try payload.trailer(signedBy: signer, parameters: parameters).slots[0]!
+        return Signing(parameters: parameters, signature: signature, entry: entry, existing: oldTrailer, fileSize: fileSize)
+    }
+
     /// Replaces a signed file's signature: the new one goes into a free trailer slot (or the slot
     /// of the same signer), is flushed, and only then are the other slots cleared, so an
     /// interruption leaves at least one valid signature.
-    func resign(fd: Int32, source: ByteSource, reading: HeaderReading, parameters: HeaderParameters,
-                signature: SignatureParameters, signer: PayloadSigner, path: String) throws {
-        guard signer.algorithm == signature.algorithm else {
-            throw CofferError.refused("the file is signed with \(signature.algorithm.rawValue); re-signing with \(signer.algorithm.rawValue) needs 'coffer reencrypt --sign'")
-        }
-        let fileSize = try regularFileSize(source, path: path)
-        guard let old = try reading.readTrailer(from: source, fileSize: fileSize) else { return }
-        let payload = try reading.signedPayload(of: source, fileSize: fileSize, engine: StreamEngine(threads: threads))
-        let entry = try payload.trailer(signedBy: signer, parameters: parameters).slots[0]!
+    func resign(fd: Int32, old: PayloadSignatureTrailer, entry: PayloadSignatureTrailer.Entry,
+                signature: SignatureParameters, fileSize: UInt64, path: String) throws {
         let target = old.slots.firstIndex(where: { $0 == nil })
-            ?? old.slots.firstIndex(where: { $0?.keyID == signer.keyID }) ?? 1
+            ?? old.slots.firstIndex(where: { $0?.keyID == entry.keyID }) ?? 1
         let trailerStart = fileSize - UInt64(signature.trailerSize)
         let slotOffset = { (index: Int) in trailerStart + UInt64(index * signature.trailerSlotSize) }
         try writeAndSync(fd: fd, entry.keyID + entry.signature, at: slotOffset(target), path: path)

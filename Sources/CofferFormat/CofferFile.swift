@@ -258,10 +258,15 @@ public struct OpenedFile: Sendable {
 
     /// Decrypts the rest of `source` (positioned right after the payload nonce) into `sink`.
     /// With `signedBy`, the file must carry a valid signature by one of those keys: an unsigned
-    /// file or another signer is refused before any output; a signature that does not match the
-    /// payload is found at the end (the plaintext was written by then: discard it, as `-o` does).
+    /// file or another signer is refused before any output. From a regular file with
+    /// `signatureFirst` (the default), the whole signature is checked before the first byte is
+    /// written (a pass that hashes the ciphertext; with `chunk-tags`, one that authenticates every
+    /// chunk, since a tag alone proves nothing), and again over the chunks as they are opened.
+    /// Otherwise (a pipe, or `signatureFirst` false for a sink that publishes nothing until it
+    /// completes, such as an atomic output file) a signature that does not match the payload is
+    /// found at the end, after the plaintext was written to `sink`.
     public func decrypt(from source: ByteSource, to sink: ByteSink, engine: StreamEngine,
-                        signedBy verifiers: [SignatureVerifier] = []) throws -> UInt64 {
+                        signedBy verifiers: [SignatureVerifier] = [], signatureFirst: Bool = true) throws -> UInt64 {
         let parameters = header.parameters
         let signature = try reading.requireSignature(verifiers: verifiers)
         var trailer: PayloadSignatureTrailer?
@@ -276,6 +281,16 @@ public struct OpenedFile: Sendable {
                 try engine.authenticateFinalChunk(from: source, payloadStart: start, layout: layout(fileSize: size),
                                                   key: payloadKey, cipher: parameters.cipher)
                 throw refusal
+            }
+            if signatureFirst {
+                let first = StreamEngine(threads: engine.threads)
+                if signature!.digest == .chunkTags {
+                    // Signed tags say nothing of a chunk that does not authenticate: open them all first.
+                    let payload = try authenticatedSignedPayload(of: source, fileSize: size, engine: first, digest: .chunkTags)
+                    _ = try trailer!.verify(payload, parameters: parameters, verifiers: verifiers)
+                } else {
+                    _ = try reading.verifySignature(in: source, verifiers: verifiers, engine: first, parameters: parameters)
+                }
             }
         }
         let summary = try engine.open(from: source, to: sink, key: payloadKey, cipher: parameters.cipher,

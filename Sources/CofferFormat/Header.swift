@@ -41,8 +41,9 @@ public struct HeaderParameters: Equatable, Sendable {
         }
     }
 
-    /// The object name as text, for messages.
-    public var objectNameText: String { String(decoding: objectName, as: UTF8.self) }
+    /// The object name as text for messages and printers: control characters and bytes that are
+    /// not UTF-8 escaped (``DisplayText``), since the name comes from an unauthenticated header.
+    public var objectNameText: String { DisplayText.escape(objectName) }
 }
 
 /// Where a header sits in its file (docs/FORMAT.md, "Version 2: header slots").
@@ -58,6 +59,9 @@ public enum HeaderLayout: Equatable, Sendable {
 
 /// A parsed header (version 1, or one slot of version 2). See docs/FORMAT.md, "Header".
 public struct Header: Sendable {
+    /// The passphrase stanza type (Sources/CofferKeys/Passphrase.swift): at most one per header.
+    public static let scryptStanzaType = "scrypt"
+
     public var parameters: HeaderParameters
     public var stanzas: [Stanza]
     public var mac: [UInt8]
@@ -77,6 +81,10 @@ public struct Header: Sendable {
         guard !stanzas.isEmpty else { throw CofferError.noKeyGiven("a header needs at least one stanza") }
         guard stanzas.count <= Limits.maxStanzas else {
             throw CofferError.invalidParameter("at most \(Limits.maxStanzas) stanzas fit in one header")
+        }
+        guard stanzas.filter({ $0.type == Header.scryptStanzaType }).count <= 1 else {
+            throw CofferError.invalidParameter(
+                "a header holds at most one passphrase (scrypt) stanza; remove the old one first (rewrap --remove scrypt)")
         }
         if parameters.signature != nil, layout == .single {
             throw CofferError.invalidParameter("signatures need file version 2")
@@ -232,12 +240,21 @@ public struct Header: Sendable {
         }
 
         var stanzas: [Stanza] = []
+        var scryptStanzas = 0
         while index < lines.count, lines[index].hasPrefix("-> ") {
             let (stanza, after) = try StanzaGrammar.parse(lines: lines, at: index)
             stanzas.append(stanza)
             index = after
             guard stanzas.count <= Limits.maxStanzas else {
                 throw CofferError.malformedHeader("more than \(Limits.maxStanzas) stanzas")
+            }
+            // Refused here, before any key is tried: each scrypt stanza can cost a reader seconds of
+            // CPU and gigabytes of memory, so a header may make it pay at most once (as in age).
+            if stanza.type == Header.scryptStanzaType {
+                scryptStanzas += 1
+                guard scryptStanzas <= 1 else {
+                    throw CofferError.malformedHeader("more than one scrypt (passphrase) stanza: a header holds at most one")
+                }
             }
         }
         guard !stanzas.isEmpty else { throw CofferError.malformedHeader("no stanza: the file cannot be opened by any key") }
@@ -257,7 +274,7 @@ public struct Header: Sendable {
         if line.hasPrefix(Limits.versionLineV2 + " ") {
             throw CofferError.malformedHeader("a coffer/v2 file is read slot by slot, not as one header")
         }
-        if line.hasPrefix("coffer/") { throw CofferError.unsupportedVersion(String(line)) }
+        if line.hasPrefix("coffer/") { throw CofferError.unsupportedVersion(DisplayText.escape(String(line))) }
         throw CofferError.notCofferFile(hint: FormatSniffer.hint(firstBytes: Array(line.utf8)))
     }
 

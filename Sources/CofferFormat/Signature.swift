@@ -64,6 +64,8 @@ public protocol PayloadSigner: Sendable {
     /// The signer's 8-byte key id, written beside the signature so verifiers find their key.
     var keyID: [UInt8] { get }
     func sign(_ message: [UInt8]) throws -> [UInt8]
+    /// The matching public key: a re-signing checks the signer's own earlier signature with it.
+    var publicVerifier: SignatureVerifier { get }
 }
 
 /// A public key a reader accepts signatures from (`--signed-by`).
@@ -100,7 +102,25 @@ public struct PayloadSignatureTrailer: Equatable, Sendable {
     }
 
     /// How messages name the signers in the trailer ("ed25519 3f2a…").
-    var signerLabels: [String] { entries.map { "\(algorithm.rawValue) \($0.keyIDText)" } }
+    public var signerLabels: [String] { entries.map { "\(algorithm.rawValue) \($0.keyIDText)" } }
+
+    /// What is wrong with the trailer's structure, found without any public key; nil when nothing
+    /// is (docs/FORMAT.md, "Signatures"). A signed file whose trailer holds no signature, or a slot
+    /// whose key id or signature is all zero bytes, was damaged or stripped after signing. Whether
+    /// a signature is genuine only a public key can tell (``verify(_:parameters:verifiers:)``).
+    public var structuralDamage: String? {
+        if entries.isEmpty { return "the file declares a signature but its trailer holds none (both slots are empty)" }
+        for (index, slot) in slots.enumerated() {
+            guard let slot else { continue }
+            if slot.keyID.allSatisfy({ $0 == 0 }) {
+                return "trailer slot \(index + 1) holds a signature without a key id (zero bytes)"
+            }
+            if slot.signature.allSatisfy({ $0 == 0 }) {
+                return "trailer slot \(index + 1) names key id \(slot.keyIDText) but its signature is zero bytes"
+            }
+        }
+        return nil
+    }
 
     public var entries: [Entry] { slots.compactMap { $0 } }
 
@@ -161,6 +181,35 @@ public struct PayloadSignatureTrailer: Equatable, Sendable {
                 "the signature by \(invalid.label) does not match the file: it was altered after signing")
         }
         throw CofferError.signerNotAccepted(found: signerLabels, accepted: verifiers.map(\.label))
+    }
+}
+
+extension OpenedFile {
+    /// Authenticates every chunk of a regular file's payload under the file key, writing nothing,
+    /// and returns what a signature of it covers (`kind` digest). What a re-signing signs: only
+    /// a payload that opens, hashed in the same pass that opened it.
+    public func authenticatedSignedPayload(of source: ByteSource, fileSize: UInt64, engine: StreamEngine,
+                                           digest kind: SignatureParameters.PayloadDigest) throws -> SignedPayload {
+        let layout = try reading.layout(fileSize: fileSize)
+        var digester = PayloadDigester(kind: kind)
+        _ = try engine.openChunks(from: source, payloadStart: reading.payloadStart, layout: layout,
+                                  chunks: 0...(layout.chunkCount - 1), key: payloadKey, cipher: header.parameters.cipher,
+                                  digest: kind) { slot in
+            digester.add(slot.digest)
+            return UInt64(slot.inputCount - Limits.tagSize)
+        }
+        return SignedPayload(payloadNonce: reading.payloadNonce, plaintextLength: layout.plaintextSize,
+                             chunkCount: layout.chunkCount, digest: digester.finalize())
+    }
+}
+
+extension HeaderReading {
+    /// The signature trailer as it stands, unchecked (no public key needed): read from a regular
+    /// file, or the tail a pipe withheld once its payload was read. Nil when the file is unsigned.
+    public func unverifiedTrailer(in source: ByteSource) throws -> PayloadSignatureTrailer? {
+        guard let signature = header.parameters.signature else { return nil }
+        if let size = source.regularFileSize { return try readTrailer(from: source, fileSize: size) }
+        return try PayloadSignatureTrailer.parse(source.withheldTail(), parameters: signature)
     }
 }
 

@@ -23,7 +23,7 @@ public enum Xbcrypt {
     public static let magicPrefix = Array("XBCRYP0".utf8)
     static let fixedHeaderSize = 36
     /// Larger chunks than any xbcrypt writes are refused rather than allocated.
-    static let maxChunkSize = 256 << 20
+    public static let maxChunkSize = 256 << 20
 
     public enum Version: Int, Sendable, Comparable {
         case v1 = 1, v2, v3

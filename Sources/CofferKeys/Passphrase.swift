@@ -13,7 +13,7 @@ import Foundation
 /// Derived wrapping keys are cached by (salt, work factor), so a directory run whose files all
 /// carry the same stanza pays for scrypt once.
 public final class Passphrase: Recipient, Identity, @unchecked Sendable {
-    public static let stanzaType = "scrypt"
+    public static let stanzaType = Header.scryptStanzaType
     /// log2(N) written by default: about one second per derivation on this project's machines
     /// (docs/PERFORMANCE.md, "scrypt").
     public static let defaultWorkFactor = 18

@@ -45,12 +45,27 @@ struct Coffer: ParsableCommand {
 /// Process-wide set-up and error reporting shared by the subcommands.
 enum Runtime {
     static func prepare() {
+        disableCoreDumps()
         // COFFER_MALLOC_DEFAULTS=1 keeps glibc's defaults, so scripts/bench.sh can measure the difference.
         if ProcessInfo.processInfo.environment["COFFER_MALLOC_DEFAULTS"] != "1" { AllocatorTuning.apply() }
         // A closed pipe must surface as a write error, not kill the process mid-file.
         signal(SIGPIPE, SIG_IGN)
         installInterruptHandler()
         KeyTypes.registerAll()
+    }
+
+    /// Keys, passphrases and plaintext are in this process's memory: no core file may hold them,
+    /// and no other process of the same user may read that memory through ptrace or /proc/PID/mem
+    /// (docs/KEYS.md, "Secrets in memory"). Done first, before any secret is read. The limit is
+    /// inherited by child processes (decompressors), which see no secret anyway.
+    static func disableCoreDumps() {
+        var none = rlimit(rlim_cur: 0, rlim_max: 0)
+        if setrlimit(Int32(RLIMIT_CORE.rawValue), &none) != 0 {
+            warn("warning: cannot disable core dumps (setrlimit: \(String(cString: strerror(errno))))")
+        }
+        if linuxPrctl(4 /* PR_SET_DUMPABLE */, 0, 0, 0, 0) != 0 {
+            warn("warning: cannot mark the process non-dumpable (prctl: \(String(cString: strerror(errno))))")
+        }
     }
 
     nonisolated(unsafe) static var signalSources: [DispatchSourceSignal] = []
@@ -81,8 +96,10 @@ enum Runtime {
         }
     }
 
+    /// Writes one line to standard error. The whole message is escaped (``DisplayText``): it may
+    /// hold names from headers, file names and error text, and none may drive the terminal.
     static func warn(_ message: String) {
-        FileHandle.standardError.write(Data("coffer: \(message)\n".utf8))
+        FileHandle.standardError.write(Data("coffer: \(DisplayText.escape(message))\n".utf8))
     }
 
     /// Runs a subcommand body, turning a ``CofferError`` into one line on stderr and its exit code.
@@ -99,3 +116,7 @@ enum Runtime {
         }
     }
 }
+
+/// prctl(2): variadic in C, so Swift does not import it; called with its four unsigned-long arguments.
+@_silgen_name("prctl")
+private func linuxPrctl(_ option: Int32, _ arg2: UInt, _ arg3: UInt, _ arg4: UInt, _ arg5: UInt) -> Int32

@@ -28,8 +28,14 @@ struct Decrypt: ParsableCommand {
         another name than the one it was encrypted as is refused.
 
         --signed-by PUB requires a producer signature by that key (any one of several given): an
-        unsigned file, another signer or a file altered after signing is refused. An unsigned file
-        or a wrong signer is refused before any output; an altered payload is found as it is read.
+        unsigned file, another signer or a file altered after signing is refused, before any
+        plaintext is written: to standard output, the whole signature is checked first (a pass that
+        hashes the ciphertext; with chunk-tags, one that authenticates every chunk), then again as
+        the chunks are decrypted; input from a pipe is first
+        copied to an unlinked temporary file in $TMPDIR (ciphertext only) so that it can be. With -o,
+        the output file appears only once everything checked, so one pass does both.
+        Without --signed-by a signature is not checked (the file key still authenticates every
+        byte); a damaged signature trailer is reported as a warning ('coffer verify' fails on it).
         """)
 
     @OptionGroup var keys: KeyOptions
@@ -95,8 +101,14 @@ struct Decrypt: ParsableCommand {
                 }
                 return
             }
-            let source = try ByteSource.open(path: input ?? "-")
+            var source = try ByteSource.open(path: input ?? "-")
             defer { source.close() }
+            let toStandardOutput = output == nil || output == "-"
+            if !signers.signedBy.isEmpty, toStandardOutput, source.regularFileSize == nil {
+                // No plaintext may reach a pipe before the signature checked, and that needs the
+                // whole ciphertext first: it is copied to an unlinked file, then read from there.
+                source = try Self.spool(source)
+            }
             let firstBytes = try source.peek(AgeFile.sniffLength)
             if Xbcrypt.looksLikeXbcrypt(firstBytes) {
                 try signers.refuseUnsignedFormat(".xbcrypt")
@@ -125,10 +137,48 @@ struct Decrypt: ParsableCommand {
                     _ = try opened.decryptRange(from: source, offset: offset ?? 0, length: length ?? UInt64.max,
                                                 to: sink, engine: streamEngine, signedBy: verifiers)
                 } else {
-                    _ = try opened.decrypt(from: source, to: sink, engine: streamEngine, signedBy: verifiers)
+                    // To a file, nothing is published before the end: no separate signature pass.
+                    _ = try opened.decrypt(from: source, to: sink, engine: streamEngine, signedBy: verifiers,
+                                           signatureFirst: toStandardOutput)
                 }
             }
+            if verifiers.isEmpty, !isRange, let damage = try reading.unverifiedTrailer(in: source)?.structuralDamage {
+                Runtime.warn("warning: the signature trailer is damaged (\(damage)); the plaintext authenticated under the file key, but the signature is lost. 'coffer verify' reports this as an error")
+            }
         }
+    }
+
+    /// Copies a non-seekable input to an unlinked temporary file in $TMPDIR (mode 0600) and
+    /// returns a source reading it from the start. Only ciphertext is written there.
+    static func spool(_ input: ByteSource) throws -> ByteSource {
+        let directory = ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+        var template = Array("\(directory)/.coffer-spool-XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        let path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard fd >= 0 else {
+            throw CofferError.writeFailed(path: path, reason: "cannot create a temporary file to check the signature before output: \(String(cString: strerror(errno)))")
+        }
+        unlink(path)
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        let sink = FileDescriptorSink(fd: fd, path: "temporary copy of the input in \(directory)")
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        do {
+            while true {
+                let n = try buffer.withUnsafeMutableBytes { try input.readFully(into: $0) }
+                if n == 0 { break }
+                try buffer.withUnsafeBytes { try sink.write(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
+                if n < buffer.count { break }
+            }
+        } catch {
+            close(fd)
+            throw error
+        }
+        guard lseek(fd, 0, SEEK_SET) == 0 else {
+            close(fd)
+            throw CofferError.readFailed(path: path, reason: String(cString: strerror(errno)))
+        }
+        input.close()
+        return ByteSource(fd: fd, path: input.path)
     }
 
     /// A standard age file, binary or armored: opened with age identities (-i) or a passphrase.

@@ -41,6 +41,8 @@ struct Inspect: ParsableCommand {
         let digest: String
         /// Key ids of the signatures in the trailer (nil when it could not be read: a pipe).
         let signers: [String]?
+        /// What is structurally wrong with the trailer (docs/FORMAT.md, "Signatures"), if anything.
+        let damage: String?
     }
 
     struct Report: Encodable {
@@ -89,22 +91,27 @@ struct Inspect: ParsableCommand {
             var layout: StreamEngine.PayloadLayout?
             var payloadError: CofferError?
             var signers: [String]?
+            var damage: String?
             if let size = source.regularFileSize {
                 do {
                     layout = try reading.layout(fileSize: size)
-                    signers = try reading.readTrailer(from: source, fileSize: size)?.entries.map(\.keyIDText)
+                    let trailer = try reading.readTrailer(from: source, fileSize: size)
+                    signers = trailer?.entries.map(\.keyIDText)
+                    damage = trailer?.structuralDamage
                 } catch let error as CofferError {
                     payloadError = error
                 }
             }
             let signature = header.parameters.signature.map {
-                SignatureInfo(algorithm: $0.algorithm.rawValue, digest: $0.digest.rawValue, signers: signers)
+                SignatureInfo(algorithm: $0.algorithm.rawValue, digest: $0.digest.rawValue, signers: signers, damage: damage)
             }
             let report = Report(
                 file: input, version: header.generation == nil ? Limits.versionLine : Limits.versionLineV2,
                 cipher: header.parameters.cipher.rawValue,
                 chunkSize: header.parameters.chunkSize,
-                object: header.parameters.objectName.isEmpty ? nil : header.parameters.objectNameText,
+                // Exact in JSON when it is UTF-8 (JSON escapes it); the text printer escapes it.
+                object: header.parameters.objectName.isEmpty ? nil
+                    : String(validating: header.parameters.objectName, as: UTF8.self) ?? header.parameters.objectNameText,
                 headerBytes: reading.headerLength,
                 slotSize: { if case .slots(let size, _) = header.layout { return size } else { return nil } }(),
                 generation: header.generation,
@@ -123,8 +130,26 @@ struct Inspect: ParsableCommand {
     func printJSON(_ report: Report) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        print(Self.jsonSafe(String(decoding: try encoder.encode(report), as: UTF8.self)))
     }
+
+    /// JSON text with every character a terminal could act on written as a `\\uXXXX` escape: the
+    /// encoder escapes C0 controls already, but not DEL, C1 controls, line separators or bidi
+    /// controls, which may only occur inside strings and are equally valid escaped.
+    static func jsonSafe(_ json: String) -> String {
+        var out = ""
+        for scalar in json.unicodeScalars {
+            if scalar.value >= 0x7F, DisplayText.needsEscape(scalar) {
+                out += String(format: "\\u%04x", scalar.value)
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+
+    /// Every text line goes through here: header fields are escaped (``DisplayText``).
+    func line(_ text: String) { print(DisplayText.escape(text)) }
 
     /// A standard age file: its stanzas (which keys open it) and, for a binary regular file, the payload size.
     func inspectAge(_ source: ByteSource, kind: AgeFile.Kind) throws {
@@ -158,33 +183,34 @@ struct Inspect: ParsableCommand {
     /// Prints a report as JSON or as aligned text (Coffer and age files alike).
     func show(_ report: Report, slots: String?, unknownPayload: String) throws {
         if json { return try printJSON(report) }
-        print("file:        \(report.file)")
-        print("version:     \(report.version)")
-        print("cipher:      \(report.cipher)")
-        print("chunk size:  \(report.chunkSize) bytes (\(ProgressLine.bytes(UInt64(report.chunkSize))))")
-        if let object = report.object { print("object:      \(object)") }
-        print("header:      \(report.headerBytes) bytes")
-        if let slots { print("slots:       \(slots)") }
-        for damaged in report.damagedSlots ?? [] { print("damaged:     \(damaged)") }
-        print("stanzas:     \(report.stanzas.count) (any one opens the file)")
+        line("file:        \(report.file)")
+        line("version:     \(report.version)")
+        line("cipher:      \(report.cipher)")
+        line("chunk size:  \(report.chunkSize) bytes (\(ProgressLine.bytes(UInt64(report.chunkSize))))")
+        if let object = report.object { line("object:      \(object)") }
+        line("header:      \(report.headerBytes) bytes")
+        if let slots { line("slots:       \(slots)") }
+        for damaged in report.damagedSlots ?? [] { line("damaged:     \(damaged)") }
+        line("stanzas:     \(report.stanzas.count) (any one opens the file)")
         for stanza in report.stanzas {
             let id = stanza.keyID.map { " [key id \($0)]" } ?? ""
-            print("  \(stanza.type.padding(toLength: 14, withPad: " ", startingAt: 0)) \(stanza.description)\(stanza.uri != nil ? id : "")")
-            if let uri = stanza.uri { print("                 uri: \(uri)") }
+            line("  \(stanza.type.padding(toLength: 14, withPad: " ", startingAt: 0)) \(stanza.description)\(stanza.uri != nil ? id : "")")
+            if let uri = stanza.uri { line("                 uri: \(uri)") }
         }
         if let signature = report.signature {
             let who = signature.signers.map { $0.isEmpty ? "no signature in the trailer" : $0.map { "key id \($0)" }.joined(separator: ", ") }
                 ?? "trailer not read (not a regular file)"
-            print("signature:   \(signature.algorithm), \(signature.digest); signed by \(who) (check with verify --signed-by)")
+            line("signature:   \(signature.algorithm), \(signature.digest); signed by \(who) (not checked: check with verify --signed-by)")
+            if let damage = signature.damage { line("             damaged trailer: \(damage)") }
         } else {
-            print("signature:   none")
+            line("signature:   none")
         }
         if let plaintext = report.plaintextBytes, let chunks = report.chunks {
-            print("payload:     \(plaintext) bytes in \(chunks) chunks")
+            line("payload:     \(plaintext) bytes in \(chunks) chunks")
         } else if let payloadError = report.payloadError {
-            print("payload:     invalid: \(payloadError)")
+            line("payload:     invalid: \(payloadError)")
         } else {
-            print("payload:     unknown (\(unknownPayload))")
+            line("payload:     unknown (\(unknownPayload))")
         }
     }
 }

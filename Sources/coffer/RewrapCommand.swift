@@ -21,8 +21,10 @@ struct Rewrap: ParsableCommand {
         passphrase stanzas.
 
         A signature does not cover the stanzas, so it stays valid through a rewrap. --sign KEY signs
-        anew (rotating the producer's signing key): the payload is read once to hash it, the new
-        signature written to the trailer's free slot and flushed, then the old one cleared. An
+        anew (rotating the producer's signing key): the payload is read once, every chunk authenticated
+        and hashed; a signed file's existing signature must verify over exactly that payload, with the
+        --sign key's own public key or one given with --signed-by (else nothing is changed); then the
+        new signature is written to the trailer's free slot and flushed, and the old one cleared. An
         unsigned file is converted once (payload bytes copied, signature trailer appended).
 
         Examples:
@@ -32,6 +34,7 @@ struct Rewrap: ParsableCommand {
 
     @OptionGroup var keys: KeyOptions
     @OptionGroup var signing: SignOptions
+    @OptionGroup var signers: SignedByOptions
 
     @Option(help: ArgumentHelp("Add a public key (age1…, age1pq1…, or a file of keys). Repeatable.", valueName: "recipient"))
     var addRecipient: [String] = []
@@ -98,6 +101,7 @@ struct Rewrap: ParsableCommand {
             change.remove = remove
             change.signer = try signing.signer(keys: keys)
             change.signatureDigest = signing.digest
+            change.signedBy = try signers.verifiers()
             for value in addRecipient { change.add += try RecipientOptions.parse(value, what: "recipient") }
             for path in addRecipientsFile { change.add += try RecipientOptions.readRecipientsFile(path) }
             change.add += try addKeyFile.map { try KeySources.keyFile(path: $0, allowInsecure: keys.allowInsecureKeyFile) }

@@ -14,6 +14,10 @@ struct Verify: ParsableCommand {
         discussion: """
         Exit status 0 only if every header and every chunk authenticate with a given key.
 
+        Without --signed-by, a signed file's signature is not checked (no public key is given):
+        verify says so ("signed by KEYID, not checked") and fails on a damaged trailer (one that
+        holds no signature, or a zeroed key id or signature).
+
         --signed-by PUB also requires a producer signature by that key (any one of several given).
         Given --signed-by and no key at all, only the signature is checked: the ciphertext is hashed
         without being decrypted, which proves the file is byte for byte what the signer wrote, on a
@@ -78,7 +82,12 @@ struct Verify: ParsableCommand {
                                                          engine: StreamEngine(threads: engine.threads, progress: progress.callback))
                 progress.stop()
                 if !engine.quiet {
-                    Runtime.warn("OK: \(input ?? "standard input"): signed by \(signer.label); the ciphertext is as signed (not decrypted: no key given)")
+                    if reading.header.parameters.signature?.digest == .chunkTags {
+                        // The tags bind the ciphertext only for someone who holds the key.
+                        Runtime.warn("OK: \(input ?? "standard input"): signed by \(signer.label); the chunk tags are as signed, but with chunk-tags the ciphertext is proven only once a key authenticates it (not decrypted: no key given)")
+                    } else {
+                        Runtime.warn("OK: \(input ?? "standard input"): signed by \(signer.label); the ciphertext is as signed (not decrypted: no key given)")
+                    }
                 }
                 return
             }
@@ -86,15 +95,24 @@ struct Verify: ParsableCommand {
             let progress = ProgressLine(total: opened.plaintextSize(of: source), quiet: engine.quiet)
             let bytes = try opened.decrypt(from: source, to: DiscardingSink(),
                                            engine: StreamEngine(threads: engine.threads, progress: progress.callback),
-                                           signedBy: verifiers)
+                                           signedBy: verifiers, signatureFirst: false)  // nothing is output
             progress.stop()
             if let damaged = reading.damagedSlots.first {
                 // The payload and the header in use are authentic, but the file is not as written.
                 throw CofferError.malformedHeader(
                     "header slot \(damaged.slot + 1) is damaged (\(damaged.reason)); the payload and the header in use authenticated. An interrupted 'coffer rewrap' leaves this; running it again repairs the slot")
             }
+            // Without --signed-by, a signed file's trailer is checked for what needs no public key:
+            // its structure. Whether the signature is genuine is left unsaid, and said to be.
+            var signatureNote = verifiers.isEmpty ? "" : ", signature valid"
+            if verifiers.isEmpty, let trailer = try reading.unverifiedTrailer(in: source) {
+                if let damage = trailer.structuralDamage {
+                    throw CofferError.signatureInvalid("the signature trailer is damaged: \(damage) (the payload authenticated under the file key)")
+                }
+                signatureNote = "; signed by \(trailer.signerLabels.joined(separator: ", ")), not checked (give --signed-by to check it)"
+            }
             if !engine.quiet {
-                Runtime.warn("OK: \(input ?? "standard input"): \(bytes) bytes authenticated\(verifiers.isEmpty ? "" : ", signature valid")")
+                Runtime.warn("OK: \(input ?? "standard input"): \(bytes) bytes authenticated\(signatureNote)")
             }
         }
     }

@@ -193,8 +193,14 @@ import Testing
         #expect(after[headerBytes...] == before[headerBytes...], "payload and trailer untouched")
         #expect(try coffer(["verify", "--key-file", added, "--signed-by", dir.file("producer.pub"), dir.file("s.cof")]).status == 0)
 
-        // Rotating the signing key: the old signer is no longer accepted, the new one is.
-        let resign = try coffer(["rewrap", "--key-file", key, "--sign", dir.file("stranger.key"), dir.file("s.cof")])
+        // Rotating the signing key: the old signature must check first, so its signer is named.
+        let unchecked = try coffer(["rewrap", "--key-file", key, "--sign", dir.file("stranger.key"), dir.file("s.cof")])
+        #expect(unchecked.status == Exit.key, "\(unchecked.stderr)")
+        #expect(unchecked.stderr.contains("--signed-by"))
+        #expect(try dir.read("s.cof") == after, "a refused re-signing changes nothing")
+        // Then the old signer is no longer accepted, the new one is.
+        let resign = try coffer(["rewrap", "--key-file", key, "--sign", dir.file("stranger.key"),
+                                 "--signed-by", dir.file("producer.pub"), dir.file("s.cof")])
         #expect(resign.status == 0, "\(resign.stderr)")
         #expect(resign.stderr.contains("signed"))
         let resigned = try dir.read("s.cof")
@@ -255,12 +261,126 @@ import Testing
         #expect(try coffer(["encrypt", "--key-file", key, "--sign", dir.file("producer.key"), "--recursive", "--remove-original",
                             dir.file("tree")]).status == 0)
         #expect(try coffer(["verify", "--key-file", key, "--signed-by", dir.file("producer.pub"), "--recursive", dir.file("tree")]).status == 0)
-        #expect(try coffer(["rewrap", "--key-file", key, "--sign", dir.file("stranger.key"), dir.file("tree/f3.cof")]).status == 0)
+        #expect(try coffer(["rewrap", "--key-file", key, "--sign", dir.file("stranger.key"), "--signed-by", dir.file("producer.pub"),
+                            dir.file("tree/f3.cof")]).status == 0)
         let run = try coffer(["decrypt", "--key-file", key, "--signed-by", dir.file("producer.pub"), "--recursive", dir.file("tree")])
         #expect(run.status == Exit.key, "\(run.stderr)")
         #expect(run.stderr.contains("f3.cof"))
         #expect(!dir.exists("tree/f3"))
         #expect(dir.exists("tree/f2"))
         #expect(try dir.read("tree/f2") == pseudoRandom(6000, seed: 2))
+    }
+
+    /// Offset of the first byte of payload chunk `chunk` in a signed version-2 file of `plaintext`
+    /// bytes in `chunkSize` chunks (computed from the end: trailer, then sealed chunks).
+    static func chunkOffset(_ file: [UInt8], plaintext: Int, chunkSize: Int, chunk: Int, trailer: Int = 144) -> Int {
+        let chunks = max(1, (plaintext + chunkSize - 1) / chunkSize)
+        let payloadStart = file.count - trailer - (plaintext + 16 * chunks)
+        return payloadStart + chunk * (chunkSize + 16)
+    }
+
+    @Test("decrypt --signed-by to standard output writes no byte of an altered file, from a file or a pipe, and leaves no spool file")
+    func nothingBeforeSignature() throws {
+        let (dir, key) = try Self.setUp()
+        let plaintext = pseudoRandom(300_000)
+        let input = try dir.write(plaintext, "in")
+        let pub = dir.file("producer.pub")
+        for digest in ["chunk-sha256", "chunk-tags"] {
+            let name = "\(digest).cof"
+            #expect(try coffer(["encrypt", "--key-file", key, "--sign", dir.file("producer.key"), "--signature-digest", digest,
+                                "--chunk-size", "64K", "-o", dir.file(name), input]).status == 0)
+            var altered = try dir.read(name)
+            // Chunk 3 of 5: chunks 0-2 would reach the pipe if the signature were checked last.
+            altered[Self.chunkOffset(altered, plaintext: plaintext.count, chunkSize: 65536, chunk: 3) + 10] ^= 0x40
+            let path = try dir.write(altered, "altered-\(name)")
+            let spool = dir.file("spool-\(digest)")
+            try FileManager.default.createDirectory(atPath: spool, withIntermediateDirectories: false)
+            for (how, arguments, stdin) in [("file", [path], nil), ("pipe", [], altered)] as [(String, [String], [UInt8]?)] {
+                let out = try coffer(["decrypt", "--key-file", key, "--signed-by", pub] + arguments, stdin: stdin,
+                                     environment: ["TMPDIR": spool])
+                #expect(out.status == Exit.integrity, "\(digest) \(how): \(out.stderr)")
+                #expect(out.stdout.count == 0, "\(digest) \(how): \(out.stdout.count) plaintext bytes released before the signature check")
+                // The genuine file still streams, from a file and a pipe.
+                let good = try coffer(["decrypt", "--key-file", key, "--signed-by", pub] + (stdin == nil ? [dir.file(name)] : []),
+                                      stdin: stdin == nil ? nil : try dir.read(name), environment: ["TMPDIR": spool])
+                #expect(good.status == 0, "\(digest) \(how): \(good.stderr)")
+                #expect(good.stdout.count == plaintext.count && good.stdout == plaintext, "\(digest) \(how)")
+            }
+            #expect((try FileManager.default.contentsOfDirectory(atPath: spool)).isEmpty, "spooled ciphertext left behind")
+        }
+    }
+
+    @Test("without --signed-by: verify says who signed and that it was not checked, and fails on a damaged trailer; decrypt warns")
+    func uncheckedSignature() throws {
+        let (dir, key) = try Self.setUp()
+        let id = try PublicKeys.keyPair(dir, "ed25519", "p3")
+        let plaintext = pseudoRandom(70_000)
+        let input = try dir.write(plaintext, "in")
+        #expect(try coffer(["encrypt", "--key-file", key, "--sign", dir.file("p3.key"), "-o", dir.file("s.cof"), input]).status == 0)
+        let signed = try dir.read("s.cof")
+        for stdin in [nil, signed] {
+            let ok = try coffer(["verify", "--key-file", key] + (stdin == nil ? [dir.file("s.cof")] : []), stdin: stdin)
+            #expect(ok.status == 0, "\(ok.stderr)")
+            #expect(ok.stderr.contains("signed by ed25519 \(id), not checked"), "\(ok.stderr)")
+        }
+        // Signature erased (slot 1 zeroed, slot 2 already empty), or its signature zeroed.
+        var erased = signed
+        for i in (signed.count - 144)..<(signed.count - 72) { erased[i] = 0 }
+        var zeroed = signed
+        for i in (signed.count - 144 + 8)..<(signed.count - 72) { zeroed[i] = 0 }
+        for (name, bytes) in [("erased", erased), ("zeroed", zeroed)] {
+            let path = try dir.write(bytes, "\(name).cof")
+            for stdin in [nil, bytes] {
+                let verify = try coffer(["verify", "--key-file", key] + (stdin == nil ? [path] : []), stdin: stdin)
+                #expect(verify.status == Exit.integrity, "\(name): \(verify.stderr)")
+                #expect(verify.stderr.contains("signature trailer is damaged"), "\(name): \(verify.stderr)")
+                let decrypt = try coffer(["decrypt", "--key-file", key] + (stdin == nil ? [path] : []), stdin: stdin)
+                #expect(decrypt.status == 0, "\(name): \(decrypt.stderr)")
+                #expect(decrypt.stdout == plaintext)
+                #expect(decrypt.stderr.contains("signature trailer is damaged"), "\(name): \(decrypt.stderr)")
+            }
+        }
+        // An unsigned file says nothing about signatures.
+        #expect(try coffer(["encrypt", "--key-file", key, "-o", dir.file("u.cof"), input]).status == 0)
+        let unsigned = try coffer(["verify", "--key-file", key, dir.file("u.cof")])
+        #expect(unsigned.status == 0 && !unsigned.stderr.contains("signed"), "\(unsigned.stderr)")
+    }
+
+    @Test("rewrap --sign authenticates every chunk and checks the existing signature before signing; a refusal changes nothing")
+    func resignChecksFirst() throws {
+        let (dir, key) = try Self.setUp()
+        let plaintext = pseudoRandom(300_000)
+        let input = try dir.write(plaintext, "in")
+        for digest in ["chunk-sha256", "chunk-tags"] {
+            // A signed file whose chunk was altered: re-signing it, even by its own signer, is refused.
+            let name = "s-\(digest).cof"
+            #expect(try coffer(["encrypt", "--key-file", key, "--sign", dir.file("producer.key"), "--signature-digest", digest,
+                                "--chunk-size", "64K", "-o", dir.file(name), input]).status == 0)
+            var altered = try dir.read(name)
+            altered[Self.chunkOffset(altered, plaintext: plaintext.count, chunkSize: 65536, chunk: 2) + 5] ^= 1
+            _ = try dir.write(altered, name)
+            for signer in ["stranger", "producer"] {
+                let resign = try coffer(["rewrap", "--key-file", key, "--sign", dir.file("\(signer).key"),
+                                         "--signed-by", dir.file("producer.pub"), dir.file(name)])
+                #expect(resign.status == Exit.integrity, "\(digest) \(signer): \(resign.stderr)")
+                #expect(try dir.read(name) == altered, "\(digest) \(signer): the file was changed")
+                #expect(try coffer(["verify", "--key-file", key, "--signed-by", dir.file("\(signer).pub"), dir.file(name)]).status != 0)
+            }
+            // An unsigned file with an altered chunk is not signed for the first time either.
+            let unsignedName = "u-\(digest).cof"
+            #expect(try coffer(["encrypt", "--key-file", key, "--chunk-size", "64K", "-o", dir.file(unsignedName), input]).status == 0)
+            var unsigned = try dir.read(unsignedName)
+            unsigned[Self.chunkOffset(unsigned, plaintext: plaintext.count, chunkSize: 65536, chunk: 1, trailer: 0) + 5] ^= 1
+            _ = try dir.write(unsigned, unsignedName)
+            let first = try coffer(["rewrap", "--key-file", key, "--sign", dir.file("producer.key"), "--signature-digest", digest,
+                                    dir.file(unsignedName)])
+            #expect(first.status == Exit.integrity, "\(digest): \(first.stderr)")
+            #expect(try dir.read(unsignedName) == unsigned)
+        }
+        // The producer re-signs its own intact file without naming itself.
+        #expect(try coffer(["encrypt", "--key-file", key, "--sign", dir.file("producer.key"), "-o", dir.file("g.cof"), input]).status == 0)
+        let own = try coffer(["rewrap", "--key-file", key, "--sign", dir.file("producer.key"), dir.file("g.cof")])
+        #expect(own.status == 0, "\(own.stderr)")
+        #expect(try coffer(["verify", "--key-file", key, "--signed-by", dir.file("producer.pub"), dir.file("g.cof")]).status == 0)
     }
 }

@@ -175,4 +175,80 @@ import Testing
                                       engine: StreamEngine(threads: 1))
         }
     }
+
+    /// A sink that records how many bytes reached it (the pipe of `coffer decrypt | mysql`).
+    final class CountingSink: ByteSink {
+        var bytes: [UInt8] = []
+        func write(_ raw: UnsafeRawBufferPointer) throws { bytes.append(contentsOf: raw) }
+    }
+
+    @Test("from a regular file, a key holder's spliced payload under the producer's signature releases no plaintext, with both digests",
+          arguments: SignatureParameters.PayloadDigest.allCases)
+    func noPlaintextBeforeSignature(digest: SignatureParameters.PayloadDigest) throws {
+        let key = testKey()
+        let dir = TemporaryDirectory()
+        let fileKey = FileKey.random()
+        let nonce = Array(repeating: UInt8(9), count: 16)
+        let genuine = try signedBytes(deterministicBytes(50_000, seed: 1), key: key, digest: digest, fileKey: fileKey, nonce: nonce)
+        let forged = try signedBytes(deterministicBytes(50_000, seed: 2), key: key, digest: digest, signer: Self.other,
+                                     fileKey: fileKey, nonce: nonce)
+        let trailerSize = SignatureParameters().trailerSize
+        let spliced = Array(forged.dropLast(trailerSize)) + genuine.suffix(trailerSize)
+        let source = try fileSource(spliced, in: dir)
+        defer { source.close() }
+        let opened = try HeaderReading.read(from: source).open(with: [key])
+        let sink = CountingSink()
+        #expect(throws: CofferError.self) {
+            _ = try opened.decrypt(from: source, to: sink, engine: StreamEngine(threads: 2), signedBy: [Self.signer.verifier])
+        }
+        #expect(sink.bytes.isEmpty, "\(sink.bytes.count) bytes of forged plaintext were released before the signature check")
+        // The genuine file still decrypts, in one pass or two.
+        for first in [true, false] {
+            let good = try fileSource(genuine, in: dir)
+            defer { good.close() }
+            let goodOpened = try HeaderReading.read(from: good).open(with: [key])
+            let out = CountingSink()
+            _ = try goodOpened.decrypt(from: good, to: out, engine: StreamEngine(threads: 2), signedBy: [Self.signer.verifier],
+                                       signatureFirst: first)
+            #expect(out.bytes == deterministicBytes(50_000, seed: 1))
+        }
+    }
+
+    @Test("a trailer's structure is checked without a public key: emptied slots, zeroed key ids and zeroed signatures are damage")
+    func trailerStructure() throws {
+        let key = testKey()
+        let dir = TemporaryDirectory()
+        let sealed = try signedBytes(deterministicBytes(5000), key: key)
+        let parameters = SignatureParameters()
+        let slot = parameters.trailerSlotSize
+        let start = sealed.count - 2 * slot
+        func trailer(_ bytes: [UInt8]) throws -> PayloadSignatureTrailer {
+            let source = try fileSource(bytes, in: dir)
+            defer { source.close() }
+            return try HeaderReading.read(from: source).unverifiedTrailer(in: source)!
+        }
+        let intact = try trailer(sealed)
+        #expect(intact.structuralDamage == nil)
+        #expect(intact.signerLabels == [Self.signer.verifier.label])
+        // From a pipe too, once the payload was read.
+        let pipe = pipeSource(sealed)
+        defer { pipe.close() }
+        let reading = try HeaderReading.read(from: pipe)
+        _ = try reading.open(with: [key]).decrypt(from: pipe, to: MemorySink(), engine: StreamEngine(threads: 1))
+        #expect(try reading.unverifiedTrailer(in: pipe)?.signerLabels == [Self.signer.verifier.label])
+
+        var emptied = sealed
+        for i in start..<(start + slot) { emptied[i] = 0 }
+        #expect(try trailer(emptied).structuralDamage?.contains("holds none") == true)
+        var zeroID = sealed
+        for i in start..<(start + 8) { zeroID[i] = 0 }
+        #expect(try trailer(zeroID).structuralDamage?.contains("without a key id") == true)
+        var zeroSignature = sealed
+        for i in (start + 8)..<(start + slot) { zeroSignature[i] = 0 }
+        #expect(try trailer(zeroSignature).structuralDamage?.contains("signature is zero bytes") == true)
+        // A flipped signature bit is not structural: only a public key finds it.
+        var flipped = sealed
+        flipped[start + 20] ^= 1
+        #expect(try trailer(flipped).structuralDamage == nil)
+    }
 }
