@@ -199,7 +199,8 @@ public struct AWSKeyURI: Sendable, Equatable {
         do {
             return try HTTPEndpoint(parsing: value)
         } catch {
-            throw KeyURIError(uri, part: "\(part)=\(value)", "\(error)")
+            // A URL with user information may carry a password: then the value is not shown.
+            throw KeyURIError(uri, part: value.contains("@") ? part : "\(part)=\(value)", "\(error)")
         }
     }
 
@@ -315,7 +316,10 @@ public enum KeyURIFields {
         let kept = withoutFragment[withoutFragment.index(after: q)...].split(separator: "&", omittingEmptySubsequences: false).map { pair -> String in
             guard let eq = pair.firstIndex(of: "=") else { return pair.isEmpty ? "" : "REDACTED" }
             let name = String(pair[..<eq])
-            return shownParameters.contains(name) ? String(pair) : "\(name)=REDACTED"
+            let value = pair[pair.index(after: eq)...]
+            // A shown parameter's value with user information (`https://user:password@host`) is not shown either.
+            let userInfo = value.contains("@") || value.lowercased().contains("%40")
+            return shownParameters.contains(name) && !userInfo ? String(pair) : "\(name)=REDACTED"
         }
         return String(withoutFragment[..<q]) + "?" + kept.joined(separator: "&") + fragment
     }

@@ -123,6 +123,20 @@ struct KeyURITests {
         }
     }
 
+    @Test("an endpoint with user information is refused without showing its password")
+    func endpointPasswordHidden() {
+        for text in ["aws:///k?REGION=us-east-1&AWS_ENDPOINT=https://user:hunter2@kms.example",
+                     "aws:///k?REGION=us-east-1&AWS_ENDPOINT=https://user%3Ahunter2%40kms.example",
+                     "vault:///k?ADDR=https://user:hunter2@vault.example:8200"] {
+            do {
+                _ = try KMSKeyURI.parse(text)
+                Issue.record("accepted \(text)")
+            } catch {
+                #expect(!error.description.contains("hunter2"), "\(error.description)")
+            }
+        }
+    }
+
     @Test("a valid URI's redacted form shows only values known not to be secret")
     func redactedForm() throws {
         let uri = try KMSKeyURI.parse("aws:///alias/k?REGION=us-east-1&AUTH=specified&AWS_ACCESS_KEY_ID=AKID&AWS_SECRET_ACCESS_KEY=hunter2&AWS_SESSION_TOKEN=tok2")
