@@ -66,7 +66,7 @@ let package = Package(
         .testTarget(name: "CofferInteropTests", dependencies: ["CofferInterop", "CofferFormat", "CofferKeys", "AgeTestVectors"]),
         .testTarget(name: "CofferFilesTests", dependencies: ["CofferFiles", "CofferKeys", "CofferFormat"]),
         .testTarget(name: "CofferCLITests", dependencies: [
-            "CofferFormat", "CofferCloud", "CofferTestServers", "AgeTestVectors",
+            "CofferFormat", "CofferCloud", "CofferKeys", "CofferTestServers", "AgeTestVectors",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "_CryptoExtras", package: "swift-crypto"),
         ]),

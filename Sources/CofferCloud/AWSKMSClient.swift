@@ -73,20 +73,18 @@ public struct AWSKMSClient: Sendable {
     func call<T: Sendable>(_ operation: String, _ body: [String: Any],
                            _ decode: @Sendable ([String: Any]) throws(KMSError) -> T) async throws(KMSError) -> T {
         let payload = JSONBody.encode(body)
-        let endpoint = key.endpointURL
-        guard let url = URL(string: endpoint), let host = url.host else {
-            throw KMSError(.refused, "AWS_ENDPOINT \(endpoint) is not a URL")
-        }
-        let hostHeader = url.port.map { "\(host):\($0)" } ?? host
+        let endpoint = key.endpointAddress
+        let hostHeader = endpoint.hostHeader
+        let path = endpoint.requestPath([])
         let signer = SigV4Signer(credentials: credentials, region: key.region, service: "kms")
         let now = self.now
         let region = key.region
         let keyName = key.keyID
-        return try await http.perform(operation: "aws-kms \(operation)", url: endpoint.hasSuffix("/") ? endpoint : endpoint + "/") {
+        return try await http.perform(operation: "aws-kms \(operation)", url: endpoint.url([])) {
             () throws(KMSError) in
             let headers = [("Host", hostHeader), ("Content-Type", "application/x-amz-json-1.1"),
                            ("X-Amz-Target", "TrentService.\(operation)")]
-            let request = SigV4Signer.Request(method: "POST", path: "/", headers: headers, body: payload)
+            let request = SigV4Signer.Request(method: "POST", path: path, headers: headers, body: payload)
             let signature = signer.signHeaders(request, date: now())
             return (.POST, headers + signature.headersToAdd, payload)
         } interpret: { response throws(KMSError) in

@@ -57,10 +57,12 @@ public struct RetryPolicy: Sendable {
         return policy
     }
 
-    /// Full jitter: a uniform delay in [0, min(max, base·2^attempt)], so clients that failed
-    /// together do not retry together.
+    /// Equal jitter: a uniform delay in [cap/2, cap] with cap = min(max, base·2^attempt), so
+    /// clients that failed together do not retry together, and every retry does wait (at least
+    /// half the cap: full jitter's delays near zero would hit a struggling server at once).
     func delay(afterAttempt attempt: Int) -> Double {
-        Double.random(in: 0...min(maxDelay, baseDelay * pow(2, Double(attempt))))
+        let cap = min(maxDelay, baseDelay * pow(2, Double(attempt)))
+        return Double.random(in: (cap / 2)...cap)
     }
 }
 
@@ -110,9 +112,11 @@ struct CloudHTTP: Sendable {
     /// One client for the process (never shut down: it lives as long as the process). The pool's
     /// own connection retries are off: they would keep retrying a refused connection until the
     /// request's deadline, where failing fast lets ``perform`` back off and the caller move on
-    /// to the next region or server.
+    /// to the next region or server. Redirects are never followed: a request carries a token or
+    /// a signature, and a redirect would take it to an address the user did not give.
     static let client: HTTPClient = {
         var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = .disallow
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.timeout.connect = .seconds(5)
         return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
@@ -143,6 +147,12 @@ struct CloudHTTP: Sendable {
             } catch {
                 last = Self.transportError(error, url: url)
                 continue
+            }
+            if (300..<400).contains(response.status) {
+                // Not followed (see ``client``), and not retried: the same request gets the same answer.
+                let target = response.header("Location").map { " to \($0.prefix(200))" } ?? ""
+                KMSCallStats.shared.record("\(operation) (failed)")
+                throw KMSError(.refused, "\(url) answered HTTP \(response.status), a redirect\(target); redirects are not followed (credentials go only to the address given)")
             }
             switch try interpret(response) {
             case .done(let value):

@@ -34,11 +34,13 @@ public enum KMSKeyURI: Sendable, Equatable, CustomStringConvertible {
             key = String(decoding: try percentDecodeStrict(pathAndQuery[..<q], uri: text, part: "key"), as: UTF8.self)
             for pair in pathAndQuery[pathAndQuery.index(after: q)...].split(separator: "&", omittingEmptySubsequences: false) {
                 guard let eq = pair.firstIndex(of: "="), eq != pair.startIndex else {
-                    throw KeyURIError(text, part: "parameter '\(pair)'", "expected NAME=VALUE")
+                    // Shown only when it is a parameter's name: it may be a secret pasted without its name.
+                    let known = KeyURIFields.allKnown.contains(String(pair))
+                    throw KeyURIError(text, part: "parameter '\(known ? String(pair) : "(not shown)")'", "expected NAME=VALUE")
                 }
                 let name = String(pair[..<eq])
                 let value = String(decoding: try percentDecodeStrict(pair[pair.index(after: eq)...], uri: text, part: name), as: UTF8.self)
-                guard parameters[name] == nil else { throw KeyURIError(text, part: name, "given twice") }
+                guard parameters[name] == nil else { throw KeyURIError(text, part: KeyURIFields.displayName(name), "given twice") }
                 parameters[name] = value
             }
         } else {
@@ -49,11 +51,11 @@ public enum KMSKeyURI: Sendable, Equatable, CustomStringConvertible {
         return .aws(try AWSKeyURI(key: key, parameters: parameters, uri: text))
     }
 
-    /// The URI without secrets (AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN dropped).
+    /// The URI without secrets: only the values of parameters known not to be secret are shown.
     public var redacted: String {
         switch self {
         case .aws(let key): return key.redacted
-        case .vault(let key): return key.uri
+        case .vault(let key): return KeyURIFields.redact(key.uri)
         }
     }
 
@@ -84,7 +86,7 @@ public struct KeyURIError: Error, Equatable, Sendable, CustomStringConvertible {
     public let reason: String
 
     init(_ uri: String, part: String, _ reason: String) {
-        self.uri = AWSKeyURI.redact(uri)
+        self.uri = KeyURIFields.redact(uri)
         self.part = part
         self.reason = reason
     }
@@ -107,23 +109,24 @@ public struct AWSKeyURI: Sendable, Equatable {
     /// With AUTH=specified.
     public var credentials: AWSCredentials?
     /// AWS_ENDPOINT: another endpoint than https://kms.REGION.amazonaws.com (a test server, a VPC endpoint).
-    public var endpoint: String?
+    public var endpoint: HTTPEndpoint?
+    /// The URI as given, shown only through ``redacted``.
     let original: String
 
-    static let secretParameters = ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
     static let known = ["REGION", "AUTH", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT"]
 
     init(key: String, parameters: [String: String], uri: String) throws(KeyURIError) {
         for name in parameters.keys.sorted() where !Self.known.contains(name) {
-            let hint = Self.known.first { $0.lowercased() == name.lowercased() }.map { " (did you mean \($0)?)" } ?? ""
-            throw KeyURIError(uri, part: "parameter \(name)", "is not known\(hint); known: \(Self.known.joined(separator: ", "))")
+            let normal = KeyURIFields.normalizedName(name)
+            let hint = Self.known.first { $0 == normal }.map { " (did you mean \($0)?)" } ?? ""
+            throw KeyURIError(uri, part: "parameter \(KeyURIFields.displayName(name))", "is not known\(hint); known: \(Self.known.joined(separator: ", "))")
         }
         keyID = key
         original = uri
         guard let region = parameters["REGION"], !region.isEmpty else {
             throw KeyURIError(uri, part: "REGION", "is missing: add ?REGION=us-east-1 (the key's region)")
         }
-        guard region.allSatisfy({ ($0.isASCII && ($0.isLetter || $0.isNumber)) || $0 == "-" }) else {
+        guard HTTPEndpoint.isAWSRegion(region) else {
             throw KeyURIError(uri, part: "REGION '\(region)'", "is not a region name such as us-east-1")
         }
         self.region = region
@@ -168,42 +171,52 @@ public struct AWSKeyURI: Sendable, Equatable {
                                          sessionToken: parameters["AWS_SESSION_TOKEN"], source: "the key URI (AUTH=specified)")
         }
         if let endpoint = parameters["AWS_ENDPOINT"] {
-            try Self.checkEndpoint(endpoint, uri: uri, part: "AWS_ENDPOINT")
-            self.endpoint = endpoint
+            self.endpoint = try Self.checkEndpoint(endpoint, uri: uri, part: "AWS_ENDPOINT")
         } else {
             self.endpoint = nil
         }
     }
 
-    static func checkEndpoint(_ value: String, uri: String, part: String) throws(KeyURIError) {
-        guard let url = URL(string: value), let scheme = url.scheme, ["http", "https"].contains(scheme),
-              let host = url.host, !host.isEmpty else {
-            throw KeyURIError(uri, part: "\(part)=\(value)", "is not an http:// or https:// URL")
+    /// A key named by typed parts (a KMS stanza's fields), never by a URI built from them: no
+    /// field can add a parameter. Credentials come from the chain (AUTH=implicit).
+    public init(keyARN: String, region: String, endpoint: HTTPEndpoint?) throws(KeyURIError) {
+        let display = "aws-kms:///\(keyARN)?REGION=\(region)" + (endpoint.map { "&AWS_ENDPOINT=\($0)" } ?? "")
+        guard HTTPEndpoint.isAWSRegion(region) else {
+            throw KeyURIError(display, part: "REGION", "is not a region name such as us-east-1")
         }
-        guard url.query == nil, url.user == nil, url.password == nil else {
-            throw KeyURIError(uri, part: "\(part)=\(value)", "must not carry a query or user credentials")
+        guard KeyURIFields.isKeyARN(keyARN, region: region) else {
+            throw KeyURIError(display, part: "key ARN", "is not arn:PARTITION:kms:\(region):ACCOUNT:key/ID")
+        }
+        keyID = keyARN
+        self.region = region
+        auth = .implicit
+        credentials = nil
+        self.endpoint = endpoint
+        original = display
+    }
+
+    static func checkEndpoint(_ value: String, uri: String, part: String) throws(KeyURIError) -> HTTPEndpoint {
+        do {
+            return try HTTPEndpoint(parsing: value)
+        } catch {
+            // A URL with user information may carry a password: then the value is not shown.
+            throw KeyURIError(uri, part: value.contains("@") ? part : "\(part)=\(value)", "\(error)")
         }
     }
 
-    /// The endpoint to call: AWS_ENDPOINT, or the region's public KMS endpoint.
-    public var endpointURL: String { endpoint ?? "https://kms.\(region).amazonaws.com" }
+    /// The endpoint to call: AWS_ENDPOINT, or the region's public KMS endpoint over HTTPS.
+    public var endpointAddress: HTTPEndpoint { endpoint ?? .awsKMS(region: region) }
+    public var endpointURL: String { endpointAddress.description }
 
-    /// The URI with AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN removed.
-    public var redacted: String { Self.redact(original) }
-
-    static func redact(_ uri: String) -> String {
-        guard let q = uri.firstIndex(of: "?") else { return uri }
-        let kept = uri[uri.index(after: q)...].split(separator: "&", omittingEmptySubsequences: false).map { pair -> String in
-            let name = pair.split(separator: "=", maxSplits: 1).first.map(String.init) ?? ""
-            return secretParameters.contains(name) ? "\(name)=REDACTED" : String(pair)
-        }
-        return String(uri[..<q]) + "?" + kept.joined(separator: "&")
-    }
+    /// The URI with every secret value removed.
+    public var redacted: String { KeyURIFields.redact(original) }
 }
 
 public struct VaultKeyURI: Sendable, Equatable {
     public var key: String
-    public var address: String
+    /// The server (ADDR).
+    public var server: HTTPEndpoint
+    public var address: String { server.description }
     public var mount: String
     public var namespace: String?
     public let uri: String
@@ -212,10 +225,11 @@ public struct VaultKeyURI: Sendable, Equatable {
 
     init(key: String, parameters: [String: String], uri: String) throws(KeyURIError) {
         for name in parameters.keys.sorted() where !Self.known.contains(name) {
-            if ["TOKEN", "VAULT_TOKEN", "X-VAULT-TOKEN"].contains(name.uppercased()) {
-                throw KeyURIError(uri, part: "parameter \(name)", "is refused: a Vault token never goes in a URI; set VAULT_TOKEN or write it to ~/.vault-token")
+            let shown = KeyURIFields.displayName(name)
+            if ["TOKEN", "VAULT_TOKEN", "X_VAULT_TOKEN"].contains(KeyURIFields.normalizedName(name)) {
+                throw KeyURIError(uri, part: "parameter \(shown)", "is refused: a Vault token never goes in a URI; set VAULT_TOKEN or write it to ~/.vault-token")
             }
-            throw KeyURIError(uri, part: "parameter \(name)", "is not known; known: \(Self.known.joined(separator: ", "))")
+            throw KeyURIError(uri, part: "parameter \(shown)", "is not known; known: \(Self.known.joined(separator: ", "))")
         }
         guard !key.contains("/") else {
             throw KeyURIError(uri, part: "key '\(key)'", "must be a transit key name without '/' (the mount goes in MOUNT=)")
@@ -223,15 +237,90 @@ public struct VaultKeyURI: Sendable, Equatable {
         guard let address = parameters["ADDR"], !address.isEmpty else {
             throw KeyURIError(uri, part: "ADDR", "is missing: add ?ADDR=https://vault.example:8200")
         }
-        try AWSKeyURI.checkEndpoint(address, uri: uri, part: "ADDR")
-        let mount = parameters["MOUNT"] ?? "transit"
-        guard !mount.isEmpty, !mount.hasPrefix("/"), !mount.hasSuffix("/"), !mount.contains("..") else {
+        let server = try AWSKeyURI.checkEndpoint(address, uri: uri, part: "ADDR")
+        try self.init(key: key, server: server, mount: parameters["MOUNT"] ?? "transit",
+                      namespace: parameters["NAMESPACE"].flatMap { $0.isEmpty ? nil : $0 }, uri: uri)
+    }
+
+    /// A key named by typed parts (a Vault stanza's fields), never by a URI built from them.
+    public init(key: String, server: HTTPEndpoint, mount: String, namespace: String?) throws(KeyURIError) {
+        let display = "vault:///\(key)?ADDR=\(server)&MOUNT=\(mount)" + (namespace.map { "&NAMESPACE=\($0)" } ?? "")
+        try self.init(key: key, server: server, mount: mount, namespace: namespace, uri: display)
+    }
+
+    private init(key: String, server: HTTPEndpoint, mount: String, namespace: String?, uri: String) throws(KeyURIError) {
+        guard HTTPEndpoint.isPathSegment(key) else {
+            throw KeyURIError(uri, part: "key '\(key)'", "must be a transit key name of letters, digits, '-', '.', '_' or '~'")
+        }
+        guard KeyURIFields.isPath(mount) else {
             throw KeyURIError(uri, part: "MOUNT=\(mount)", "must be a mount path such as transit or team/transit")
         }
+        if let namespace, !KeyURIFields.isPath(namespace) {
+            throw KeyURIError(uri, part: "NAMESPACE=\(namespace)", "must be a namespace path such as team or org/team")
+        }
         self.key = key
-        self.address = address.hasSuffix("/") ? String(address.dropLast()) : address
+        self.server = server
         self.mount = mount
-        self.namespace = parameters["NAMESPACE"].flatMap { $0.isEmpty ? nil : $0 }
+        self.namespace = namespace
         self.uri = uri
+    }
+}
+
+/// Checks on the fields of key URIs and KMS stanzas, and the redaction of URIs in messages.
+public enum KeyURIFields {
+    /// `SEGMENT[/SEGMENT…]` of unreserved characters (no `?`, `&`, `=`, `#`, `%`, spaces or
+    /// control characters; no empty, `.` or `..` segment): a mount or a namespace.
+    public static func isPath(_ text: String) -> Bool {
+        text.utf8.count <= 1024 && text.split(separator: "/", omittingEmptySubsequences: false).allSatisfy(HTTPEndpoint.isPathSegment)
+    }
+
+    /// `arn:PARTITION:kms:REGION:ACCOUNT:key/ID`, as KMS returns it from Encrypt: letters,
+    /// digits and `-` only in each part, `REGION` the given one.
+    public static func isKeyARN(_ text: String, region: String) -> Bool {
+        let fields = text.split(separator: ":", omittingEmptySubsequences: false)
+        func word(_ s: Substring) -> Bool { !s.isEmpty && s.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") } }
+        guard text.utf8.count <= 256, fields.count == 6, fields[0] == "arn", word(fields[1]), fields[2] == "kms",
+              fields[3] == region, !fields[4].isEmpty, fields[4].allSatisfy({ $0.isASCII && $0.isNumber }),
+              fields[5].hasPrefix("key/") else { return false }
+        return word(fields[5].dropFirst(4))
+    }
+
+    /// Parameters whose values are shown in messages; every other value, whatever its name's
+    /// spelling (`aws_secret_access_key`, `Aws_Session_Token`, `VAULT_TOKEN`, `token`, a name
+    /// with a trailing space or percent-encoded), is replaced by REDACTED, and so is a parameter
+    /// without `=`.
+    static let allKnown = Set(AWSKeyURI.known + VaultKeyURI.known)
+    static let shownParameters: Set<String> = ["REGION", "AUTH", "AWS_ACCESS_KEY_ID", "AWS_ENDPOINT", "ADDR", "MOUNT", "NAMESPACE"]
+
+    /// A parameter name as a message may show it: as written when it is a plain name (letters,
+    /// digits, `_`, `-`, `.`, up to 64), else not at all (it may hold a secret meant as its value).
+    static func displayName(_ name: some StringProtocol) -> String {
+        let plain = !name.isEmpty && name.utf8.count <= 64
+            && name.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "_-.".unicodeScalars.contains($0)) }
+        return plain ? String(name) : "(name not shown: it has other characters)"
+    }
+
+    /// A parameter name decoded, trimmed, upper-cased, with `-` as `_`: how a hint recognises
+    /// `aws_secret_access_key`, `AWS_SECRET_ACCESS_KEY ` or `AWS%5FSESSION%5FTOKEN`.
+    static func normalizedName(_ name: String) -> String {
+        String(decoding: SigV4Signer.percentDecode(Array(name.utf8)), as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines).uppercased().replacingOccurrences(of: "-", with: "_")
+    }
+
+    /// The URI with every value that may be secret replaced by REDACTED.
+    public static func redact(_ uri: String) -> String {
+        // A fragment could hold anything: drop it.
+        let withoutFragment = uri.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+        let fragment = withoutFragment.count < uri.count ? "#REDACTED" : ""
+        guard let q = withoutFragment.firstIndex(of: "?") else { return withoutFragment + fragment }
+        let kept = withoutFragment[withoutFragment.index(after: q)...].split(separator: "&", omittingEmptySubsequences: false).map { pair -> String in
+            guard let eq = pair.firstIndex(of: "=") else { return pair.isEmpty ? "" : "REDACTED" }
+            let name = String(pair[..<eq])
+            let value = pair[pair.index(after: eq)...]
+            // A shown parameter's value with user information (`https://user:password@host`) is not shown either.
+            let userInfo = value.contains("@") || value.lowercased().contains("%40")
+            return shownParameters.contains(name) && !userInfo ? String(pair) : "\(name)=REDACTED"
+        }
+        return String(withoutFragment[..<q]) + "?" + kept.joined(separator: "&") + fragment
     }
 }

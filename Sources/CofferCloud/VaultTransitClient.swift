@@ -41,12 +41,12 @@ public struct VaultTransitClient: Sendable {
     }
 
     public func encrypt(_ plaintext: [UInt8]) async throws(KMSError) -> Ciphertext {
-        let data = try await call("encrypt", path: "encrypt/\(key.key)", ["plaintext": Data(plaintext).base64EncodedString()])
+        let data = try await call("encrypt", ["plaintext": Data(plaintext).base64EncodedString()])
         return try Self.ciphertext(in: data, operation: "encrypt")
     }
 
     public func decrypt(_ ciphertext: Ciphertext) async throws(KMSError) -> [UInt8] {
-        let data = try await call("decrypt", path: "decrypt/\(key.key)", ["ciphertext": ciphertext.text])
+        let data = try await call("decrypt", ["ciphertext": ciphertext.text])
         guard let plaintext = (data["plaintext"] as? String).flatMap({ Data(base64Encoded: $0) }) else {
             throw KMSError(.invalidResponse, "decrypt answered without a plaintext")
         }
@@ -55,14 +55,16 @@ public struct VaultTransitClient: Sendable {
 
     /// Re-encrypts under the key's newest version without the plaintext leaving the server.
     public func rewrap(_ ciphertext: Ciphertext) async throws(KMSError) -> Ciphertext {
-        let data = try await call("rewrap", path: "rewrap/\(key.key)", ["ciphertext": ciphertext.text])
+        let data = try await call("rewrap", ["ciphertext": ciphertext.text])
         return try Self.ciphertext(in: data, operation: "rewrap")
     }
 
     /// Any other request under `v1/` (mounting Transit, making, rotating and configuring keys):
     /// for tests and tools. Returns the answer's `data` object, flattened to strings.
     public func raw(_ method: String, _ path: String, _ body: [String: String] = [:]) async throws(KMSError) -> [String: String] {
-        let data = try await send("raw \(method)", method: HTTPMethod(rawValue: method), url: "\(key.address)/v1/\(path)",
+        let segments = path.split(separator: "/").map(String.init)
+        guard segments.allSatisfy(HTTPEndpoint.isPathSegment) else { throw KMSError(.refused, "raw path \(path) has an unsafe segment") }
+        let data = try await send("raw \(method)", method: HTTPMethod(rawValue: method), url: key.server.url(["v1"] + segments),
                                   JSONBody.encode(body.mapValues { value -> Any in Int(value) ?? value }))
         var flat: [String: String] = [:]
         for (name, value) in data { flat[name] = "\(value)" }
@@ -76,8 +78,10 @@ public struct VaultTransitClient: Sendable {
         return ciphertext
     }
 
-    func call(_ operation: String, path: String, _ body: [String: String]) async throws(KMSError) -> [String: Any] {
-        try await send("vault \(operation)", method: .POST, url: "\(key.address)/v1/\(key.mount)/\(path)", JSONBody.encode(body))
+    /// `POST ADDR/v1/MOUNT/OPERATION/KEY`, built from typed parts (each segment percent-encoded).
+    func call(_ operation: String, _ body: [String: String]) async throws(KMSError) -> [String: Any] {
+        let segments = ["v1"] + key.mount.split(separator: "/").map(String.init) + [operation, key.key]
+        return try await send("vault \(operation)", method: .POST, url: key.server.url(segments), JSONBody.encode(body))
     }
 
     func send(_ operation: String, method: HTTPMethod, url: String, _ payload: [UInt8]) async throws(KMSError) -> [String: Any] {

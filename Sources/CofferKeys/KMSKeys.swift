@@ -47,25 +47,40 @@ public enum KMSStanza {
             guard id.count == 32, id == id.lowercased(), Hex.decode(id) != nil else { throw bad("WRAP_ID must be 32 lower-case hex digits") }
         }
         switch stanza.type {
+        // Every field is checked for what it can hold before anything is built from it: a
+        // header is attacker-controlled until its MAC is checked, and these fields choose where
+        // a request goes (docs/KEYS.md, "Where KMS credentials go").
         case awsType:
             guard (3...4).contains(stanza.arguments.count) else { throw bad("expected REGION KEY_ARN WRAP_ID [ENDPOINT]") }
-            let arn = stanza.arguments[1]
-            guard arn.hasPrefix("arn:"), arn.split(separator: ":", omittingEmptySubsequences: false).count >= 6 else {
-                throw bad("KEY_ARN '\(arn)' is not a key ARN")
+            let region = stanza.arguments[0], arn = stanza.arguments[1]
+            guard HTTPEndpoint.isAWSRegion(region) else { throw bad("REGION is not a region name such as us-east-1") }
+            guard KeyURIFields.isKeyARN(arn, region: region) else {
+                throw bad("KEY_ARN is not arn:PARTITION:kms:\(region):ACCOUNT:key/ID")
             }
             try checkWrapID(stanza.arguments[2])
             guard !stanza.body.isEmpty else { throw bad("empty ciphertext blob") }
-            return .aws(region: stanza.arguments[0], keyARN: arn, wrapID: stanza.arguments[2],
-                        endpoint: stanza.arguments.count == 4 ? stanza.arguments[3] : nil)
+            let endpoint = stanza.arguments.count == 4 ? stanza.arguments[3] : nil
+            if let endpoint {
+                do { _ = try HTTPEndpoint(parsing: endpoint) } catch { throw bad("ENDPOINT \(error)") }
+            }
+            return .aws(region: region, keyARN: arn, wrapID: stanza.arguments[2], endpoint: endpoint)
         case vaultType:
             guard (5...6).contains(stanza.arguments.count) else { throw bad("expected ADDR MOUNT KEY VERSION WRAP_ID [NAMESPACE]") }
+            let address = stanza.arguments[0], mount = stanza.arguments[1], key = stanza.arguments[2]
+            let namespace = stanza.arguments.count == 6 ? stanza.arguments[5] : nil
+            do { _ = try HTTPEndpoint(parsing: address) } catch { throw bad("ADDR \(error)") }
+            guard KeyURIFields.isPath(mount) else { throw bad("MOUNT must be a path of letters, digits, '-', '.', '_' or '~'") }
+            guard HTTPEndpoint.isPathSegment(key) else { throw bad("KEY must be a name of letters, digits, '-', '.', '_' or '~'") }
+            if let namespace, !KeyURIFields.isPath(namespace) {
+                throw bad("NAMESPACE must be a path of letters, digits, '-', '.', '_' or '~'")
+            }
             guard let version = Int(stanza.arguments[3]), version >= 1, String(version) == stanza.arguments[3] else {
                 throw bad("VERSION must be a positive decimal number")
             }
             try checkWrapID(stanza.arguments[4])
             guard !stanza.body.isEmpty else { throw bad("empty ciphertext") }
-            return .vault(address: stanza.arguments[0], mount: stanza.arguments[1], key: stanza.arguments[2], version: version,
-                          wrapID: stanza.arguments[4], namespace: stanza.arguments.count == 6 ? stanza.arguments[5] : nil)
+            return .vault(address: address, mount: mount, key: key, version: version,
+                          wrapID: stanza.arguments[4], namespace: namespace)
         default:
             return nil
         }
@@ -160,7 +175,7 @@ public struct KMSRecipient: Recipient {
             let client = try AWSKMSClient(key: key, environment: environment)
             let sealed = try await client.encrypt(fileKey, context: KMSStanza.context(wrapID: wrapID))
             var arguments = [key.region, sealed.keyARN, wrapID]
-            if let endpoint = key.endpoint { arguments.append(endpoint) }
+            if let endpoint = key.endpoint { arguments.append(endpoint.description) }
             return Stanza(type: KMSStanza.awsType, arguments: arguments, body: sealed.ciphertext)
         case .vault(let key):
             let client = try VaultTransitClient(key: key, environment: environment)
@@ -295,20 +310,28 @@ public final class KMSIdentity: Identity, @unchecked Sendable {
         case found(ServiceClient)
     }
 
-    /// The client for a stanza.
+    /// The client for a stanza. Without `--kms` URIs, a client is built from the stanza's typed
+    /// fields (never from a URI pasted together from them), and only for an address the user
+    /// gave: Vault's ADDR must be VAULT_ADDR; an AWS ENDPOINT must be AWS_ENDPOINT_URL_KMS,
+    /// AWS_ENDPOINT_URL or the region's own https://kms.REGION.amazonaws.com.
     func client(for parsed: KMSStanza.Parsed) -> ClientLookup {
         do {
             switch parsed {
             case .aws(let region, let arn, _, let endpoint):
                 if uris.isEmpty {
-                    var text = "aws-kms:///\(arn)?REGION=\(region)"
-                    // The stanza's own endpoint, else the AWS SDKs' endpoint variables.
-                    let fromEnvironment = [environment["AWS_ENDPOINT_URL_KMS"], environment["AWS_ENDPOINT_URL"]]
-                        .compactMap { $0 }.first { !$0.isEmpty }
-                    if let endpoint = endpoint ?? fromEnvironment {
-                        text += "&AWS_ENDPOINT=\(endpoint)"
+                    let official = HTTPEndpoint.awsKMS(region: region)
+                    let given = try userAWSEndpoints()
+                    let target: HTTPEndpoint
+                    if let endpoint {
+                        let recorded = try HTTPEndpoint(parsing: endpoint)
+                        guard recorded == official || given.contains(recorded) else {
+                            return .failed("not tried: credentials are sent only to an endpoint you gave (AWS_ENDPOINT_URL_KMS, AWS_ENDPOINT_URL, a --kms URI's AWS_ENDPOINT) or to \(official), and this stanza names \(recorded); set AWS_ENDPOINT_URL_KMS=\(recorded) or give --kms to use it")
+                        }
+                        target = recorded
+                    } else {
+                        target = given.first ?? official
                     }
-                    guard case .aws(let key) = try KMSKeyURI.parse(text) else { return .none }
+                    let key = try AWSKeyURI(keyARN: arn, region: region, endpoint: target == official ? nil : target)
                     return .found(.aws(try AWSKMSClient(key: key, environment: environment)))
                 }
                 for case .aws(let key) in uris where key.region == region && Self.names(key.keyID, arn: arn) {
@@ -317,13 +340,12 @@ public final class KMSIdentity: Identity, @unchecked Sendable {
                 return .none
             case .vault(let address, let mount, let key, _, _, let namespace):
                 if uris.isEmpty {
-                    let trusted = environment["VAULT_ADDR"].map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
-                    guard trusted == address else {
-                        return .failed("not tried: the token is sent only to VAULT_ADDR (\(trusted ?? "unset")), and this stanza names \(address); give --kms vault:///\(key)?ADDR=\(address)&MOUNT=\(mount) to use it")
+                    let recorded = try HTTPEndpoint(parsing: address)
+                    let trusted = environment["VAULT_ADDR"].flatMap { $0.isEmpty ? nil : try? HTTPEndpoint(parsing: $0) }
+                    guard trusted == recorded else {
+                        return .failed("not tried: the token is sent only to VAULT_ADDR (\(trusted?.description ?? "unset or not a URL")), and this stanza names \(recorded); give --kms vault:///\(key)?ADDR=\(recorded)&MOUNT=\(mount) to use it")
                     }
-                    var text = "vault:///\(key)?ADDR=\(address)&MOUNT=\(mount)"
-                    if let namespace { text += "&NAMESPACE=\(namespace)" }
-                    guard case .vault(let uri) = try KMSKeyURI.parse(text) else { return .none }
+                    let uri = try VaultKeyURI(key: key, server: recorded, mount: mount, namespace: namespace)
                     return .found(.vault(try VaultTransitClient(key: uri, environment: environment)))
                 }
                 for case .vault(let uri) in uris where uri.key == key && uri.mount == mount {
@@ -334,6 +356,20 @@ public final class KMSIdentity: Identity, @unchecked Sendable {
         } catch {
             return .failed("\(error)")
         }
+    }
+
+    /// AWS_ENDPOINT_URL_KMS, then AWS_ENDPOINT_URL (the AWS SDKs' variables), when set.
+    func userAWSEndpoints() throws -> [HTTPEndpoint] {
+        var endpoints: [HTTPEndpoint] = []
+        for name in ["AWS_ENDPOINT_URL_KMS", "AWS_ENDPOINT_URL"] {
+            guard let value = environment[name], !value.isEmpty else { continue }
+            do {
+                endpoints.append(try HTTPEndpoint(parsing: value))
+            } catch {
+                throw KMSError(.refused, "\(name)=\(value) \(error)")
+            }
+        }
+        return endpoints
     }
 
     /// Whether a URI's KEY (key id, key ARN, alias) can name the key of `arn`. An alias can name

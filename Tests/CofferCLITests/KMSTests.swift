@@ -50,10 +50,16 @@ struct KMSCLITests {
         let viaWest = try coffer(["decrypt"] + kms + ["-o", dir.file("out1"), dir.file("dump.sql.cof")], environment: env)
         #expect(viaWest.status == 0, "\(viaWest.stderr)")
         #expect(try dir.read("out1") == plaintext)
-        // No URI given: the stanzas' own keys and endpoints, with the credentials found.
-        let implicit = try coffer(["decrypt", "-o", dir.file("out2"), dir.file("dump.sql.cof")], environment: env)
+        // No URI given: the stanzas' own keys, with the credentials found, at an endpoint the
+        // user gives (a stanza's ENDPOINT alone is not trusted: the east one is not tried).
+        let implicit = try coffer(["decrypt", "-o", dir.file("out2"), dir.file("dump.sql.cof")],
+                                  environment: Self.environment(dir, ["AWS_ENDPOINT_URL_KMS": west.endpoint]))
         #expect(implicit.status == 0, "\(implicit.stderr)")
         #expect(try dir.read("out2") == plaintext)
+        let untrusted = try coffer(["decrypt", "-o", dir.file("out4"), dir.file("dump.sql.cof")], environment: env)
+        #expect(untrusted.status == Exit.key)
+        #expect(untrusted.stderr.contains("not tried"), "\(untrusted.stderr)")
+        #expect(!dir.exists("out4"))
 
         west.stop()
         let none = try coffer(["decrypt"] + kms + ["-o", dir.file("out3"), dir.file("dump.sql.cof")], environment: env)
@@ -81,7 +87,7 @@ struct KMSCLITests {
         #expect(decrypted.status == 0, "\(decrypted.stderr)")
         #expect(decrypted.stderr.contains("kms calls: 1 (vault decrypt=1)"), "\(decrypted.stderr)")
         #expect(try dir.read("tree/sub1/file7") == pseudoRandom(107, seed: 7))
-        let verified = try coffer(["verify", "-q", "--recursive", dir.file("tree")], environment: env)
+        let verified = try coffer(["verify", "-q", "--recursive", dir.file("tree")], environment: env.merging(["AWS_ENDPOINT_URL_KMS": moto.endpoint]) { $1 })
         #expect(verified.status == 0, "\(verified.stderr)")
         #expect(verified.stderr.contains("kms calls: 1 (aws-kms Decrypt=1)"), "\(verified.stderr)")
     }
@@ -160,7 +166,8 @@ struct KMSCLITests {
                                     "-o", dir.file("data.cof"), input], environment: env)
         #expect(encrypted.status == 0, "\(encrypted.stderr)")
         moto.stop()
-        let withoutRecovery = try coffer(["decrypt", "-o", dir.file("a"), dir.file("data.cof")], environment: env)
+        let withoutRecovery = try coffer(["decrypt", "-o", dir.file("a"), dir.file("data.cof")],
+                                         environment: env.merging(["AWS_ENDPOINT_URL_KMS": moto.endpoint]) { $1 })
         #expect(withoutRecovery.status == Exit.key)
         #expect(withoutRecovery.stderr.contains("unreachable"), "\(withoutRecovery.stderr)")
         let recovered = try coffer(["decrypt", "-i", dir.file("recovery.key"), "-o", dir.file("b"), dir.file("data.cof")], environment: env)
@@ -189,7 +196,7 @@ struct KMSCLITests {
         let keyFileID = try #require(stanzas.first { $0["type"] as? String == "keyfile" }?["key_id"] as? String)
         #expect((kms["uri"] as? String)?.hasPrefix("aws-kms:///arn:aws:kms:us-east-1:123456789012:key/") == true)
         // The KMS stanza alone now opens the file.
-        let removed = try coffer(["rewrap", "--remove", keyFileID, dir.file("t.cof")], environment: env)
+        let removed = try coffer(["rewrap", "--remove", keyFileID, dir.file("t.cof")], environment: Self.environment(dir, ["AWS_ENDPOINT_URL_KMS": moto.endpoint]))
         #expect(removed.status == 0, "\(removed.stderr)")
         let opened = try coffer(["decrypt", "--kms", Self.awsURI("alias/new", moto), dir.file("t.cof")], environment: env)
         #expect(opened.status == 0 && opened.stdoutText == "rows\n", "\(opened.stderr)")
@@ -252,6 +259,44 @@ struct KMSCLITests {
         #expect(refused.status == Exit.key)
         #expect(refused.stderr.contains("bad credentials") && refused.stderr.contains("SignatureDoesNotMatch"), "\(refused.stderr)")
         #expect(!refused.stderr.contains(secret))
+    }
+
+    @Test("a KMS retry that recovers: the server fails twice, then answers; encrypt and decrypt succeed after exactly 3 requests each")
+    func retryRecovers() async throws {
+        let moto = try TestServer.moto()
+        defer { moto.stop() }
+        _ = try await Moto.createKey(moto, alias: "flaky")
+        // Requests 0, 1 get HTTP 500; 2 goes to moto; then the same again.
+        let flaky = try LoggingListener { index, _ in index % 3 == 2 ? .forward(port: moto.port) : .answer(status: 500, headers: [], body: []) }
+        defer { flaky.stop() }
+        let dir = Scratch()
+        let env = Self.environment(dir, ["COFFER_KMS_ATTEMPTS": "4", "COFFER_KMS_STATS": "1"])
+        let input = try dir.write(pseudoRandom(3000), "x")
+        let uri = Self.awsURI("alias/flaky", moto).replacingOccurrences(of: moto.endpoint, with: flaky.endpoint)
+        let encrypted = try coffer(["encrypt", "--kms", uri, "-o", dir.file("x.cof"), input], environment: env)
+        #expect(encrypted.status == 0, "\(encrypted.stderr)")
+        #expect(flaky.requests.count == 3)
+        #expect(encrypted.stderr.contains("http requests: 3"), "\(encrypted.stderr)")
+        let decrypted = try coffer(["decrypt", "--kms", uri, "-o", dir.file("out"), dir.file("x.cof")], environment: env)
+        #expect(decrypted.status == 0, "\(decrypted.stderr)")
+        #expect(try dir.read("out") == pseudoRandom(3000))
+        #expect(flaky.requests.count == 6)
+        #expect(flaky.requests.map { $0.header("X-Amz-Target") ?? "" } == Array(repeating: "TrentService.Encrypt", count: 3) + Array(repeating: "TrentService.Decrypt", count: 3))
+    }
+
+    @Test("a mistyped secret parameter on the command line is never shown, whatever its spelling")
+    func mistypedSecretNotShown() throws {
+        let dir = Scratch()
+        let input = try dir.write([1], "x")
+        for parameter in ["aws_secret_access_key=Hunter2Secret", "AWS_SECRET_ACCESS_KEY%20=Hunter2Secret", "Aws_Session_Token=Hunter2Secret",
+                          "AWS%5FSECRET%5FACCESS%5FKEY=Hunter2Secret", "token=Hunter2Secret", "AWS_SECRET_ACCESS_KEY:Hunter2Secret"] {
+            for base in ["aws:///alias/x?REGION=us-east-1&AUTH=specified&AWS_ACCESS_KEY_ID=AKID&", "vault:///k?ADDR=http://127.0.0.1:1&"] {
+                let result = try coffer(["encrypt", "--kms", base + parameter, "-o", dir.file("x.cof"), input], environment: Self.environment(dir))
+                #expect(result.status == Exit.usage, "\(parameter): \(result.stderr)")
+                #expect(!result.stderr.contains("Hunter2Secret") && !result.stdoutText.contains("Hunter2Secret"), "\(result.stderr)")
+            }
+        }
+        #expect(!dir.exists("x.cof"))
     }
 
     @Test("no credentials and an unknown key: clear errors, nothing written")

@@ -86,6 +86,65 @@ struct KeyURITests {
         }
     }
 
+    @Test("a mistyped secret parameter is redacted whatever its spelling", arguments: [
+        "aws_secret_access_key=hunter2", "AWS_SECRET_ACCESS_KEY =hunter2", "Aws_Session_Token=hunter2", "VAULT_TOKEN=hunter2",
+        "token=hunter2", "Token=hunter2", "AWS%5FSECRET%5FACCESS%5FKEY=hunter2", "aws-secret-access-key=hunter2",
+        "AWS_SECRET_ACCESS_KEY%3Dhunter2", "AWS_SECRET_ACCESS_KEY:hunter2", "X-Vault-Token=hunter2", "secret=hunter2",
+        "AWS_SECRET_KEY=hunter2", "password=hunter2", "hunter2",
+    ])
+    func mistypedSecretRedacted(parameter: String) {
+        for prefix in ["aws:///alias/k?REGION=us-east-1&AUTH=specified&AWS_ACCESS_KEY_ID=AKID&",
+                       "aws-kms:///alias/k?REGION=us-east-1&", "vault:///k?ADDR=http://127.0.0.1:8200&"] {
+            for text in [prefix + parameter, prefix + parameter + "&MOUNT=x", prefix + parameter + "#frag"] {
+                do {
+                    let parsed = try KMSKeyURI.parse(text)
+                    Issue.record("accepted \(parsed.redacted)")
+                } catch {
+                    #expect(!error.description.contains("hunter2"), "\(error.description)")
+                    #expect(!error.uri.contains("hunter2"))
+                    #expect(!error.part.contains("hunter2"), "\(error.part)")
+                    // What is not secret is still shown.
+                    #expect(error.description.contains("alias/k") || error.description.contains("ADDR=http://127.0.0.1:8200"), "\(error.description)")
+                }
+            }
+        }
+    }
+
+    @Test("the hint names the parameter meant, whatever the case, spaces, dashes or escapes")
+    func mistypedHint() {
+        for name in ["aws_secret_access_key", "AWS_SECRET_ACCESS_KEY%20", "Aws-Session-Token", "AWS%5FSECRET%5FACCESS%5FKEY"] {
+            do {
+                _ = try KMSKeyURI.parse("aws:///k?REGION=us-east-1&\(name)=hunter2")
+                Issue.record("accepted \(name)")
+            } catch {
+                #expect(error.reason.contains("did you mean AWS_"), "\(name): \(error)")
+                #expect(!error.description.contains("hunter2"))
+            }
+        }
+    }
+
+    @Test("an endpoint with user information is refused without showing its password")
+    func endpointPasswordHidden() {
+        for text in ["aws:///k?REGION=us-east-1&AWS_ENDPOINT=https://user:hunter2@kms.example",
+                     "aws:///k?REGION=us-east-1&AWS_ENDPOINT=https://user%3Ahunter2%40kms.example",
+                     "vault:///k?ADDR=https://user:hunter2@vault.example:8200"] {
+            do {
+                _ = try KMSKeyURI.parse(text)
+                Issue.record("accepted \(text)")
+            } catch {
+                #expect(!error.description.contains("hunter2"), "\(error.description)")
+            }
+        }
+    }
+
+    @Test("a valid URI's redacted form shows only values known not to be secret")
+    func redactedForm() throws {
+        let uri = try KMSKeyURI.parse("aws:///alias/k?REGION=us-east-1&AUTH=specified&AWS_ACCESS_KEY_ID=AKID&AWS_SECRET_ACCESS_KEY=hunter2&AWS_SESSION_TOKEN=tok2")
+        #expect(uri.redacted == "aws:///alias/k?REGION=us-east-1&AUTH=specified&AWS_ACCESS_KEY_ID=AKID&AWS_SECRET_ACCESS_KEY=REDACTED&AWS_SESSION_TOKEN=REDACTED")
+        let vault = try KMSKeyURI.parse("vault:///k?ADDR=http://127.0.0.1:8200&MOUNT=t&NAMESPACE=ns")
+        #expect(vault.redacted == "vault:///k?ADDR=http://127.0.0.1:8200&MOUNT=t&NAMESPACE=ns")
+    }
+
     @Test("a refused URI's message does not repeat its secret")
     func errorRedacts() {
         do {
@@ -229,12 +288,17 @@ struct KMSErrorParsingTests {
         #expect(missing.kind == .keyNotFound)
     }
 
-    @Test("backoff delays stay within their cap")
+    @Test("backoff delays lie between half their cap and their cap, and the cap doubles up to the maximum")
     func backoff() {
         let policy = RetryPolicy(attempts: 5, baseDelay: 0.1, maxDelay: 0.5)
         for attempt in 0..<10 {
-            let delay = policy.delay(afterAttempt: attempt)
-            #expect(delay >= 0 && delay <= min(0.5, 0.1 * pow(2, Double(attempt))))
+            let cap = min(0.5, 0.1 * pow(2, Double(attempt)))
+            for _ in 0..<50 {
+                let delay = policy.delay(afterAttempt: attempt)
+                #expect(delay >= cap / 2 && delay <= cap, "attempt \(attempt): \(delay)")
+            }
         }
+        // Jitter: not one fixed value.
+        #expect(Set((0..<50).map { _ in policy.delay(afterAttempt: 3) }).count > 1)
     }
 }

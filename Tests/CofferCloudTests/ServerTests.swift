@@ -65,14 +65,13 @@ struct AWSKMSServerTests {
         }
     }
 
-    @Test("a stopped server: connection errors are retried, then reported as unreachable")
+    @Test("a stopped server is reported as unreachable, naming the endpoint")
     func serverDown() async throws {
         let server = try TestServer.moto()
         let endpoint = server.endpoint
         server.stop()
         #expect(TestServer.httpStatus(port: server.port, path: "/moto-api/") == nil)
         let client = try Moto.client("alias/k", server, attempts: 3)
-        let before = KMSCallStats.shared.httpRequests
         do {
             _ = try await client.encrypt([1], context: [:])
             Issue.record("a stopped server answered")
@@ -81,8 +80,6 @@ struct AWSKMSServerTests {
             #expect(error.message.contains("after 3 attempts"))
             #expect(error.message.contains(endpoint))
         }
-        // Other suites may send requests meanwhile: at least this client's three.
-        #expect(KMSCallStats.shared.httpRequests - before >= 3)
     }
 
     /// moto checks SigV4 only in IAM mode: INITIAL_NO_AUTH_ACTION_COUNT lets the first three calls
@@ -189,21 +186,102 @@ struct VaultTransitServerTests {
 
 @Suite("Retries and timeouts against real sockets", .serialized)
 struct RetryTests {
-    @Test("a 5xx answer is retried with backoff, then reported as a server error")
+    static func awsClient(_ listener: LoggingListener, attempts: Int, baseDelay: Double = 0.01, maxDelay: Double = 0.05) throws -> AWSKMSClient {
+        guard case .aws(let key) = try KMSKeyURI.parse("aws:///alias/k?REGION=us-east-1&AWS_ENDPOINT=\(listener.endpoint)") else {
+            throw ServerError("not an AWS URI")
+        }
+        return try AWSKMSClient(key: key, environment: Moto.environment,
+                                policy: RetryPolicy(attempts: attempts, timeoutSeconds: 5, baseDelay: baseDelay, maxDelay: maxDelay))
+    }
+
+    @Test("a 5xx answer is retried: the server receives exactly the policy's number of requests, then it is a server error")
     func serverErrorRetried() async throws {
-        let server = try TestServer.moto()
+        let server = try LoggingListener { _, _ in .answer(status: 500, headers: [], body: Array("<html>boom</html>".utf8)) }
         defer { server.stop() }
-        // moto answers an unknown X-Amz-Target with HTTP 500.
-        let client = try Moto.client("alias/any", server, attempts: 3)
-        let before = KMSCallStats.shared.calls["aws-kms NoSuchOperation (failed)"] ?? 0
+        let client = try Self.awsClient(server, attempts: 3)
         do {
-            _ = try await client.rawCall("NoSuchOperation", [:])
-            Issue.record("an unknown operation succeeded")
+            _ = try await client.encrypt([1], context: [:])
+            Issue.record("a failing server's answer was accepted")
         } catch {
             #expect(error.kind == .serverError, "\(error)")
             #expect(error.message.contains("after 3 attempts"))
         }
-        #expect((KMSCallStats.shared.calls["aws-kms NoSuchOperation (failed)"] ?? 0) == before + 1)
+        #expect(server.requests.count == 3)
+        #expect(server.requests.allSatisfy { $0.header("X-Amz-Target") == "TrentService.Encrypt" })
+    }
+
+    @Test("a connection closed without an answer is retried: exactly the policy's number of connections")
+    func connectionClosedRetried() async throws {
+        let server = try LoggingListener { _, _ in .close }
+        defer { server.stop() }
+        let client = try Self.awsClient(server, attempts: 3)
+        do {
+            _ = try await client.encrypt([1], context: [:])
+            Issue.record("a server that answers nothing was accepted")
+        } catch {
+            #expect(error.kind == .unreachable || error.kind == .timeout, "\(error)")
+            #expect(error.message.contains("after 3 attempts"))
+        }
+        #expect(server.connections == 3)
+        #expect(server.requests.count == 3)
+    }
+
+    @Test("an access-denied answer is not retried: one request")
+    func permanentNotRetried() async throws {
+        let server = try LoggingListener { _, _ in .json(400, ["__type": "AccessDeniedException", "message": "no"]) }
+        defer { server.stop() }
+        let client = try Self.awsClient(server, attempts: 4)
+        await #expect(throws: KMSError.self) { _ = try await client.encrypt([1], context: [:]) }
+        #expect(server.requests.count == 1)
+    }
+
+    @Test("backoff waits between attempts: measured at the server, each gap is at least half its cap")
+    func backoffMeasured() async throws {
+        let server = try LoggingListener { _, _ in .answer(status: 503, headers: [], body: []) }
+        defer { server.stop() }
+        // Caps: 0.2 s after the first attempt, 0.4 s after the second; equal jitter waits at
+        // least half of each.
+        let client = try Self.awsClient(server, attempts: 3, baseDelay: 0.2, maxDelay: 1)
+        await #expect(throws: KMSError.self) { _ = try await client.encrypt([1], context: [:]) }
+        let times = server.requests.map(\.receivedAt)
+        try #require(times.count == 3)
+        #expect(times[1] - times[0] >= 0.1, "first gap \(times[1] - times[0]) s")
+        #expect(times[2] - times[1] >= 0.2, "second gap \(times[2] - times[1]) s")
+    }
+
+    @Test("a KMS retry that recovers: two 500s, then moto answers; encrypt and decrypt succeed after exactly 3 requests each")
+    func retryRecovers() async throws {
+        let moto = try TestServer.moto()
+        defer { moto.stop() }
+        let arn = try await Moto.createKey(moto, alias: "flaky")
+        // Requests 0, 1 fail; 2 goes to moto; 3, 4 fail; 5 goes to moto.
+        let flaky = try LoggingListener { index, _ in index % 3 == 2 ? .forward(port: moto.port) : .answer(status: 500, headers: [], body: []) }
+        defer { flaky.stop() }
+        guard case .aws(let key) = try KMSKeyURI.parse("aws:///alias/flaky?REGION=us-east-1&AWS_ENDPOINT=\(flaky.endpoint)") else { return }
+        let client = try AWSKMSClient(key: key, environment: Moto.environment, policy: RetryPolicy(attempts: 4, baseDelay: 0.01, maxDelay: 0.05))
+        let fileKey = (0..<32).map { UInt8($0 ^ 0x5A) }
+        let sealed = try await client.encrypt(fileKey, context: ["coffer-wrap-id": "w"])
+        #expect(sealed.keyARN == arn)
+        #expect(flaky.requests.count == 3)
+        #expect(try await client.decrypt(sealed.ciphertext, context: ["coffer-wrap-id": "w"], keyID: arn) == fileKey)
+        #expect(flaky.requests.count == 6)
+        #expect(flaky.requests.map { $0.header("X-Amz-Target") ?? "" } == Array(repeating: "TrentService.Encrypt", count: 3) + Array(repeating: "TrentService.Decrypt", count: 3))
+    }
+
+    @Test("a Vault retry that recovers: two 503s (a standby), then bao answers; exactly 3 requests")
+    func vaultRetryRecovers() async throws {
+        let bao = try TestServer.openBao()
+        defer { bao.stop() }
+        try await Bao.createKey(bao, "flaky")
+        let flaky = try LoggingListener { index, _ in index % 3 == 2 ? .forward(port: bao.port) : .json(503, ["errors": ["Vault is sealed"]]) }
+        defer { flaky.stop() }
+        guard case .vault(let key) = try KMSKeyURI.parse("vault:///flaky?ADDR=\(flaky.endpoint)") else { return }
+        let client = try VaultTransitClient(key: key, environment: ["VAULT_TOKEN": "root"], policy: RetryPolicy(attempts: 4, baseDelay: 0.01, maxDelay: 0.05))
+        let sealed = try await client.encrypt([1, 2, 3])
+        #expect(flaky.requests.count == 3)
+        #expect(try await client.decrypt(sealed) == [1, 2, 3])
+        #expect(flaky.requests.count == 6)
+        #expect(flaky.requests.allSatisfy { $0.path.hasPrefix("/v1/transit/") })
     }
 
     @Test("a server that accepts but never answers times out")
