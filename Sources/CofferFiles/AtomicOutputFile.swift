@@ -66,7 +66,12 @@ public final class AtomicOutputFile {
     /// The output at `path`, a new file: its mode is `mode`'s permission bits less the umask
     /// (``OutputMode/forNewFile(from:)``). Refuses to replace an existing file unless `overwrite`.
     public convenience init(path: String, mode: mode_t = 0o600, overwrite: Bool = false) throws {
-        let (directory, name) = try DirectoryHandle.parent(of: path)
+        let directory: DirectoryHandle, name: String
+        do {
+            (directory, name) = try DirectoryHandle.parent(of: path)
+        } catch CofferError.readFailed(_, let reason) {
+            throw CofferError.writeFailed(path: path, reason: reason)
+        }
         try self.init(directory: directory, name: name, mode: OutputMode.forNewFile(from: mode), overwrite: overwrite,
                       displayPath: path)
     }
