@@ -60,7 +60,6 @@ public struct RunReport: Sendable {
 /// original is removed unless its output is complete, flushed and verified.
 public struct DirectoryRun: Sendable {
     public static let suffix = ".cof"
-    static let temporaryMarker = ".coffer-tmp-"
 
     public var threads: Int
     public var removeOriginal: Bool
@@ -75,38 +74,15 @@ public struct DirectoryRun: Sendable {
         self.progress = progress
     }
 
-    struct Entry: Sendable {
-        let relative: String
-        let size: UInt64
-        let mode: mode_t
-    }
+    typealias Entry = DirectoryTree.Entry
 
-    /// Regular files under `root` (symbolic links are not followed), sorted by path.
-    static func listFiles(root: String, report: inout RunReport) throws -> [Entry] {
+    /// Lists `root` for a run (symbolic links are not followed).
+    static func listFiles(root: String, report: inout RunReport, pausing: Bool = true) throws -> DirectoryTree {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw CofferError.readFailed(path: root, reason: "not a directory")
         }
-        guard let enumerator = FileManager.default.enumerator(atPath: root) else {
-            throw CofferError.readFailed(path: root, reason: "cannot list the directory")
-        }
-        var entries: [Entry] = []
-        while let relative = enumerator.nextObject() as? String {
-            var st = stat()
-            guard lstat("\(root)/\(relative)", &st) == 0 else { continue }
-            switch st.st_mode & S_IFMT {
-            case S_IFREG:
-                if URL(fileURLWithPath: relative).lastPathComponent.contains(temporaryMarker) {
-                    report.skipped.append((relative, "temporary file of an interrupted run"))
-                } else {
-                    entries.append(Entry(relative: relative, size: UInt64(st.st_size), mode: st.st_mode & 0o7777))
-                }
-            case S_IFDIR: break
-            case S_IFLNK: report.skipped.append((relative, "symbolic link (not followed)"))
-            default: report.skipped.append((relative, "not a regular file"))
-            }
-        }
-        return entries.sorted { $0.relative < $1.relative }
+        return try DirectoryTree.list(root, skipped: &report.skipped, pausing: pausing)
     }
 
     /// Runs `body` over the entries: large files one at a time with every thread, then small ones
@@ -146,7 +122,8 @@ public struct DirectoryRun: Sendable {
     /// Encrypts every regular file under `root` to `NAME.cof` (files already ending in `.cof` are skipped).
     public func encrypt(root: String, encryptor: CofferEncryptor, parameters: HeaderParameters) throws -> RunReport {
         var initial = RunReport()
-        var entries = try Self.listFiles(root: root, report: &initial)
+        let tree = try Self.listFiles(root: root, report: &initial)
+        var entries = tree.entries
         entries.removeAll { entry in
             guard entry.relative.hasSuffix(Self.suffix) else { return false }
             initial.skipped.append((entry.relative, "already encrypted (ends in \(Self.suffix))"))
@@ -156,86 +133,177 @@ public struct DirectoryRun: Sendable {
         let report = LockedValue(initial)
         let options = self
         forEach(entries, bigFile: UInt64(parameters.chunkSize) * UInt64(4 * threads), report: report) { entry, threads in
-            try options.encryptFile(root: root, entry: entry, encryptor: encryptor, parameters: parameters, threads: threads)
+            try options.encryptFile(tree: tree, entry: entry, encryptor: encryptor, parameters: parameters, threads: threads)
         }
         return report.withValue { $0 }
     }
 
-    func encryptFile(root: String, entry: Entry, encryptor: CofferEncryptor, parameters: HeaderParameters,
+    func encryptFile(tree: DirectoryTree, entry: Entry, encryptor: CofferEncryptor, parameters: HeaderParameters,
                      threads: Int) throws -> UInt64 {
-        let sourcePath = "\(root)/\(entry.relative)"
-        let outputPath = sourcePath + Self.suffix
-        let source = try ByteSource.open(path: sourcePath)
+        let directory = try tree.directory(of: entry)
+        let source = try directory.openRegularFile(entry.name)
         defer { source.close() }
-        let output = try AtomicOutputFile(path: outputPath, mode: entry.mode, overwrite: overwrite)
+        let output = try AtomicOutputFile(directory: directory, name: entry.name + Self.suffix,
+                                          mode: OutputMode.forNewFile(from: Self.mode(of: source)), overwrite: overwrite)
         var fileParameters = parameters
         fileParameters.objectName = Array(entry.relative.utf8)
         let engine = StreamEngine(threads: threads, progress: progress?.engineCallback())
         let bytes = try output.complete { sink in
             let bytes = try encryptor.encrypt(from: source, to: sink, parameters: fileParameters, engine: engine)
             guard bytes == source.regularFileSize else {
-                throw CofferError.readFailed(path: sourcePath, reason: "the file changed size while it was being encrypted")
+                throw CofferError.readFailed(path: source.path, reason: "the file changed size while it was being encrypted")
             }
             if removeOriginal {
                 // Read the new file back from disk and authenticate all of it before the original goes.
-                let check = try ByteSource.open(path: output.temporaryPath)
-                defer { check.close() }
-                let opened = try HeaderReading.read(from: check)
-                    .open(fileKey: encryptor.fileKey, expectedObjectName: fileParameters.objectName)
-                let verified = try opened.decrypt(from: check, to: DiscardingSink(), engine: StreamEngine(threads: threads))
-                guard verified == bytes else {
-                    throw CofferError.writeFailed(path: outputPath, reason: "verification read back \(verified) of \(bytes) bytes")
-                }
+                try output.verifyWritten(fileKey: encryptor.fileKey, objectName: fileParameters.objectName,
+                                         expectedBytes: bytes, threads: threads)
             }
             return bytes
         }
-        if removeOriginal { try Self.remove(sourcePath) }
+        if removeOriginal { try directory.removeOriginal(entry.name, expected: source.identity) }
         return bytes
     }
 
-    static func remove(_ path: String) throws {
-        guard unlink(path) == 0 else {
-            throw CofferError.writeFailed(path: path, reason: "output is complete but the original could not be removed: \(String(cString: strerror(errno)))")
-        }
-        AtomicOutputFile.syncDirectory(of: path)
+    /// The permission bits of an open file.
+    static func mode(of source: ByteSource) -> mode_t {
+        var st = stat()
+        return fstat(source.fd, &st) == 0 ? st.st_mode & 0o7777 : 0o600
     }
 
     // MARK: Decryption
 
-    /// Decrypts every `NAME.cof` under `root` to `NAME`. A file that records an object name must
-    /// be found at that name: two files of one run swapped or renamed are refused. With
-    /// `signedBy`, each file must carry a valid signature by one of those keys.
+    /// Decrypts every `NAME.cof` under `root` to `NAME`. Only the files of one run are decrypted
+    /// (docs/FORMAT.md, "Directory runs"): each must be found at its object name, relative to the
+    /// run's root; a file of another run or without an object name is reported and left alone.
+    /// With `signedBy`, each file must carry a valid signature by one of those keys.
     public func decrypt(root: String, identities: [Identity], signedBy verifiers: [SignatureVerifier] = []) throws -> RunReport {
-        try forEachEncryptedFile(root: root, identities: identities) { options, entry, keys, threads in
-            try options.decryptFile(root: root, entry: entry, keys: keys, threads: threads, signedBy: verifiers)
+        try forEachRunFile(root: root, identities: identities) { options, location, source, opened, threads in
+            try options.decryptFile(location, source: source, opened: opened, threads: threads, signedBy: verifiers)
         }
     }
 
-    /// Authenticates every `NAME.cof` under `root` (header, object name, every chunk); writes nothing.
+    /// Authenticates every `NAME.cof` under `root` (header, run, object name, every chunk); writes nothing.
     public func verify(root: String, identities: [Identity], signedBy verifiers: [SignatureVerifier] = []) throws -> RunReport {
-        try forEachEncryptedFile(root: root, identities: identities) { options, entry, keys, threads in
-            let (source, opened) = try options.open(root: root, entry: entry, keys: keys)
-            defer { source.close() }
-            return try opened.decrypt(from: source, to: DiscardingSink(),
-                                      engine: StreamEngine(threads: threads, progress: options.progress?.engineCallback()),
-                                      signedBy: verifiers)
+        try forEachRunFile(root: root, identities: identities) { options, _, source, opened, threads in
+            try opened.decrypt(from: source, to: DiscardingSink(),
+                               engine: StreamEngine(threads: threads, progress: options.progress?.engineCallback()),
+                               signedBy: verifiers)
         }
     }
 
-    /// Runs `body` over every file under `root` whose name ends in `suffix`, with one key cache for the run.
-    func forEachEncryptedFile(root: String, identities: [Identity], suffix: String = DirectoryRun.suffix,
-                              _ body: @escaping @Sendable (DirectoryRun, Entry, UnwrappedKeyCache, Int) throws -> UInt64) throws -> RunReport {
+    /// A file found in a tree: its directory (reached without following links) and name.
+    struct Location {
+        let directory: DirectoryHandle
+        let entry: Entry
+    }
+
+    /// Runs `body` over every file under `root` whose name ends in `suffix`.
+    func forEachFile(root: String, suffix: String,
+                     _ body: @escaping @Sendable (DirectoryRun, Location, Int) throws -> UInt64) throws -> RunReport {
         var initial = RunReport()
-        let entries = try Self.listFiles(root: root, report: &initial).filter { $0.relative.hasSuffix(suffix) }
+        let tree = try Self.listFiles(root: root, report: &initial)
+        let entries = tree.entries.filter { $0.relative.hasSuffix(suffix) }
         // Sealed sizes: within a fraction of a percent of the plaintext to come.
         progress?.total = entries.reduce(0) { $0 + $1.size }
         let report = LockedValue(initial)
-        let keys = UnwrappedKeyCache(identities: identities)
         let options = self
         forEach(entries, bigFile: 8 << 20, report: report) { entry, threads in
-            try body(options, entry, keys, threads)
+            try body(options, Location(directory: try tree.directory(of: entry), entry: entry), threads)
         }
         return report.withValue { $0 }
+    }
+
+    /// Where a file sits in its run: the run (its file key) and the run's root, from the file's
+    /// place and its authenticated object name.
+    struct Membership: Hashable {
+        let run: Int
+        /// The run's root relative to the directory given, "" or ending in "/".
+        let root: String
+    }
+
+    /// Runs `body` over the files of the directory's run (docs/FORMAT.md, "Directory runs").
+    /// First every header is authenticated, which tells each file's run (file key) and root
+    /// (its place less its object name); the run with the most files is the directory's run. Its
+    /// files are then opened again, each checked to be of that run and at its object name.
+    func forEachRunFile(root: String, identities: [Identity],
+                        _ body: @escaping @Sendable (DirectoryRun, Location, ByteSource, OpenedFile, Int) throws -> UInt64) throws -> RunReport {
+        var initial = RunReport()
+        let tree = try Self.listFiles(root: root, report: &initial)
+        let keys = UnwrappedKeyCache(identities: identities)
+        var members: [(entry: Entry, membership: Membership)] = []
+        for entry in tree.entries where entry.relative.hasSuffix(Self.suffix) {
+            do {
+                let directory = try tree.directory(of: entry)
+                let source = try directory.openRegularFile(entry.name)
+                defer { source.close() }
+                let reading = try HeaderReading.read(from: source)
+                let (fileKey, run) = try keys.fileKey(for: reading.header)
+                let object = try reading.open(fileKey: fileKey).header.parameters.objectName
+                members.append((entry, Membership(run: run, root: try Self.runRoot(of: entry, objectName: object))))
+            } catch {
+                initial.failures.append((entry.relative, error as? CofferError ?? .readFailed(path: entry.relative, reason: "\(error)")))
+            }
+        }
+        var sizes: [Membership: Int] = [:]
+        for member in members { sizes[member.membership, default: 0] += 1 }
+        let largest = sizes.values.max() ?? 0
+        let leaders = sizes.filter { $0.value == largest }.map(\.key)
+        let chosen = leaders.count == 1 ? leaders[0] : nil
+        func describe(_ membership: Membership) -> String {
+            "\(sizes[membership]!) file(s) rooted at '\(membership.root.isEmpty ? "." : String(membership.root.dropLast()))'"
+        }
+        var accepted: [Entry] = []
+        for (entry, membership) in members {
+            guard let chosen else {
+                let runs = leaders.map(describe).sorted().joined(separator: "; ")
+                initial.failures.append((entry.relative, .notInRun(
+                    "the directory holds files of \(sizes.count) runs, the largest of equal size (\(runs)): decrypt each run's own directory")))
+                continue
+            }
+            if membership == chosen {
+                accepted.append(entry)
+            } else if membership.run == chosen.run {
+                let place = String(entry.relative.dropLast(Self.suffix.count))
+                initial.failures.append((entry.relative, .objectMismatch(
+                    expected: String(place.dropFirst(chosen.root.count)), found: String(place.dropFirst(membership.root.count)))))
+            } else {
+                initial.failures.append((entry.relative, .notInRun(
+                    "it belongs to another run (another file key) than the directory's \(describe(chosen)); decrypt it on its own")))
+            }
+        }
+        progress?.total = accepted.reduce(0) { $0 + $1.size }
+        let report = LockedValue(initial)
+        let options = self
+        forEach(accepted, bigFile: 8 << 20, report: report) { entry, threads in
+            let directory = try tree.directory(of: entry)
+            let source = try directory.openRegularFile(entry.name)
+            defer { source.close() }
+            let reading = try HeaderReading.read(from: source)
+            let (fileKey, run) = try keys.fileKey(for: reading.header)
+            guard run == chosen!.run else {
+                throw CofferError.notInRun("the file was replaced during the run by a file of another run")
+            }
+            let place = String(entry.relative.dropLast(Self.suffix.count))
+            let opened = try reading.open(fileKey: fileKey, expectedObjectName: Array(place.dropFirst(chosen!.root.count).utf8))
+            return try body(options, Location(directory: directory, entry: entry), source, opened, threads)
+        }
+        return report.withValue { $0 }
+    }
+
+    /// The run's root for a file found at `entry` whose object name is `objectName`: its place
+    /// (`NAME.cof` ⇒ `NAME`) must be the object name, or end in "/" and the object name.
+    static func runRoot(of entry: Entry, objectName: [UInt8]) throws -> String {
+        let place = String(entry.relative.dropLast(suffix.count))
+        guard !objectName.isEmpty else {
+            throw CofferError.notInRun("it has no object name (it was encrypted on its own, not by a directory run); decrypt it on its own")
+        }
+        let placeBytes = Array(place.utf8)
+        if placeBytes == objectName { return "" }
+        if placeBytes.count > objectName.count + 1, placeBytes.suffix(objectName.count).elementsEqual(objectName),
+           placeBytes[placeBytes.count - objectName.count - 1] == UInt8(ascii: "/") {
+            return String(decoding: placeBytes.prefix(placeBytes.count - objectName.count), as: UTF8.self)
+        }
+        throw CofferError.objectMismatch(expected: place, found: String(decoding: objectName, as: UTF8.self))
     }
 
     // MARK: XtraBackup .xbcrypt
@@ -247,7 +315,7 @@ public struct DirectoryRun: Sendable {
     /// True when the tree holds any `NAME.xbcrypt` (an XtraBackup target directory).
     public static func containsXbcrypt(root: String) throws -> Bool {
         var ignored = RunReport()
-        return try listFiles(root: root, report: &ignored).contains { $0.relative.hasSuffix(xbcryptSuffix) }
+        return try listFiles(root: root, report: &ignored, pausing: false).entries.contains { $0.relative.hasSuffix(xbcryptSuffix) }
     }
 
     /// Decrypts every `NAME.xbcrypt` under `root` to `NAME`, like `xtrabackup --decrypt --parallel`
@@ -256,14 +324,15 @@ public struct DirectoryRun: Sendable {
     /// With `decompress`, `NAME.zst.xbcrypt` (or `.lz4`, `.qp`) becomes `NAME` directly.
     public func decryptXbcrypt(root: String, key: SymmetricKey, decompress: Bool = false) throws -> RunReport {
         let unhashed = LockedValue<[String]>([])
-        var report = try forEachEncryptedFile(root: root, identities: [], suffix: Self.xbcryptSuffix) { options, entry, _, threads in
-            let sourcePath = "\(root)/\(entry.relative)"
-            let source = try ByteSource.open(path: sourcePath)
+        var report = try forEachFile(root: root, suffix: Self.xbcryptSuffix) { options, location, threads in
+            let source = try location.directory.openRegularFile(location.entry.name)
             defer { source.close() }
-            var outputPath = String(sourcePath.dropLast(Self.xbcryptSuffix.count))
-            let decompressor = decompress ? Decompressor.forName(outputPath) : nil
-            if let decompressor { outputPath = String(outputPath.dropLast(decompressor.suffix.count)) }
-            let output = try AtomicOutputFile(path: outputPath, mode: entry.mode, overwrite: options.overwrite)
+            var outputName = String(location.entry.name.dropLast(Self.xbcryptSuffix.count))
+            let decompressor = decompress ? Decompressor.forName(outputName) : nil
+            if let decompressor { outputName = String(outputName.dropLast(decompressor.suffix.count)) }
+            let outputPath = location.directory.child(outputName)
+            let output = try AtomicOutputFile(directory: location.directory, name: outputName,
+                                              mode: OutputMode.forNewFile(from: Self.mode(of: source)), overwrite: options.overwrite)
             let summary = try output.complete { sink in
                 let decrypt = { (sink: ByteSink) in
                     try Xbcrypt.decrypt(from: source, to: sink, key: key, threads: threads,
@@ -288,11 +357,11 @@ public struct DirectoryRun: Sendable {
                 return try result.get()
             }
             if !summary.everyChunkHashed {
-                unhashed.withValue { $0.append(entry.relative) }
+                unhashed.withValue { $0.append(location.entry.relative) }
             } else if options.removeOriginal {
                 // Only originals whose decryption was checked go: with a wrong key, XBCRYP01/02
                 // decrypt to garbage without any error, and removing them would lose the backup.
-                try Self.remove(sourcePath)
+                try location.directory.removeOriginal(location.entry.name, expected: source.identity)
             }
             return summary.plaintextBytes
         }
@@ -303,53 +372,41 @@ public struct DirectoryRun: Sendable {
         return report
     }
 
-    /// Opens `NAME.cof` and authenticates its header; a file that records an object name must be
-    /// found at that name. Files encrypted on their own record none and are not bound to a place.
-    func open(root: String, entry: Entry, keys: UnwrappedKeyCache) throws -> (ByteSource, OpenedFile) {
-        let source = try ByteSource.open(path: "\(root)/\(entry.relative)")
-        do {
-            let reading = try HeaderReading.read(from: source)
-            let fileKey = try keys.fileKey(for: reading.header)
-            let expected = reading.header.parameters.objectName.isEmpty
-                ? nil : Array(entry.relative.dropLast(Self.suffix.count).utf8)
-            return (source, try reading.open(fileKey: fileKey, expectedObjectName: expected))
-        } catch {
-            source.close()
-            throw error
-        }
-    }
-
-    func decryptFile(root: String, entry: Entry, keys: UnwrappedKeyCache, threads: Int,
+    func decryptFile(_ location: Location, source: ByteSource, opened: OpenedFile, threads: Int,
                      signedBy verifiers: [SignatureVerifier]) throws -> UInt64 {
-        let sourcePath = "\(root)/\(entry.relative)"
-        let outputPath = "\(root)/\(entry.relative.dropLast(Self.suffix.count))"
-        let (source, opened) = try open(root: root, entry: entry, keys: keys)
-        defer { source.close() }
-        let output = try AtomicOutputFile(path: outputPath, mode: entry.mode, overwrite: overwrite)
+        let name = String(location.entry.name.dropLast(Self.suffix.count))
+        let output = try AtomicOutputFile(directory: location.directory, name: name,
+                                          mode: OutputMode.forNewFile(from: Self.mode(of: source)), overwrite: overwrite)
         let bytes = try output.complete { sink in
             try opened.decrypt(from: source, to: sink,
                                engine: StreamEngine(threads: threads, progress: progress?.engineCallback()),
                                signedBy: verifiers)
         }
-        if removeOriginal { try Self.remove(sourcePath) }
+        if removeOriginal { try location.directory.removeOriginal(location.entry.name, expected: source.identity) }
         return bytes
     }
 }
 
 /// Unwraps a run's file key once: files of one run carry identical stanzas.
+/// Also tells runs apart: files with the same file key are of one run (a rewrap may have changed
+/// some files' stanzas, never the file key), numbered in the order they were first seen.
 final class UnwrappedKeyCache: @unchecked Sendable {
     private let identities: [Identity]
     private let lock = NSLock()
-    private var known: [(stanzas: [Stanza], key: FileKey)] = []
+    private var known: [(stanzas: [Stanza], key: FileKey, run: Int)] = []
+    private var runs: [[UInt8]] = []
 
     init(identities: [Identity]) { self.identities = identities }
 
-    func fileKey(for header: Header) throws -> FileKey {
+    func fileKey(for header: Header) throws -> (key: FileKey, run: Int) {
         try lock.withLock {
-            if let hit = known.first(where: { $0.stanzas == header.stanzas }) { return hit.key }
+            if let hit = known.first(where: { $0.stanzas == header.stanzas }) { return (hit.key, hit.run) }
             let key = try HeaderOpener.open(header, with: identities)
-            known.append((header.stanzas, key))
-            return key
+            let bytes = key.bytes
+            let run = runs.firstIndex(of: bytes) ?? runs.count
+            if run == runs.count { runs.append(bytes) }
+            known.append((header.stanzas, key, run))
+            return (key, run)
         }
     }
 }

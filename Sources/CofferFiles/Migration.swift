@@ -38,24 +38,38 @@ public enum MigrationSource: Sendable {
     }
 
     /// Starts decrypting `source` on a thread into a pipe; returns the pipe's read end and a
-    /// function that waits for the decryption and returns (plaintext bytes, whether it was checked).
-    func pipeDecrypted(source: ByteSource) throws -> (ByteSource, () throws -> (bytes: UInt64, checked: Bool)) {
+    /// function that waits for the decryption and returns the plaintext's length and digest and
+    /// whether it was checked.
+    func pipeDecrypted(source: ByteSource) throws -> (ByteSource, () throws -> DecryptedOriginal) {
         let box = UncheckedBox(source)
+        let format = self
+        return try PipedProducer.start(name: "decrypted \(suffix) stream", for: source.path) { sink in
+            try format.decrypt(box.value, to: sink)
+        }
+    }
+
+    /// Decrypts `source` into `sink` (hashing what passes).
+    func decrypt(_ source: ByteSource, to sink: ByteSink) throws -> DecryptedOriginal {
+        let hashing = HashingSink(sink)
         switch self {
         case .xbcrypt(let key):
-            return try PipedProducer.start(name: "decrypted xbcrypt stream", for: source.path) { sink in
-                let summary = try Xbcrypt.decrypt(from: box.value, to: sink, key: key, threads: 2)
-                return (summary.plaintextBytes, summary.everyChunkHashed)
-            }
+            let summary = try Xbcrypt.decrypt(from: source, to: hashing, key: key, threads: 2)
+            return DecryptedOriginal(digest: hashing.digest, checked: summary.everyChunkHashed)
         case .age(let identities):
             guard let kind = AgeFile.kind(of: try source.peek(AgeFile.sniffLength)) else {
                 throw CofferError.notCofferFile(hint: "\(source.path) is not an age file")
             }
-            return try PipedProducer.start(name: "decrypted age stream", for: source.path) { sink in
-                (try AgeFile.decrypt(from: box.value, kind: kind, identities: identities, to: sink, threads: 2), true)
-            }
+            _ = try AgeFile.decrypt(from: source, kind: kind, identities: identities, to: hashing, threads: 2)
+            return DecryptedOriginal(digest: hashing.digest, checked: true)
         }
     }
+}
+
+/// What an original decrypted to, and whether its decryption was checked (age: always;
+/// .xbcrypt: only when every chunk is XBCRYP03, with its SHA-256).
+struct DecryptedOriginal: Sendable {
+    var digest: PlaintextDigest
+    var checked: Bool
 }
 
 /// Converts files of another format (XtraBackup .xbcrypt, age) to Coffer files in one pass: the
@@ -63,12 +77,13 @@ public enum MigrationSource: Sendable {
 /// the disk.
 ///
 /// `NAME.xbcrypt` or `NAME.age` becomes `NAME.cof`. The new file is read back and authenticated,
-/// and must hold exactly the bytes the old one decrypted to, before the old one is removed; and it
-/// is removed only when its own decryption was checked (age files are authenticated; .xbcrypt only
-/// by XBCRYP03's per-chunk SHA-256: XBCRYP01/02 decrypt without error under any key, so their
-/// originals are always kept). A run that is interrupted can be started again: a file whose
-/// `NAME.cof` exists and authenticates is not converted twice (its original is removed then, if
-/// it would have been).
+/// and must hold exactly the plaintext the old one decrypted to (length and SHA-256), before the
+/// old one is removed; and it is removed only when its own decryption was checked (age files are
+/// authenticated; .xbcrypt only by XBCRYP03's per-chunk SHA-256: XBCRYP01/02 decrypt without error
+/// under any key, so their originals are always kept). A run that is interrupted can be started
+/// again: a file whose `NAME.cof` exists, authenticates and holds the same plaintext as the
+/// original is not converted twice (its original is removed then, if it would have been); a
+/// `NAME.cof` that holds anything else is an error, and both files stay.
 public struct Migration: Sendable {
     public var run: DirectoryRun
 
@@ -80,14 +95,13 @@ public struct Migration: Sendable {
         let keptUnverifiable = LockedValue<[String]>([])
         let alreadyDone = LockedValue<[String]>([])
         let migration = self
-        var report = try run.forEachEncryptedFile(root: root, identities: [], suffix: source.suffix) {
-            _, entry, _, threads in
-            let name = String(entry.relative.dropLast(source.suffix.count))
-            let outcome = try migration.migrateFile(
-                "\(root)/\(entry.relative)", objectName: name, mode: entry.mode, from: source, encryptor: encryptor,
-                identities: identities, parameters: parameters, threads: threads)
-            if outcome.keptUnverifiable { keptUnverifiable.withValue { $0.append(entry.relative) } }
-            if outcome.alreadyConverted { alreadyDone.withValue { $0.append(entry.relative) } }
+        var report = try run.forEachFile(root: root, suffix: source.suffix) { _, location, threads in
+            let relative = location.entry.relative
+            let outcome = try migration.migrate(
+                in: location.directory, name: location.entry.name, objectName: String(relative.dropLast(source.suffix.count)),
+                from: source, encryptor: encryptor, identities: identities, parameters: parameters, threads: threads)
+            if outcome.keptUnverifiable { keptUnverifiable.withValue { $0.append(relative) } }
+            if outcome.alreadyConverted { alreadyDone.withValue { $0.append(relative) } }
             return outcome.bytes
         }
         for path in keptUnverifiable.withValue({ $0 }).sorted() {
@@ -107,37 +121,58 @@ public struct Migration: Sendable {
 
     /// Migrates one file, `PATH.xbcrypt` (or `PATH.age`) to `PATH.cof`.
     /// `identities` are the new keys that can open Coffer files (to authenticate an earlier run's output).
-    public func migrateFile(_ path: String, objectName: String?, mode: mode_t, from format: MigrationSource,
+    public func migrateFile(_ path: String, objectName: String?, from format: MigrationSource,
                             encryptor: CofferEncryptor, identities: [Identity], parameters: HeaderParameters,
                             threads: Int) throws -> Outcome {
         guard path.hasSuffix(format.suffix) else {
             throw CofferError.invalidParameter("\(path): only NAME\(format.suffix) files are migrated from this format")
         }
-        let target = String(path.dropLast(format.suffix.count)) + DirectoryRun.suffix
+        let (directory, name) = try DirectoryHandle.parent(of: path)
+        return try migrate(in: directory, name: name, objectName: objectName, from: format, encryptor: encryptor,
+                           identities: identities, parameters: parameters, threads: threads)
+    }
+
+    func migrate(in directory: DirectoryHandle, name: String, objectName: String?, from format: MigrationSource,
+                 encryptor: CofferEncryptor, identities: [Identity], parameters: HeaderParameters,
+                 threads: Int) throws -> Outcome {
+        guard name.hasSuffix(format.suffix) else {
+            throw CofferError.invalidParameter("\(directory.child(name)): only NAME\(format.suffix) files are migrated from this format")
+        }
+        let targetName = String(name.dropLast(format.suffix.count)) + DirectoryRun.suffix
+        let targetPath = directory.child(targetName)
         var fileParameters = parameters
         fileParameters.objectName = objectName.map { Array($0.utf8) } ?? []
         var outcome = Outcome()
+        let source = try directory.openRegularFile(name)
+        defer { source.close() }
+        let original = source.identity
 
-        if access(target, F_OK) == 0 {
-            // Resuming: an earlier run (with another file key) finished this one. Authenticate it
-            // with the keys given, then finish the removal; keys that cannot open it (public keys
-            // only) leave the original in place.
-            let check = try ByteSource.open(path: target)
+        if directory.status(targetName) != nil {
+            // Resuming: an earlier run (with another file key) may have converted this one.
+            // Authenticate it with the keys given, and finish the removal only when it holds
+            // exactly what the original decrypts to; keys that cannot open it (public keys only)
+            // leave the original in place.
+            let check = try directory.openRegularFile(targetName)
             defer { check.close() }
             let reading = try HeaderReading.read(from: check)
-            outcome.alreadyConverted = true
             guard let opened = try? reading.open(with: identities, expectedObjectName: fileParameters.objectName) else {
+                outcome.alreadyConverted = true
                 outcome.keptUnverifiable = run.removeOriginal
                 return outcome
             }
-            outcome.bytes = try opened.decrypt(from: check, to: DiscardingSink(), engine: StreamEngine(threads: threads))
-            return try finish(outcome, source: path, sourceIsVerifiable: try format.isVerifiable(path))
+            let existing = try opened.digest(from: check, threads: threads)
+            let decrypted = try format.decrypt(source, to: DiscardingSink())
+            guard decrypted.digest == existing else {
+                throw CofferError.writeFailed(path: targetPath, reason: "it already exists and holds other data than \(source.path) (an older conversion, or an unrelated file): nothing was converted or removed; move one of the two away and run again")
+            }
+            outcome.alreadyConverted = true
+            outcome.bytes = existing.bytes
+            return try finish(outcome, in: directory, name: name, original: original, sourceIsVerifiable: decrypted.checked)
         }
 
-        let source = try ByteSource.open(path: path)
-        defer { source.close() }
-        let output = try AtomicOutputFile(path: target, mode: mode)
-        var decrypted: (bytes: UInt64, checked: Bool) = (0, false)
+        let output = try AtomicOutputFile(directory: directory, name: targetName,
+                                          mode: OutputMode.forNewFile(from: DirectoryRun.mode(of: source)))
+        var decrypted = DecryptedOriginal(digest: PlaintextDigest(bytes: 0, sha256: []), checked: false)
         try output.complete { sink in
             let (plaintext, producerResult) = try format.pipeDecrypted(source: source)
             do {
@@ -151,27 +186,23 @@ public struct Migration: Sendable {
             plaintext.close()
             // A failure on the decrypting side ends the pipe early: what was encrypted is a prefix, never kept.
             decrypted = try producerResult()
-            guard decrypted.bytes == outcome.bytes else {
-                throw CofferError.writeFailed(path: target, reason: "encrypted \(outcome.bytes) of \(decrypted.bytes) bytes")
+            guard decrypted.digest.bytes == outcome.bytes else {
+                throw CofferError.writeFailed(path: targetPath, reason: "encrypted \(outcome.bytes) of \(decrypted.digest.bytes) bytes")
             }
-            // Read the new file back from disk and authenticate all of it before anything is removed.
-            let check = try ByteSource.open(path: output.temporaryPath)
-            defer { check.close() }
-            let opened = try HeaderReading.read(from: check)
-                .open(fileKey: encryptor.fileKey, expectedObjectName: fileParameters.objectName)
-            let verified = try opened.decrypt(from: check, to: DiscardingSink(), engine: StreamEngine(threads: threads))
-            guard verified == outcome.bytes else {
-                throw CofferError.writeFailed(path: target, reason: "verification read back \(verified) of \(outcome.bytes) bytes")
-            }
+            // Read the new file back from disk and authenticate all of it: it must hold exactly
+            // the original's plaintext before anything is removed.
+            try output.verifyWritten(fileKey: encryptor.fileKey, objectName: fileParameters.objectName,
+                                     expectedBytes: outcome.bytes, expectedDigest: decrypted.digest, threads: threads)
         }
-        return try finish(outcome, source: path, sourceIsVerifiable: decrypted.checked)
+        return try finish(outcome, in: directory, name: name, original: original, sourceIsVerifiable: decrypted.checked)
     }
 
-    private func finish(_ outcome: Outcome, source: String, sourceIsVerifiable: Bool) throws -> Outcome {
+    private func finish(_ outcome: Outcome, in directory: DirectoryHandle, name: String, original: FileIdentity,
+                        sourceIsVerifiable: Bool) throws -> Outcome {
         var outcome = outcome
         guard run.removeOriginal else { return outcome }
         if sourceIsVerifiable {
-            try DirectoryRun.remove(source)
+            try directory.removeOriginal(name, expected: original)
         } else {
             outcome.keptUnverifiable = true
         }

@@ -7,15 +7,24 @@ import Glibc
 
 /// Re-encrypts files under a new file key, for when a file key itself may have leaked (a removed
 /// key's holder may have read it): the old file is decrypted into a pipe, encrypted to the new
-/// recipients under a fresh file key, the new file read back and authenticated, then renamed over
-/// the old one. The plaintext never touches the disk; an interruption leaves the old file.
-public struct Reencrypt {
-    public let encryptor: CofferEncryptor
+/// recipients under a fresh file key, the new file read back and authenticated (it must hold
+/// exactly the old file's plaintext), then renamed over the old one. The plaintext never touches
+/// the disk; an interruption leaves the old file.
+///
+/// Files of one invocation share a new file key only while their object names differ
+/// (docs/FORMAT.md: files sharing a file key MUST have different object names): a file whose
+/// object name was already used (two files encrypted on their own both have the empty name) gets
+/// a fresh file key from `makeEncryptor`.
+public final class Reencrypt {
+    public private(set) var encryptor: CofferEncryptor
     public let threads: Int
+    private let makeEncryptor: () throws -> CofferEncryptor
+    private var usedObjectNames: Set<[UInt8]> = []
 
-    public init(encryptor: CofferEncryptor, threads: Int) {
-        self.encryptor = encryptor
+    public init(threads: Int, makeEncryptor: @escaping () throws -> CofferEncryptor) throws {
         self.threads = threads
+        self.makeEncryptor = makeEncryptor
+        encryptor = try makeEncryptor()
     }
 
     public struct Outcome: Sendable {
@@ -23,21 +32,35 @@ public struct Reencrypt {
         /// The old file was signed and the new one is not (no signer given): a signature covers
         /// the payload, which a re-encryption replaces.
         public var droppedSignature: Bool
+        /// The file got a file key of its own (its object name was already used in this invocation).
+        public var freshFileKey: Bool
     }
 
     public func reencrypt(path: String, identities: [Identity]) throws -> Outcome {
-        let source = try ByteSource.open(path: path)
+        let (directory, name) = try DirectoryHandle.parent(of: path)
+        let source = try directory.openRegularFile(name)
         defer { source.close() }
         let opened = try HeaderReading.read(from: source).open(with: identities)
         let parameters = opened.header.parameters
-        var st = stat()
-        guard fstat(source.fd, &st) == 0 else { throw CofferError.readFailed(path: path, reason: String(cString: strerror(errno))) }
-        let output = try AtomicOutputFile(path: path, mode: st.st_mode & 0o7777, overwrite: true)
+        var fresh = false
+        if usedObjectNames.contains(parameters.objectName) {
+            encryptor = try makeEncryptor()
+            usedObjectNames = []
+            fresh = true
+        }
+        usedObjectNames.insert(parameters.objectName)
+        let encryptor = self.encryptor
+        let threads = self.threads
+        let output = try AtomicOutputFile(directory: directory, name: name,
+                                          mode: OutputMode.forReplacement(of: DirectoryRun.mode(of: source)),
+                                          overwrite: true, displayPath: path)
         let box = UncheckedBox((opened, source, threads))
         let bytes = try output.complete { sink in
             let (plaintext, finished) = try PipedProducer.start(name: "decrypted \(path)", for: path) { pipe in
                 let (opened, source, threads) = box.value
-                return try opened.decrypt(from: source, to: pipe, engine: StreamEngine(threads: threads))
+                let hashing = HashingSink(pipe)
+                _ = try opened.decrypt(from: source, to: hashing, engine: StreamEngine(threads: threads))
+                return hashing.digest
             }
             let written: UInt64
             do {
@@ -51,18 +74,14 @@ public struct Reencrypt {
             plaintext.close()
             // A failure while decrypting ends the pipe early: that prefix is never kept.
             let read = try finished()
-            guard read == written else {
-                throw CofferError.writeFailed(path: path, reason: "encrypted \(written) of \(read) bytes")
+            guard read.bytes == written else {
+                throw CofferError.writeFailed(path: path, reason: "encrypted \(written) of \(read.bytes) bytes")
             }
-            let check = try ByteSource.open(path: output.temporaryPath)
-            defer { check.close() }
-            let verified = try HeaderReading.read(from: check).open(fileKey: encryptor.fileKey)
-                .decrypt(from: check, to: DiscardingSink(), engine: StreamEngine(threads: threads))
-            guard verified == written else {
-                throw CofferError.writeFailed(path: path, reason: "verification read back \(verified) of \(written) bytes")
-            }
+            try output.verifyWritten(fileKey: encryptor.fileKey, objectName: parameters.objectName,
+                                     expectedBytes: written, expectedDigest: read, threads: threads)
             return written
         }
-        return Outcome(bytes: bytes, droppedSignature: parameters.signature != nil && encryptor.signer == nil)
+        return Outcome(bytes: bytes, droppedSignature: parameters.signature != nil && encryptor.signer == nil,
+                       freshFileKey: fresh)
     }
 }

@@ -57,10 +57,16 @@ public struct Rewrap {
     let cache = WrapCache()
 
     public func rewrap(path: String, identities: [Identity]) throws -> Result {
-        let fd = open(path, O_RDWR | O_CLOEXEC)
-        guard fd >= 0 else { throw CofferError.readFailed(path: path, reason: String(cString: strerror(errno))) }
-        defer { close(fd) }
-        let source = ByteSource(fd: fd, path: path)
+        let (directory, name) = try DirectoryHandle.parent(of: path)
+        return try rewrap(in: directory, name: name, path: path, identities: identities)
+    }
+
+    /// Rewraps `name` in `directory` (a directory run reaches it without following links).
+    public func rewrap(in directory: DirectoryHandle, name: String, path: String, identities: [Identity]) throws -> Result {
+        let source = try directory.openRegularFile(name, writable: true)
+        let fd = source.fd
+        defer { source.close() }
+        let location = (directory, name)
         let reading = try HeaderReading.read(from: source)
         let opened = try reading.open(with: identities)
         var result = Result()
@@ -77,7 +83,7 @@ public struct Rewrap {
                              signing.signature)
                 result.signed = true
             }
-            try convert(path: path, source: source, reading: reading, parameters: parameters, stanzas: stanzas,
+            try convert(path: path, at: location, source: source, reading: reading, parameters: parameters, stanzas: stanzas,
                         fileKey: opened.fileKey, signature: signature)
             result.converted = true
             result.generation = 1
@@ -243,13 +249,15 @@ public struct Rewrap {
 
     /// Version 1 → 2: a new file with the new header in slot 1 and the payload bytes copied as
     /// they are, then renamed over the old one (its mode kept).
-    func convert(path: String, source: ByteSource, reading: HeaderReading, parameters: HeaderParameters,
-                 stanzas: [Stanza], fileKey: FileKey, signature: (PayloadSignatureTrailer, SignatureParameters)?) throws {
+    func convert(path: String, at location: (DirectoryHandle, String), source: ByteSource, reading: HeaderReading,
+                 parameters: HeaderParameters, stanzas: [Stanza], fileKey: FileKey,
+                 signature: (PayloadSignatureTrailer, SignatureParameters)?) throws {
         var st = stat()
         guard fstat(source.fd, &st) == 0 else { throw CofferError.readFailed(path: path, reason: String(cString: strerror(errno))) }
         var encryptor = CofferEncryptor(fileKey: fileKey, stanzas: stanzas)
         encryptor.version = .v2(slotSize: slotSize)
-        try AtomicOutputFile(path: path, mode: st.st_mode & 0o7777, overwrite: true).complete { sink in
+        try AtomicOutputFile(directory: location.0, name: location.1, mode: OutputMode.forReplacement(of: st.st_mode),
+                             overwrite: true, displayPath: path).complete { sink in
             try encryptor.writeHeaderOnly(to: sink, parameters: parameters)
             try reading.payloadNonce.withUnsafeBytes { try sink.write($0) }
             var buffer = [UInt8](repeating: 0, count: 1 << 20)

@@ -15,6 +15,9 @@ public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
     case headerMACMismatch
     /// The file's recorded object name differs from where it was found (two files swapped).
     case objectMismatch(expected: String, found: String)
+    /// A file in a directory that is not part of the directory's run (another file key, no object
+    /// name, or a run that cannot be told apart): docs/FORMAT.md, "Directory runs".
+    case notInRun(String)
     /// No key given opens any stanza. `needed` lists what the header was made for.
     case noMatchingKey(needed: [String], tried: [String])
     /// No key at all was given.
@@ -59,7 +62,7 @@ public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .notCofferFile, .unsupportedVersion: return .format
         case .noMatchingKey, .noKeyGiven, .invalidKey, .refused, .signerNotAccepted, .keyServiceFailed: return .key
-        case .malformedHeader, .malformedStanza, .headerMACMismatch, .objectMismatch,
+        case .malformedHeader, .malformedStanza, .headerMACMismatch, .objectMismatch, .notInRun,
              .chunkAuthenticationFailed, .truncated, .trailingData, .signatureInvalid, .malformedArmor: return .integrity
         case .readFailed, .writeFailed, .diskFull: return .io
         case .invalidParameter, .headerSpaceExhausted: return .usage
@@ -104,6 +107,8 @@ public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
             return "no space left on device while writing \(path)"
         case .refused(let reason):
             return reason
+        case .notInRun(let reason):
+            return "not part of this directory's run: \(reason)"
         case .malformedArmor(let reason):
             return "malformed ASCII armor: \(reason)"
         case .keyServiceFailed(let reason):

@@ -25,7 +25,10 @@ struct Decrypt: ParsableCommand {
 
         With --recursive, every NAME.cof under the directory IN is decrypted to NAME in parallel
         (like 'xtrabackup --decrypt --parallel'); a file of an encrypted directory found under
-        another name than the one it was encrypted as is refused.
+        another name than the one it was encrypted as is refused, and so is a file of another run
+        or one encrypted on its own: only one run is decrypted (docs/FORMAT.md, "Directory runs"),
+        from its own directory or any directory above it. Outputs get the .cof file's permission
+        bits less the umask, never setuid, setgid or sticky; symbolic links are never followed.
 
         --signed-by PUB requires a producer signature by that key (any one of several given): an
         unsigned file, another signer or a file altered after signing is refused, before any

@@ -19,10 +19,12 @@ struct Migrate: ParsableCommand {
         --remove-original the .xbcrypt file is then removed, but only if its own decryption was
         checked (XBCRYP03 chunks carry a SHA-256); XBCRYP01/02 files decrypt without error under
         any key, so they are kept, with a warning. An interrupted run can be run again: files whose
-        NAME.cof already exists and authenticates are not converted twice.
+        NAME.cof already exists, authenticates and holds the same plaintext are not converted twice;
+        a NAME.cof that holds anything else is an error, and both files stay. Each path given gets
+        its own file key (a passphrase is stretched once per path).
 
         age files are authenticated, so with --remove-original each NAME.age is removed once its
-        NAME.cof is verified.
+        NAME.cof is verified to hold exactly the plaintext NAME.age decrypts to.
 
         Examples:
           XBCRYPT_ENCRYPTION_KEY=... coffer migrate --from xbcrypt --key-file backup.key --remove-original /data/backup
@@ -73,11 +75,17 @@ struct Migrate: ParsableCommand {
     func run() throws {
         try Runtime.reporting {
             let source = try oldFormat()
-            // One file key for the whole migration, wrapped once (a passphrase is stretched once).
             let recipients = try keys.recipients(workFactor: workFactor, publicKeys: try publicKeys.publicKeys())
-            var encryptor = try CofferEncryptor(recipients: recipients)
-            encryptor.signer = try signing.signer(keys: keys)
-            encryptor.signatureDigest = signing.digest
+            let signer = try signing.signer(keys: keys)
+            // One file key per path given, wrapped once for it (a passphrase is stretched once per
+            // path): files sharing a file key must have distinct object names (docs/FORMAT.md), and
+            // names are relative to each directory given, so two paths could repeat one.
+            let newEncryptor = { () throws -> CofferEncryptor in
+                var encryptor = try CofferEncryptor(recipients: recipients)
+                encryptor.signer = signer
+                encryptor.signatureDigest = signing.digest
+                return encryptor
+            }
             // The new keys that can also open files (symmetric ones) authenticate an earlier run's output.
             // KMS keys given with --kms can too (one unwrap call for the run).
             var identities = recipients.compactMap { $0 as? Identity }
@@ -89,6 +97,7 @@ struct Migrate: ParsableCommand {
                 guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
                     throw CofferError.readFailed(path: path, reason: "no such file or directory")
                 }
+                let encryptor = try newEncryptor()
                 if isDirectory.boolValue {
                     try runDirectory(engine: engine, removeOriginal: removeOriginal, verb: "migrated") { run in
                         try Migration(run: run).migrate(root: path, from: source, encryptor: encryptor, identities: identities,
@@ -97,10 +106,8 @@ struct Migrate: ParsableCommand {
                 } else {
                     let progress = ProgressLine(total: nil, quiet: engine.quiet)
                     let run = DirectoryRun(threads: engine.threads, removeOriginal: removeOriginal, progress: progress.counter)
-                    var st = stat()
-                    let mode = stat(path, &st) == 0 ? st.st_mode & 0o777 : 0o600
                     let outcome = try Migration(run: run).migrateFile(
-                        path, objectName: nil, mode: mode, from: source, encryptor: encryptor, identities: identities,
+                        path, objectName: nil, from: source, encryptor: encryptor, identities: identities,
                         parameters: parameters, threads: engine.threads)
                     progress.stop()
                     if outcome.keptUnverifiable {

@@ -12,7 +12,9 @@ struct Reencrypt: ParsableCommand {
         file, but cannot take back a file key its holder already read). Each FILE is opened with the
         keys given (--key-file, -i, --passphrase, ...), decrypted into a pipe and encrypted to the new
         keys (-r, -R, --to-key-file, --to-passphrase-file, --to-kms, the recovery key) under a fresh file key,
-        keeping its cipher, chunk size and object name. The new file is read back and authenticated
+        keeping its cipher, chunk size and object name (files share the new file key while their
+        object names differ; a repeated name, such as two files encrypted on their own, gets a file
+        key of its own). The new file is read back and authenticated
         before it replaces the old one; the plaintext never touches the disk. A signature covers the
         old payload and does not carry over: --sign KEY signs the new one.
 
@@ -58,16 +60,19 @@ struct Reencrypt: ParsableCommand {
                 throw CofferError.noKeyGiven("no new key given: -r RECIPIENT, -R FILE, --to-key-file FILE, --to-passphrase-file FILE or --to-kms URI")
             }
             let identities = try keys.identities(for: nil)
-            var encryptor = try CofferEncryptor(recipients: recipients)
-            encryptor.signer = try signing.signer(keys: keys)
-            encryptor.signatureDigest = signing.digest
-            let run = CofferFiles.Reencrypt(encryptor: encryptor, threads: engine.threads)
+            let signer = try signing.signer(keys: keys)
+            let run = try CofferFiles.Reencrypt(threads: engine.threads) {
+                var encryptor = try CofferEncryptor(recipients: recipients)
+                encryptor.signer = signer
+                encryptor.signatureDigest = signing.digest
+                return encryptor
+            }
             for path in files {
                 let outcome = try run.reencrypt(path: path, identities: identities)
                 if outcome.droppedSignature {
                     Runtime.warn("warning: \(path) was signed; the new payload is not (give --sign KEY to sign it)")
                 }
-                if !engine.quiet { Runtime.warn("re-encrypted \(path): \(outcome.bytes) bytes under a new file key\(encryptor.signer != nil ? ", signed" : "")") }
+                if !engine.quiet { Runtime.warn("re-encrypted \(path): \(outcome.bytes) bytes under a new file key\(signer != nil ? ", signed" : "")") }
             }
         }
     }

@@ -140,9 +140,10 @@ struct Rewrap: ParsableCommand {
             }
             if !identities.contains(where: { $0 is KMSIdentity }) { identities.append(KMSIdentity(uris: [])) }
             var failures = 0
-            for path in try targets() {
+            for target in try targets() {
+                let path = target.path
                 do {
-                    let result = try change.rewrap(path: path, identities: identities)
+                    let result = try target.rewrap(change, identities)
                     if !quiet {
                         var parts = ["+\(result.added)", "-\(result.removed)"]
                         if result.alreadyPresent > 0 { parts.append("\(result.alreadyPresent) already present") }
@@ -159,20 +160,29 @@ struct Rewrap: ParsableCommand {
         }
     }
 
+    /// A file to rewrap, and how to reach it: by its path, or (with --recursive) from the tree's
+    /// root through directory descriptors, never following a symbolic link.
+    struct Target {
+        let path: String
+        let rewrap: (CofferFiles.Rewrap, [Identity]) throws -> CofferFiles.Rewrap.Result
+    }
+
     /// The files to rewrap: the arguments, or every regular NAME.cof under them with --recursive.
-    func targets() throws -> [String] {
-        guard recursive else { return files }
-        var out: [String] = []
+    func targets() throws -> [Target] {
+        guard recursive else {
+            return files.map { path in Target(path: path) { try $0.rewrap(path: path, identities: $1) } }
+        }
+        var out: [Target] = []
         for root in files {
-            guard let walker = FileManager.default.enumerator(atPath: root) else {
-                throw CofferError.readFailed(path: root, reason: "not a directory")
-            }
-            for case let relative as String in walker where relative.hasSuffix(DirectoryRun.suffix) {
-                let path = (root as NSString).appendingPathComponent(relative)
-                var st = stat()
-                if lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG { out.append(path) }
+            var skipped: [(path: String, reason: String)] = []
+            let tree = try DirectoryTree.list(root, skipped: &skipped)
+            for entry in tree.entries where entry.relative.hasSuffix(DirectoryRun.suffix) {
+                let path = (root as NSString).appendingPathComponent(entry.relative)
+                out.append(Target(path: path) { change, identities in
+                    try change.rewrap(in: try tree.directory(of: entry), name: entry.name, path: path, identities: identities)
+                })
             }
         }
-        return out.sorted()
+        return out.sorted { $0.path < $1.path }
     }
 }
