@@ -204,6 +204,14 @@ func waitForExit(_ pid: pid_t) -> Int32 {
     return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
 }
 
+/// Waits for `pid`; tells an exit (with its code) from a death by a signal (with its number),
+/// which `waitForExit` folds together as 128 + signal.
+func waitForTermination(_ pid: pid_t) -> (exited: Bool, code: Int32) {
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    return (status & 0x7f) == 0 ? (true, (status >> 8) & 0xff) : (false, status & 0x7f)
+}
+
 /// Exit codes documented in `coffer --help`.
 enum Exit {
     static let ok: Int32 = 0

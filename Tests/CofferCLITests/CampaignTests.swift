@@ -161,8 +161,8 @@ import Glibc
                 let length = 1 + rng.below(min(4112, max(1, count / 2)))
                 let a = rng.below(count - 2 * length + 1)
                 let b = a + length + rng.below(count - a - 2 * length + 1)
-                let first = Array(bytes[a..<(a + length)])
-                bytes.replaceSubrange(a..<(a + length), with: bytes[b..<(b + length)])
+                let first = Array(bytes[a..<(a + length)]), second = Array(bytes[b..<(b + length)])
+                bytes.replaceSubrange(a..<(a + length), with: second)
                 bytes.replaceSubrange(b..<(b + length), with: first)
                 what = "swap \(length) at \(a) and \(b)"
             case .duplication:
@@ -292,7 +292,7 @@ import Glibc
         let statuses = tally.byStatus.sorted { $0.key < $1.key }.map { "exit \($0.key): \($0.value)" }.joined(separator: ", ")
         print("mutation campaign: \(tally.runs) runs in \(String(format: "%.1f", seconds)) s; \(statuses); \(tally.failures.count) failures")
         #expect(tally.runs == count)
-        #expect(tally.runs >= 2000)
+        if Self.environment["COFFER_CAMPAIGN_MUTATIONS"] == nil { #expect(tally.runs >= 2000) }
         #expect(tally.failures.isEmpty, "\(tally.failures.count) failures (seed \(Self.seed)), first: \(tally.failures.prefix(15).joined(separator: "\n"))")
         // The campaign is not vacuous: most mutations are refused, and each sample saw every mode.
         #expect((tally.byStatus[Exit.ok] ?? 0) < count / 10, "\(statuses)")
@@ -509,7 +509,7 @@ import Glibc
             _ = try dir.keygen("k.key")
             for (name, bytes) in encrypted { _ = try dir.write(bytes, "tree/\(name).age", mode: 0o640) }
             return ["migrate", "-q", "--from", "age", "--from-identity", dir.file("x.key"), "--key-file", dir.file("k.key"),
-                    "--chunk-size", "64K", "--remove-original", dir.file("tree")]
+                    "--remove-original", dir.file("tree")]
         }, check: { dir, phase in
             var problems: [String] = []
             for (name, _) in Self.treeFiles {
