@@ -521,6 +521,160 @@ import Glibc
     }
 }
 
+/// What kill -9 cannot show: that an original is removed only after its replacement is durable.
+/// The system calls of a whole run, traced by strace (-y names each descriptor's file), must show
+/// for every removed original: the replacement's temporary file flushed (fsync/fdatasync), then
+/// renamed to its final name, then that directory flushed, and only then the original unlinked.
+@Suite struct DurabilityOrder {
+    enum Event: Equatable {
+        case flush(String)
+        case rename(String, String)
+        case unlink(String)
+    }
+
+    static func normalized(_ path: String) -> String {
+        var p = path
+        while p.contains("//") { p = p.replacingOccurrences(of: "//", with: "/") }
+        return p
+    }
+
+    static func resolve(_ directory: String, _ name: String) -> String {
+        normalized(name.hasPrefix("/") ? name : "\(directory)/\(name)")
+    }
+
+    /// The successful flushes, renames and unlinks of an strace -f -y log, in order of completion.
+    static func events(_ log: String) -> [Event] {
+        var pending: [Substring: String] = [:]
+        var out: [Event] = []
+        func match(_ pattern: String, _ text: String) -> [String]? {
+            guard let regex = try? NSRegularExpression(pattern: pattern),
+                  let m = regex.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) else { return nil }
+            return (1..<m.numberOfRanges).map { m.range(at: $0).location == NSNotFound ? "" : String(text[Range(m.range(at: $0), in: text)!]) }
+        }
+        for raw in log.split(separator: "\n") {
+            guard let space = raw.firstIndex(of: " ") else { continue }
+            let pid = raw[..<space]
+            var line = String(raw[raw.index(after: space)...])
+            if let cut = line.range(of: " <unfinished ...>") {
+                pending[pid] = String(line[..<cut.lowerBound])
+                continue
+            }
+            if line.hasPrefix("<... "), let end = line.range(of: " resumed>") {
+                line = (pending.removeValue(forKey: pid) ?? "") + line[end.upperBound...]
+            }
+            let fd = "(?:AT_FDCWD|\\d+)<([^>]*)>"
+            if let m = match("^(?:fsync|fdatasync)\\(\\d+<([^>]*)>\\) += 0", line) {
+                out.append(.flush(normalized(m[0])))
+            } else if let m = match("^rename\\(\"([^\"]*)\", \"([^\"]*)\"\\) += 0", line) {
+                out.append(.rename(normalized(m[0]), normalized(m[1])))
+            } else if let m = match("^renameat2?\\(\(fd), \"([^\"]*)\", \(fd), \"([^\"]*)\".*\\) += 0", line) {
+                out.append(.rename(resolve(m[0], m[1]), resolve(m[2], m[3])))
+            } else if let m = match("^unlink\\(\"([^\"]*)\"\\) += 0", line) {
+                out.append(.unlink(normalized(m[0])))
+            } else if let m = match("^unlinkat\\(\(fd), \"([^\"]*)\", 0\\) += 0", line) {
+                out.append(.unlink(resolve(m[0], m[1])))
+            }
+        }
+        return out
+    }
+
+    /// Problems with the order in which `original` was replaced by `replacement`.
+    static func check(_ events: [Event], original: String, replacement: String) -> [String] {
+        guard let removed = events.firstIndex(of: .unlink(original)) else { return ["\(original) was not removed"] }
+        guard let renamed = events[..<removed].lastIndex(where: { if case .rename(_, replacement) = $0 { return true }; return false }),
+              case .rename(let temporary, _) = events[renamed] else {
+            return ["\(original) removed before \(replacement) got its final name"]
+        }
+        var problems: [String] = []
+        if !events[..<renamed].contains(.flush(temporary)) { problems.append("\(replacement) renamed before its data was flushed") }
+        let directory = (replacement as NSString).deletingLastPathComponent
+        if !events[renamed..<removed].contains(.flush(directory)) {
+            problems.append("\(original) removed before the rename to \(replacement) was flushed (directory fsync)")
+        }
+        return problems
+    }
+
+    static let strace = "/usr/bin/strace"
+
+    /// Runs `arguments` under strace; nil (after recording an issue) when strace cannot run.
+    static func traced(_ dir: Scratch, _ arguments: [String]) throws -> [Event]? {
+        guard FileManager.default.isExecutableFile(atPath: strace) else {
+            Issue.record("strace is not installed (Debian package strace; scripts/test.sh installs it)")
+            return nil
+        }
+        let env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("COFFER_") }
+        let log = dir.file("strace.log")
+        let result = try spawn([strace, "-f", "-qq", "-y", "-o", log, "-e", "trace=fsync,fdatasync,rename,renameat,renameat2,unlink,unlinkat",
+                                cofferBinary] + arguments, environment: env, stdin: nil)
+        #expect(result.status == Exit.ok, "\(arguments[0]): \(result.stderr)")
+        let text = try String(contentsOfFile: log, encoding: .utf8)
+        guard !text.isEmpty || result.status == Exit.ok else {
+            Issue.record("strace could not trace: \(result.stderr)")
+            return nil
+        }
+        unlink(log)
+        return events(text)
+    }
+
+    static func realDirectory(_ dir: Scratch) -> String {
+        normalized(URL(fileURLWithPath: dir.path).resolvingSymlinksInPath().path)
+    }
+
+    @Test("encrypt, decrypt and migrate with --remove-original: each original is unlinked only after its replacement was flushed, renamed and its directory flushed")
+    func removeOriginalOrder() throws {
+        let dir = Scratch()
+        let key = try dir.keygen("k.key")
+        #expect(try coffer(["keygen", "--type", "x25519", "-o", dir.file("x")]).status == Exit.ok)
+        for (name, bytes) in Campaigns.treeContents { _ = try dir.write(bytes, "tree/\(name)") }
+        let root = Self.realDirectory(dir) + "/tree"
+        let names = Campaigns.treeFiles.map(\.0)
+
+        guard let encrypted = try Self.traced(dir, ["encrypt", "-q", "--recursive", "--remove-original", "--key-file", key, dir.file("tree")])
+        else { return }
+        var problems: [String] = []
+        for name in names { problems += Self.check(encrypted, original: "\(root)/\(name)", replacement: "\(root)/\(name).cof") }
+        #expect(problems.isEmpty, "encrypt: \(problems)")
+
+        guard let decrypted = try Self.traced(dir, ["decrypt", "-q", "--recursive", "--remove-original", "--key-file", key, dir.file("tree")])
+        else { return }
+        problems = []
+        for name in names { problems += Self.check(decrypted, original: "\(root)/\(name).cof", replacement: "\(root)/\(name)") }
+        #expect(problems.isEmpty, "decrypt: \(problems)")
+
+        for name in names {
+            let made = try coffer(["encrypt", "-q", "--format", "age", "-r", dir.file("x.pub"), "-o", dir.file("tree/\(name).age"),
+                                   dir.file("tree/\(name)")])
+            #expect(made.status == Exit.ok, "\(made.stderr)")
+            unlink(dir.file("tree/\(name)"))
+        }
+        guard let migrated = try Self.traced(dir, ["migrate", "-q", "--from", "age", "--from-identity", dir.file("x.key"), "--key-file", key,
+                                                   "--remove-original", dir.file("tree")])
+        else { return }
+        problems = []
+        for name in names { problems += Self.check(migrated, original: "\(root)/\(name).age", replacement: "\(root)/\(name).cof") }
+        #expect(problems.isEmpty, "migrate: \(problems)")
+    }
+
+    @Test("the order check itself: a log that unlinks before the directory flush, or renames unflushed data, is caught")
+    func checkerCatchesBadOrder() {
+        let good = """
+            100 fsync(5</d/.a.cof.coffer-tmp-X>) = 0
+            100 renameat2(AT_FDCWD</>, "/d/.a.cof.coffer-tmp-X", AT_FDCWD</>, "/d/a.cof", RENAME_NOREPLACE) = 0
+            101 fsync(6</d> <unfinished ...>
+            100 getpid() = 100
+            101 <... fsync resumed>) = 0
+            100 unlinkat(7</d>, "a", 0) = 0
+            """
+        #expect(Self.check(Self.events(good), original: "/d/a", replacement: "/d/a.cof").isEmpty)
+        let noDirectoryFlush = good.replacingOccurrences(of: "fsync(6</d>", with: "fsync(6</e>")
+        #expect(Self.check(Self.events(noDirectoryFlush), original: "/d/a", replacement: "/d/a.cof").count == 1)
+        let noDataFlush = good.replacingOccurrences(of: "100 fsync(5</d/.a.cof.coffer-tmp-X>) = 0\n", with: "")
+        #expect(Self.check(Self.events(noDataFlush), original: "/d/a", replacement: "/d/a.cof").count == 1)
+        let early = "100 unlink(\"/d/a\") = 0\n" + good
+        #expect(!Self.check(Self.events(early), original: "/d/a", replacement: "/d/a.cof").isEmpty)
+    }
+}
+
 /// SplitMix64: a small, seedable generator, so that a campaign replays exactly from its seed.
 struct SplitMix {
     var state: UInt64
