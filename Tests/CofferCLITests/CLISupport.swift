@@ -121,6 +121,12 @@ func spawn(_ argv: [String], environment: [String: String], stdin: [UInt8]?, std
     return RunResult(status: exitCode, stdout: outBytes, stderr: String(decoding: errBytes, as: UTF8.self), readBytes: readBytes)
 }
 
+// The pseudo-terminal calls are behind _XOPEN_SOURCE in Glibc's headers.
+@_silgen_name("posix_openpt") private func posix_openpt(_ flags: Int32) -> Int32
+@_silgen_name("grantpt") private func grantpt(_ fd: Int32) -> Int32
+@_silgen_name("unlockpt") private func unlockpt(_ fd: Int32) -> Int32
+@_silgen_name("ptsname") private func ptsname(_ fd: Int32) -> UnsafeMutablePointer<CChar>?
+
 /// Runs `coffer` on a new pseudo-terminal (its controlling terminal, standard input, output and
 /// error), answering each prompt: for every (prompt, answer), waits until `prompt` has appeared on
 /// the terminal, then types `answer`. Returns the exit status and everything the terminal showed.
