@@ -169,6 +169,10 @@ func cofferOnTerminal(_ arguments: [String], answers: [(prompt: String, answer: 
         if let next = pending.first {
             let text = String(decoding: screen[consumed...], as: UTF8.self)
             if let range = text.range(of: next.prompt) {
+                // Type only once echo is off: coffer prints the prompt, then switches echo off with
+                // TCSAFLUSH, which discards anything typed before. (The pair shares one termios.)
+                var modes = termios()
+                while tcgetattr(master, &modes) == 0, modes.c_lflag & tcflag_t(ECHO) != 0, Date() < deadline { usleep(2000) }
                 consumed += text[..<range.upperBound].utf8.count
                 _ = Array(next.answer.utf8).withUnsafeBytes { write(master, $0.baseAddress!, $0.count) }
                 pending = pending.dropFirst()

@@ -104,13 +104,14 @@ func decryptBytes(_ sealed: [UInt8], key: SymmetricKeyFile, threads: Int, viaFil
             _ = try opened.decryptRange(from: source, offset: offset, length: length, to: sink, engine: StreamEngine(threads: 3))
             let end = Int(min(UInt64(plaintext.count), offset + min(length, UInt64(plaintext.count) - offset)))
             #expect(sink.bytes == Array(plaintext[Int(offset)..<end]), "offset \(offset) length \(length)")
-            // The same range of a copy whose every other chunk is damaged: those chunks are never
-            // read into the cipher, or this would fail.
+            // The same range of a copy whose every other chunk is damaged, except the final one (always
+            // authenticated, so that a cut file is noticed): those chunks are never authenticated,
+            // or this would fail.
             guard end > Int(offset) else { continue }
             let payloadStart = sealed.count - (plaintext.count + 11 * 16)
             let needed = (Int(offset) / 4096)...((end - 1) / 4096)
             var damaged = sealed
-            for k in 0..<11 where !needed.contains(k) { damaged[payloadStart + k * (4096 + 16) + 10] ^= 0x01 }
+            for k in 0..<10 where !needed.contains(k) { damaged[payloadStart + k * (4096 + 16) + 10] ^= 0x01 }
             let damagedPath = dir.file("damaged.cof")
             try write(damaged, to: damagedPath)
             let damagedSource = try ByteSource.open(path: damagedPath)
