@@ -257,6 +257,10 @@ import Glibc
             if !vector.identities.isEmpty {
                 arguments += ["-i", try dir.write(Array(vector.identities.joined(separator: "\n").utf8), "\(name).key")]
             }
+            if vector.identities.isEmpty && vector.passphrases.isEmpty {
+                // A vector without keys: give one anyway, so that the file itself is judged.
+                arguments += ["-i", try dir.write(Array("AGE-SECRET-KEY-1EGTZVFFV20835NWYV6270LXYVK2VKNX2MMDKWYKLMGR48UAWX40Q2P2LM0\n".utf8), "\(name).key")]
+            }
             let environment = vector.passphrases.first.map { ["COFFER_PASSPHRASE": $0] } ?? [:]
             let toFile = try coffer(arguments + ["-o", dir.file("\(name).out"), file], environment: environment)
             let toStdout = try coffer(arguments + [file], environment: environment)
@@ -266,8 +270,12 @@ import Glibc
             } else {
                 // docs/AGE.md: no match → 2; an unsupported age-encryption.org version → 4; every
                 // other header, HMAC, payload or armor failure → 3.
-                let firstLine = String(decoding: vector.file.prefix { $0 != 0x0A }, as: UTF8.self)
+                // Input that is not recognisably age (no age-encryption.org/ line, no exact armor
+                // BEGIN line) is "not a Coffer file" → 4, as for any unknown format.
+                let firstLine = String(decoding: vector.file.prefix { $0 != 0x0A && $0 != 0x0D }, as: UTF8.self)
+                let recognised = firstLine.hasPrefix("age-encryption.org/") || firstLine == "-----BEGIN AGE ENCRYPTED FILE-----"
                 let expected: Int32 = switch vector.expect {
+                case _ where !recognised: Exit.format
                 case "no match": Exit.key
                 case "header failure" where firstLine.hasPrefix("age-encryption.org/") && firstLine != "age-encryption.org/v1": Exit.format
                 default: Exit.integrity
