@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests use, installed only when missing (CI runs as root).
 needed_packages=(
-  util-linux   # mount/umount: the disk-full test mounts a 1 MiB tmpfs
+  util-linux   # unshare, mount, script: the disk-full test mounts a 1 MiB tmpfs in its own namespace
+  openssh-client  # ssh-keygen: SSH keys as age recipients and identities (AgeCLI.sshKeys)
+  strace       # the order of fsync, rename and unlink behind --remove-original (DurabilityOrder)
   age          # age, age-keygen: interop of age keys and age files in both directions
   zstd         # decrypt --decompress of XtraBackup's NAME.zst.xbcrypt files
   openssl      # RSA keys made by 'openssl genpkey' as Coffer recipients and identities

@@ -66,7 +66,7 @@ struct KMSCLITests {
         #expect(none.status == Exit.key)
         #expect(none.stderr.contains("\(eastARN) (us-east-1): unreachable"), "\(none.stderr)")
         #expect(none.stderr.contains("\(westARN) (eu-west-1): unreachable"), "\(none.stderr)")
-        #expect(!dir.exists("out3"))
+        #expect(dir.absent("out3"))
     }
 
     @Test("a directory run: one wrap call per URI, one unwrap call per run")
@@ -212,7 +212,7 @@ struct KMSCLITests {
         let bad = try coffer(["encrypt", "--kms", "aws:///alias/x?REGON=us-east-1", "-o", dir.file("x.cof"), input], environment: env)
         #expect(bad.status == Exit.usage)
         #expect(bad.stderr.contains("parameter REGON is not known"), "\(bad.stderr)")
-        #expect(!dir.exists("x.cof"))
+        #expect(dir.absent("x.cof"))
         let noRegion = try coffer(["encrypt", "--kms", "aws:///alias/x", "-o", dir.file("x.cof"), input], environment: env)
         #expect(noRegion.status == Exit.usage)
         #expect(noRegion.stderr.contains("REGION is missing"), "\(noRegion.stderr)")
@@ -313,7 +313,7 @@ struct KMSCLITests {
                                  environment: Self.environment(dir))
         #expect(missing.status == Exit.key)
         #expect(missing.stderr.contains("key not found") && missing.stderr.contains("alias/missing"), "\(missing.stderr)")
-        #expect(!dir.exists("x.cof"))
+        #expect(dir.absent("x.cof"))
     }
 }
 

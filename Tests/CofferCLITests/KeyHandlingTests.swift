@@ -16,7 +16,7 @@ import Testing
         #expect(result.status == Exit.key)
         #expect(result.stderr.contains("opens with: key file \(try id("right.key"))"))
         #expect(result.stderr.contains("you gave: key file \(try id("wrong.key"))"))
-        #expect(!dir.exists("out"))
+        #expect(dir.absent("out"))
         #expect(try coffer(["verify", "--key-file", wrong, dir.file("f.cof")]).status == Exit.key)
     }
 
@@ -35,7 +35,7 @@ import Testing
         let wrong = try coffer(["decrypt", "-o", dir.file("out"), dir.file("f.cof")], environment: ["COFFER_PASSPHRASE": "open sesame!"])
         #expect(wrong.status == Exit.key)
         #expect(wrong.stderr.contains("passphrase"))
-        #expect(!dir.exists("out"))
+        #expect(dir.absent("out"))
         // No terminal to ask on and no passphrase given: a clear error, not a hang.
         let none = try coffer(["decrypt", dir.file("f.cof")])
         #expect(none.status == Exit.key)
@@ -62,7 +62,7 @@ import Testing
         let refused = try coffer(["encrypt", "--key-file", raw, "-o", dir.file("x.cof"), input])
         #expect(refused.status == Exit.key)
         #expect(refused.stderr.contains("CRLF"))
-        #expect(!dir.exists("x.cof"))
+        #expect(dir.absent("x.cof"))
         let rawLF = try dir.write(pseudoRandom(32, seed: 3) + [0x0A], "raw-lf.key")
         #expect(try coffer(["encrypt", "--key-file", rawLF, input]).stderr.contains("line feed"))
         let exact = try dir.write(pseudoRandom(32, seed: 3), "raw.key")
@@ -86,7 +86,7 @@ import Testing
         let refused = try coffer(["encrypt", "--key-file", key, "-o", dir.file("x.cof"), input])
         #expect(refused.status == Exit.key)
         #expect(refused.stderr.contains("chmod 600"))
-        #expect(!dir.exists("x.cof"))
+        #expect(dir.absent("x.cof"))
         #expect(try coffer(["encrypt", "--key-file", key, "--allow-insecure-key-file", "-o", dir.file("x.cof"), input]).status == 0)
     }
 

@@ -75,7 +75,7 @@ import Testing
         #expect(result.stderr.contains("X25519 key \(x)"))
         #expect(result.stderr.contains("post-quantum key \(pq)"))
         #expect(result.stderr.contains("you gave: X25519 key \(other)"))
-        #expect(!dir.exists("out"))
+        #expect(dir.absent("out"))
         // Keys in the wrong place get a message saying so.
         let privateAsRecipient = try coffer(["encrypt", "-r", dir.file("a.key"), "-o", dir.file("g.cof"), input])
         #expect(privateAsRecipient.status == Exit.key)
@@ -85,7 +85,7 @@ import Testing
         #expect(publicAsIdentity.stderr.contains("public key"))
         let garbage = try coffer(["encrypt", "-r", "age1notakey", "-o", dir.file("g.cof"), input])
         #expect(garbage.status == Exit.key)
-        #expect(!dir.exists("g.cof"))
+        #expect(dir.absent("g.cof"))
     }
 
     @Test("a protected identity opens with its passphrase from a file or the environment; a wrong one is refused")
@@ -107,7 +107,7 @@ import Testing
                                environment: ["COFFER_IDENTITY_PASSPHRASE": "battery staple"])
         #expect(wrong.status == Exit.key)
         #expect(wrong.stderr.contains("wrong passphrase for the protected key file"))
-        #expect(!dir.exists("out"))
+        #expect(dir.absent("out"))
         let none = try coffer(["decrypt", "-i", dir.file("p.key"), dir.file("f.cof")])
         #expect(none.status == Exit.key)
         #expect(none.stderr.contains("COFFER_IDENTITY_PASSPHRASE"))
@@ -134,7 +134,7 @@ import Testing
         let small = try coffer(["encrypt", "-r", dir.file("rsa1024.pub"), "-o", dir.file("g.cof"), input])
         #expect(small.status == Exit.key)
         #expect(small.stderr.contains("1024 bits is too small"))
-        #expect(!dir.exists("g.cof"))
+        #expect(dir.absent("g.cof"))
         let smallIdentity = try coffer(["decrypt", "-i", dir.file("rsa1024.key"), dir.file("f.cof")])
         #expect(smallIdentity.status == Exit.key)
         #expect(smallIdentity.stderr.contains("too small"))
@@ -180,7 +180,7 @@ import Testing
             _ = try dir.write(Array(edited.utf8) + rest, "\(name).cof")
             let result = try coffer(["decrypt", "-i", dir.file("a.key"), "-o", dir.file("out"), dir.file("\(name).cof")])
             #expect(result.status == Exit.integrity, "\(name): \(result.stderr)")
-            #expect(!dir.exists("out"))
+            #expect(dir.absent("out"))
         }
     }
 
@@ -193,7 +193,7 @@ import Testing
         let refused = try coffer(["encrypt", "-r", dir.file("host.pub"), "--require-recovery", "-o", dir.file("f.cof"), input])
         #expect(refused.status == Exit.key)
         #expect(refused.stderr.contains("no recovery key is set"))
-        #expect(!dir.exists("f.cof"))
+        #expect(dir.absent("f.cof"))
         let viaEnv = try coffer(["encrypt", "-r", dir.file("host.pub"), "-o", dir.file("f.cof"), input],
                                 environment: ["COFFER_REQUIRE_RECOVERY": "1"])
         #expect(viaEnv.status == Exit.key)
@@ -206,6 +206,6 @@ import Testing
         let privateRecovery = try coffer(["encrypt", "-r", dir.file("host.pub"), "--recovery-recipient", dir.file("recovery.key"),
                                           "-o", dir.file("g.cof"), input])
         #expect(privateRecovery.status == Exit.key)
-        #expect(!dir.exists("g.cof"))
+        #expect(dir.absent("g.cof"))
     }
 }

@@ -45,7 +45,7 @@ import Testing
         #expect(Self.payloadDigest(after) == Self.payloadDigest(before))
         let refused = try coffer(["decrypt", "-i", dir.file("old.key"), "-o", dir.file("out"), dir.file("f.cof")])
         #expect(refused.status == Exit.key)
-        #expect(!dir.exists("out"))
+        #expect(dir.absent("out"))
         // The old slot was cleared, not just superseded: its stanza is nowhere in the file.
         #expect(!String(decoding: after, as: UTF8.self).contains(old))
         #expect(try coffer(["verify", "-i", dir.file("new.key"), dir.file("f.cof")]).status == Exit.ok)

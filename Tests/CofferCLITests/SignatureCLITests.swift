@@ -101,7 +101,7 @@ import Testing
             #expect(piped.status == Exit.integrity, "\(name) piped: \(piped.stderr)")
         }
         #expect(try coffer(["verify", "--signed-by", pub, dir.file("signature.cof")]).stderr.contains("altered after signing"))
-        #expect(!dir.exists("out"))
+        #expect(dir.absent("out"))
         // A range read checks the whole signature before any output.
         let range = try coffer(["decrypt", "--key-file", key, "--signed-by", pub, "--offset", "0", "--length", "10", dir.file("payload.cof")])
         #expect(range.status == Exit.integrity)
@@ -266,7 +266,7 @@ import Testing
         let run = try coffer(["decrypt", "--key-file", key, "--signed-by", dir.file("producer.pub"), "--recursive", dir.file("tree")])
         #expect(run.status == Exit.key, "\(run.stderr)")
         #expect(run.stderr.contains("f3.cof"))
-        #expect(!dir.exists("tree/f3"))
+        #expect(dir.absent("tree/f3"))
         #expect(dir.exists("tree/f2"))
         #expect(try dir.read("tree/f2") == pseudoRandom(6000, seed: 2))
     }

@@ -226,7 +226,7 @@ import Testing
             let path = try dir.write(damaged, "d.cof")
             let result = try coffer(["decrypt", "--key-file", key, "-o", dir.file("out"), path])
             #expect(result.status == Exit.integrity, "\(result.stderr)")
-            #expect(!dir.exists("out"))
+            #expect(dir.absent("out"))
             let piped = try coffer(["decrypt", "--key-file", key], stdin: damaged)
             #expect(piped.status == Exit.integrity, "\(piped.stderr)")
         }

@@ -34,7 +34,7 @@ import Testing
         let result = try coffer(["decrypt", "--key-file", wrong, "-o", dir.file("out"), Self.file])
         #expect(result.status == Exit.key)
         #expect(result.stderr.contains("wrong xbcrypt key"))
-        #expect(!dir.exists("out"))
+        #expect(dir.absent("out"))
         let newline = try dir.write(Array((Self.key + "\n").utf8), "newline.key")
         let named = try coffer(["decrypt", "--key-file", newline, Self.file])
         #expect(named.status == Exit.key)
@@ -92,7 +92,7 @@ import Testing
         let refused = try coffer(["decrypt", "--recursive", "--remove-original", "--key-file", wrong, dir.file("backup")])
         #expect(refused.status == Exit.key)
         for target in targets where target != "backup/xtrabackup_info" {
-            #expect(dir.exists(target + ".xbcrypt") && !dir.exists(target))
+            #expect(dir.exists(target + ".xbcrypt") && dir.absent(target))
         }
         // The XBCRYP01 file "decrypted" with the wrong key (nothing can tell), but its original was kept.
         #expect(dir.exists("backup/old.frm.xbcrypt"))
@@ -123,7 +123,7 @@ import Testing
         let refused = try coffer(["migrate", "--from", "xbcrypt", "--from-key-file", wrongOld, "--key-file", newKey,
                                   "--remove-original", dir.file("backup")])
         #expect(refused.status == Exit.key)
-        #expect(!dir.exists("backup/ibdata1.cof") && dir.exists("backup/ibdata1.xbcrypt"))
+        #expect(dir.absent("backup/ibdata1.cof") && dir.exists("backup/ibdata1.xbcrypt"))
         try? FileManager.default.removeItem(atPath: dir.file("backup/old.frm.cof"))  // v1 "converts" under any key
 
         let oldKey = try dir.write(Array(Self.key.utf8), "old.key")
@@ -136,7 +136,7 @@ import Testing
         #expect(second.status == Exit.ok, "\(second.stderr)")
         #expect(second.stderr.contains("already converted"))
         #expect(second.stderr.contains("old.frm.xbcrypt: the original was kept: XBCRYP01/02 chunks cannot be checked"))
-        #expect(!dir.exists("backup/ibdata1.xbcrypt") && !dir.exists("backup/db/t1.ibd.xbcrypt"))
+        #expect(dir.absent("backup/ibdata1.xbcrypt") && dir.absent("backup/db/t1.ibd.xbcrypt"))
         #expect(dir.exists("backup/old.frm.xbcrypt"))
         #expect(try coffer(["decrypt", "--key-file", newKey, dir.file("backup/ibdata1.cof")]).stdout == Self.plaintext)
         #expect(try coffer(["decrypt", "--key-file", newKey, dir.file("backup/db/t1.ibd.cof")]).stdout
@@ -195,8 +195,8 @@ import Testing
         #expect(result.stderr.contains("bad.ibd.zst.xbcrypt"))
         #expect(try dir.read("backup/db/t1.ibd") == text)
         #expect(try dir.read("backup/plain.ibd") == text)
-        #expect(!dir.exists("backup/db/t1.ibd.zst") && !dir.exists("backup/db/t1.ibd.zst.xbcrypt"))
-        #expect(dir.exists("backup/db/bad.ibd.zst.xbcrypt") && !dir.exists("backup/db/bad.ibd"))
+        #expect(dir.absent("backup/db/t1.ibd.zst") && dir.absent("backup/db/t1.ibd.zst.xbcrypt"))
+        #expect(dir.exists("backup/db/bad.ibd.zst.xbcrypt") && dir.absent("backup/db/bad.ibd"))
         #expect(!dir.listing().contains { $0.contains("coffer-tmp") })
     }
 }

@@ -86,7 +86,7 @@ func decryptBytes(_ sealed: [UInt8], key: SymmetricKeyFile, threads: Int, viaFil
         #expect(a != b)
     }
 
-    @Test("range decryption returns exactly the requested bytes and reads only the chunks it needs")
+    @Test("range decryption returns exactly the requested bytes and authenticates only the chunks it needs (the others damaged); the CLI's rangeReads counts the bytes read")
     func ranges() throws {
         let key = testKey()
         let dir = TemporaryDirectory()
@@ -104,6 +104,31 @@ func decryptBytes(_ sealed: [UInt8], key: SymmetricKeyFile, threads: Int, viaFil
             _ = try opened.decryptRange(from: source, offset: offset, length: length, to: sink, engine: StreamEngine(threads: 3))
             let end = Int(min(UInt64(plaintext.count), offset + min(length, UInt64(plaintext.count) - offset)))
             #expect(sink.bytes == Array(plaintext[Int(offset)..<end]), "offset \(offset) length \(length)")
+            // The same range of a copy whose every other chunk is damaged, except the final one (always
+            // authenticated, so that a cut file is noticed): those chunks are never authenticated,
+            // or this would fail.
+            guard end > Int(offset) else { continue }
+            let payloadStart = sealed.count - (plaintext.count + 11 * 16)
+            let needed = (Int(offset) / 4096)...((end - 1) / 4096)
+            var damaged = sealed
+            for k in 0..<10 where !needed.contains(k) { damaged[payloadStart + k * (4096 + 16) + 10] ^= 0x01 }
+            let damagedPath = dir.file("damaged.cof")
+            try write(damaged, to: damagedPath)
+            let damagedSource = try ByteSource.open(path: damagedPath)
+            defer { damagedSource.close() }
+            let damagedSink = MemorySink()
+            _ = try HeaderReading.read(from: damagedSource).open(with: [key])
+                .decryptRange(from: damagedSource, offset: offset, length: length, to: damagedSink, engine: StreamEngine(threads: 3))
+            #expect(damagedSink.bytes == sink.bytes, "offset \(offset) length \(length), other chunks damaged")
+            // And damaging a chunk in the range is noticed (the check above can fail).
+            damaged[payloadStart + needed.lowerBound * (4096 + 16) + 10] ^= 0x01
+            try write(damaged, to: damagedPath)
+            let refused = try ByteSource.open(path: damagedPath)
+            defer { refused.close() }
+            #expect(throws: CofferError.self) {
+                _ = try HeaderReading.read(from: refused).open(with: [key])
+                    .decryptRange(from: refused, offset: offset, length: length, to: MemorySink(), engine: StreamEngine(threads: 3))
+            }
         }
         // A range in the middle of the file still sees a file cut at its end: the final chunk is checked.
         let cut = Array(sealed.dropLast(4096 + 16))

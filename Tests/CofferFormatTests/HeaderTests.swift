@@ -137,6 +137,65 @@ import Testing
         }
     }
 
+    @Test("a valid header of exactly the size limit is written, read and opened; one byte more, still with a valid MAC, is refused by writer and reader")
+    func validHeaderAtTheLimit() throws {
+        let key = SymmetricKeyFile.generate()
+        let fileKey = FileKey.random()
+        let wrapped = try key.wrap(fileKey)
+        let parameters = HeaderParameters(chunkSize: 4096)
+        // A second stanza whose argument length sets the header's size byte by byte.
+        func stanzas(_ argumentLength: Int) -> [Stanza] {
+            [wrapped, Stanza(type: "example.org/filler", arguments: [String(repeating: "a", count: argumentLength)],
+                             body: Array(repeating: 0x5A, count: 180_000))]
+        }
+        func unsealedSize(_ argumentLength: Int) -> Int {
+            Header(parameters: parameters, stanzas: stanzas(argumentLength), mac: Array(repeating: 0, count: 32)).encoded().count
+        }
+        let atLimit = 1 + Limits.maxHeaderSize - unsealedSize(1)
+        #expect(unsealedSize(atLimit) == Limits.maxHeaderSize)
+
+        // At the limit: written, read back from a pipe (the reader's limit), opened and decrypted.
+        let header = try Header.sealed(parameters: parameters, stanzas: stanzas(atLimit), fileKey: fileKey)
+        #expect(header.encoded().count == Limits.maxHeaderSize)
+        #expect(try Header.parse(header.encoded()).stanzas.count == 2)
+        var encryptor = CofferEncryptor(fileKey: fileKey, stanzas: stanzas(atLimit))
+        encryptor.version = .v1
+        let plaintext = deterministicBytes(5000)
+        let sink = MemorySink()
+        _ = try encryptor.encrypt(from: pipeSource(plaintext), to: sink, parameters: parameters, engine: StreamEngine(threads: 1))
+        // Same file key, stanzas and parameters: the file's header is exactly the sealed one.
+        #expect(Array(sink.bytes.prefix(Limits.maxHeaderSize)) == header.encoded())
+        let source = pipeSource(sink.bytes)
+        let reading = try HeaderReading.read(from: source)
+        #expect(reading.header.encoded().count == Limits.maxHeaderSize)
+        let out = MemorySink()
+        _ = try reading.open(with: [key]).decrypt(from: source, to: out, engine: StreamEngine(threads: 1))
+        #expect(out.bytes == plaintext)
+
+        // One byte more: the writer refuses; a header made by hand with a correct MAC is refused by
+        // the parser and by the stream reader, although its MAC verifies.
+        #expect(throws: CofferError.invalidParameter("header would exceed \(Limits.maxHeaderSize) bytes")) {
+            _ = try Header.sealed(parameters: parameters, stanzas: stanzas(atLimit + 1), fileKey: fileKey)
+        }
+        var over = Header(parameters: parameters, stanzas: stanzas(atLimit + 1), mac: [])
+        over.mac = KeySchedule.headerMAC(over.bytesCoveredByMAC(),
+                                         objectKey: KeySchedule.objectKey(fileKey: fileKey, objectName: parameters.objectName))
+        #expect(over.encoded().count == Limits.maxHeaderSize + 1)
+        try over.verifyMAC(fileKey: fileKey)
+        #expect(throws: CofferError.malformedHeader("header is larger than \(Limits.maxHeaderSize) bytes")) {
+            _ = try Header.parse(over.encoded())
+        }
+        let overFile = over.encoded() + Array(sink.bytes[Limits.maxHeaderSize...])
+        // The stream reader stops at the limit, inside the MAC line.
+        #expect(throws: CofferError.truncated("the header's MAC line is cut short")) {
+            _ = try HeaderReading.read(from: pipeSource(overFile))
+        }
+        let overPath = TemporaryDirectory()
+        let overSource = try fileSource(overFile, in: overPath)
+        defer { overSource.close() }
+        #expect(throws: CofferError.self) { _ = try HeaderReading.read(from: overSource) }
+    }
+
     @Test("the first line tells a Coffer file from other formats")
     func sniffing() throws {
         #expect(throws: CofferError.notCofferFile(hint: "it is an age file")) {

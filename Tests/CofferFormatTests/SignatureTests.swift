@@ -138,9 +138,26 @@ import Testing
         let plaintext = deterministicBytes(6000)
         let sealed = try signedBytes(plaintext, key: key)
         let verifier = Self.signer.verifier
+        // The trailer is two slots, each the signer's 8-byte key id and a 64-byte signature; the
+        // signature is in slot 1. Flip a bit of that signature, not of the last chunk's tag before it.
+        let trailerSize = SignatureParameters().trailerSize
+        #expect(trailerSize == 2 * (8 + 64))
+        let signatureStart = sealed.count - trailerSize + 8
         var flipped = sealed
-        flipped[flipped.count - 150] ^= 1  // inside slot 1's signature
-        for damaged in [Array(sealed.dropLast(1)), Array(sealed.dropLast(144)), sealed + [0], flipped] {
+        flipped[signatureStart + 20] ^= 1
+        #expect(flipped[..<(sealed.count - trailerSize)] == sealed[..<(sealed.count - trailerSize)], "the payload is untouched")
+        for via in [nil, dir] {
+            do {
+                _ = try decryptSigned(flipped, key: key, verifiers: [verifier], viaFile: via)
+                Issue.record("a flipped signature was accepted (\(via == nil ? "pipe" : "file"))")
+            } catch let error as CofferError {
+                guard case .signatureInvalid = error else {
+                    Issue.record("a flipped signature: expected signatureInvalid, got \(error)")
+                    continue
+                }
+            }
+        }
+        for damaged in [Array(sealed.dropLast(1)), Array(sealed.dropLast(trailerSize)), sealed + [0]] {
             for via in [nil, dir] {
                 #expect(throws: CofferError.self) { _ = try decryptSigned(damaged, key: key, verifiers: [verifier], viaFile: via) }
             }

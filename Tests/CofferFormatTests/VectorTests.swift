@@ -6,7 +6,10 @@ import Testing
 /// The test vectors listed in docs/FORMAT.md. Each is made through the deterministic API from
 /// fixed keys, salts and nonces; the files are checked in under Tests/CofferFormatTests/Vectors.
 /// `COFFER_WRITE_VECTORS=1 swift test --filter Vectors` rewrites them (only after a deliberate
-/// format change, together with FORMAT.md).
+/// format change, together with FORMAT.md); then pin the new bytes with
+/// `cd Tests/CofferFormatTests/Vectors && sha256sum *.cof *.cof.txt > SHA256SUMS`. The tests check
+/// the files against SHA256SUMS with coreutils' `sha256sum`, not with the code under test, and
+/// never compare a vector with bytes they have just written.
 struct Vector: Sendable {
     let name: String
     let cipher: PayloadCipher
@@ -132,11 +135,18 @@ struct Vector: Sendable {
         #expect(kms.allSatisfy { KeyTypes.keyID(of: $0)?.count == 16 })
     }
 
-    @Test("every vector file is exactly what the deterministic API makes", arguments: Vector.all.map(\.name))
+    @Test("every vector file is exactly what the deterministic API makes, and both are the bytes pinned in SHA256SUMS (by coreutils sha256sum)",
+          arguments: Vector.all.map(\.name))
     func reproducible(name: String) throws {
         let vector = Vector.all.first { $0.name == name }!
         let made = try vector.make()
         let path = "\(Vector.directory)/\(name)"
+        // The committed bytes, read before any rewrite below.
+        let committed = try read(path)
+        let pinned = try pinnedHashes()
+        #expect(try externalSHA256(made) == pinned[name], "\(name): the API makes other bytes than those pinned in SHA256SUMS")
+        #expect(try externalSHA256(vector.plaintext) == manifestPlaintextHash(name),
+                "\(name): the manifest's plaintext hash is not the plaintext's SHA-256 (by sha256sum)")
         if ProcessInfo.processInfo.environment["COFFER_WRITE_VECTORS"] == "1" {
             try FileManager.default.createDirectory(atPath: Vector.directory, withIntermediateDirectories: true)
             try write(made, to: path)
@@ -147,7 +157,60 @@ struct Vector: Sendable {
             }
             try Data(manifest.utf8).write(to: URL(fileURLWithPath: path + ".txt"))
         }
-        #expect(try read(path) == made, "\(name) differs from the checked-in vector: the format changed")
+        #expect(committed == made, "\(name) differs from the checked-in vector: the format changed")
+    }
+
+    @Test("sha256sum -c SHA256SUMS: every vector file and manifest is the committed one; every vector is listed")
+    func committedHashes() throws {
+        let check = try runTool(["/usr/bin/sha256sum", "--strict", "--quiet", "-c", "SHA256SUMS"], in: Vector.directory)
+        #expect(check.status == 0, "sha256sum -c: \(check.output)")
+        let pinned = try pinnedHashes()
+        for vector in Vector.all {
+            #expect(pinned[vector.name] != nil && pinned[vector.name + ".txt"] != nil, "\(vector.name) is not in SHA256SUMS")
+        }
+        let onDisk = try FileManager.default.contentsOfDirectory(atPath: Vector.directory).filter { $0 != "SHA256SUMS" }
+        #expect(Set(onDisk) == Set(pinned.keys), "files and SHA256SUMS differ")
+    }
+
+    /// SHA256SUMS as name → hash.
+    func pinnedHashes() throws -> [String: String] {
+        let text = try String(contentsOfFile: "\(Vector.directory)/SHA256SUMS", encoding: .utf8)
+        var out: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: " ", maxSplits: 1)
+            guard parts.count == 2 else { continue }
+            out[String(parts[1].drop { $0 == " " || $0 == "*" })] = String(parts[0])
+        }
+        return out
+    }
+
+    /// The plaintext hash a vector's manifest states.
+    func manifestPlaintextHash(_ name: String) throws -> String? {
+        let manifest = try String(contentsOfFile: "\(Vector.directory)/\(name).txt", encoding: .utf8)
+        return manifest.components(separatedBy: " sha256 ").dropFirst().first.map { String($0.prefix(64)) }
+    }
+
+    /// SHA-256 by coreutils' sha256sum: independent of the code under test.
+    func externalSHA256(_ bytes: [UInt8]) throws -> String {
+        let dir = TemporaryDirectory()
+        try write(bytes, to: dir.file("data"))
+        let result = try runTool(["/usr/bin/sha256sum", dir.file("data")], in: dir.path)
+        #expect(result.status == 0, "\(result.output)")
+        return String(result.output.prefix(64))
+    }
+
+    func runTool(_ argv: [String], in directory: String) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: argv[0])
+        process.arguments = Array(argv.dropFirst())
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
     }
 
     @Test("every vector file decrypts, with each of its keys alone, to the plaintext in its manifest",

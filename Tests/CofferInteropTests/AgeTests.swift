@@ -118,9 +118,22 @@ import Testing
     func damage() throws {
         let plaintext = (0..<(2 * Self.chunk + 5)).map { UInt8(truncatingIfNeeded: $0) }
         let file = try Self.encrypt(plaintext)
-        var header = file
-        header[30] ^= 0x01  // inside the stanza's share
-        #expect(try Self.decrypt(header).error.map(AgeVectors.failureClass) != nil)
+        // The X25519 stanza: "-> X25519 SHARE\nBODY\n". A different share, or a different body (the
+        // wrapped file key), each still well-formed base64, no longer unwraps: no key opens the file.
+        let stanza = try #require(file.firstRange(of: Array("-> X25519 ".utf8))).upperBound
+        let bodyStart = try #require(file[stanza...].firstIndex(of: 0x0A)) + 1
+        #expect(bodyStart - stanza == 44, "a 43-letter share")
+        for (what, at) in [("share", stanza + 20), ("body", bodyStart + 20)] {
+            var damaged = file
+            damaged[at] = damaged[at] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
+            let result = try Self.decrypt(damaged)
+            #expect(result.error.map(AgeVectors.failureClass) == "no match", "\(what) changed: \(String(describing: result.error))")
+            #expect(result.released.isEmpty)
+        }
+        // The stanza type changed (X25519 to X25518): a stanza nobody here can open.
+        var type = file
+        type[stanza - 2] ^= 0x01
+        #expect(try Self.decrypt(type).error.map(AgeVectors.failureClass) == "no match")
         var mac = file
         let macAt = try #require(file.firstRange(of: Array("\n--- ".utf8))).upperBound
         mac[macAt + 3] = mac[macAt + 3] == 0x41 ? 0x42 : 0x41
