@@ -4,6 +4,7 @@
 #   scripts/fuzz.sh TARGET SECONDS [libFuzzer options…]    one target, or `all` for every target
 #   scripts/fuzz.sh --list                                  the target names
 #   scripts/fuzz.sh --build                                 build only
+#   scripts/fuzz.sh --seeds TARGET DIR                      write a target's seeds into DIR
 #
 # Each run starts from a fresh corpus in a temporary directory: the seeds (test vectors, copied at
 # run time, and Fuzz/Seeds/TARGET) plus whatever the fuzzer adds; it is deleted afterwards unless
@@ -17,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
-targets=(header stanza slots cofferfile signature age-header age-armor xbcrypt keyfile keyuri)
+targets=(header slots cofferfile signature age xbcrypt keyfile keyuri)
 scratch="$repo/.build-fuzz"
 configuration=release
 fuzzers="$scratch/fuzzers"
@@ -26,12 +27,12 @@ shared="${COFFER_SHARED:-$repo/../shared}"
 jobs="${COFFER_FUZZ_JOBS:-1}"
 nice_level="${COFFER_FUZZ_NICE:-19}"
 
-usage() { echo "usage: scripts/fuzz.sh TARGET|all SECONDS [libFuzzer options…] | --list | --build" >&2; exit 2; }
+usage() { echo "usage: scripts/fuzz.sh TARGET|all SECONDS [libFuzzer options…] | --list | --build | --seeds TARGET DIR" >&2; exit 2; }
 
 # Largest input per target: whole files for the readers of whole files, headers otherwise.
 max_len() {
   case "$1" in
-    cofferfile|xbcrypt|age-header|age-armor) echo 20000 ;;
+    cofferfile|xbcrypt|age) echo 20000 ;;
     slots) echo 12000 ;;
     keyfile) echo 6000 ;;
     *) echo 4096 ;;
@@ -98,8 +99,8 @@ def age_vectors():
             except zlib.error: continue
         yield os.path.basename(p), b"armored: yes" in head, body
 if name == "header":
+    # Whole headers, and (input starting with "-> ") the stanza lines of Coffer and age headers.
     for b, d in v1: put(d[:header_end(d)], b)
-elif name == "stanza":
     for b, d in v1:
         h = d[:header_end(d)]
         put(h[h.find(b"\n-> ") + 1:h.find(b"\n---") + 1], b)
@@ -121,9 +122,9 @@ elif name == "signature":
         if b.startswith("v2_signed_ed25519"):
             put(bytes([0x00]) + d[-144:], b + "-sha256")
             put(bytes([0x10]) + d[-144:], b + "-tags")
-elif name in ("age-header", "age-armor"):
+elif name == "age":
     for b, armored, d in age_vectors():
-        if armored == (name == "age-armor") and len(d) <= 20000: put(d, b)
+        if len(d) <= 20000: put(d, b)
 elif name == "xbcrypt":
     for p in files(os.path.join(shared, "xbcrypt"), ".xbcrypt"):
         b = os.path.basename(p)
@@ -168,6 +169,7 @@ run_one() {
 case "$1" in
   --list) printf '%s\n' "${targets[@]}"; exit 0 ;;
   --build) build; exit 0 ;;
+  --seeds) [[ $# -eq 3 ]] || usage; seed "$2" "$3" >/dev/null; exit 0 ;;
 esac
 [[ $# -ge 2 && "$2" =~ ^[0-9]+$ ]] || usage
 target=$1 seconds=$2; shift 2

@@ -14,8 +14,7 @@ import Glibc
 /// here with `fuzzCheck` (which traps, so that libFuzzer keeps the input).
 public enum FuzzTargets {
     public static let names = [
-        "header", "stanza", "slots", "cofferfile", "signature", "age-header", "age-armor", "xbcrypt",
-        "keyfile", "keyuri",
+        "header", "slots", "cofferfile", "signature", "age", "xbcrypt", "keyfile", "keyuri",
     ]
 
     /// Runs target `name` on one input. Unknown names trap (a driver built for a wrong name).
@@ -23,12 +22,10 @@ public enum FuzzTargets {
         let bytes = Array(data)
         switch name {
         case "header": header(bytes)
-        case "stanza": stanza(bytes)
         case "slots": slots(bytes)
         case "cofferfile": cofferFile(bytes)
         case "signature": signature(bytes)
-        case "age-header": ageHeader(bytes)
-        case "age-armor": ageArmor(bytes)
+        case "age": age(bytes)
         case "xbcrypt": xbcrypt(bytes)
         case "keyfile": keyFile(bytes)
         case "keyuri": keyURI(bytes)
@@ -40,7 +37,9 @@ public enum FuzzTargets {
 
     /// A version-1 header as `HeaderReading.read` collects it, then `Header.parse`; what parses
     /// must re-encode to the same bytes (the parser's promise: only the canonical form is accepted).
+    /// An input that starts with "-> " is stanza lines instead (see ``stanzas(_:)``).
     static func header(_ bytes: [UInt8]) {
+        if bytes.starts(with: Array("-> ".utf8)) { return stanzas(bytes) }
         if let header = try? Header.parse(bytes) {
             fuzzCheck(header.encoded() == bytes, "Header.parse accepted a header that does not re-encode to its bytes")
         }
@@ -49,7 +48,7 @@ public enum FuzzTargets {
 
     /// Stanza lines as both header readers (Coffer and age) hand them to `StanzaGrammar.parse`:
     /// checked characters, split at LF; every stanza parsed re-encodes to the lines it consumed.
-    static func stanza(_ bytes: [UInt8]) {
+    static func stanzas(_ bytes: [UInt8]) {
         guard (try? Header.checkCharacters(bytes)) != nil else { return }
         let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
         var index = 0
@@ -130,27 +129,22 @@ public enum FuzzTargets {
 
     // MARK: age
 
-    /// A binary age file as `coffer decrypt` reads one: header, stanzas unwrapped with the age
-    /// test vectors' identities, MAC, nonce, STREAM payload.
-    static func ageHeader(_ bytes: [UInt8]) {
-        if let header = try? AgeHeader.read(from: Input.source(bytes)) {
-            fuzzCheck(header.encodedLength <= bytes.count, "AgeHeader.read claims a longer header than the input")
+    /// An age file as `coffer decrypt` reads one: binary or armored as `AgeFile.kind` tells (the
+    /// armor reader first when armored), header, stanzas unwrapped with the age test vectors'
+    /// X25519 and post-quantum identities and an ssh-ed25519 key, MAC, nonce, STREAM payload.
+    static func age(_ bytes: [UInt8]) {
+        let kind = AgeFile.kind(of: Array(bytes.prefix(AgeFile.sniffLength))) ?? .binary
+        let input: AgeInput = kind == .armored ? AgeArmor.Reader(source: Input.source(bytes)) : Input.source(bytes)
+        if let header = try? AgeHeader.read(from: input) {
             _ = try? header.checkScryptAlone()
-        }
-        _ = try? AgeFile.decrypt(from: Input.source(bytes), kind: .binary, identities: Keys.ageIdentities,
-                                 to: DiscardingSink(), threads: 1)
-    }
-
-    /// An ASCII-armored age file: the armor reader, then the same header and payload path.
-    static func ageArmor(_ bytes: [UInt8]) {
-        _ = AgeFile.kind(of: Array(bytes.prefix(AgeFile.sniffLength)))
-        let reader = AgeArmor.Reader(source: Input.source(bytes))
-        if (try? AgeHeader.read(from: reader)) != nil {
             var buffer = [UInt8](repeating: 0, count: 4096)
-            while let n = try? buffer.withUnsafeMutableBytes({ try reader.readFully(into: $0) }), n > 0 {}
+            while let n = try? buffer.withUnsafeMutableBytes({ try input.readFully(into: $0) }), n > 0 {}
         }
-        _ = try? AgeFile.decrypt(from: Input.source(bytes), kind: .armored, identities: Keys.ageIdentities,
-                                 to: DiscardingSink(), threads: 1)
+        let sink = CountingSink()
+        if let count = try? AgeFile.decrypt(from: Input.source(bytes), kind: kind, identities: Keys.ageIdentities,
+                                            to: sink, threads: 1) {
+            fuzzCheck(count == sink.count, "AgeFile.decrypt reported \(count) bytes but wrote \(sink.count)")
+        }
     }
 
     // MARK: XtraBackup
