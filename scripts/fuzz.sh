@@ -53,13 +53,17 @@ build() {
   local modules="$products/Modules"
   [[ -d "$modules" ]] || modules="$products"
   mkdir -p "$fuzzers"
+  # Importing the targets' module loads the C modules below it: point the compiler at their maps.
+  local maps=() map
+  while IFS= read -r map; do maps+=(-Xcc "-fmodule-map-file=$map"); done < <(
+    find "$products/" -maxdepth 2 -name module.modulemap; find "$scratch/checkouts" -name module.modulemap)
   local name
   for name in "${targets[@]}"; do
     local fuzzer="$fuzzers/fuzz-$name"
     if [[ -x "$fuzzer" && "$fuzzer" -nt "$library" && "$fuzzer" -nt Fuzz/Driver/Driver.swift ]]; then continue; fi
     printf 'let fuzzTargetName = "%s"\n' "$name" >"$fuzzers/name-$name.swift"
     nice -n "$nice_level" swiftc -O -parse-as-library -sanitize=fuzzer,address -module-name FuzzDriver \
-      -I "$modules" -L "$products" -lCofferFuzzTargets -Xlinker -rpath -Xlinker "$products" \
+      -I "$modules" "${maps[@]}" -L "$products" -lCofferFuzzTargets -Xlinker -rpath -Xlinker "$products" \
       Fuzz/Driver/Driver.swift "$fuzzers/name-$name.swift" -o "$fuzzer" 2>"$fuzzers/link-$name.log" ||
       { grep -v 'Cannot export local symbol' "$fuzzers/link-$name.log" >&2; echo "fuzz.sh: linking fuzz-$name failed" >&2; exit 1; }
   done
