@@ -44,9 +44,10 @@ max_len() {
 # second build a no-op.
 build() {
   command -v swift >/dev/null || { echo "fuzz.sh: swift is not on PATH" >&2; exit 1; }
+  mkdir -p "$scratch"
   nice -n "$nice_level" swift build --package-path Fuzz --scratch-path "$scratch" -c "$configuration" \
     -Xswiftc -sanitize=address -Xswiftc -sanitize-coverage=edge,trace-cmp,inline-8bit-counters,pc-table \
-    >"$scratch.log" 2>&1 || { cat "$scratch.log" >&2; echo "fuzz.sh: building Fuzz/ failed" >&2; exit 1; }
+    >"$scratch/fuzz-build.log" 2>&1 || { cat "$scratch/fuzz-build.log" >&2; echo "fuzz.sh: building Fuzz/ failed" >&2; exit 1; }
   local products="$scratch/$configuration"
   local library="$products/libCofferFuzzTargets.so"
   [[ -f "$library" ]] || { echo "fuzz.sh: $library was not built" >&2; exit 1; }
