@@ -144,7 +144,8 @@ run_one() {
   local fuzzer="$fuzzers/fuzz-$name" work
   work=$(mktemp -d "${TMPDIR:-/tmp}/coffer-fuzz-$name.XXXXXX")
   local seeds
-  seeds=$(seed "$name" "$work/corpus")
+  seed "$name" "$work/corpus" >/dev/null
+  seeds=$(find "$work/corpus" -type f | wc -l)
   mkdir -p "$artifacts"
   local status=0
   # detect_leaks=0: Swift's runtime keeps metadata caches and the targets' fixed keys for the
