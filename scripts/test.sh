@@ -70,6 +70,10 @@ command -v swift >/dev/null || { echo "test.sh: swift is not on PATH (expected /
 swift build --build-tests
 swift test --disable-xctest
 
+# Fuzzing smoke run (docs/FUZZING.md): every libFuzzer target of Fuzz/ for 30 s, two at a time,
+# one line per target; a crash fails the suite and keeps the input in .build-fuzz/crashes/.
+COFFER_FUZZ_JOBS=2 scripts/fuzz.sh all "${COFFER_FUZZ_SECONDS:-30}"
+
 # The independent reader (Python, written from docs/FORMAT.md alone) over every test vector and over
 # files the built binary writes; it ends with "N passed, N failed" and exits non-zero on a failure.
 "$venv/bin/python" Tests/IndependentReader/coffer_reader.py --check-vectors Tests/CofferFormatTests/Vectors \
