@@ -1,6 +1,6 @@
 // coffer-bench-chunker: measures the content-defined chunker (a benchmark, not a test).
 //
-//   coffer-bench-chunker [--avg 256K,512K,1M,2M] [--repeat N] BEFORE AFTER
+//   coffer-bench-chunker [--avg 256K,512K,1M,2M] [--repeat N] [--no-throughput] BEFORE AFTER
 //
 // BEFORE and AFTER are two versions of the same data (files, or directories walked recursively in
 // name order). For each average chunk size it prints: chunks of BEFORE, chunks of AFTER, chunks and
@@ -106,7 +106,7 @@ while let first = args.first, first.hasPrefix("--") {
     }
 }
 guard args.count == 2 else {
-    print("usage: coffer-bench-chunker [--avg 256K,512K,1M,2M] [--repeat N] BEFORE AFTER")
+    print("usage: coffer-bench-chunker [--avg 256K,512K,1M,2M] [--repeat N] [--no-throughput] BEFORE AFTER")
     exit(2)
 }
 let before = files(under: args[0]), after = files(under: args[1])

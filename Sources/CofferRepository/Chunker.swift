@@ -18,9 +18,9 @@ public struct ChunkerParameters: Equatable, Sendable, CustomStringConvertible {
     /// The largest chunk any parameters may produce (64 MiB): bounds every chunk buffer.
     public static let maxChunkSize = 1 << 26
 
-    /// The default: 1 MiB average, 256 KiB minimum, 4 MiB maximum (see docs/PERFORMANCE.md,
-    /// "Chunk size of the repository", for the measurement behind it).
-    public static let `default` = try! ChunkerParameters(averageSize: 1 << 20)
+    /// The default: 512 KiB average, 128 KiB minimum, 2 MiB maximum (see docs/PERFORMANCE.md,
+    /// "Repository chunk size", for the measurement behind it).
+    public static let `default` = try! ChunkerParameters(averageSize: 512 << 10)
 
     /// `averageSize` a power of two; minimum a quarter of it, maximum four times it.
     public init(averageSize: Int) throws {

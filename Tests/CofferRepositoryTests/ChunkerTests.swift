@@ -48,8 +48,8 @@ struct TricklingSource: ChunkSource {
         #expect(throws: CofferError.self) { try ChunkerParameters(minSize: 32, averageSize: 1 << 12, maxSize: 1 << 14) }
         #expect(throws: CofferError.self) { try ChunkerParameters(minSize: 1 << 18, averageSize: 1 << 20, maxSize: 1 << 27) }
         let d = ChunkerParameters.default
-        #expect((d.minSize, d.averageSize, d.maxSize) == (256 << 10, 1 << 20, 4 << 20))
-        #expect(d.smallMask.nonzeroBitCount == 22 && d.largeMask.nonzeroBitCount == 18)
+        #expect((d.minSize, d.averageSize, d.maxSize) == (128 << 10, 512 << 10, 2 << 20))
+        #expect(d.smallMask.nonzeroBitCount == 21 && d.largeMask.nonzeroBitCount == 17)
         #expect(d.smallMask >> 63 == 0 && d.largeMask >> 63 == 0)
     }
 
