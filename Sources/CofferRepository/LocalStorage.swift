@@ -24,9 +24,18 @@ public final class LocalStorage: Storage {
 
     public let properties = StorageProperties(connections: 4, hasAtomicReplace: true)
 
+    /// Tests only: called by `save` after the temporary file is written and fsynced, just before it
+    /// is published under its name (to look at the storage at that moment, or to fail there).
+    let beforePublish: (@Sendable (_ temporaryPath: String) throws -> Void)?
+
     /// Opens an existing repository directory (it must be a directory; kind directories are made when
     /// first needed).
-    public init(path: String) throws {
+    public convenience init(path: String) throws {
+        try self.init(path: path, beforePublish: nil)
+    }
+
+    init(path: String, beforePublish: (@Sendable (String) throws -> Void)?) throws {
+        self.beforePublish = beforePublish
         var st = Glibc.stat()
         guard lstat(path, &st) == 0 else {
             throw StorageError.io(operation: "open repository", target: path, errno: errno, reason: errnoText())
@@ -122,7 +131,7 @@ public final class LocalStorage: Storage {
             try contents.withUnsafeBytes { bytes in
                 var done = 0
                 while done < bytes.count {
-                    let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
+                    let n = write(fd, bytes.baseAddress! + done, min(bytes.count - done, 1 << 30))
                     if n < 0 {
                         if errno == EINTR { continue }
                         throw ioError("write", temp)
@@ -132,6 +141,7 @@ public final class LocalStorage: Storage {
             }
             guard fsync(fd) == 0 else { throw ioError("fsync", temp) }
         }
+        try beforePublish?(temp)
         if overwrite {
             guard rename(temp, final) == 0 else { throw ioError("rename to", final) }
             published = true

@@ -14,6 +14,25 @@ func entries(_ dir: String) -> [String] {
     (FileManager.default.enumerator(atPath: dir)?.allObjects as? [String] ?? []).sorted()
 }
 
+/// What the beforePublish hook saw (written on the saving thread, read after the save).
+final class ObservedAtPublish: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _listed: [ObjectName]?, _loadError: StorageError?, _tempSize: Int?
+    var listed: [ObjectName]? { lock.withLock { _listed } }
+    var loadError: StorageError? { lock.withLock { _loadError } }
+    var tempSize: Int? { lock.withLock { _tempSize } }
+    func record(listed: [ObjectName], loadError: StorageError?, tempSize: Int?) {
+        lock.withLock { _listed = listed; _loadError = loadError; _tempSize = tempSize }
+    }
+}
+
+extension LocalStorage {
+    /// The error loading `name` throws now (tests).
+    func loadError(_ name: ObjectName) -> StorageError? {
+        do { _ = try loadNow(name, range: nil); return nil } catch { return error as? StorageError }
+    }
+}
+
 @Suite struct StorageTests {
     let dir = TemporaryDirectory()
     var repo: String { dir.file("repo") }
@@ -120,7 +139,7 @@ func entries(_ dir: String) -> [String] {
         #expect(fm.fileExists(atPath: dir.file("secret")))
     }
 
-    @Test("atomic saves: a reader running alongside sees whole objects or none, and no temp file is listed")
+    @Test("saves racing a reader: it sees whole objects or none, and no temp file is listed")
     func noPartialObjectVisible() async throws {
         let s = try LocalStorage.create(path: repo)
         let size = 1 << 20
@@ -161,6 +180,39 @@ func entries(_ dir: String) -> [String] {
         #expect(seen >= count)
         #expect(entries("\(repo)/data/aa").count == count)
         #expect(entries("\(repo)/data/aa").allSatisfy { !$0.hasPrefix(".") })
+    }
+
+    @Test("atomic save: just before publishing, the whole object is written under a temporary name and the object is not visible")
+    func invisibleUntilPublished() async throws {
+        _ = try LocalStorage.create(path: repo)
+        let n = name(.data, "cd" + hexName(5).dropFirst(2))
+        let contents = deterministicBytes(300_000, seed: 5)
+        let observed = ObservedAtPublish()
+        let repoPath = repo
+        let s = try LocalStorage(path: repo, beforePublish: { temp in
+            let probe = try LocalStorage(path: repoPath)
+            var listed: [ObjectName] = []
+            try probe.listNow(.data, cancelled: CancelFlag()) { listed.append($0.name) }
+            let size = (try? FileManager.default.attributesOfItem(atPath: temp))?[.size] as? Int
+            observed.record(listed: listed, loadError: probe.loadError(n), tempSize: size)
+        })
+        try await s.save(n, contents: contents)
+        #expect(observed.listed == [], "the object was listed before it was complete")
+        #expect(observed.loadError == .notFound(n), "the object was loadable before it was complete")
+        #expect(observed.tempSize == contents.count, "the data was not all written before publishing")
+        #expect(try await s.load(n) == contents)
+        #expect(entries("\(repo)/data/cd") == [n.name])
+    }
+
+    @Test("a save that fails before publishing leaves neither the object nor its temporary file")
+    func failedSaveLeavesNothing() async throws {
+        _ = try LocalStorage.create(path: repo)
+        struct Crash: Error {}
+        let s = try LocalStorage(path: repo, beforePublish: { _ in throw Crash() })
+        let n = name(.snapshots, "s1")
+        await #expect(throws: Crash.self) { try await s.save(n, contents: [1, 2, 3]) }
+        #expect(entries("\(repo)/snapshots") == [])
+        await #expect(throws: StorageError.notFound(n)) { try await s.load(n) }
     }
 
     @Test("a leftover temporary file (crash during save) is neither listed nor in the way")

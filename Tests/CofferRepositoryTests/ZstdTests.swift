@@ -67,8 +67,9 @@ import Testing
                 guard case .corrupt = error else { Issue.record("\(what): \(error)"); continue }
             }
         }
-        // The intact frame still decompresses with the same context.
+        // The intact frame still decompresses with the same context; so does a frame of nothing.
         #expect(try d.decompress(frame, maxOutputSize: text.count) == text)
+        #expect(try d.decompress(try ZstdCompressor(level: 3).compress([]), maxOutputSize: 0) == [])
     }
 
     @Test("a decompression bomb is refused before allocating: 256 MiB of zeros with a 4 MiB limit")
