@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "CofferKeys", targets: ["CofferKeys"]),
         .library(name: "CofferFiles", targets: ["CofferFiles"]),
         .library(name: "CofferInterop", targets: ["CofferInterop"]),
+        .library(name: "CofferRepository", targets: ["CofferRepository"]),
         .executable(name: "coffer", targets: ["coffer"]),
     ],
     dependencies: [
@@ -48,6 +49,16 @@ let package = Package(
             "CofferFormat", "CofferKeys", "CofferInterop",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        // The backup repository (issue 12), layer 3: storage protocol and local backend,
+        // content-defined chunker, keyed chunk ids, zstd through Debian's libzstd.
+        .systemLibrary(name: "CZstd", path: "Sources/CZstd", providers: [.apt(["libzstd-dev"])]),
+        .target(name: "CofferRepository", dependencies: [
+            "CofferFormat", "CZstd",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        // The chunker benchmark behind scripts/bench-chunker.sh (a measurement, not a test).
+        .executableTarget(name: "coffer-bench-chunker", dependencies: ["CofferRepository"],
+                          path: "Benchmarks/ChunkerBench"),
         // Layer 4: the command-line tool, thin.
         .executableTarget(name: "coffer", dependencies: [
             "CofferFormat", "CofferCloud", "CofferKeys", "CofferFiles", "CofferInterop",
@@ -64,6 +75,7 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Tests/CZlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "AgeTestVectors", dependencies: ["CZlib"], path: "Tests/AgeTestVectors"),
         .testTarget(name: "CofferInteropTests", dependencies: ["CofferInterop", "CofferFormat", "CofferKeys", "AgeTestVectors"]),
+        .testTarget(name: "CofferRepositoryTests", dependencies: ["CofferRepository", "CZstd"]),
         .testTarget(name: "CofferFilesTests", dependencies: ["CofferFiles", "CofferKeys", "CofferFormat"]),
         .testTarget(name: "CofferCLITests", dependencies: [
             "CofferFormat", "CofferCloud", "CofferKeys", "CofferTestServers", "AgeTestVectors",

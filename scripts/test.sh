@@ -13,6 +13,7 @@ needed_packages=(
   zstd         # decrypt --decompress of XtraBackup's NAME.zst.xbcrypt files
   openssl      # RSA keys made by 'openssl genpkey' as Coffer recipients and identities
   zlib1g-dev   # inflating the age test vectors stored with 'compressed: zlib'
+  libzstd-dev  # CofferRepository compresses chunks with the system libzstd (the CZstd target)
 )
 missing=()
 for package in "${needed_packages[@]}"; do
