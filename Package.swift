@@ -53,7 +53,7 @@ let package = Package(
         // content-defined chunker, keyed chunk ids, zstd through Debian's libzstd.
         .systemLibrary(name: "CZstd", path: "Sources/CZstd", providers: [.apt(["libzstd-dev"])]),
         .target(name: "CofferRepository", dependencies: [
-            "CofferFormat", "CZstd",
+            "CofferFormat", "CofferKeys", "CZstd",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // The chunker benchmark behind scripts/bench-chunker.sh (a measurement, not a test).
@@ -61,7 +61,7 @@ let package = Package(
                           path: "Benchmarks/ChunkerBench"),
         // Layer 4: the command-line tool, thin.
         .executableTarget(name: "coffer", dependencies: [
-            "CofferFormat", "CofferCloud", "CofferKeys", "CofferFiles", "CofferInterop",
+            "CofferFormat", "CofferCloud", "CofferKeys", "CofferFiles", "CofferInterop", "CofferRepository",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "CofferFormatTests", dependencies: ["CofferFormat", "CofferKeys"],
@@ -75,7 +75,10 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Tests/CZlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "AgeTestVectors", dependencies: ["CZlib"], path: "Tests/AgeTestVectors"),
         .testTarget(name: "CofferInteropTests", dependencies: ["CofferInterop", "CofferFormat", "CofferKeys", "AgeTestVectors"]),
-        .testTarget(name: "CofferRepositoryTests", dependencies: ["CofferRepository", "CZstd"]),
+        .testTarget(name: "CofferRepositoryTests", dependencies: [
+            "CofferRepository", "CZstd", "CofferKeys", "CofferFormat", "CofferTestServers",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .testTarget(name: "CofferFilesTests", dependencies: ["CofferFiles", "CofferKeys", "CofferFormat"]),
         .testTarget(name: "CofferCLITests", dependencies: [
             "CofferFormat", "CofferCloud", "CofferKeys", "CofferTestServers", "AgeTestVectors",

@@ -2,7 +2,7 @@
 ///
 /// Each case carries enough context for a one-line message a user can act on;
 /// ``category`` groups the cases for exit codes.
-public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
+public enum CofferError: CategorizedError, Equatable {
     /// The input does not start with a Coffer version line. `hint` names what it looks like instead.
     case notCofferFile(hint: String?)
     /// A Coffer file of a version this reader does not know.
@@ -54,9 +54,7 @@ public enum CofferError: Error, Equatable, Sendable, CustomStringConvertible {
     case keyServiceFailed(String)
 
     /// Coarse classes, used for exit codes and by tests to check "the right error".
-    public enum Category: String, Sendable {
-        case format, key, integrity, io, usage
-    }
+    public typealias Category = ErrorCategory
 
     public var category: Category {
         switch self {

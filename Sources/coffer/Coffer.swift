@@ -86,7 +86,7 @@ enum Runtime {
         }
     }
 
-    static func exitCode(for error: CofferError) -> Int32 {
+    static func exitCode(for error: any CategorizedError) -> Int32 {
         switch error.category {
         case .key: return 2
         case .integrity: return 3
@@ -110,7 +110,7 @@ enum Runtime {
         }
         do {
             try body()
-        } catch let error as CofferError {
+        } catch let error as any CategorizedError {
             warn("error: \(error)")
             throw ExitCode(exitCode(for: error))
         }
