@@ -27,6 +27,7 @@ let package = Package(
         // Cloud services spoken over HTTP: AWS SigV4 (shared with S3 later), AWS KMS, Vault/OpenBao
         // Transit, key URIs and credentials. Knows nothing of the file format.
         .target(name: "CofferCloud", dependencies: [
+            "CofferFormat",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),

@@ -9,15 +9,15 @@ import Foundation
 /// thread is never one of the pool's threads (a waiting pool thread could starve the very task it
 /// waits for), so a call made from inside a task is refused instead of risking that deadlock.
 public enum BlockingBridge {
-    public static func run<T: Sendable>(_ operation: @escaping @Sendable () async throws(KMSError) -> T) throws(KMSError) -> T {
+    public static func run<T: Sendable>(_ operation: @escaping @Sendable () async throws(KeyServiceError) -> T) throws(KeyServiceError) -> T {
         let insideTask = withUnsafeCurrentTask { $0 != nil }
         guard !insideTask else {
-            throw KMSError(.refused, "internal: a blocking key-service call was made from async code; call the async client instead")
+            throw KeyServiceError(.refused, "internal: a blocking key-service call was made from async code; call the async client instead")
         }
         let box = ResultBox<T>()
         let done = DispatchSemaphore(value: 0)
         Task.detached {
-            do throws(KMSError) {
+            do throws(KeyServiceError) {
                 box.result = .success(try await operation())
             } catch {
                 box.result = .failure(error)
@@ -30,6 +30,6 @@ public enum BlockingBridge {
 
     /// Written by the task before it signals, read by the waiter after: the semaphore orders them.
     final class ResultBox<T: Sendable>: @unchecked Sendable {
-        var result: Result<T, KMSError>?
+        var result: Result<T, KeyServiceError>?
     }
 }

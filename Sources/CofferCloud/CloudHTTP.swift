@@ -1,10 +1,13 @@
 import AsyncHTTPClient
+import CofferFormat
 import Foundation
 import NIOCore
 import NIOHTTP1
 
-/// What went wrong talking to a key service, in words a user can act on.
-public struct KMSError: Error, Equatable, Sendable, CustomStringConvertible {
+/// What went wrong talking to a key service, in words a user can act on, with its cause kept:
+/// the HTTP status and the service's own error code (AWS's `__type`, Vault's first error) when
+/// the service answered, the transport error's text when it did not.
+public struct KeyServiceError: CategorizedError, Equatable {
     public enum Kind: String, Sendable, Equatable {
         case noCredentials = "no credentials"
         case badCredentials = "bad credentials"
@@ -23,14 +26,37 @@ public struct KMSError: Error, Equatable, Sendable, CustomStringConvertible {
 
     public let kind: Kind
     public let message: String
+    /// The HTTP status of the service's answer, when there was one.
+    public let httpStatus: Int?
+    /// The service's error code ("NotFoundException", "InvalidCiphertextException"), when it gave one.
+    public let serviceCode: String?
 
-    public init(_ kind: Kind, _ message: String) {
+    public init(_ kind: Kind, _ message: String, httpStatus: Int? = nil, serviceCode: String? = nil) {
         self.kind = kind
         self.message = message
+        self.httpStatus = httpStatus
+        self.serviceCode = serviceCode
+    }
+
+    /// An error answer of a service: `status` is its HTTP status, `code` its error code.
+    init(_ kind: Kind, status: Int, code: String?, _ message: String) {
+        self.init(kind, message, httpStatus: status, serviceCode: code)
+    }
+
+    init(_ kind: Kind, httpStatus: Int, _ message: String) {
+        self.init(kind, message, httpStatus: httpStatus, serviceCode: nil)
+    }
+
+    /// The same error with more words, its cause unchanged.
+    func with(message: String) -> KeyServiceError {
+        KeyServiceError(kind, message, httpStatus: httpStatus, serviceCode: serviceCode)
     }
 
     /// Worth another try: the next one may succeed.
     public var isTransient: Bool { [.throttled, .serverError, .unreachable, .timeout].contains(kind) }
+
+    /// Every key-service failure is a key error: the key could not be used.
+    public var category: ErrorCategory { .key }
 
     public var description: String { "\(kind.rawValue): \(message)" }
 }
@@ -104,7 +130,7 @@ struct CloudHTTP: Sendable {
 
     enum Outcome<T: Sendable>: Sendable {
         case done(T)
-        case retry(KMSError)
+        case retry(KeyServiceError)
     }
 
     var policy: RetryPolicy
@@ -125,9 +151,9 @@ struct CloudHTTP: Sendable {
     /// Sends the request made by `build` (called again for each attempt, so a signature is fresh)
     /// and lets `interpret` decide: a result, a transient error to retry, or a final error (thrown).
     func perform<T: Sendable>(operation: String, url: String,
-                              build: @Sendable () throws(KMSError) -> (method: HTTPMethod, headers: [(String, String)], body: [UInt8]),
-                              interpret: @Sendable (Response) throws(KMSError) -> Outcome<T>) async throws(KMSError) -> T {
-        var last = KMSError(.unreachable, "no attempt made")
+                              build: @Sendable () throws(KeyServiceError) -> (method: HTTPMethod, headers: [(String, String)], body: [UInt8]),
+                              interpret: @Sendable (Response) throws(KeyServiceError) -> Outcome<T>) async throws(KeyServiceError) -> T {
+        var last = KeyServiceError(.unreachable, "no attempt made")
         for attempt in 0..<policy.attempts {
             if attempt > 0 {
                 try? await Task.sleep(nanoseconds: UInt64(policy.delay(afterAttempt: attempt - 1) * 1e9))
@@ -152,7 +178,7 @@ struct CloudHTTP: Sendable {
                 // Not followed (see ``client``), and not retried: the same request gets the same answer.
                 let target = response.header("Location").map { " to \($0.prefix(200))" } ?? ""
                 KMSCallStats.shared.record("\(operation) (failed)")
-                throw KMSError(.refused, "\(url) answered HTTP \(response.status), a redirect\(target); redirects are not followed (credentials go only to the address given)")
+                throw KeyServiceError(.refused, httpStatus: response.status, "\(url) answered HTTP \(response.status), a redirect\(target); redirects are not followed (credentials go only to the address given)")
             }
             switch try interpret(response) {
             case .done(let value):
@@ -164,23 +190,23 @@ struct CloudHTTP: Sendable {
         }
         KMSCallStats.shared.record("\(operation) (failed)")
         if policy.attempts > 1 {
-            throw KMSError(last.kind, "\(last.message) (after \(policy.attempts) attempts)")
+            throw last.with(message: "\(last.message) (after \(policy.attempts) attempts)")
         }
         throw last
     }
 
-    static func transportError(_ error: Error, url: String) -> KMSError {
+    static func transportError(_ error: Error, url: String) -> KeyServiceError {
         if let client = error as? HTTPClientError {
             if client == .deadlineExceeded || client == .readTimeout || client == .connectTimeout {
-                return KMSError(.timeout, "\(url) did not answer in time")
+                return KeyServiceError(.timeout, "\(url) did not answer in time")
             }
-            return KMSError(.unreachable, "\(url): \(client)")
+            return KeyServiceError(.unreachable, "\(url): \(client)")
         }
         let text = "\(error)"
         if text.lowercased().contains("refused") {
-            return KMSError(.unreachable, "\(url): connection refused")
+            return KeyServiceError(.unreachable, "\(url): connection refused")
         }
-        return KMSError(.unreachable, "\(url): \(text)")
+        return KeyServiceError(.unreachable, "\(url): \(text)")
     }
 }
 

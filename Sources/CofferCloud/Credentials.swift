@@ -7,10 +7,10 @@ import Foundation
 /// where it is spelt `[profile NAME]`).
 public enum AWSCredentialChain {
     public static func resolve(environment: [String: String] = ProcessInfo.processInfo.environment,
-                               home: String? = nil) throws(KMSError) -> AWSCredentials {
+                               home: String? = nil) throws(KeyServiceError) -> AWSCredentials {
         if let id = environment["AWS_ACCESS_KEY_ID"], !id.isEmpty {
             guard let secret = environment["AWS_SECRET_ACCESS_KEY"], !secret.isEmpty else {
-                throw KMSError(.noCredentials, "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not")
+                throw KeyServiceError(.noCredentials, "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not")
             }
             let token = environment["AWS_SESSION_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
             return AWSCredentials(accessKeyID: id, secretAccessKey: secret, sessionToken: token,
@@ -28,14 +28,14 @@ public enum AWSCredentialChain {
             guard let values = INIFile.parse(text)[section] else { continue }
             guard let id = values["aws_access_key_id"], !id.isEmpty else { continue }
             guard let secret = values["aws_secret_access_key"], !secret.isEmpty else {
-                throw KMSError(.noCredentials, "profile \(profile) in \(path) has aws_access_key_id but no aws_secret_access_key")
+                throw KeyServiceError(.noCredentials, "profile \(profile) in \(path) has aws_access_key_id but no aws_secret_access_key")
             }
             return AWSCredentials(accessKeyID: id, secretAccessKey: secret,
                                   sessionToken: values["aws_session_token"].flatMap { $0.isEmpty ? nil : $0 },
                                   source: "profile \(profile) in \(path)")
         }
         let files = looked.isEmpty ? "no \(credentialsFile) or \(configFile)" : "profile \(profile) not in \(looked.joined(separator: " or "))"
-        throw KMSError(.noCredentials,
+        throw KeyServiceError(.noCredentials,
                        "no AWS credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY unset and \(files)\(explicitProfile == nil ? " (AWS_PROFILE unset)" : "")")
     }
 }
@@ -43,16 +43,16 @@ public enum AWSCredentialChain {
 /// The Vault token: VAULT_TOKEN, else ~/.vault-token (as the vault CLI stores it). Never a URI.
 public enum VaultTokenSource {
     public static func resolve(environment: [String: String] = ProcessInfo.processInfo.environment,
-                               home: String? = nil) throws(KMSError) -> String {
+                               home: String? = nil) throws(KeyServiceError) -> String {
         if let token = environment["VAULT_TOKEN"], !token.isEmpty { return token }
         let home = home ?? environment["HOME"] ?? NSHomeDirectory()
         let path = "\(home)/.vault-token"
         if let text = try? String(contentsOfFile: path, encoding: .utf8) {
             let token = text.trimmingCharacters(in: .whitespacesAndNewlines)
             if !token.isEmpty { return token }
-            throw KMSError(.noCredentials, "\(path) is empty")
+            throw KeyServiceError(.noCredentials, "\(path) is empty")
         }
-        throw KMSError(.noCredentials, "no Vault token: VAULT_TOKEN is unset and there is no \(path)")
+        throw KeyServiceError(.noCredentials, "no Vault token: VAULT_TOKEN is unset and there is no \(path)")
     }
 }
 

@@ -11,7 +11,7 @@ public enum MigrationSource: Sendable {
     /// XtraBackup's `NAME.xbcrypt`, with its raw AES key.
     case xbcrypt(key: SymmetricKey)
     /// Standard age files, `NAME.age` (binary or armored), with age identities.
-    case age(identities: [AgeIdentity])
+    case age(identities: [Identity])
 
     public var suffix: String {
         switch self {

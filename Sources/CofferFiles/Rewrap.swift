@@ -56,6 +56,38 @@ public struct Rewrap {
     }
     let cache = WrapCache()
 
+    /// A file to rewrap, and how to reach it: by its path, or (in a tree) from the tree's root
+    /// through directory descriptors, never following a symbolic link.
+    public struct Target {
+        public let path: String
+        let rewrap: (Rewrap, [Identity]) throws -> Result
+    }
+
+    /// The files to rewrap: `paths` themselves, or with `recursive` every regular NAME.cof under
+    /// them, in path order.
+    public static func targets(_ paths: [String], recursive: Bool) throws -> [Target] {
+        guard recursive else {
+            return paths.map { path in Target(path: path) { try $0.rewrap(path: path, identities: $1) } }
+        }
+        var out: [Target] = []
+        for root in paths {
+            var skipped: [(path: String, reason: String)] = []
+            let tree = try DirectoryTree.list(root, skipped: &skipped)
+            for entry in tree.entries where entry.relative.hasSuffix(DirectoryRun.suffix) {
+                let path = (root as NSString).appendingPathComponent(entry.relative)
+                out.append(Target(path: path) { change, identities in
+                    try change.rewrap(in: try tree.directory(of: entry), name: entry.name, path: path, identities: identities)
+                })
+            }
+        }
+        return out.sorted { $0.path < $1.path }
+    }
+
+    /// Rewraps one target.
+    public func rewrap(_ target: Target, identities: [Identity]) throws -> Result {
+        try target.rewrap(self, identities)
+    }
+
     public func rewrap(path: String, identities: [Identity]) throws -> Result {
         let (directory, name) = try DirectoryHandle.parent(of: path)
         return try rewrap(in: directory, name: name, path: path, identities: identities)
@@ -185,11 +217,11 @@ public struct Rewrap {
         }
         for id in remove {
             guard old.contains(where: { matches($0, id) }) else {
-                let present = old.map(StanzaDescriptions.describe).joined(separator: ", ")
-                throw CofferError.invalidParameter("--remove \(id): no stanza of this file has that key id (it has: \(present))")
+                let present = old.map(KeyTypes.describe).joined(separator: ", ")
+                throw CofferError.invalidParameter("cannot remove \(id): no stanza of this file has that key id (it has: \(present))")
             }
             if mustKeep.contains(id) {
-                throw CofferError.refused("--remove \(id) would remove the recovery key, which the recovery policy requires")
+                throw KeyError.refused("removing \(id) would remove the recovery key, which the recovery policy requires")
             }
         }
         var stanzas = old.filter { stanza in !remove.contains { matches(stanza, $0) } }
@@ -213,7 +245,7 @@ public struct Rewrap {
         if let cached = cache.byFileKey[fileKey.bytes] {
             added = cached
         } else {
-            added = try add.map { try $0.wrap(fileKey) }
+            added = try add.flatMap { try $0.wrap(fileKey: fileKey.bytes) }
             cache.byFileKey[fileKey.bytes] = added
         }
         for stanza in added {
@@ -225,10 +257,10 @@ public struct Rewrap {
             result.added += 1
         }
         guard !stanzas.isEmpty else {
-            throw CofferError.refused("the rewrap would leave no stanza: no key could open the file")
+            throw KeyError.refused("the rewrap would leave no stanza: no key could open the file")
         }
         for id in mustKeep where !stanzas.contains(where: { KeyTypes.keyID(of: $0) == id }) {
-            throw CofferError.refused("the recovery policy requires the recovery key \(id) in every file; add it with --add-recipient")
+            throw KeyError.refused("the recovery policy requires the recovery key \(id) in every file; add it as a recipient")
         }
         return stanzas
     }

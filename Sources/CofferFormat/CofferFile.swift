@@ -26,7 +26,7 @@ public struct CofferEncryptor: Sendable {
     public init(recipients: [Recipient]) throws {
         guard !recipients.isEmpty else { throw CofferError.noKeyGiven("no key to encrypt to") }
         let key = FileKey.random()
-        self.init(fileKey: key, stanzas: try recipients.map { try $0.wrap(key) })
+        self.init(fileKey: key, stanzas: try recipients.flatMap { try $0.wrap(fileKey: key.bytes) })
     }
 
     public init(fileKey: FileKey, stanzas: [Stanza]) {

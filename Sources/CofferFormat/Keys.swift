@@ -1,34 +1,32 @@
-import Foundation
+/// The two protocols every key type implements, in the style of age (age.go: `Recipient.Wrap`,
+/// `Identity.Unwrap`). Coffer files and age files use the same ones: the file key is whatever
+/// length its format has (Coffer's 32 bytes, age's 16), and a key type that exists in both formats
+/// (X25519, post-quantum) is one type. The key types themselves live in CofferKeys, one file each.
 
-/// Something that can wrap a file key into a stanza: a key file, a passphrase, a public key, a KMS key.
+/// Something that can wrap a file key into stanzas: a key file, a passphrase, a public key, a KMS key.
 public protocol Recipient: Sendable {
-    func wrap(_ fileKey: FileKey) throws -> Stanza
+    /// Wraps `fileKey` (of any length) into the stanzas that let this recipient's identity
+    /// recover it; throws when this recipient cannot wrap a key of that length (the format it
+    /// belongs to has no stanza for it).
+    func wrap(fileKey: [UInt8]) throws -> [Stanza]
 }
 
-/// Something that can unwrap a file key from a stanza.
+/// Something that can unwrap a file key from stanzas.
 public protocol Identity: Sendable {
-    /// Returns the file key when this stanza was made for this identity, nil when the stanza is
-    /// of another type or for another key, and throws when the stanza is of this identity's type
-    /// but malformed.
-    func unwrap(_ stanza: Stanza) throws -> FileKey?
+    /// Returns the file key when one of `stanzas` was made for this identity, nil when none is
+    /// (other types, other keys), and throws when a stanza of this identity's type is malformed.
+    func unwrap(stanzas: [Stanza]) throws -> [UInt8]?
     /// How a user would name this identity in a message ("key file 3f2a…").
     var label: String { get }
+    /// Which key `stanza` needs, in words ("key file 3f2a…", "a passphrase"), for the message when
+    /// no identity opens a header; nil when this identity does not know the stanza's type. Key
+    /// types answer from one compile-time table of every stanza type (CofferKeys' `KeyTypes`), so
+    /// any identity can name the stanzas of types the user gave no key for.
+    func describe(_ stanza: Stanza) -> String?
 }
 
-/// Describes a stanza for messages: which key a stanza needs ("key file 3f2a…", "a passphrase").
-/// Key types register a describer so the format layer can name stanzas it does not implement.
-public enum StanzaDescriptions {
-    nonisolated(unsafe) private static var describers: [String: @Sendable (Stanza) -> String] = [:]
-    private static let lock = NSLock()
-
-    public static func register(type: String, _ describe: @escaping @Sendable (Stanza) -> String) {
-        lock.withLock { describers[type] = describe }
-    }
-
-    public static func describe(_ stanza: Stanza) -> String {
-        let describer = lock.withLock { describers[stanza.type] }
-        return describer?(stanza) ?? "a '\(stanza.type)' key"
-    }
+extension Identity {
+    public func describe(_ stanza: Stanza) -> String? { nil }
 }
 
 /// Unwraps the file key from a header with the first identity that opens one of its stanzas,
@@ -36,18 +34,26 @@ public enum StanzaDescriptions {
 public enum HeaderOpener {
     public static func open(_ header: Header, with identities: [Identity]) throws -> FileKey {
         for identity in identities {
-            for stanza in header.stanzas {
-                if let key = try identity.unwrap(stanza) {
-                    try header.verifyMAC(fileKey: key)
-                    return key
-                }
+            guard let bytes = try identity.unwrap(stanzas: header.stanzas) else { continue }
+            guard bytes.count == Limits.fileKeySize else {
+                throw CofferError.malformedHeader(
+                    "the stanza for \(identity.label) holds a \(bytes.count)-byte file key; Coffer's are \(Limits.fileKeySize) bytes")
             }
+            let key = try FileKey(bytes: bytes)
+            try header.verifyMAC(fileKey: key)
+            return key
         }
+        throw CofferError.noMatchingKey(needed: needed(header.stanzas, describedBy: identities),
+                                        tried: identities.map(\.label))
+    }
+
+    /// What each stanza needs, without repeats, in the words of the first identity that knows its type.
+    public static func needed(_ stanzas: [Stanza], describedBy identities: [Identity]) -> [String] {
         var needed: [String] = []
-        for stanza in header.stanzas {
-            let d = StanzaDescriptions.describe(stanza)
-            if !needed.contains(d) { needed.append(d) }
+        for stanza in stanzas {
+            let description = identities.lazy.compactMap { $0.describe(stanza) }.first ?? "a '\(stanza.type)' key"
+            if !needed.contains(description) { needed.append(description) }
         }
-        throw CofferError.noMatchingKey(needed: needed, tried: identities.map(\.label))
+        return needed
     }
 }

@@ -28,33 +28,32 @@ public enum AgeFile {
 
     /// Reads the header and the payload nonce from `input` and opens them with the first identity
     /// that unwraps a stanza (in the order given, trying every stanza for each), as age does.
-    public static func open(_ input: AgeInput, identities: [AgeIdentity]) throws -> Opened {
+    public static func open(_ input: AgeInput, identities: [Identity]) throws -> Opened {
         let header = try AgeHeader.read(from: input)
         try header.checkScryptAlone()
         for identity in identities {
-            for stanza in header.stanzas {
-                guard let fileKey = try identity.unwrap(stanza) else { continue }
-                try header.verifyMAC(fileKey: fileKey)
-                var nonce = [UInt8](repeating: 0, count: AgeHeader.nonceSize)
-                let got = try nonce.withUnsafeMutableBytes { try input.readFully(into: $0) }
-                guard got == AgeHeader.nonceSize else {
-                    throw CofferError.malformedHeader("the file ends \(got == 0 ? "right after the header" : "inside the payload nonce")")
-                }
-                return Opened(header: header, payloadKey: AgeStream.payloadKey(fileKey: fileKey, nonce: nonce),
-                              identityLabel: identity.label)
+            guard let fileKey = try identity.unwrap(stanzas: header.stanzas) else { continue }
+            guard fileKey.count == AgeHeader.fileKeySize else {
+                throw CofferError.malformedHeader("the stanza for \(identity.label) holds a \(fileKey.count)-byte file key; age's are \(AgeHeader.fileKeySize) bytes")
             }
+            try header.verifyMAC(fileKey: fileKey)
+            var nonce = [UInt8](repeating: 0, count: AgeHeader.nonceSize)
+            let got = try nonce.withUnsafeMutableBytes { try input.readFully(into: $0) }
+            guard got == AgeHeader.nonceSize else {
+                throw CofferError.malformedHeader("the file ends \(got == 0 ? "right after the header" : "inside the payload nonce")")
+            }
+            return Opened(header: header, payloadKey: AgeStream.payloadKey(fileKey: fileKey, nonce: nonce),
+                          identityLabel: identity.label)
         }
-        var needed: [String] = []
-        for stanza in header.stanzas {
-            let description = AgeKeys.describe(stanza)
+        throw CofferError.noMatchingKey(needed: header.stanzas.reduce(into: [String]()) { needed, stanza in
+            let description = KeyTypes.describe(stanza)
             if !needed.contains(description) { needed.append(description) }
-        }
-        throw CofferError.noMatchingKey(needed: needed, tried: identities.map(\.label))
+        }, tried: identities.map(\.label))
     }
 
     /// Decrypts an age file from `source` to `sink`; only authenticated plaintext is written.
     /// Returns the plaintext byte count.
-    public static func decrypt(from source: ByteSource, kind: Kind, identities: [AgeIdentity], to sink: ByteSink,
+    public static func decrypt(from source: ByteSource, kind: Kind, identities: [Identity], to sink: ByteSink,
                                threads: Int, progress: (@Sendable (UInt64) -> Void)? = nil) throws -> UInt64 {
         let input: AgeInput = kind == .armored ? AgeArmor.Reader(source: source) : source
         let opened = try open(input, identities: identities)
@@ -63,17 +62,17 @@ public enum AgeFile {
 
     /// Writes age files to a fixed set of recipients.
     public struct Encryptor: Sendable {
-        public let recipients: [AgeRecipient]
+        public let recipients: [Recipient]
         public var armor: Bool
 
-        public init(recipients: [AgeRecipient], armor: Bool = false) throws {
+        public init(recipients: [Recipient], armor: Bool = false) throws {
             guard !recipients.isEmpty else { throw CofferError.noKeyGiven("an age file needs at least one recipient") }
             // age's rules: a passphrase is the only recipient, and post-quantum and classic
             // recipients are not mixed (a classic one would undo the post-quantum protection).
             if recipients.count > 1, recipients.contains(where: { $0 is AgeScrypt }) {
                 throw CofferError.invalidParameter("an age file with a passphrase can have no other recipient (age's rule)")
             }
-            let postQuantum = recipients.filter { $0 is AgeHybridRecipient }.count
+            let postQuantum = recipients.filter { $0 is HybridRecipient }.count
             if postQuantum > 0 && postQuantum < recipients.count {
                 throw CofferError.invalidParameter("an age file cannot mix post-quantum (age1pq1…) and classic recipients (age's rule)")
             }
@@ -84,7 +83,7 @@ public enum AgeFile {
         /// Encrypts everything `source` yields to a new age file in `sink`; returns the plaintext byte count.
         public func encrypt(from source: ByteSource, to sink: ByteSink, engine: StreamEngine) throws -> UInt64 {
             let fileKey = SymmetricKey(size: .bits128).withUnsafeBytes { Array($0) }
-            let stanzas = try recipients.map { try $0.wrap(fileKey) }
+            let stanzas = try recipients.flatMap { try $0.wrap(fileKey: fileKey) }
             let nonce = SymmetricKey(size: .bits128).withUnsafeBytes { Array($0) }
             let armorWriter = armor ? try AgeArmor.Writer(sink: sink) : nil
             let out: ByteSink = armorWriter ?? sink

@@ -19,7 +19,7 @@ public enum AgeKeyEncoding {
     public static func parseRecipient(_ text: String) throws -> Curve25519.KeyAgreement.PublicKey {
         guard let (hrp, data) = Bech32.decode(text), hrp == recipientPrefix, data.count == 32,
               text == text.lowercased() else {
-            throw CofferError.invalidKey("'\(text.prefix(12))…' is not an age X25519 recipient (age1… , 32 bytes)")
+            throw KeyError.invalid("'\(text.prefix(12))…' is not an age X25519 recipient (age1… , 32 bytes)")
         }
         return try Curve25519.KeyAgreement.PublicKey(rawRepresentation: data)
     }
@@ -28,7 +28,7 @@ public enum AgeKeyEncoding {
         guard let (hrp, data) = Bech32.decode(text), hrp == identityPrefix.lowercased(), data.count == 32,
               text == text.uppercased() else {
             // The key itself is never echoed into a message.
-            throw CofferError.invalidKey("not an age X25519 identity (AGE-SECRET-KEY-1…, 32 bytes)")
+            throw KeyError.invalid("not an age X25519 identity (AGE-SECRET-KEY-1…, 32 bytes)")
         }
         return try Curve25519.KeyAgreement.PrivateKey(rawRepresentation: data)
     }

@@ -17,9 +17,7 @@ public enum KeySources {
         }
         let mode = st.st_mode & 0o777
         if (st.st_mode & S_IFMT) == S_IFREG && mode & 0o044 != 0 && !allowInsecure {
-            throw CofferError.refused(String(
-                format: "%@ %@ is readable by %@ (mode %03o): run 'chmod 600 %@', or pass --allow-insecure-key-file",
-                what, path, mode & 0o040 != 0 ? "its group" : "other users", mode, path))
+            throw KeyError.insecureKeyFile(path: path, what: what, mode: UInt32(mode))
         }
         return try readAll(path: path)
     }
@@ -43,7 +41,7 @@ public enum KeySources {
             }
             if n == 0 { return out }
             out += buffer[0..<n]
-            guard out.count <= 1 << 20 else { throw CofferError.invalidKey("\(name) is larger than 1 MiB: not a key") }
+            guard out.count <= 1 << 20 else { throw KeyError.invalid("\(name) is larger than 1 MiB: not a key") }
         }
     }
 
@@ -55,7 +53,7 @@ public enum KeySources {
         try SymmetricKeyFile.parse(try readAll(fd: fd, name: "descriptor \(fd)"), source: "descriptor \(fd)")
     }
 
-    /// The value of `COFFER_KEY`: the text form of a key file (one line; comments not needed).
+    /// The value of `COFFER_KEY` (``KeyRing/environmentKey``): the text form of a key file (one line; comments not needed).
     public static func keyFromEnvironment(_ value: String) throws -> SymmetricKeyFile {
         try SymmetricKeyFile.parse(Array(value.utf8), source: "COFFER_KEY")
     }
@@ -71,9 +69,9 @@ public enum KeySources {
         var bytes = content
         if bytes.last == 0x0A { bytes.removeLast(); if bytes.last == 0x0D { bytes.removeLast() } }
         guard !bytes.contains(0x0A) else {
-            throw CofferError.invalidKey("\(source) holds more than one line; a passphrase file holds exactly one")
+            throw KeyError.invalid("\(source) holds more than one line; a passphrase file holds exactly one")
         }
-        guard !bytes.isEmpty else { throw CofferError.invalidKey("\(source) holds an empty passphrase") }
+        guard !bytes.isEmpty else { throw KeyError.invalid("\(source) holds an empty passphrase") }
         return bytes
     }
 }

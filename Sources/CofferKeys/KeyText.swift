@@ -37,7 +37,7 @@ enum KeyTextItems {
             items.append(Item(text: String(line), line: index + 1))
         }
         guard pem.isEmpty else {
-            throw CofferError.invalidKey("\(source), line \(pemStart): a PEM block that never ends (no '-----END …-----' line)")
+            throw KeyError.invalid("\(source), line \(pemStart): a PEM block that never ends (no '-----END …-----' line)")
         }
         return items
     }
@@ -54,16 +54,16 @@ public enum RecipientText {
             return X25519Recipient(publicKey: try AgeKeyEncoding.parseRecipient(text))
         }
         if text.hasPrefix("AGE-SECRET-KEY-") || text.contains("PRIVATE KEY") {
-            throw CofferError.invalidKey("\(source) is a private key; encrypting needs the public key (the .pub file, or 'coffer keygen --show-public')")
+            throw KeyError.privateKeyAsRecipient(source: source)
         }
-        throw CofferError.invalidKey(
+        throw KeyError.invalid(
             "\(source): '\(text.prefix(16))…' is not a recipient (expected age1…, age1pq1…, or a PEM RSA public key)")
     }
 
     /// A recipients file: one recipient a line (PEM blocks span lines), `#` comments.
     public static func parseFile(_ content: String, source: String) throws -> [Recipient] {
         let items = try KeyTextItems.split(content, source: source)
-        guard !items.isEmpty else { throw CofferError.invalidKey("\(source) holds no recipient") }
+        guard !items.isEmpty else { throw KeyError.invalid("\(source) holds no recipient") }
         return try items.map { try parse($0.text, source: "\(source), line \($0.line)") }
     }
 }
@@ -74,12 +74,12 @@ public enum RecipientText {
 public enum IdentityText {
     public static func parse(_ content: String, source: String) throws -> [Identity] {
         let items = try KeyTextItems.split(content, source: source)
-        guard !items.isEmpty else { throw CofferError.invalidKey("\(source) holds no identity") }
+        guard !items.isEmpty else { throw KeyError.invalid("\(source) holds no identity") }
         return try items.map { item in
             let place = "\(source), line \(item.line)"
             if item.isPEM {
                 if item.text.contains("PUBLIC KEY") {
-                    throw CofferError.invalidKey("\(place) is a public key; decrypting needs the private key")
+                    throw KeyError.invalid("\(place) is a public key; decrypting needs the private key")
                 }
                 if item.text.hasPrefix("-----BEGIN OPENSSH PRIVATE KEY-----") { return try SSHIdentity(pem: item.text, source: place) }
                 return try RSAIdentity(pem: item.text)
@@ -92,9 +92,9 @@ public enum IdentityText {
                 return try SymmetricKeyFile.parse(Array(item.text.utf8), source: place)
             }
             if item.text.hasPrefix("age1") {
-                throw CofferError.invalidKey("\(place) is a public key (age1…); decrypting needs the private key file")
+                throw KeyError.invalid("\(place) is a public key (age1…); decrypting needs the private key file")
             }
-            throw CofferError.invalidKey("\(place) is not an identity (expected AGE-SECRET-KEY-1…, AGE-SECRET-KEY-PQ-1…, or a PEM private key)")
+            throw KeyError.invalid("\(place) is not an identity (expected AGE-SECRET-KEY-1…, AGE-SECRET-KEY-PQ-1…, or a PEM private key)")
         }
     }
 }

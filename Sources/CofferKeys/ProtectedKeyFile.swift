@@ -29,12 +29,12 @@ public enum ProtectedKeyFile {
         let reading = try HeaderReading.read(from: source)
         let opened: OpenedFile
         do { opened = try reading.open(with: [passphrase]) } catch CofferError.noMatchingKey {
-            throw CofferError.invalidKey("wrong passphrase for the protected key file \(name)")
+            throw KeyError.invalid("wrong passphrase for the protected key file \(name)")
         }
         let sink = MemorySink()
         _ = try opened.decrypt(from: source, to: sink, engine: StreamEngine(threads: 1))
         guard let text = String(validating: sink.bytes, as: UTF8.self) else {
-            throw CofferError.invalidKey("\(name) does not hold a key file's text")
+            throw KeyError.invalid("\(name) does not hold a key file's text")
         }
         return text
     }
@@ -42,7 +42,7 @@ public enum ProtectedKeyFile {
     /// A readable descriptor holding `bytes`: key files are small enough to sit in a pipe's buffer
     /// (64 KiB on Linux; the largest key text, RSA-4096 PKCS#8 PEM, is about 3.3 KB).
     static func memorySource(_ bytes: [UInt8], name: String) throws -> ByteSource {
-        guard bytes.count <= 60_000 else { throw CofferError.invalidKey("\(name) is too large for a key file") }
+        guard bytes.count <= 60_000 else { throw KeyError.invalid("\(name) is too large for a key file") }
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw CofferError.readFailed(path: name, reason: String(cString: strerror(errno))) }
         var offset = 0

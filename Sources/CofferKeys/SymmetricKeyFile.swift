@@ -11,8 +11,9 @@ import Foundation
 /// ```
 /// SALT is 16 fresh random bytes per stanza, so every wrapping key is used once and the zero
 /// nonce is safe. KEYID names the key (see ``keyID``) so a wrong key can be reported by id.
-public struct SymmetricKeyFile: Recipient, Identity, Equatable {
+public struct SymmetricKeyFile: NamedRecipient, KeyPair, StanzaKind, Equatable {
     public static let stanzaType = "keyfile"
+    public static let stanzaTypes = [stanzaType]
     /// The prefix of the text encoding's key line.
     public static let textPrefix = "COFFER-SYMMETRIC-KEY-V1:"
     static let keySize = 32
@@ -20,9 +21,8 @@ public struct SymmetricKeyFile: Recipient, Identity, Equatable {
     public let keyBytes: [UInt8]
 
     public init(keyBytes: [UInt8]) throws {
-        KeyTypes.registerAll()
         guard keyBytes.count == Self.keySize else {
-            throw CofferError.invalidKey("a symmetric key is \(Self.keySize) bytes, got \(keyBytes.count)")
+            throw KeyError.invalid("a symmetric key is \(Self.keySize) bytes, got \(keyBytes.count)")
         }
         self.keyBytes = keyBytes
     }
@@ -40,6 +40,9 @@ public struct SymmetricKeyFile: Recipient, Identity, Equatable {
     }
 
     public var label: String { "key file \(keyID)" }
+    /// A symmetric key encrypts to itself.
+    public func publicRecipient() -> Recipient { self }
+    public func describe(_ stanza: Stanza) -> String? { KeyTypes.describe(stanza) }
 
     /// The text form written by `coffer keygen --symmetric`.
     public func textEncoding(created: Date = Date()) -> String {
@@ -72,23 +75,23 @@ public struct SymmetricKeyFile: Recipient, Identity, Equatable {
                 keyLines.append(line)
             }
             guard keyLines.count == 1, let line = keyLines.first, line.hasPrefix(textPrefix) else {
-                throw CofferError.invalidKey(
+                throw KeyError.invalid(
                     "key file \(source): expected exactly one '\(textPrefix)…' line besides # comments, found \(keyLines.count) lines")
             }
             let hex = String(line.dropFirst(textPrefix.count))
             guard hex.count == 64, let bytes = Hex.decode(hex) else {
-                throw CofferError.invalidKey(
+                throw KeyError.invalid(
                     "key file \(source): after '\(textPrefix)' expected 64 hex digits, found \(hex.count) characters")
             }
             return try SymmetricKeyFile(keyBytes: bytes)
         }
         if content.count == keySize { return try SymmetricKeyFile(keyBytes: content) }
         if content.count == keySize + 1 && content.last == 0x0A {
-            throw CofferError.invalidKey(
+            throw KeyError.invalid(
                 "key file \(source) is 33 bytes: 32 raw bytes followed by a line feed (LF). A raw key must be exactly 32 bytes; remove the line ending (truncate -s 32 \(source)) or use a key from 'coffer keygen --symmetric'")
         }
         if content.count == keySize + 2 && content.suffix(2).elementsEqual([0x0D, 0x0A]) {
-            throw CofferError.invalidKey(
+            throw KeyError.invalid(
                 "key file \(source) is 34 bytes: 32 raw bytes followed by CRLF (a Windows line ending). A raw key must be exactly 32 bytes; remove the line ending (truncate -s 32 \(source)) or use a key from 'coffer keygen --symmetric'")
         }
         var hint = ""
@@ -98,7 +101,7 @@ public struct SymmetricKeyFile: Recipient, Identity, Equatable {
                 hint = "; it looks like 64 hex digits: put '\(textPrefix)' in front of them"
             }
         }
-        throw CofferError.invalidKey(
+        throw KeyError.invalid(
             "key file \(source) is \(content.count) bytes; expected a Coffer key file ('\(textPrefix)' and 64 hex digits, from 'coffer keygen --symmetric') or exactly 32 raw bytes\(hint)")
     }
 
@@ -109,26 +112,36 @@ public struct SymmetricKeyFile: Recipient, Identity, Equatable {
                                info: Array("coffer/v1 keyfile".utf8), outputByteCount: 32)
     }
 
-    public func wrap(_ fileKey: FileKey) throws -> Stanza {
-        try wrap(fileKey, salt: SymmetricKey(size: .bits128).withUnsafeBytes { Array($0) })
+    /// Coffer's key files wrap Coffer's 32-byte file keys only: age has no symmetric keys.
+    public func wrap(fileKey: [UInt8]) throws -> [Stanza] {
+        [try wrap(fileKey: fileKey, salt: SymmetricKey(size: .bits128).withUnsafeBytes { Array($0) })]
     }
 
     /// Deterministic variant for test vectors only.
     @_spi(TestVectors)
-    public func wrap(_ fileKey: FileKey, salt: [UInt8]) throws -> Stanza {
-        let body = try WrapAEAD.seal(fileKey.bytes, key: Self.wrappingKey(keyBytes, salt: salt))
+    public func wrap(fileKey: [UInt8], salt: [UInt8]) throws -> Stanza {
+        guard fileKey.count == Limits.fileKeySize else {
+            throw KeyError.invalid("a Coffer key file cannot be a recipient of an age file: age has no symmetric keys (use a passphrase, age1… or ssh-ed25519 recipients)")
+        }
+        let body = try WrapAEAD.seal(fileKey, key: Self.wrappingKey(keyBytes, salt: salt))
         return Stanza(type: Self.stanzaType, arguments: [keyID, RawBase64.encode(salt)], body: body)
     }
 
-    public func unwrap(_ stanza: Stanza) throws -> FileKey? {
-        guard stanza.type == Self.stanzaType else { return nil }
+    public func unwrap(stanzas: [Stanza]) throws -> [UInt8]? {
+        for stanza in stanzas where stanza.type == Self.stanzaType {
+            if let fileKey = try unwrap(stanza) { return fileKey }
+        }
+        return nil
+    }
+
+    func unwrap(_ stanza: Stanza) throws -> [UInt8]? {
         let (id, salt) = try Self.parseArguments(stanza)
         guard id == keyID else { return nil }
         guard let key = WrapAEAD.open(stanza.body, key: Self.wrappingKey(keyBytes, salt: salt)) else {
             throw CofferError.malformedStanza(type: Self.stanzaType,
                                               reason: "the stanza for key \(id) does not authenticate: it was altered")
         }
-        return try FileKey(bytes: key)
+        return key
     }
 
     static func parseArguments(_ stanza: Stanza) throws -> (String, [UInt8]) {
@@ -140,49 +153,10 @@ public struct SymmetricKeyFile: Recipient, Identity, Equatable {
             throw CofferError.malformedStanza(type: stanzaType, reason: "key id must be 16 lower-case hex digits")
         }
         let salt = try WrapAEAD.salt(stanza.arguments[1], stanzaType: stanzaType)
-        try WrapAEAD.checkBodySize(stanza)
+        try WrapAEAD.checkBody(stanza, fileKeySizes: [Limits.fileKeySize])
         return (id, salt)
     }
 
-    /// Registers how `keyfile` stanzas are named in messages.
-    public static func registerDescription() {
-        StanzaDescriptions.register(type: stanzaType) { stanza in
-            "key file \(stanza.arguments.first ?? "?")"
-        }
-    }
-}
-
-/// The AEAD that wraps a file key inside a stanza body: ChaCha20-Poly1305 with a zero nonce under a
-/// single-use key (each stanza derives its own wrapping key from a fresh salt).
-enum WrapAEAD {
-    static let sealedSize = Limits.fileKeySize + 16
-
-    static func seal(_ plaintext: [UInt8], key: SymmetricKey) throws -> [UInt8] {
-        let box = try ChaChaPoly.seal(plaintext, using: key, nonce: ChaChaPoly.Nonce(data: [UInt8](repeating: 0, count: 12)))
-        return Array(box.ciphertext) + Array(box.tag)
-    }
-
-    /// A stanza's salt argument: base64 of exactly 16 bytes.
-    static func salt(_ argument: String, stanzaType: String) throws -> [UInt8] {
-        guard let salt = RawBase64.decode(argument), salt.count == 16 else {
-            throw CofferError.malformedStanza(type: stanzaType, reason: "salt must be 16 bytes of unpadded base64")
-        }
-        return salt
-    }
-
-    /// Refuses a body that is not exactly one wrapped file key (no partial or padded bodies).
-    static func checkBodySize(_ stanza: Stanza) throws {
-        guard stanza.body.count == sealedSize else {
-            throw CofferError.malformedStanza(type: stanza.type, reason: "body must be \(sealedSize) bytes")
-        }
-    }
-
-    static func open(_ sealed: [UInt8], key: SymmetricKey) -> [UInt8]? {
-        guard sealed.count == sealedSize,
-              let box = try? ChaChaPoly.SealedBox(nonce: ChaChaPoly.Nonce(data: [UInt8](repeating: 0, count: 12)),
-                                                  ciphertext: sealed.prefix(Limits.fileKeySize),
-                                                  tag: sealed.suffix(16)),
-              let plain = try? ChaChaPoly.open(box, using: key) else { return nil }
-        return Array(plain)
-    }
+    public static func describe(_ stanza: Stanza) -> String { "key file \(stanza.arguments.first ?? "?")" }
+    public static func keyID(of stanza: Stanza) -> String? { stanza.arguments.first }
 }

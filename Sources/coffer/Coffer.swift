@@ -51,7 +51,6 @@ enum Runtime {
         // A closed pipe must surface as a write error, not kill the process mid-file.
         signal(SIGPIPE, SIG_IGN)
         installInterruptHandler()
-        KeyTypes.registerAll()
     }
 
     /// Keys, passphrases and plaintext are in this process's memory: no core file may hold them,
@@ -111,7 +110,7 @@ enum Runtime {
         do {
             try body()
         } catch let error as any CategorizedError {
-            warn("error: \(error)")
+            warn("error: \(error)\(KeyHints.hint(for: error))")
             throw ExitCode(exitCode(for: error))
         }
     }

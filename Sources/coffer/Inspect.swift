@@ -85,7 +85,7 @@ struct Inspect: ParsableCommand {
                 StanzaInfo(type: stanza.type,
                            keyID: KeyTypes.keyID(of: stanza),
                            workFactor: stanza.type == Passphrase.stanzaType ? stanza.arguments.last.flatMap { Int($0) } : nil,
-                           description: StanzaDescriptions.describe(stanza),
+                           description: KeyTypes.describe(stanza),
                            uri: KMSStanza.uri(of: stanza))
             }
             var layout: StreamEngine.PayloadLayout?
@@ -157,7 +157,7 @@ struct Inspect: ParsableCommand {
         let stanzas = header.stanzas.map { stanza in
             StanzaInfo(type: stanza.type, keyID: nil,
                        workFactor: stanza.type == AgeScrypt.stanzaType ? stanza.arguments.last.flatMap { Int($0) } : nil,
-                       description: AgeKeys.describe(stanza), uri: nil)
+                       description: KeyTypes.describe(stanza), uri: nil)
         }
         var layout: StreamEngine.PayloadLayout?
         var payloadError: CofferError?

@@ -23,19 +23,20 @@ struct KMSBench: ParsableCommand {
             let recipient = try KMSRecipient(parsing: uri)
             let identity = KMSIdentity(uris: [recipient.uri])
             let key = FileKey.random()
-            for _ in 0..<5 { _ = try identity.unwrap(try recipient.wrap(key)) }
-            var stanzas: [Stanza] = []
+            for _ in 0..<5 { _ = try identity.unwrap(stanzas: try recipient.wrap(fileKey: key.bytes)) }
+            var stanzas: [[Stanza]] = []
             var wrapTimes: [Double] = []
             for _ in 0..<calls {
                 let start = DispatchTime.now().uptimeNanoseconds
-                stanzas.append(try recipient.wrap(key))
+                stanzas.append(try recipient.wrap(fileKey: key.bytes))
                 wrapTimes.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
             }
             var unwrapTimes: [Double] = []
             for stanza in stanzas {
                 let start = DispatchTime.now().uptimeNanoseconds
-                guard let opened = try identity.unwrap(stanza), opened.bytes == key.bytes else {
-                    throw CofferError.keyServiceFailed("unwrap failed: \(identity.attempts.last ?? "")")
+                guard let opened = try identity.unwrap(stanzas: stanza), opened == key.bytes else {
+                    throw KeyError.service(context: "unwrap failed: \(identity.attempts.last ?? "")",
+                                           cause: identity.lastServiceError ?? KeyServiceError(.invalidResponse, "no file key"))
                 }
                 unwrapTimes.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
             }

@@ -32,6 +32,9 @@ struct Keygen: ParsableCommand {
         No file is ever overwritten unless --force. The key id, which encrypted files name in their
         header, is printed on standard error.
 
+        --show-public FILE prints the public key of a private key file (age, post-quantum, PEM RSA,
+        OpenSSH, or a signing key), the form '-r' and '--signed-by' take, and its key id on standard error.
+
         Examples:
           coffer keygen --type x25519 -o backup-host        # backup-host.pub, backup-host.key
           coffer keygen --type pq --protect -o recovery     # keep recovery.key offline
@@ -66,7 +69,16 @@ struct Keygen: ParsableCommand {
     @Flag(help: "Replace existing key files. The old key is gone for good: files made with it no longer open with this file.")
     var force = false
 
+    @Option(help: ArgumentHelp("Print the public key of this private key file (opened with its passphrase when protected) and exit.", valueName: "file"))
+    var showPublic: String?
+
     func validate() throws {
+        if showPublic != nil {
+            guard !symmetric, type == nil, !protect, output == nil else {
+                throw ValidationError("--show-public reads a key: it takes no --symmetric, --type, --protect or -o")
+            }
+            return
+        }
         guard symmetric != (type != nil) else { throw ValidationError("choose one key type: --symmetric or --type \(KeyType.allCases.map(\.rawValue).joined(separator: "|"))") }
         if type != nil {
             guard let output, output != "-" else { throw ValidationError("--type writes two files: give their name with -o NAME") }
@@ -77,6 +89,10 @@ struct Keygen: ParsableCommand {
 
     func run() throws {
         try Runtime.reporting {
+            if let showPublic {
+                try printPublicKey(of: showPublic)
+                return
+            }
             if let type {
                 try writePair(type, name: output!)
                 return
@@ -154,13 +170,45 @@ struct Keygen: ParsableCommand {
         }
         var privateBytes = Array(privateText.utf8)
         if protect {
-            let secret = try KeyOptions.readIdentityPassphrase(for: privatePath, file: identityPassphraseFile,
-                                                               allowInsecure: allowInsecureKeyFile, confirm: true)
+            let ring = KeyRing.forCommandLine()
+            let secret = try KeyRing.identityPassphrase(for: privatePath, file: identityPassphraseFile, allowInsecure: allowInsecureKeyFile,
+                                                        environment: ring.environment, prompt: ring.prompt, confirm: true)
             let passphrase = try Passphrase(secret, workFactor: workFactor)
             privateBytes = try ProtectedKeyFile.protect(privateText, passphrase: passphrase)
         }
         try write(privateBytes, to: privatePath, mode: 0o600)
         try write(publicText, to: publicPath, mode: 0o644)
         Runtime.warn("wrote \(publicPath) (public) and \(privatePath) (private\(protect ? ", passphrase-protected" : "")); key id: \(keyID)")
+    }
+
+    /// `--show-public FILE`: the public key of each key in a private key file, one a line (PEM
+    /// blocks whole), and the key ids on standard error.
+    func printPublicKey(of path: String) throws {
+        var ring = KeyRing.forCommandLine()
+        ring.identityPassphraseFile = identityPassphraseFile
+        ring.allowInsecureKeyFiles = allowInsecureKeyFile
+        let text = try ring.privateKeyText(path, what: "private key file")
+        if text.contains("-----BEGIN PRIVATE KEY-----"), let signer = try? SigningKeyText.signer(text, source: path) {
+            print((signer.publicVerifier as? any PEMEncodedKey)?.pem ?? "", terminator: "")
+            Runtime.warn("key id: \(Hex.encode(signer.keyID))")
+            return
+        }
+        for identity in try IdentityText.parse(text, source: path) {
+            switch identity {
+            case let key as X25519Identity:
+                print(key.recipient.encoded)
+                Runtime.warn("key id: \(key.recipient.keyID)")
+            case let key as HybridIdentity:
+                print(key.recipient.encoded)
+                Runtime.warn("key id: \(key.recipient.keyID)")
+            case let key as RSAIdentity:
+                print(key.privateKey.publicKey.pemRepresentation)
+                Runtime.warn("key id: \(key.recipient.keyID)")
+            case let key as SSHIdentity:
+                print("\(key.type) \(Data(key.publicWire).base64EncodedString())")
+            default:
+                throw KeyError.invalid("\(path) holds a symmetric key, which has no public key: share it only with those who may decrypt")
+            }
+        }
     }
 }

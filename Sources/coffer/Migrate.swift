@@ -125,7 +125,7 @@ struct Migrate: ParsableCommand {
             var old = KeyOptions()
             old.identity = fromIdentity
             old.allowInsecureKeyFile = keys.allowInsecureKeyFile
-            var identities = AgeKeys.identities(from: try old.identityFiles())
+            var identities = KeyRing.ageIdentities(among: try old.identityFiles())
             if let path = fromPassphraseFile {
                 identities.append(try AgeScrypt(passphrase: try KeySources.passphrase(file: path, allowInsecure: keys.allowInsecureKeyFile)))
             }

@@ -84,7 +84,7 @@ struct Rewrap: ParsableCommand {
         guard !addRecipient.isEmpty || !addRecipientsFile.isEmpty || !addKeyFile.isEmpty || addPassphrase
                 || addPassphraseFile != nil || !remove.isEmpty || requireRecovery || recoveryRecipient != nil
                 || !keys.kms.isEmpty || rotateKms || signing.sign != nil
-                || ProcessInfo.processInfo.environment[RecipientOptions.environmentRequireRecovery] == "1" else {
+                || ProcessInfo.processInfo.environment[KeyRing.environmentRequireRecovery] == "1" else {
             throw ValidationError("nothing to change: give --add-recipient, --add-key-file, --add-passphrase, --kms, --rotate-kms, --remove, or --sign")
         }
         if let headerSpace {
@@ -92,6 +92,23 @@ struct Rewrap: ParsableCommand {
                 throw ValidationError("--header-space must be a size from 512 to 256K, got \(headerSpace)")
             }
         }
+    }
+
+    /// The keys to add: their own key ring, which reads no opening key from the environment
+    /// (COFFER_KEY, COFFER_PASSPHRASE open the file), only the recovery policy's variables.
+    var adding: KeyRing {
+        let environment = ProcessInfo.processInfo.environment
+        var ring = KeyRing.forCommandLine()
+        ring.environment = environment.filter { [KeyRing.environmentRecovery, KeyRing.environmentRequireRecovery].contains($0.key) }
+        if let prompt = ring.prompt { ring.prompt = { try prompt("New " + $0.prefix(1).lowercased() + $0.dropFirst()) } }
+        ring.recipients = addRecipient
+        ring.recipientsFiles = addRecipientsFile
+        ring.keyFiles = addKeyFile
+        ring.usePassphrase = addPassphrase
+        ring.passphraseFile = addPassphraseFile
+        ring.allowInsecureKeyFiles = keys.allowInsecureKeyFile
+        ring.recovery = KeyRing.RecoveryPolicy(recipient: recoveryRecipient, required: requireRecovery)
+        return ring
     }
 
     func run() throws {
@@ -102,28 +119,9 @@ struct Rewrap: ParsableCommand {
             change.signer = try signing.signer(keys: keys)
             change.signatureDigest = signing.digest
             change.signedBy = try signers.verifiers()
-            for value in addRecipient { change.add += try RecipientOptions.parse(value, what: "recipient") }
-            for path in addRecipientsFile { change.add += try RecipientOptions.readRecipientsFile(path) }
-            change.add += try addKeyFile.map { try KeySources.keyFile(path: $0, allowInsecure: keys.allowInsecureKeyFile) }
-            if let addPassphraseFile {
-                change.add.append(try Passphrase(try KeySources.passphrase(file: addPassphraseFile, allowInsecure: keys.allowInsecureKeyFile),
-                                                 workFactor: workFactor))
-            } else if addPassphrase {
-                let first = try TerminalPrompt.readPassphrase(prompt: "New passphrase: ")
-                guard first == (try TerminalPrompt.readPassphrase(prompt: "New passphrase (again): ")) else {
-                    throw CofferError.invalidKey("the two passphrases differ")
-                }
-                change.add.append(try Passphrase(first, workFactor: workFactor))
-            }
-            var policy = RecipientOptions()
-            policy.recoveryRecipient = recoveryRecipient
-            policy.requireRecovery = requireRecovery
-            if let recovery = try policy.recovery() {
-                change.add.append(recovery)
-                if policy.requiresRecovery, let id = KeyTypes.keyID(of: recovery) { change.mustKeep = [id] }
-            } else if policy.requiresRecovery {
-                throw CofferError.refused("the recovery policy is on but no recovery key is set: give --recovery-recipient or \(RecipientOptions.environmentRecovery)")
-            }
+            let adding = self.adding
+            change.add = try adding.recipientsGiven(workFactor: workFactor, publicKeys: try adding.publicKeys())
+            change.mustKeep = try adding.recoveryPolicy().mustKeep.map { [$0] } ?? []
 
             // --kms adds KMS stanzas (or, with --rotate-kms, names the Vault keys to rotate); the
             // file itself is opened with the other keys or its KMS stanzas' own keys.
@@ -140,49 +138,22 @@ struct Rewrap: ParsableCommand {
             }
             if !identities.contains(where: { $0 is KMSIdentity }) { identities.append(KMSIdentity(uris: [])) }
             var failures = 0
-            for target in try targets() {
-                let path = target.path
+            for target in try CofferFiles.Rewrap.targets(files, recursive: recursive) {
                 do {
-                    let result = try target.rewrap(change, identities)
+                    let result = try change.rewrap(target, identities: identities)
                     if !quiet {
                         var parts = ["+\(result.added)", "-\(result.removed)"]
                         if result.alreadyPresent > 0 { parts.append("\(result.alreadyPresent) already present") }
                         if result.signed { parts.append("signed") }
                         if result.refreshed > 0 { parts.append("\(result.refreshed) re-wrapped under the newest key version") }
-                        Runtime.warn("rewrapped \(path): \(parts.joined(separator: ", ")), generation \(result.generation)\(result.converted ? " (converted to version 2; payload copied, not re-encrypted)" : "")")
+                        Runtime.warn("rewrapped \(target.path): \(parts.joined(separator: ", ")), generation \(result.generation)\(result.converted ? " (converted to version 2; payload copied, not re-encrypted)" : "")")
                     }
-                } catch let error as CofferError where files.count > 1 || recursive {
+                } catch let error as any CategorizedError where files.count > 1 || recursive {
                     failures += 1
-                    Runtime.warn("error: \(path): \(error)")
+                    Runtime.warn("error: \(target.path): \(error)\(KeyHints.hint(for: error))")
                 }
             }
             if failures > 0 { throw CofferError.refused("\(failures) file(s) not rewrapped (listed above); the others were") }
         }
-    }
-
-    /// A file to rewrap, and how to reach it: by its path, or (with --recursive) from the tree's
-    /// root through directory descriptors, never following a symbolic link.
-    struct Target {
-        let path: String
-        let rewrap: (CofferFiles.Rewrap, [Identity]) throws -> CofferFiles.Rewrap.Result
-    }
-
-    /// The files to rewrap: the arguments, or every regular NAME.cof under them with --recursive.
-    func targets() throws -> [Target] {
-        guard recursive else {
-            return files.map { path in Target(path: path) { try $0.rewrap(path: path, identities: $1) } }
-        }
-        var out: [Target] = []
-        for root in files {
-            var skipped: [(path: String, reason: String)] = []
-            let tree = try DirectoryTree.list(root, skipped: &skipped)
-            for entry in tree.entries where entry.relative.hasSuffix(DirectoryRun.suffix) {
-                let path = (root as NSString).appendingPathComponent(entry.relative)
-                out.append(Target(path: path) { change, identities in
-                    try change.rewrap(in: try tree.directory(of: entry), name: entry.name, path: path, identities: identities)
-                })
-            }
-        }
-        return out.sorted { $0.path < $1.path }
     }
 }

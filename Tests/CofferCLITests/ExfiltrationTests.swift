@@ -52,7 +52,7 @@ struct ExfiltrationTests {
         var all = stanzas
         if let publicKeyFile {
             let text = try String(contentsOfFile: publicKeyFile, encoding: .utf8)
-            all += try RecipientText.parseFile(text, source: publicKeyFile).map { try $0.wrap(key) }
+            all += try RecipientText.parseFile(text, source: publicKeyFile).flatMap { try $0.wrap(fileKey: key.bytes) }
         }
         let encryptor = CofferEncryptor(fileKey: key, stanzas: all)
         let path = dir.file(name)

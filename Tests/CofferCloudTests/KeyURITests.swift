@@ -176,7 +176,7 @@ struct CredentialTests {
 
     @Test("a key id without its secret is an error, not a fall-through")
     func halfEnvironment() {
-        #expect(throws: KMSError.self) {
+        #expect(throws: KeyServiceError.self) {
             try AWSCredentialChain.resolve(environment: ["AWS_ACCESS_KEY_ID": "A"], home: "/nonexistent")
         }
     }
@@ -230,14 +230,14 @@ struct CredentialTests {
         let home = try home()
         defer { try? FileManager.default.removeItem(atPath: home) }
         #expect(try VaultTokenSource.resolve(environment: ["VAULT_TOKEN": "env-token"], home: home) == "env-token")
-        #expect(throws: KMSError.self) { try VaultTokenSource.resolve(environment: [:], home: home) }
+        #expect(throws: KeyServiceError.self) { try VaultTokenSource.resolve(environment: [:], home: home) }
         try "file-token\n".write(toFile: "\(home)/.vault-token", atomically: true, encoding: .utf8)
         #expect(try VaultTokenSource.resolve(environment: [:], home: home) == "file-token")
     }
 }
 
 @Suite("KMS error bodies")
-struct KMSErrorParsingTests {
+struct KeyServiceErrorParsingTests {
     func response(_ status: Int, _ headers: [(String, String)], _ body: String) -> CloudHTTP.Response {
         CloudHTTP.Response(status: status, headers: headers, body: Array(body.utf8))
     }

@@ -231,7 +231,7 @@ struct RetryTests {
         let server = try LoggingListener { _, _ in .json(400, ["__type": "AccessDeniedException", "message": "no"]) }
         defer { server.stop() }
         let client = try Self.awsClient(server, attempts: 4)
-        await #expect(throws: KMSError.self) { _ = try await client.encrypt([1], context: [:]) }
+        await #expect(throws: KeyServiceError.self) { _ = try await client.encrypt([1], context: [:]) }
         #expect(server.requests.count == 1)
     }
 
@@ -242,7 +242,7 @@ struct RetryTests {
         // Caps: 0.2 s after the first attempt, 0.4 s after the second; equal jitter waits at
         // least half of each.
         let client = try Self.awsClient(server, attempts: 3, baseDelay: 0.2, maxDelay: 1)
-        await #expect(throws: KMSError.self) { _ = try await client.encrypt([1], context: [:]) }
+        await #expect(throws: KeyServiceError.self) { _ = try await client.encrypt([1], context: [:]) }
         let times = server.requests.map(\.receivedAt)
         try #require(times.count == 3)
         #expect(times[1] - times[0] >= 0.1, "first gap \(times[1] - times[0]) s")

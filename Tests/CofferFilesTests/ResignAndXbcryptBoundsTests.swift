@@ -16,7 +16,7 @@ import Testing
     /// A signed file of `plaintext` under `fileKey` and `nonce`, by `signer`, in 4 KiB chunks.
     static func signed(_ plaintext: [UInt8], key: SymmetricKeyFile, fileKey: FileKey, nonce: [UInt8],
                        signer: Ed25519Signer, digest: SignatureParameters.PayloadDigest) throws -> [UInt8] {
-        var encryptor = CofferEncryptor(fileKey: fileKey, stanzas: [try key.wrap(fileKey)])
+        var encryptor = CofferEncryptor(fileKey: fileKey, stanzas: [try key.wrap(fileKey: fileKey.bytes)[0]])
         encryptor.signer = signer
         encryptor.signatureDigest = digest
         let path = temporaryPath("plain")

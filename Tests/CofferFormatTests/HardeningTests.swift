@@ -10,14 +10,14 @@ import Testing
     /// A passphrase stanza made at the lowest work factor (fast), by its own Passphrase instance.
     static func scryptStanza(_ fileKey: FileKey, salt: UInt8) throws -> Stanza {
         try Passphrase(Array("pw".utf8), workFactor: Passphrase.minWorkFactor)
-            .wrap(fileKey, salt: [UInt8](repeating: salt, count: 16))
+            .wrap(fileKey: fileKey.bytes, salt: [UInt8](repeating: salt, count: 16))
     }
 
     @Test("a header with two scrypt stanzas is refused while parsing, before any scrypt work; writing one is refused too")
     func oneScryptStanza() throws {
         let fileKey = FileKey.random()
         let key = SymmetricKeyFile.generate()
-        let stanzas = [try key.wrap(fileKey), try Self.scryptStanza(fileKey, salt: 1), try Self.scryptStanza(fileKey, salt: 2)]
+        let stanzas = [try key.wrap(fileKey: fileKey.bytes)[0], try Self.scryptStanza(fileKey, salt: 1), try Self.scryptStanza(fileKey, salt: 2)]
         // What an attacker writes: the MAC does not matter, parsing refuses first.
         let header = Header(parameters: HeaderParameters(), stanzas: stanzas, mac: [UInt8](repeating: 0, count: 32))
         let bytes = header.encoded() + [UInt8](repeating: 0, count: Limits.payloadNonceSize) + [UInt8](repeating: 0, count: 16)
@@ -51,7 +51,7 @@ import Testing
         let passphrase = try Passphrase(Array("pw".utf8), workFactor: Passphrase.minWorkFactor)
         for factor in [Passphrase.maxWorkFactor + 1, 40, 99] {
             stanza.arguments[1] = String(factor)
-            #expect(throws: CofferError.self) { _ = try passphrase.unwrap(stanza) }
+            #expect(throws: CofferError.self) { _ = try passphrase.unwrap(stanzas: [stanza]) }
         }
         #expect(passphrase.derivations == 0)
         #expect(Passphrase.maxWorkFactor == 22)

@@ -141,7 +141,7 @@ import Testing
     func validHeaderAtTheLimit() throws {
         let key = SymmetricKeyFile.generate()
         let fileKey = FileKey.random()
-        let wrapped = try key.wrap(fileKey)
+        let wrapped = try key.wrap(fileKey: fileKey.bytes)[0]
         let parameters = HeaderParameters(chunkSize: 4096)
         // A second stanza whose argument length sets the header's size byte by byte.
         func stanzas(_ argumentLength: Int) -> [Stanza] {

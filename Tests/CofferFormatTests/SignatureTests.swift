@@ -13,7 +13,7 @@ import Testing
                      digest: SignatureParameters.PayloadDigest = .chunkSHA256, signer: Ed25519Signer = Signatures.signer,
                      fileKey: FileKey? = nil, nonce: [UInt8]? = nil) throws -> [UInt8] {
         var encryptor = CofferEncryptor(fileKey: fileKey ?? .random(), stanzas: [])
-        encryptor = CofferEncryptor(fileKey: encryptor.fileKey, stanzas: [try key.wrap(encryptor.fileKey)])
+        encryptor = CofferEncryptor(fileKey: encryptor.fileKey, stanzas: [try key.wrap(fileKey: encryptor.fileKey.bytes)[0]])
         encryptor.signer = signer
         encryptor.signatureDigest = digest
         let sink = MemorySink()

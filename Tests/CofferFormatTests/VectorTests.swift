@@ -86,10 +86,10 @@ struct Vector: Sendable {
     func make() throws -> [UInt8] {
         let fileKey = try FileKey(bytes: Self.fileKeyBytes)
         var stanzas: [Stanza] = []
-        if keyFile { stanzas.append(try SymmetricKeyFile(keyBytes: Self.keyBytes).wrap(fileKey, salt: Self.keyfileSalt)) }
+        if keyFile { stanzas.append(try SymmetricKeyFile(keyBytes: Self.keyBytes).wrap(fileKey: fileKey.bytes, salt: Self.keyfileSalt)) }
         if let passphrase {
             stanzas.append(try Passphrase(Array(passphrase.utf8), workFactor: Self.passphraseWorkFactor)
-                .wrap(fileKey, salt: Self.scryptSalt))
+                .wrap(fileKey: fileKey.bytes, salt: Self.scryptSalt))
         }
         stanzas += fixedStanzas
         let sink = MemorySink()

@@ -8,10 +8,10 @@ import Testing
 /// age files written and read by the library: sizes at chunk boundaries, armor, key types,
 /// damage, and the release of plaintext before an error.
 @Suite struct AgeFiles {
-    static let identity = AgeX25519Identity(privateKey: Curve25519.KeyAgreement.PrivateKey())
-    static var recipient: AgeX25519Recipient { AgeX25519Recipient(publicKey: identity.privateKey.publicKey) }
+    static let identity = X25519Identity(privateKey: Curve25519.KeyAgreement.PrivateKey())
+    static var recipient: X25519Recipient { X25519Recipient(publicKey: identity.privateKey.publicKey) }
 
-    static func encrypt(_ plaintext: [UInt8], to recipients: [AgeRecipient] = [recipient], armor: Bool = false,
+    static func encrypt(_ plaintext: [UInt8], to recipients: [Recipient] = [recipient], armor: Bool = false,
                         threads: Int = 3) throws -> [UInt8] {
         let input = try AgeVectors.temporaryFile(plaintext)
         defer { try? FileManager.default.removeItem(atPath: input) }
@@ -24,7 +24,7 @@ import Testing
     }
 
     /// Decrypts `file`; returns what was released and the error, if any.
-    static func decrypt(_ file: [UInt8], identities: [AgeIdentity] = [identity],
+    static func decrypt(_ file: [UInt8], identities: [Identity] = [identity],
                         threads: Int = 3) throws -> (released: [UInt8], error: Error?) {
         let path = try AgeVectors.temporaryFile(file)
         defer { try? FileManager.default.removeItem(atPath: path) }
@@ -75,16 +75,16 @@ import Testing
 
     @Test("several recipients: each identity opens the file; another identity does not")
     func severalRecipients() throws {
-        let second = AgeX25519Identity(privateKey: Curve25519.KeyAgreement.PrivateKey())
+        let second = X25519Identity(privateKey: Curve25519.KeyAgreement.PrivateKey())
         let pq = HybridIdentity.generate()
         let file = try Self.encrypt(Array("several".utf8),
-                                    to: [Self.recipient, AgeX25519Recipient(publicKey: second.privateKey.publicKey)])
+                                    to: [Self.recipient, X25519Recipient(publicKey: second.privateKey.publicKey)])
         #expect(try Self.decrypt(file, identities: [second]).released == Array("several".utf8))
         #expect(try Self.decrypt(file, identities: [Self.identity]).released == Array("several".utf8))
-        let stranger = AgeX25519Identity(privateKey: Curve25519.KeyAgreement.PrivateKey())
+        let stranger = X25519Identity(privateKey: Curve25519.KeyAgreement.PrivateKey())
         #expect(try Self.decrypt(file, identities: [stranger]).error.map(AgeVectors.failureClass) == "no match")
-        let pqFile = try Self.encrypt(Array("pq".utf8), to: [AgeHybridRecipient(publicKey: pq.privateKey.publicKey)])
-        #expect(try Self.decrypt(pqFile, identities: [Self.identity, AgeHybridIdentity(pq)]).released == Array("pq".utf8))
+        let pqFile = try Self.encrypt(Array("pq".utf8), to: [HybridRecipient(publicKey: pq.privateKey.publicKey)])
+        #expect(try Self.decrypt(pqFile, identities: [Self.identity, pq]).released == Array("pq".utf8))
     }
 
     @Test("age's mixing rules: a passphrase stands alone, post-quantum and classic recipients do not mix")
@@ -93,7 +93,7 @@ import Testing
         #expect(throws: CofferError.self) { try AgeFile.Encryptor(recipients: [passphrase, Self.recipient]) }
         let pq = HybridIdentity.generate()
         #expect(throws: CofferError.self) {
-            try AgeFile.Encryptor(recipients: [AgeHybridRecipient(publicKey: pq.privateKey.publicKey), Self.recipient])
+            try AgeFile.Encryptor(recipients: [HybridRecipient(publicKey: pq.privateKey.publicKey), Self.recipient])
         }
         let file = try Self.encrypt(Array("secret".utf8), to: [passphrase])
         #expect(try Self.decrypt(file, identities: [try AgeScrypt(passphrase: Array("pw".utf8))]).released == Array("secret".utf8))
@@ -145,7 +145,7 @@ import Testing
         #expect(extended.error.map(AgeVectors.failureClass) == "payload failure")
         let noNonce = try Self.decrypt(Array(file.prefix(macAt + 44 + 8)))
         #expect(noNonce.error.map(AgeVectors.failureClass) == "header failure")
-        let pq = try Self.decrypt(file, identities: [AgeHybridIdentity(HybridIdentity.generate())])
+        let pq = try Self.decrypt(file, identities: [HybridIdentity.generate()])
         #expect(pq.error.map(AgeVectors.failureClass) == "no match")
         #expect(pq.released.isEmpty)
     }

@@ -11,13 +11,13 @@ enum AgeVectors {
     typealias Vector = AgeTestVectors.Vector
     static var all: (vectors: [Vector], skipped: [(name: String, reason: String)], files: Int) { AgeTestVectors.all }
 
-    static func identities(of vector: Vector) throws -> [AgeIdentity] {
-        var identities: [AgeIdentity] = []
+    static func identities(of vector: Vector) throws -> [Identity] {
+        var identities: [Identity] = []
         for text in vector.identities {
             if text.hasPrefix("AGE-SECRET-KEY-PQ-1") {
-                identities.append(AgeHybridIdentity(try HybridIdentity(encoded: text)))
+                identities.append(try HybridIdentity(encoded: text))
             } else {
-                identities.append(AgeX25519Identity(privateKey: try AgeKeyEncoding.parseIdentity(text)))
+                identities.append(X25519Identity(privateKey: try AgeKeyEncoding.parseIdentity(text)))
             }
         }
         for passphrase in vector.passphrases {

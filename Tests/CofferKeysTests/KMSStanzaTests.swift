@@ -15,11 +15,10 @@ struct KMSStanzaTests {
 
     @Test("URIs, key ids and descriptions; a rotated Vault key keeps its key id")
     func naming() {
-        KeyTypes.registerAll()
         #expect(KMSStanza.uri(of: Self.aws) == "aws-kms:///\(Self.arn)?REGION=eu-west-1")
         #expect(KMSStanza.uri(of: Self.vault) == "vault:///kek?ADDR=https://vault.example:8200&MOUNT=transit")
-        #expect(StanzaDescriptions.describe(Self.aws) == "AWS KMS key \(Self.arn) (eu-west-1)")
-        #expect(StanzaDescriptions.describe(Self.vault) == "Vault Transit key transit/kek v3 at https://vault.example:8200")
+        #expect(KeyTypes.describe(Self.aws) == "AWS KMS key \(Self.arn) (eu-west-1)")
+        #expect(KeyTypes.describe(Self.vault) == "Vault Transit key transit/kek v3 at https://vault.example:8200")
         let id = KeyTypes.keyID(of: Self.vault)
         #expect(id?.count == 16)
         var rotated = Self.vault
@@ -41,7 +40,7 @@ struct KMSStanzaTests {
         Stanza(type: "vault-transit", arguments: ["https://v", "transit", "kek", wrapID], body: [1]),
     ])
     func malformed(stanza: Stanza) {
-        #expect(throws: CofferError.self) { try KMSIdentity(uris: [], environment: [:]).unwrap(stanza) }
+        #expect(throws: CofferError.self) { try KMSIdentity(uris: [], environment: [:]).unwrap(stanzas: [stanza]) }
     }
 
     @Test("an identity given URIs of other keys leaves the stanza alone, without a call")
@@ -49,17 +48,17 @@ struct KMSStanzaTests {
         let identity = KMSIdentity(uris: [try KMSKeyURI.parse("aws:///alias/x?REGION=us-east-1"),
                                           try KMSKeyURI.parse("vault:///other?ADDR=http://127.0.0.1:1")],
                                    environment: [:])
-        #expect(try identity.unwrap(Self.aws) == nil)
-        #expect(try identity.unwrap(Self.vault) == nil)
+        #expect(try identity.unwrap(stanzas: [Self.aws]) == nil)
+        #expect(try identity.unwrap(stanzas: [Self.vault]) == nil)
         #expect(identity.attempts.isEmpty)
-        #expect(try identity.unwrap(Stanza(type: "X25519", arguments: ["x"], body: [])) == nil)
+        #expect(try identity.unwrap(stanzas: [Stanza(type: "X25519", arguments: ["x"], body: [])]) == nil)
     }
 
     @Test("without credentials the attempt is recorded, once per stanza")
     func noCredentials() throws {
         let identity = KMSIdentity(uris: [], environment: ["HOME": "/nonexistent"])
-        #expect(try identity.unwrap(Self.aws) == nil)
-        #expect(try identity.unwrap(Self.aws) == nil)
+        #expect(try identity.unwrap(stanzas: [Self.aws]) == nil)
+        #expect(try identity.unwrap(stanzas: [Self.aws]) == nil)
         #expect(identity.attempts.count == 1)
         #expect(identity.attempts[0].contains("no AWS credentials"))
         #expect(identity.label.contains("no AWS credentials"))
