@@ -1,5 +1,5 @@
 import CofferFormat
-import CofferKeys
+@testable import CofferKeys
 @testable import CofferInterop
 import Crypto
 import Foundation
