@@ -12,6 +12,8 @@ public enum KeyError: CategorizedError, Equatable {
     case noKeyGiven(MissingKey)
     /// A policy refused a key or an operation on keys.
     case refused(String)
+    /// A key type that exists in age files only (SSH keys), given for a Coffer file.
+    case ageFilesOnly(String)
     /// A private key where a public key (a recipient) was expected; `source` names where.
     case privateKeyAsRecipient(source: String)
     /// A secret file that group or others may read (`mode`: its permission bits).
@@ -42,6 +44,8 @@ public enum KeyError: CategorizedError, Equatable {
         switch self {
         case .invalid(let reason), .refused(let reason):
             return reason
+        case .ageFilesOnly(let what):
+            return "\(what) encrypt age files only; Coffer files take an age1… key"
         case .privateKeyAsRecipient(let source):
             return "\(source) is a private key; encrypting needs its public key (the .pub file)"
         case .noKeyGiven(let missing):

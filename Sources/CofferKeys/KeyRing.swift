@@ -281,7 +281,8 @@ public struct KeyRing {
     public func recipientsGiven(workFactor: Int, publicKeys: [Recipient]) throws -> [Recipient] {
         var recipients: [Recipient] = try symmetricKeys()
         recipients += publicKeys
-        for identity in try identitiesFromFiles() {
+        // OpenSSH keys among the identities make age files only: a Coffer file is not encrypted to them.
+        for identity in try identitiesFromFiles() where !(identity is SSHIdentity) {
             if let pair = identity as? any KeyPair { recipients.append(try pair.publicRecipient()) }
         }
         if wantsPassphrase {

@@ -120,7 +120,7 @@ public struct SSHRecipient: Recipient, StanzaKind {
     /// and ssh-rsa stanzas need RSA-OAEP with a label, which swift-crypto cannot set.
     public func wrap(fileKey: [UInt8]) throws -> [Stanza] {
         guard fileKey.count == WrapAEAD.ageFileKeySize else {
-            throw KeyError.invalid("SSH keys encrypt age files only; Coffer files take an age1… key")
+            throw KeyError.ageFilesOnly("SSH keys")
         }
         guard let edwards = ed25519PublicKey else {
             throw KeyError.invalid("ssh-rsa recipients are not supported: age wraps with RSA-OAEP under the label 'age-encryption.org/v1/ssh-rsa', which swift-crypto's RSA-OAEP cannot set; use an ssh-ed25519 or age1… key")

@@ -130,6 +130,7 @@ enum KeyHints {
         case .noKeyGiven(.xbcryptKey): return " (--key-file FILE, --key-fd N)"
         case .noKeyGiven(.recoveryKey): return ": give --recovery-recipient or COFFER_RECOVERY_RECIPIENT (--require-recovery turns the policy on)"
         case .insecureKeyFile: return ", or pass --allow-insecure-key-file"
+        case .ageFilesOnly: return " (add --format age)"
         case .privateKeyAsRecipient: return "; 'coffer keygen --show-public FILE' prints the public key of a private key file"
         default: return ""
         }

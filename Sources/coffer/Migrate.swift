@@ -122,10 +122,10 @@ struct Migrate: ParsableCommand {
     /// The old files' format and key.
     func oldFormat() throws -> MigrationSource {
         if from == "age" {
-            var old = KeyOptions()
-            old.identity = fromIdentity
-            old.allowInsecureKeyFile = keys.allowInsecureKeyFile
-            var identities = KeyRing.ageIdentities(among: try old.identityFiles())
+            var old = KeyRing.forCommandLine()
+            old.identityFiles = fromIdentity
+            old.allowInsecureKeyFiles = keys.allowInsecureKeyFile
+            var identities = KeyRing.ageIdentities(among: try old.identitiesFromFiles())
             if let path = fromPassphraseFile {
                 identities.append(try AgeScrypt(passphrase: try KeySources.passphrase(file: path, allowInsecure: keys.allowInsecureKeyFile)))
             }
@@ -134,9 +134,9 @@ struct Migrate: ParsableCommand {
             }
             return .age(identities: identities)
         }
-        var oldKey = KeyOptions()
+        var oldKey = KeyRing.forCommandLine()
         oldKey.keyFiles = fromKeyFile.map { [$0] } ?? []
-        oldKey.allowInsecureKeyFile = keys.allowInsecureKeyFile
+        oldKey.allowInsecureKeyFiles = keys.allowInsecureKeyFile
         let (raw, keySource) = try oldKey.xbcryptKey()
         return .xbcrypt(key: try Xbcrypt.key(raw, source: keySource))
     }

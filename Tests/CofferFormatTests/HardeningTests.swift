@@ -51,7 +51,7 @@ import Testing
         let passphrase = try Passphrase(Array("pw".utf8), workFactor: Passphrase.minWorkFactor)
         for factor in [Passphrase.maxWorkFactor + 1, 40, 99] {
             stanza.arguments[1] = String(factor)
-            #expect(throws: CofferError.self) { _ = try passphrase.unwrap(stanzas: [stanza]) }
+            #expect(throws: KeyError.self) { _ = try passphrase.unwrap(stanzas: [stanza]) }
         }
         #expect(passphrase.derivations == 0)
         #expect(Passphrase.maxWorkFactor == 22)
