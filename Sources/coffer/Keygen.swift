@@ -13,27 +13,21 @@ struct Keygen: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate a key.",
         discussion: """
-        --symmetric writes a random 256-bit key in Coffer's text form (# comment lines, then
-        COFFER-SYMMETRIC-KEY-V1:<64 hex digits>) to -o FILE or standard output.
+        --symmetric writes a random 256-bit key in Coffer's text form (# comment lines, then COFFER-SYMMETRIC-KEY-V1:<64 hex digits>) to -o FILE or standard output.
 
-        --type writes a key pair: NAME.pub (the public key: share it, encrypt with -r NAME.pub) and
-        NAME.key (the private key, mode 0600: decrypt with -i NAME.key).
+        --type writes a key pair: NAME.pub (the public key: share it, encrypt with -r NAME.pub) and NAME.key (the private key, mode 0600: decrypt with -i NAME.key).
           x25519    age's X25519 keys (age1… / AGE-SECRET-KEY-1…): interchangeable with age-keygen's
           pq        ML-KEM-768 + X25519 hybrid, post-quantum (age1pq1… / AGE-SECRET-KEY-PQ-1…)
           rsa-3072  RSA-OAEP, PEM (SubjectPublicKeyInfo / PKCS#8), like 'openssl genpkey'
           rsa-4096
-          ed25519   a signing key pair, PEM (like 'openssl genpkey -algorithm ed25519'): sign with
-                    'encrypt --sign NAME.key', check with 'decrypt|verify --signed-by NAME.pub'
+          ed25519   a signing key pair, PEM (like 'openssl genpkey -algorithm ed25519'): sign with 'encrypt --sign NAME.key', check with 'decrypt|verify --signed-by NAME.pub'
           ml-dsa-65 a post-quantum signing key pair (FIPS 204), PEM (RFC 9881); signatures 3,309 bytes
-        --protect encrypts NAME.key with a passphrase (scrypt), asked on the terminal or taken from
-        --identity-passphrase-file / COFFER_IDENTITY_PASSPHRASE; every command that reads the key asks
-        for it the same way.
 
-        No file is ever overwritten unless --force. The key id, which encrypted files name in their
-        header, is printed on standard error.
+        --protect encrypts NAME.key with a passphrase (scrypt), asked on the terminal or taken from --identity-passphrase-file / COFFER_IDENTITY_PASSPHRASE; every command that reads the key asks for it the same way.
 
-        --show-public FILE prints the public key of a private key file (age, post-quantum, PEM RSA,
-        OpenSSH, or a signing key), the form '-r' and '--signed-by' take, and its key id on standard error.
+        No file is ever overwritten unless --force. The key id, which encrypted files name in their header, is printed on standard error.
+
+        --show-public FILE prints the public key of a private key file (age, post-quantum, PEM RSA, OpenSSH, or a signing key), the form '-r' and '--signed-by' take, and its key id on standard error.
 
         Examples:
           coffer keygen --type x25519 -o backup-host        # backup-host.pub, backup-host.key

@@ -8,24 +8,11 @@ struct Rewrap: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Change which keys open encrypted files, without re-encrypting them.",
         discussion: """
-        Opens each FILE with the keys given (--key-file, -i, --passphrase, ...), then adds and removes
-        stanzas. Only the header changes: the new one is written into the file's free header slot and
-        flushed before the old slot is cleared, so an interruption leaves a file that still opens (run
-        the same command again to finish). The payload is not touched. A version-1 file has no free
-        slot: it is converted once to version 2 (a new file whose payload bytes are copied, not
-        re-encrypted, renamed over the old one).
+        Opens each FILE with the keys given (--key-file, -i, --passphrase, ...), then adds and removes stanzas. Only the header changes: the new one is written into the file's free header slot and flushed before the old slot is cleared, so an interruption leaves a file that still opens (run the same command again to finish). The payload is not touched. A version-1 file has no free slot: it is converted once to version 2 (a new file whose payload bytes are copied, not re-encrypted, renamed over the old one).
 
-        Removing a key stops it from opening the file from then on. It cannot take back a file key that
-        the removed key's holder may already have read: when a file key itself may have leaked, use
-        'coffer reencrypt' instead. Key ids are shown by 'coffer inspect'; '--remove scrypt' removes
-        passphrase stanzas.
+        Removing a key stops it from opening the file from then on. It cannot take back a file key that the removed key's holder may already have read: when a file key itself may have leaked, use 'coffer reencrypt' instead. Key ids are shown by 'coffer inspect'; '--remove scrypt' removes passphrase stanzas.
 
-        A signature does not cover the stanzas, so it stays valid through a rewrap. --sign KEY signs
-        anew (rotating the producer's signing key): the payload is read once, every chunk authenticated
-        and hashed; a signed file's existing signature must verify over exactly that payload, with the
-        --sign key's own public key or one given with --signed-by (else nothing is changed); then the
-        new signature is written to the trailer's free slot and flushed, and the old one cleared. An
-        unsigned file is converted once (payload bytes copied, signature trailer appended).
+        A signature does not cover the stanzas, so it stays valid through a rewrap. --sign KEY signs anew (rotating the producer's signing key): the payload is read once, every chunk authenticated and hashed; a signed file's existing signature must verify over exactly that payload, with the --sign key's own public key or one given with --signed-by (else nothing is changed); then the new signature is written to the trailer's free slot and flushed, and the old one cleared. An unsigned file is converted once (payload bytes copied, signature trailer appended).
 
         Examples:
           coffer rewrap -i old.key --add-recipient new.pub --remove 3f2a9c01d4e5b6a7 backup.sql.cof

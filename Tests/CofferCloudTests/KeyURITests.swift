@@ -1,4 +1,5 @@
 @testable import CofferCloud
+import CofferFormat
 import Foundation
 import Testing
 
@@ -249,6 +250,9 @@ struct KeyServiceErrorParsingTests {
                                        operation: "Decrypt", region: "us-east-1", key: "x")
         #expect(error.kind == .keyNotFound)
         #expect(error.message.contains("Key 'x' does not exist"))
+        // The cause is kept: the HTTP status and AWS's error code, and the error is a key error (exit 2).
+        #expect(error.httpStatus == 400 && error.serviceCode == "NotFoundException")
+        #expect(error.category == .key)
     }
 
     @Test("XML signature errors")
@@ -256,6 +260,7 @@ struct KeyServiceErrorParsingTests {
         let body = "<ErrorResponse><Errors><Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match</Message></Error></Errors></ErrorResponse>"
         let error = AWSKMSClient.error(from: response(403, [], body), operation: "Encrypt", region: "us-east-1", key: "k")
         #expect(error.kind == .badCredentials)
+        #expect(error.httpStatus == 403 && error.serviceCode == "SignatureDoesNotMatch")
         #expect(error.message.contains("SignatureDoesNotMatch"))
     }
 
@@ -284,7 +289,7 @@ struct KeyServiceErrorParsingTests {
         let denied = VaultTransitClient.error(from: response(403, [], #"{"errors":["permission denied"]}"#), key: "k", url: "u")
         let missing = VaultTransitClient.error(from: response(400, [], #"{"errors":["encryption key not found"]}"#), key: "k", url: "u")
         #expect(retired.kind == .keyDisabled)
-        #expect(denied.kind == .accessDenied)
+        #expect(denied.kind == .accessDenied && denied.httpStatus == 403 && denied.serviceCode == "permission denied")
         #expect(missing.kind == .keyNotFound)
     }
 
