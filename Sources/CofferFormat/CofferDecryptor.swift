@@ -73,10 +73,10 @@ public struct OpenedFile: Sendable {
     public func decryptRange(from source: ByteSource, offset: UInt64, length: UInt64, to sink: ByteSink,
                              engine: StreamEngine, signedBy verifiers: [SignatureVerifier] = []) throws -> UInt64 {
         guard let size = source.regularFileSize else {
-            throw CofferError.invalidParameter("--offset/--length need a regular file, not a pipe")
+            throw CofferError.invalidParameter("a byte range can be decrypted only from a regular file, not from a pipe")
         }
         guard let (_, start) = source.positionedReadStart else {
-            throw CofferError.invalidParameter("--offset/--length need a regular file, not a pipe")
+            throw CofferError.invalidParameter("a byte range can be decrypted only from a regular file, not from a pipe")
         }
         if !verifiers.isEmpty {
             _ = try reading.verifySignature(in: source, verifiers: verifiers, engine: engine, parameters: header.parameters)

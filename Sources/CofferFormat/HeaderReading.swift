@@ -34,26 +34,20 @@ public struct HeaderReading: Sendable {
             if first.starts(with: Array("coffer/".utf8)) {
                 throw CofferError.malformedHeader("the version line does not end")
             }
-            throw CofferError.notCofferFile(hint: FormatSniffer.hint(firstBytes: first))
+            throw CofferError.notCofferFile(hint: FormatDetector.hint(firstBytes: first))
         }
         let firstLine = Substring(String(decoding: first.dropLast(), as: UTF8.self))
         if let size = try Header.slotSize(leadLine: firstLine) {
             return try readSlots(from: source, leadLength: first.count, size: size)
         }
         try Header.checkVersionLine(firstLine)
-        var bytes = first
-        while true {
-            let remaining = Limits.maxHeaderSize - bytes.count
-            guard remaining > 0, let line = try source.readLine(limit: remaining) else {
-                throw bytes.count >= Limits.maxHeaderSize
-                    ? CofferError.malformedHeader("no MAC line within \(Limits.maxHeaderSize) bytes")
-                    : CofferError.truncated("the header ends before its MAC line")
-            }
-            bytes += line
-            if line.starts(with: Array("---".utf8)) {
-                guard line.last == 0x0A else { throw CofferError.truncated("the header's MAC line is cut short") }
-                break
-            }
+        let bytes: [UInt8]
+        switch try HeaderGrammar.readLines(from: source, first: first, limit: Limits.maxHeaderSize) {
+        case .complete(let lines): bytes = lines
+        case .tooLong: throw CofferError.malformedHeader("no MAC line within \(Limits.maxHeaderSize) bytes")
+        case .unterminatedLine(isMACLine: true): throw CofferError.truncated("the header's MAC line is cut short")
+        case .endsBeforeMACLine, .unterminatedLine(isMACLine: false):
+            throw CofferError.truncated("the header ends before its MAC line")
         }
         let header = try Header.parse(bytes)
         let nonce = try readNonce(from: source)
