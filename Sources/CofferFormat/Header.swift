@@ -128,7 +128,7 @@ public struct Header: Sendable {
         if case .slots(_, let generation) = layout { out += Array("generation \(generation)\n".utf8) }
         out += Array(parameters.headerLines().utf8)
         for stanza in stanzas { out += stanza.encoded() }
-        out += Array(HeaderGrammar.macLineStart.utf8)
+        out += Array(HeaderSyntax.macLineStart.utf8)
         return out
     }
 
@@ -241,7 +241,7 @@ public struct Header: Sendable {
 
         guard index < lines.count - 1 else { throw CofferError.malformedHeader("no stanza: the file cannot be opened by any key") }
         var scryptStanzas = 0
-        let stanzas = try HeaderGrammar.parseStanzas(lines, from: index, to: lines.count - 1) { stanza, count in
+        let stanzas = try HeaderSyntax.parseStanzas(lines, from: index, to: lines.count - 1) { stanza, count in
             guard count <= Limits.maxStanzas else {
                 throw CofferError.malformedHeader("more than \(Limits.maxStanzas) stanzas")
             }
@@ -254,7 +254,7 @@ public struct Header: Sendable {
                 }
             }
         }
-        guard let mac = HeaderGrammar.mac(ofLine: lines[lines.count - 1]) else {
+        guard let mac = HeaderSyntax.mac(ofLine: lines[lines.count - 1]) else {
             throw CofferError.malformedHeader("the last line must be '--- ' and the 32-byte MAC in unpadded base64")
         }
         return Header(parameters: parameters, stanzas: stanzas, mac: mac, layout: layout)

@@ -42,7 +42,7 @@ public struct HeaderReading: Sendable {
         }
         try Header.checkVersionLine(firstLine)
         let bytes: [UInt8]
-        switch try HeaderGrammar.readLines(from: source, first: first, limit: Limits.maxHeaderSize) {
+        switch try HeaderSyntax.readLines(from: source, first: first, limit: Limits.maxHeaderSize) {
         case .complete(let lines): bytes = lines
         case .tooLong: throw CofferError.malformedHeader("no MAC line within \(Limits.maxHeaderSize) bytes")
         case .unterminatedLine(isMACLine: true): throw CofferError.truncated("the header's MAC line is cut short")

@@ -20,7 +20,7 @@ extension ByteSource: AgeInput {
 ///
 /// ```
 /// age-encryption.org/v1
-/// -> TYPE ARG…            ; one or more stanzas, age's grammar (shared with Coffer: ``HeaderGrammar``)
+/// -> TYPE ARG…            ; one or more stanzas, age's grammar (shared with Coffer: ``HeaderSyntax``)
 /// BODY (raw base64, 64 columns, last line shorter)
 /// --- MAC                 ; HMAC-SHA-256 over everything up to and including "---"
 /// ```
@@ -41,7 +41,7 @@ public struct AgeHeader: Sendable {
 
     /// Reads a header, leaving `input` at the first byte after the MAC line.
     public static func read(from input: AgeInput) throws -> AgeHeader {
-        let read = try HeaderGrammar.readLines(from: input, limit: maxSize) { line, index in
+        let read = try HeaderSyntax.readLines(from: input, limit: maxSize) { line, index in
             try Header.checkCharacters(line)
             guard index == 0 else { return }
             let text = Substring(String(decoding: line.dropLast(), as: UTF8.self))
@@ -62,13 +62,13 @@ public struct AgeHeader: Sendable {
         }
         let lines = String(decoding: bytes.dropLast(), as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
         let macIndex = lines.count - 1
-        let stanzas = try HeaderGrammar.parseStanzas(lines, from: 1, to: macIndex)
+        let stanzas = try HeaderSyntax.parseStanzas(lines, from: 1, to: macIndex)
         guard !stanzas.isEmpty else { throw CofferError.malformedHeader("no stanza: nobody can open this file") }
-        guard let mac = HeaderGrammar.mac(ofLine: lines[macIndex]) else {
+        guard let mac = HeaderSyntax.mac(ofLine: lines[macIndex]) else {
             throw CofferError.malformedHeader("the MAC line must be '--- ' and 43 characters of canonical base64 (32 bytes)")
         }
         return AgeHeader(stanzas: stanzas, mac: mac,
-                         macInput: HeaderGrammar.bytesCoveredByMAC(bytes, macLine: lines[macIndex]))
+                         macInput: HeaderSyntax.bytesCoveredByMAC(bytes, macLine: lines[macIndex]))
     }
 
     /// The header's length in bytes, through the MAC line's line feed.
@@ -98,7 +98,7 @@ public struct AgeHeader: Sendable {
     public static func encode(stanzas: [Stanza], fileKey: [UInt8]) -> [UInt8] {
         var out = Array((versionLine + "\n").utf8)
         for stanza in stanzas { out += stanza.encoded() }
-        out += Array(HeaderGrammar.macLineStart.utf8)
+        out += Array(HeaderSyntax.macLineStart.utf8)
         let mac = HMAC<SHA256>.authenticationCode(for: out, using: macKey(fileKey: fileKey))
         out += Array(" \(RawBase64.encode(Array(mac)))\n".utf8)
         return out

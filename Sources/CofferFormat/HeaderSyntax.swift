@@ -13,7 +13,7 @@ extension ByteSource: LineInput {}
 /// MAC in canonical unpadded base64. Each format keeps its own rules around it (limits, the lines
 /// before the stanzas, what it refuses) and its own error messages: the functions here report
 /// what they found, and the callers turn that into their errors.
-public enum HeaderGrammar {
+public enum HeaderSyntax {
     /// What opens the MAC line (a base64 body line cannot start with '-').
     public static let macLineStart = "---"
     public static let macSize = 32

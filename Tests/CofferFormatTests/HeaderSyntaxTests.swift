@@ -3,46 +3,46 @@ import Crypto
 import Foundation
 import Testing
 
-@Suite struct HeaderGrammarTests {
+@Suite struct HeaderSyntaxTests {
     static let mac = [UInt8](repeating: 0xA5, count: 32)
 
     @Test("a MAC line is '--- ' and 43 characters of canonical base64 of 32 bytes, nothing else")
     func macLine() {
         let encoded = RawBase64.encode(Self.mac)
-        #expect(HeaderGrammar.mac(ofLine: Substring("--- \(encoded)")) == Self.mac)
-        #expect(HeaderGrammar.mac(ofLine: Substring("---  \(encoded)")) == nil)            // two spaces
-        #expect(HeaderGrammar.mac(ofLine: Substring("---\(encoded)")) == nil)              // no space
-        #expect(HeaderGrammar.mac(ofLine: Substring("--- \(encoded)=")) == nil)            // padded
-        #expect(HeaderGrammar.mac(ofLine: Substring("--- \(encoded.dropLast())")) == nil)  // 31 bytes and a bit
-        #expect(HeaderGrammar.mac(ofLine: Substring("--- \(RawBase64.encode(Self.mac + [1]))")) == nil)  // 33 bytes
+        #expect(HeaderSyntax.mac(ofLine: Substring("--- \(encoded)")) == Self.mac)
+        #expect(HeaderSyntax.mac(ofLine: Substring("---  \(encoded)")) == nil)            // two spaces
+        #expect(HeaderSyntax.mac(ofLine: Substring("---\(encoded)")) == nil)              // no space
+        #expect(HeaderSyntax.mac(ofLine: Substring("--- \(encoded)=")) == nil)            // padded
+        #expect(HeaderSyntax.mac(ofLine: Substring("--- \(encoded.dropLast())")) == nil)  // 31 bytes and a bit
+        #expect(HeaderSyntax.mac(ofLine: Substring("--- \(RawBase64.encode(Self.mac + [1]))")) == nil)  // 33 bytes
         // The last character carries 2 spare bits, which must be zero (canonical base64).
         let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
         var text = Array(encoded.utf8)
         text[text.count - 1] = alphabet[alphabet.firstIndex(of: text[text.count - 1])! ^ 1]
-        #expect(HeaderGrammar.mac(ofLine: Substring("--- " + String(decoding: text, as: UTF8.self))) == nil)
+        #expect(HeaderSyntax.mac(ofLine: Substring("--- " + String(decoding: text, as: UTF8.self))) == nil)
     }
 
     @Test("reading lines up to the MAC line: complete, too long, cut short, ended early")
     func readLines() throws {
         let macLine = "--- \(RawBase64.encode(Self.mac))\n"
         let header = Array("first\n-> X a\nAAAA\n\(macLine)".utf8)
-        let complete = try HeaderGrammar.readLines(from: pipeSource(header + Array("payload".utf8)), limit: 1000)
+        let complete = try HeaderSyntax.readLines(from: pipeSource(header + Array("payload".utf8)), limit: 1000)
         #expect(complete == .complete(header))
         // The first line never counts as the MAC line, whatever it starts with.
         let dashes = Array("---\n-> X\n\n\(macLine)".utf8)
-        #expect(try HeaderGrammar.readLines(from: pipeSource(dashes), limit: 1000) == .complete(dashes))
-        #expect(try HeaderGrammar.readLines(from: pipeSource(header), limit: header.count - 1) == .tooLong)
-        #expect(try HeaderGrammar.readLines(from: pipeSource(Array(header.dropLast())), limit: 1000)
+        #expect(try HeaderSyntax.readLines(from: pipeSource(dashes), limit: 1000) == .complete(dashes))
+        #expect(try HeaderSyntax.readLines(from: pipeSource(header), limit: header.count - 1) == .tooLong)
+        #expect(try HeaderSyntax.readLines(from: pipeSource(Array(header.dropLast())), limit: 1000)
                 == .unterminatedLine(isMACLine: true))
-        #expect(try HeaderGrammar.readLines(from: pipeSource(Array("first\n-> X".utf8)), limit: 1000)
+        #expect(try HeaderSyntax.readLines(from: pipeSource(Array("first\n-> X".utf8)), limit: 1000)
                 == .unterminatedLine(isMACLine: false))
-        #expect(try HeaderGrammar.readLines(from: pipeSource(Array("first\n-> X\n".utf8)), limit: 1000)
+        #expect(try HeaderSyntax.readLines(from: pipeSource(Array("first\n-> X\n".utf8)), limit: 1000)
                 == .endsBeforeMACLine(empty: false))
-        #expect(try HeaderGrammar.readLines(from: pipeSource([]), limit: 1000) == .endsBeforeMACLine(empty: true))
+        #expect(try HeaderSyntax.readLines(from: pipeSource([]), limit: 1000) == .endsBeforeMACLine(empty: true))
         // A line check stops the reading at once.
         struct Refused: Error {}
         #expect(throws: Refused.self) {
-            _ = try HeaderGrammar.readLines(from: pipeSource(header), limit: 1000) { _, index in
+            _ = try HeaderSyntax.readLines(from: pipeSource(header), limit: 1000) { _, index in
                 if index == 1 { throw Refused() }
             }
         }
@@ -52,17 +52,17 @@ import Testing
     func stanzas() throws {
         let lines: [Substring] = ["v", "-> A x", "AAAA", "-> B", "", "--- mac"]
         var seen: [String] = []
-        let stanzas = try HeaderGrammar.parseStanzas(lines, from: 1, to: 5) { stanza, count in
+        let stanzas = try HeaderSyntax.parseStanzas(lines, from: 1, to: 5) { stanza, count in
             seen.append("\(count):\(stanza.type)")
         }
         #expect(stanzas.map(\.type) == ["A", "B"])
         #expect(seen == ["1:A", "2:B"])
         #expect(throws: CofferError.self) {
-            _ = try HeaderGrammar.parseStanzas(["v", "-> A", "", "stray", "--- mac"], from: 1, to: 4)
+            _ = try HeaderSyntax.parseStanzas(["v", "-> A", "", "stray", "--- mac"], from: 1, to: 4)
         }
         // A body that runs into the MAC line has no final short line.
         #expect(throws: CofferError.self) {
-            _ = try HeaderGrammar.parseStanzas(["v", "-> A", String(repeating: "A", count: 64)[...], "--- mac"], from: 1, to: 3)
+            _ = try HeaderSyntax.parseStanzas(["v", "-> A", String(repeating: "A", count: 64)[...], "--- mac"], from: 1, to: 3)
         }
     }
 
@@ -73,8 +73,8 @@ import Testing
         let header = try Header.sealed(parameters: HeaderParameters(), stanzas: [stanza], fileKey: fileKey)
         let bytes = header.encoded()
         let lines = String(decoding: bytes.dropLast(), as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
-        #expect(HeaderGrammar.mac(ofLine: lines.last!) == header.mac)
-        #expect(HeaderGrammar.bytesCoveredByMAC(bytes, macLine: lines.last!) == header.bytesCoveredByMAC())
+        #expect(HeaderSyntax.mac(ofLine: lines.last!) == header.mac)
+        #expect(HeaderSyntax.bytesCoveredByMAC(bytes, macLine: lines.last!) == header.bytesCoveredByMAC())
     }
 }
 
