@@ -126,11 +126,18 @@ public struct DirectoryRun: Sendable {
                                           mode: OutputMode.forNewFile(from: Self.mode(of: source)), overwrite: overwrite)
         } catch let error as FileError {
             // Resuming: NAME.cof may be an earlier run's complete output whose original was not
-            // removed yet. NAME goes only when NAME.cof opens and holds exactly NAME's content.
-            guard case .alreadyExists = error, let resumeKeys,
-                  let found = try VerifiedReplacement.existingMatches(
-                      source.path, in: directory, name: targetName, original: { try PlaintextDigest.of(source) },
-                      fileKeys: resumeKeys, objectName: fileParameters.objectName, threads: threads) else { throw error }
+            // removed yet. NAME goes only when NAME.cof opens and holds exactly NAME's content; a
+            // NAME.cof that is not a Coffer file, or does not authenticate, is refused as it stands.
+            guard case .alreadyExists = error, let resumeKeys else { throw error }
+            let found: PlaintextDigest?
+            do {
+                found = try VerifiedReplacement.existingMatches(
+                    source.path, in: directory, name: targetName, original: { try PlaintextDigest.of(source) },
+                    fileKeys: resumeKeys, objectName: fileParameters.objectName, threads: threads)
+            } catch is CofferError {
+                found = nil
+            }
+            guard let found else { throw error }
             try directory.removeOriginal(entry.name, expected: source.identity)
             return found.bytes
         }
