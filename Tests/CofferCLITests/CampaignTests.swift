@@ -633,7 +633,8 @@ import Glibc
         for raw in log.split(separator: "\n") {
             guard let space = raw.firstIndex(of: " ") else { continue }
             let pid = raw[..<space]
-            var line = String(raw[raw.index(after: space)...])
+            // strace pads the pid column ("877   fsync(…"): the call starts after the spaces.
+            var line = String(raw[raw.index(after: space)...].drop { $0 == " " })
             if let cut = line.range(of: " <unfinished ...>") {
                 pending[pid] = String(line[..<cut.lowerBound])
                 continue
