@@ -86,7 +86,7 @@ public final class AtomicOutputFile {
         self.directory = directory
         self.overwrite = overwrite
         if !overwrite, directory.status(name) != nil {
-            throw CofferError.writeFailed(path: path, reason: "it already exists (pass --force to replace it)")
+            throw FileError.alreadyExists(path: path)
         }
         let alphabet = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789".utf8)
         var fd: Int32 = -1
@@ -143,7 +143,7 @@ public final class AtomicOutputFile {
         close(sink.fd)
         if !overwrite, directory.status(finalName) != nil {
             unlinkat(directory.fd, temporaryName, 0)
-            throw CofferError.writeFailed(path: finalPath, reason: "it already exists (pass --force to replace it)")
+            throw FileError.alreadyExists(path: finalPath)
         }
         guard renameat(directory.fd, temporaryName, directory.fd, finalName) == 0 else {
             let reason = String(cString: strerror(errno))
@@ -175,68 +175,9 @@ public final class AtomicOutputFile {
     }
 }
 
-/// The length and SHA-256 of a plaintext, to prove that a new file holds exactly what an old one
-/// decrypted to before the old one is removed.
-public struct PlaintextDigest: Equatable, Sendable {
-    public var bytes: UInt64
-    public var sha256: [UInt8]
-
-    public init(bytes: UInt64, sha256: [UInt8]) {
-        self.bytes = bytes
-        self.sha256 = sha256
-    }
-}
-
-/// Passes bytes on to another sink while hashing them.
-final class HashingSink: ByteSink {
-    private let next: ByteSink
-    private var hash = SHA256()
-    private var count: UInt64 = 0
-
-    init(_ next: ByteSink = DiscardingSink()) { self.next = next }
-
-    func write(_ bytes: UnsafeRawBufferPointer) throws {
-        hash.update(bufferPointer: bytes)
-        count += UInt64(bytes.count)
-        try next.write(bytes)
-    }
-
-    var digest: PlaintextDigest { PlaintextDigest(bytes: count, sha256: Array(hash.finalize())) }
-}
-
-extension OpenedFile {
-    /// Decrypts and authenticates all of `source`, returning the plaintext's length and digest.
-    func digest(from source: ByteSource, threads: Int) throws -> PlaintextDigest {
-        let sink = HashingSink()
-        _ = try decrypt(from: source, to: sink, engine: StreamEngine(threads: threads))
-        return sink.digest
-    }
-}
-
 extension AtomicOutputFile {
-    /// The check before anything is replaced or removed: the new file, still under its temporary
-    /// name and flushed, is read back from disk and every chunk authenticated under `fileKey`
-    /// (and `objectName`); its plaintext must be exactly `expected` (length, and SHA-256 when
-    /// known). Used by directory runs, migration and re-encryption alike.
-    public func verifyWritten(fileKey: FileKey, objectName: [UInt8]?, expectedBytes: UInt64,
-                              expectedDigest: PlaintextDigest? = nil, threads: Int) throws {
-        guard fsync(sink.fd) == 0 else {
-            let code = errno
-            if code == ENOSPC || code == EDQUOT { throw CofferError.diskFull(path: finalPath) }
-            throw CofferError.writeFailed(path: finalPath, reason: String(cString: strerror(code)))
-        }
-        if TestHooks.damageReadBack { damageForTest() }
-        let check = try openTemporaryForReading()
-        defer { check.close() }
-        let opened = try HeaderReading.read(from: check).open(fileKey: fileKey, expectedObjectName: objectName)
-        let found = try opened.digest(from: check, threads: threads)
-        guard found.bytes == expectedBytes, expectedDigest.map({ $0 == found }) ?? true else {
-            throw CofferError.writeFailed(path: finalPath, reason: "the new file read back does not hold the expected plaintext (\(found.bytes) of \(expectedBytes) bytes, or another digest); nothing was replaced or removed")
-        }
-    }
-
     /// Flips a byte in the middle of the written file (the read-back test hook).
-    private func damageForTest() {
+    func damageForTest() {
         var st = stat()
         guard fstat(sink.fd, &st) == 0, st.st_size > 0 else { return }
         let check = openat(directory.fd, temporaryName, O_RDWR | O_NOFOLLOW | O_CLOEXEC)

@@ -32,7 +32,7 @@ public struct Decompressor: Sendable {
             let candidate = "\(directory)/\(tool)"
             if access(candidate, X_OK) == 0 { return candidate }
         }
-        throw CofferError.refused("decompressing \(suffix) files needs the '\(tool)' command: install \(package), or decrypt without --decompress")
+        throw FileError.toolUnavailable(tool: tool, reason: "decompressing \(suffix) files needs it: install \(package)")
     }
 
     /// The environment a tool is started with: Coffer's own, less every variable that may hold a
@@ -74,7 +74,7 @@ public struct Decompressor: Sendable {
         var pid: pid_t = 0
         let rc = posix_spawn(&pid, executable, &actions, nil, argv, envp)
         guard rc == 0 else {
-            throw CofferError.refused("cannot start \(executable): \(String(cString: strerror(rc)))")
+            throw FileError.toolUnavailable(tool: executable, reason: String(cString: strerror(rc)))
         }
         let tool = self.tool
         return {

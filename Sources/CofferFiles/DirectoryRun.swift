@@ -6,45 +6,10 @@ import Foundation
 import Glibc
 #endif
 
-/// Counts bytes processed across threads, for progress lines.
-public final class ProgressCounter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var done: UInt64 = 0
-    private var expected: UInt64?
-
-    public init(total: UInt64?) { expected = total }
-
-    /// The bytes the work will cover, when known (a directory run sets it once it has listed the tree).
-    public var total: UInt64? {
-        get { lock.withLock { expected } }
-        set { lock.withLock { expected = newValue } }
-    }
-
-    public func add(_ bytes: UInt64) { lock.withLock { done += bytes } }
-    public var bytesDone: UInt64 { lock.withLock { done } }
-
-    /// An engine progress callback (cumulative per file) that feeds this counter.
-    public func engineCallback() -> @Sendable (UInt64) -> Void {
-        let last = LockedValue<UInt64>(0)
-        return { [self] cumulative in
-            let delta = last.exchange(cumulative)
-            add(cumulative - delta)
-        }
-    }
-}
-
-final class LockedValue<T>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: T
-    init(_ value: T) { self.value = value }
-    func exchange(_ new: T) -> T { lock.withLock { let old = value; value = new; return old } }
-    func withValue<R>(_ body: (inout T) throws -> R) rethrows -> R { try lock.withLock { try body(&value) } }
-}
-
 /// The outcome of a run over a directory tree.
 public struct RunReport: Sendable {
     public var completed: [String] = []
-    public var failures: [(path: String, error: CofferError)] = []
+    public var failures: [(path: String, error: any CategorizedError)] = []
     public var skipped: [(path: String, reason: String)] = []
     /// Files that were processed but deserve a caution (e.g. .xbcrypt chunks without any integrity check).
     public var warnings: [(path: String, message: String)] = []
@@ -80,7 +45,7 @@ public struct DirectoryRun: Sendable {
     static func listFiles(root: String, report: inout RunReport, pausing: Bool = true) throws -> DirectoryTree {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw CofferError.readFailed(path: root, reason: "not a directory")
+            throw FileError.notADirectory(path: root)
         }
         return try DirectoryTree.list(root, skipped: &report.skipped, pausing: pausing)
     }
@@ -97,7 +62,7 @@ public struct DirectoryRun: Sendable {
                     $0.plaintextBytes += bytes
                 }
             } catch {
-                let coffer = error as? CofferError ?? .readFailed(path: entry.relative, reason: "\(error)")
+                let coffer = error as? any CategorizedError ?? CofferError.readFailed(path: entry.relative, reason: "\(error)")
                 report.withValue { $0.failures.append((entry.relative, coffer)) }
             }
         }
@@ -120,7 +85,14 @@ public struct DirectoryRun: Sendable {
     // MARK: Encryption
 
     /// Encrypts every regular file under `root` to `NAME.cof` (files already ending in `.cof` are skipped).
-    public func encrypt(root: String, encryptor: CofferEncryptor, parameters: HeaderParameters) throws -> RunReport {
+    ///
+    /// With `removeOriginal`, a run interrupted after some `NAME.cof` got its name but before
+    /// `NAME` was removed can be run again: an existing `NAME.cof` that opens with `identities`
+    /// (the keys among the recipients that can also decrypt) and holds exactly `NAME`'s content
+    /// lets `NAME` be removed; one that holds anything else, or that no identity opens, is
+    /// refused and both files stay.
+    public func encrypt(root: String, encryptor: CofferEncryptor, parameters: HeaderParameters,
+                        identities: [Identity] = []) throws -> RunReport {
         var initial = RunReport()
         let tree = try Self.listFiles(root: root, report: &initial)
         var entries = tree.entries
@@ -132,36 +104,49 @@ public struct DirectoryRun: Sendable {
         progress?.total = entries.reduce(0) { $0 + $1.size }
         let report = LockedValue(initial)
         let options = self
+        let resumeKeys = removeOriginal && !overwrite && !identities.isEmpty ? UnwrappedKeyCache(identities: identities) : nil
         forEach(entries, bigFile: UInt64(parameters.chunkSize) * UInt64(4 * threads), report: report) { entry, threads in
-            try options.encryptFile(tree: tree, entry: entry, encryptor: encryptor, parameters: parameters, threads: threads)
+            try options.encryptFile(tree: tree, entry: entry, encryptor: encryptor, parameters: parameters, threads: threads,
+                                    resumeKeys: resumeKeys)
         }
         return report.withValue { $0 }
     }
 
     func encryptFile(tree: DirectoryTree, entry: Entry, encryptor: CofferEncryptor, parameters: HeaderParameters,
-                     threads: Int) throws -> UInt64 {
+                     threads: Int, resumeKeys: UnwrappedKeyCache? = nil) throws -> UInt64 {
         let directory = try tree.directory(of: entry)
         let source = try directory.openRegularFile(entry.name)
         defer { source.close() }
-        let output = try AtomicOutputFile(directory: directory, name: entry.name + Self.suffix,
-                                          mode: OutputMode.forNewFile(from: Self.mode(of: source)), overwrite: overwrite)
         var fileParameters = parameters
         fileParameters.objectName = Array(entry.relative.utf8)
-        let engine = StreamEngine(threads: threads, progress: progress?.engineCallback())
-        let bytes = try output.complete { sink in
-            let bytes = try encryptor.encrypt(from: source, to: sink, parameters: fileParameters, engine: engine)
-            guard bytes == source.regularFileSize else {
-                throw CofferError.readFailed(path: source.path, reason: "the file changed size while it was being encrypted")
+        let targetName = entry.name + Self.suffix
+        let output: AtomicOutputFile
+        do {
+            output = try AtomicOutputFile(directory: directory, name: targetName,
+                                          mode: OutputMode.forNewFile(from: Self.mode(of: source)), overwrite: overwrite)
+        } catch let error as FileError {
+            // Resuming: NAME.cof may be an earlier run's complete output whose original was not
+            // removed yet. NAME goes only when NAME.cof opens and holds exactly NAME's content; a
+            // NAME.cof that is not a Coffer file, or does not authenticate, is refused as it stands.
+            guard case .alreadyExists = error, let resumeKeys else { throw error }
+            let found: PlaintextDigest?
+            do {
+                found = try VerifiedReplacement.existingMatches(
+                    source.path, in: directory, name: targetName, original: { try PlaintextDigest.of(source) },
+                    fileKeys: resumeKeys, objectName: fileParameters.objectName, threads: threads)
+            } catch is CofferError {
+                found = nil
             }
-            if removeOriginal {
-                // Read the new file back from disk and authenticate all of it before the original goes.
-                try output.verifyWritten(fileKey: encryptor.fileKey, objectName: fileParameters.objectName,
-                                         expectedBytes: bytes, threads: threads)
-            }
-            return bytes
+            guard let found else { throw error }
+            try directory.removeOriginal(entry.name, expected: source.identity)
+            return found.bytes
         }
+        let engine = StreamEngine(threads: threads, progress: progress?.engineCallback())
+        // Read back from disk and authenticated before the original goes.
+        let written = try VerifiedReplacement.write(.file(source), into: output, encryptor: encryptor,
+                                                    parameters: fileParameters, engine: engine, verify: removeOriginal)
         if removeOriginal { try directory.removeOriginal(entry.name, expected: source.identity) }
-        return bytes
+        return written.bytes
     }
 
     /// The permission bits of an open file.
@@ -241,7 +226,7 @@ public struct DirectoryRun: Sendable {
                 let object = try reading.open(fileKey: fileKey).header.parameters.objectName
                 members.append((entry, Membership(run: run, root: try Self.runRoot(of: entry, objectName: object))))
             } catch {
-                initial.failures.append((entry.relative, error as? CofferError ?? .readFailed(path: entry.relative, reason: "\(error)")))
+                initial.failures.append((entry.relative, error as? any CategorizedError ?? CofferError.readFailed(path: entry.relative, reason: "\(error)")))
             }
         }
         var sizes: [Membership: Int] = [:]
@@ -256,7 +241,7 @@ public struct DirectoryRun: Sendable {
         for (entry, membership) in members {
             guard let chosen else {
                 let runs = leaders.map(describe).sorted().joined(separator: "; ")
-                initial.failures.append((entry.relative, .notInRun(
+                initial.failures.append((entry.relative, CofferError.notInRun(
                     "the directory holds files of \(sizes.count) runs, the largest of equal size (\(runs)): decrypt each run's own directory")))
                 continue
             }
@@ -264,10 +249,10 @@ public struct DirectoryRun: Sendable {
                 accepted.append(entry)
             } else if membership.run == chosen.run {
                 let place = String(entry.relative.dropLast(Self.suffix.count))
-                initial.failures.append((entry.relative, .objectMismatch(
+                initial.failures.append((entry.relative, CofferError.objectMismatch(
                     expected: String(place.dropFirst(chosen.root.count)), found: String(place.dropFirst(membership.root.count)))))
             } else {
-                initial.failures.append((entry.relative, .notInRun(
+                initial.failures.append((entry.relative, CofferError.notInRun(
                     "it belongs to another run (another file key) than the directory's \(describe(chosen)); decrypt it on its own")))
             }
         }
@@ -375,8 +360,19 @@ public struct DirectoryRun: Sendable {
     func decryptFile(_ location: Location, source: ByteSource, opened: OpenedFile, threads: Int,
                      signedBy verifiers: [SignatureVerifier]) throws -> UInt64 {
         let name = String(location.entry.name.dropLast(Self.suffix.count))
-        let output = try AtomicOutputFile(directory: location.directory, name: name,
+        let output: AtomicOutputFile
+        do {
+            output = try AtomicOutputFile(directory: location.directory, name: name,
                                           mode: OutputMode.forNewFile(from: Self.mode(of: source)), overwrite: overwrite)
+        } catch let error as FileError {
+            // Resuming: NAME may be an earlier run's complete output whose NAME.cof was not removed
+            // yet. NAME.cof goes only when NAME holds exactly what it decrypts to.
+            guard case .alreadyExists = error, removeOriginal else { throw error }
+            let bytes = try VerifiedReplacement.existingPlaintextMatches(opened, source: source, in: location.directory,
+                                                                         name: name, signedBy: verifiers, threads: threads)
+            try location.directory.removeOriginal(location.entry.name, expected: source.identity)
+            return bytes
+        }
         let bytes = try output.complete { sink in
             try opened.decrypt(from: source, to: sink,
                                engine: StreamEngine(threads: threads, progress: progress?.engineCallback()),

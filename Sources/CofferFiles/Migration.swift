@@ -37,17 +37,6 @@ public enum MigrationSource: Sendable {
         }
     }
 
-    /// Starts decrypting `source` on a thread into a pipe; returns the pipe's read end and a
-    /// function that waits for the decryption and returns the plaintext's length and digest and
-    /// whether it was checked.
-    func pipeDecrypted(source: ByteSource) throws -> (ByteSource, () throws -> DecryptedOriginal) {
-        let box = UncheckedBox(source)
-        let format = self
-        return try PipedProducer.start(name: "decrypted \(suffix) stream", for: source.path) { sink in
-            try format.decrypt(box.value, to: sink)
-        }
-    }
-
     /// Decrypts `source` into `sink` (hashing what passes).
     func decrypt(_ source: ByteSource, to sink: ByteSink) throws -> DecryptedOriginal {
         let hashing = HashingSink(sink)
@@ -56,10 +45,10 @@ public enum MigrationSource: Sendable {
             let summary = try Xbcrypt.decrypt(from: source, to: hashing, key: key, threads: 2)
             return DecryptedOriginal(digest: hashing.digest, checked: summary.everyChunkHashed)
         case .age(let identities):
-            guard let kind = AgeFile.kind(of: try source.peek(AgeFile.sniffLength)) else {
+            guard case .age(let armored) = try FormatDetector.detect(source) else {
                 throw CofferError.notCofferFile(hint: "\(source.path) is not an age file")
             }
-            _ = try AgeFile.decrypt(from: source, kind: kind, identities: identities, to: hashing, threads: 2)
+            _ = try AgeFile.decrypt(from: source, kind: armored ? .armored : .binary, identities: identities, to: hashing, threads: 2)
             return DecryptedOriginal(digest: hashing.digest, checked: true)
         }
     }
@@ -125,7 +114,7 @@ public struct Migration: Sendable {
                             encryptor: CofferEncryptor, identities: [Identity], parameters: HeaderParameters,
                             threads: Int) throws -> Outcome {
         guard path.hasSuffix(format.suffix) else {
-            throw CofferError.invalidParameter("\(path): only NAME\(format.suffix) files are migrated from this format")
+            throw FileError.wrongName(path: path, expectedSuffix: format.suffix)
         }
         let (directory, name) = try DirectoryHandle.parent(of: path)
         return try migrate(in: directory, name: name, objectName: objectName, from: format, encryptor: encryptor,
@@ -136,7 +125,7 @@ public struct Migration: Sendable {
                  encryptor: CofferEncryptor, identities: [Identity], parameters: HeaderParameters,
                  threads: Int) throws -> Outcome {
         guard name.hasSuffix(format.suffix) else {
-            throw CofferError.invalidParameter("\(directory.child(name)): only NAME\(format.suffix) files are migrated from this format")
+            throw FileError.wrongName(path: directory.child(name), expectedSuffix: format.suffix)
         }
         let targetName = String(name.dropLast(format.suffix.count)) + DirectoryRun.suffix
         let targetPath = directory.child(targetName)
@@ -152,49 +141,40 @@ public struct Migration: Sendable {
             // Authenticate it with the keys given, and finish the removal only when it holds
             // exactly what the original decrypts to; keys that cannot open it (public keys only)
             // leave the original in place.
-            let check = try directory.openRegularFile(targetName)
-            defer { check.close() }
-            let reading = try HeaderReading.read(from: check)
-            guard let opened = try? reading.open(with: identities, expectedObjectName: fileParameters.objectName) else {
-                outcome.alreadyConverted = true
+            var checked = false
+            let existing = try VerifiedReplacement.existingMatches(
+                source.path, in: directory, name: targetName,
+                original: {
+                    let decrypted = try format.decrypt(source, to: DiscardingSink())
+                    checked = decrypted.checked
+                    return decrypted.digest
+                },
+                fileKeys: UnwrappedKeyCache(identities: identities), objectName: fileParameters.objectName, threads: threads)
+            outcome.alreadyConverted = true
+            guard let existing else {
                 outcome.keptUnverifiable = run.removeOriginal
                 return outcome
             }
-            let existing = try opened.digest(from: check, threads: threads)
-            let decrypted = try format.decrypt(source, to: DiscardingSink())
-            guard decrypted.digest == existing else {
-                throw CofferError.writeFailed(path: targetPath, reason: "it already exists and holds other data than \(source.path) (an older conversion, or an unrelated file): nothing was converted or removed; move one of the two away and run again")
-            }
-            outcome.alreadyConverted = true
             outcome.bytes = existing.bytes
-            return try finish(outcome, in: directory, name: name, original: original, sourceIsVerifiable: decrypted.checked)
+            return try finish(outcome, in: directory, name: name, original: original, sourceIsVerifiable: checked)
         }
 
         let output = try AtomicOutputFile(directory: directory, name: targetName,
                                           mode: OutputMode.forNewFile(from: DirectoryRun.mode(of: source)))
-        var decrypted = DecryptedOriginal(digest: PlaintextDigest(bytes: 0, sha256: []), checked: false)
-        try output.complete { sink in
-            let (plaintext, producerResult) = try format.pipeDecrypted(source: source)
-            do {
-                outcome.bytes = try encryptor.encrypt(from: plaintext, to: sink, parameters: fileParameters,
-                                                      engine: StreamEngine(threads: threads, progress: run.progress?.engineCallback()))
-            } catch {
-                plaintext.close()          // the decrypting side then fails with EPIPE,
-                _ = try? producerResult()  // and is waited for, so it never outlives `source`
-                throw error
-            }
-            plaintext.close()
-            // A failure on the decrypting side ends the pipe early: what was encrypted is a prefix, never kept.
-            decrypted = try producerResult()
-            guard decrypted.digest.bytes == outcome.bytes else {
-                throw CofferError.writeFailed(path: targetPath, reason: "encrypted \(outcome.bytes) of \(decrypted.digest.bytes) bytes")
-            }
-            // Read the new file back from disk and authenticate all of it: it must hold exactly
-            // the original's plaintext before anything is removed.
-            try output.verifyWritten(fileKey: encryptor.fileKey, objectName: fileParameters.objectName,
-                                     expectedBytes: outcome.bytes, expectedDigest: decrypted.digest, threads: threads)
-        }
-        return try finish(outcome, in: directory, name: name, original: original, sourceIsVerifiable: decrypted.checked)
+        let checked = LockedValue(false)
+        let box = UncheckedBox(source)
+        // The original's plaintext flows through a pipe into the encryptor; the new file is read
+        // back and must hold exactly that plaintext before anything is removed.
+        let written = try VerifiedReplacement.write(
+            .decrypted(name: "decrypted \(format.suffix) stream", path: source.path) { sink in
+                let decrypted = try format.decrypt(box.value, to: sink)
+                _ = checked.exchange(decrypted.checked)
+                return decrypted.digest
+            },
+            into: output, encryptor: encryptor, parameters: fileParameters,
+            engine: StreamEngine(threads: threads, progress: run.progress?.engineCallback()))
+        outcome.bytes = written.bytes
+        return try finish(outcome, in: directory, name: name, original: original, sourceIsVerifiable: checked.exchange(false))
     }
 
     private func finish(_ outcome: Outcome, in directory: DirectoryHandle, name: String, original: FileIdentity,
@@ -225,7 +205,7 @@ public struct Migration: Sendable {
                 }
                 return verifiable
             }
-            guard got >= 36, Xbcrypt.looksLikeXbcrypt(Array(header[0..<8])) else { return false }
+            guard got >= 36, FormatDetector.isXbcrypt(Array(header[0..<8])) else { return false }
             let ivPart: UInt64 = header[7] == 0x31 ? 0 : 8 + 16
             if header[7] != 0x33 { verifiable = false }
             let payload = header[24..<32].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
@@ -242,36 +222,4 @@ public struct Migration: Sendable {
             offset = next
         }
     }
-}
-
-/// Runs a producer on its own thread, writing into a pipe whose read end the caller consumes (so a
-/// decryption feeds an encryption without the plaintext touching the disk).
-enum PipedProducer {
-    /// Returns the read end and a function that waits for the producer and returns its result or
-    /// rethrows its error. The caller closes the read end first if it stops early: the producer
-    /// then fails with EPIPE (SIGPIPE is ignored) and must still be waited for.
-    static func start<T: Sendable>(name: String, for path: String,
-                                   _ produce: @escaping @Sendable (ByteSink) throws -> T) throws -> (ByteSource, () throws -> T) {
-        let (readEnd, writeEnd) = try makePipe(for: path)
-        signal(SIGPIPE, SIG_IGN)
-        let result = LockedValue<Result<T, Error>?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        Thread.detachNewThread {
-            let outcome = Result { try produce(FileDescriptorSink(fd: writeEnd, path: "pipe")) }
-            close(writeEnd)
-            _ = result.exchange(outcome)
-            done.signal()
-        }
-        let wait: () throws -> T = {
-            done.wait()
-            return try result.withValue { $0! }.get()
-        }
-        return (ByteSource(fd: readEnd, path: name), wait)
-    }
-}
-
-/// Hands a value that is used by one thread at a time to another thread.
-final class UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
 }

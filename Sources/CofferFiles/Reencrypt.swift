@@ -55,32 +55,16 @@ public final class Reencrypt {
                                           mode: OutputMode.forReplacement(of: DirectoryRun.mode(of: source)),
                                           overwrite: true, displayPath: path)
         let box = UncheckedBox((opened, source, threads))
-        let bytes = try output.complete { sink in
-            let (plaintext, finished) = try PipedProducer.start(name: "decrypted \(path)", for: path) { pipe in
+        // The old file's plaintext flows through a pipe into the encryptor; the new file is read
+        // back and must hold exactly that plaintext before it replaces the old one.
+        let bytes = try VerifiedReplacement.write(
+            .decrypted(name: "decrypted \(path)", path: path) { pipe in
                 let (opened, source, threads) = box.value
                 let hashing = HashingSink(pipe)
                 _ = try opened.decrypt(from: source, to: hashing, engine: StreamEngine(threads: threads))
                 return hashing.digest
-            }
-            let written: UInt64
-            do {
-                written = try encryptor.encrypt(from: plaintext, to: sink, parameters: parameters,
-                                                engine: StreamEngine(threads: threads))
-            } catch {
-                plaintext.close()
-                _ = try? finished()
-                throw error
-            }
-            plaintext.close()
-            // A failure while decrypting ends the pipe early: that prefix is never kept.
-            let read = try finished()
-            guard read.bytes == written else {
-                throw CofferError.writeFailed(path: path, reason: "encrypted \(written) of \(read.bytes) bytes")
-            }
-            try output.verifyWritten(fileKey: encryptor.fileKey, objectName: parameters.objectName,
-                                     expectedBytes: written, expectedDigest: read, threads: threads)
-            return written
-        }
+            },
+            into: output, encryptor: encryptor, parameters: parameters, engine: StreamEngine(threads: threads)).bytes
         return Outcome(bytes: bytes, droppedSignature: parameters.signature != nil && encryptor.signer == nil,
                        freshFileKey: fresh)
     }

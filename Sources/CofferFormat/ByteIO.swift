@@ -85,7 +85,7 @@ public final class ByteSource {
         var st = stat()
         if fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR {
             Glibc.close(fd)
-            throw CofferError.readFailed(path: path, reason: "is a directory (use --recursive)")
+            throw CofferError.readFailed(path: path, reason: "is a directory")
         }
         return ByteSource(fd: fd, path: path)
     }

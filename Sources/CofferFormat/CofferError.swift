@@ -42,13 +42,11 @@ public enum CofferError: CategorizedError, Equatable {
     case refused(String)
     /// A rewrap's new header does not fit in the file's header slot.
     case headerSpaceExhausted(needed: Int, available: Int)
-    /// Signers were required (`--signed-by`) but the file is unsigned (`found` empty) or signed
+    /// Signers were required but the file is unsigned (`found` empty) or signed
     /// only by keys not in the accepted list. Key ids in hex.
     case signerNotAccepted(found: [String], accepted: [String])
     /// A signature by an accepted signer is there but does not verify: the file was altered after signing.
     case signatureInvalid(String)
-    /// ASCII armor (an armored age file) that breaks its strict PEM form.
-    case malformedArmor(String)
     /// A key service (AWS KMS, Vault Transit) could not wrap or unwrap: unreachable, refused, or
     /// no credentials. The message names the key and every attempt.
     case keyServiceFailed(String)
@@ -61,7 +59,7 @@ public enum CofferError: CategorizedError, Equatable {
         case .notCofferFile, .unsupportedVersion: return .format
         case .noMatchingKey, .noKeyGiven, .invalidKey, .refused, .signerNotAccepted, .keyServiceFailed: return .key
         case .malformedHeader, .malformedStanza, .headerMACMismatch, .objectMismatch, .notInRun,
-             .chunkAuthenticationFailed, .truncated, .trailingData, .signatureInvalid, .malformedArmor: return .integrity
+             .chunkAuthenticationFailed, .truncated, .trailingData, .signatureInvalid: return .integrity
         case .readFailed, .writeFailed, .diskFull: return .io
         case .invalidParameter, .headerSpaceExhausted: return .usage
         }
@@ -107,15 +105,13 @@ public enum CofferError: CategorizedError, Equatable {
             return reason
         case .notInRun(let reason):
             return "not part of this directory's run: \(reason)"
-        case .malformedArmor(let reason):
-            return "malformed ASCII armor: \(reason)"
         case .keyServiceFailed(let reason):
             return reason
         case .headerSpaceExhausted(let needed, let available):
-            return "the new header needs \(needed) bytes but the file's header slot holds \(available): use 'coffer reencrypt' (which writes a new file, with --header-space to reserve more)"
+            return "the new header needs \(needed) bytes but the file's header slot holds \(available): the keys cannot be changed in place"
         case .signerNotAccepted(let found, let accepted):
             let want = accepted.joined(separator: ", ")
-            if found.isEmpty { return "the file is not signed; --signed-by requires a signature by \(want)" }
+            if found.isEmpty { return "the file is not signed; a signature by \(want) is required" }
             return "the file is signed by \(found.joined(separator: ", ")), not by an accepted signer (\(want))"
         case .signatureInvalid(let reason):
             return "signature check failed: \(reason)"

@@ -84,7 +84,7 @@ public struct Header: Sendable {
         }
         guard stanzas.filter({ $0.type == Header.scryptStanzaType }).count <= 1 else {
             throw CofferError.invalidParameter(
-                "a header holds at most one passphrase (scrypt) stanza; remove the old one first (rewrap --remove scrypt)")
+                "a header holds at most one passphrase (scrypt) stanza; remove the old one first")
         }
         if parameters.signature != nil, layout == .single {
             throw CofferError.invalidParameter("signatures need file version 2")
@@ -128,7 +128,7 @@ public struct Header: Sendable {
         if case .slots(_, let generation) = layout { out += Array("generation \(generation)\n".utf8) }
         out += Array(parameters.headerLines().utf8)
         for stanza in stanzas { out += stanza.encoded() }
-        out += Array("---".utf8)
+        out += Array(HeaderSyntax.macLineStart.utf8)
         return out
     }
 
@@ -239,13 +239,10 @@ public struct Header: Sendable {
             throw CofferError.malformedHeader(reason)
         }
 
-        var stanzas: [Stanza] = []
+        guard index < lines.count - 1 else { throw CofferError.malformedHeader("no stanza: the file cannot be opened by any key") }
         var scryptStanzas = 0
-        while index < lines.count, lines[index].hasPrefix("-> ") {
-            let (stanza, after) = try StanzaGrammar.parse(lines: lines, at: index)
-            stanzas.append(stanza)
-            index = after
-            guard stanzas.count <= Limits.maxStanzas else {
+        let stanzas = try HeaderSyntax.parseStanzas(lines, from: index, to: lines.count - 1) { stanza, count in
+            guard count <= Limits.maxStanzas else {
                 throw CofferError.malformedHeader("more than \(Limits.maxStanzas) stanzas")
             }
             // Refused here, before any key is tried: each scrypt stanza can cost a reader seconds of
@@ -257,12 +254,7 @@ public struct Header: Sendable {
                 }
             }
         }
-        guard !stanzas.isEmpty else { throw CofferError.malformedHeader("no stanza: the file cannot be opened by any key") }
-        guard index == lines.count - 1 else {
-            throw CofferError.malformedHeader("unexpected line \(index + 1): expected a stanza or the MAC line")
-        }
-        let macLine = lines[index]
-        guard macLine.hasPrefix("--- "), let mac = RawBase64.decode(macLine.dropFirst(4)), mac.count == 32 else {
+        guard let mac = HeaderSyntax.mac(ofLine: lines[lines.count - 1]) else {
             throw CofferError.malformedHeader("the last line must be '--- ' and the 32-byte MAC in unpadded base64")
         }
         return Header(parameters: parameters, stanzas: stanzas, mac: mac, layout: layout)
@@ -275,7 +267,7 @@ public struct Header: Sendable {
             throw CofferError.malformedHeader("a coffer/v2 file is read slot by slot, not as one header")
         }
         if line.hasPrefix("coffer/") { throw CofferError.unsupportedVersion(DisplayText.escape(String(line))) }
-        throw CofferError.notCofferFile(hint: FormatSniffer.hint(firstBytes: Array(line.utf8)))
+        throw CofferError.notCofferFile(hint: FormatDetector.hint(firstBytes: Array(line.utf8)))
     }
 
     /// Decimal without sign, leading zeros or other characters.
@@ -302,17 +294,5 @@ public struct Header: Sendable {
         guard !s.isEmpty, s.count <= 12, s.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
         guard s == "0" || !s.hasPrefix("0") else { return nil }
         return Int(s)
-    }
-}
-
-/// Recognises other encrypted formats so that "not a Coffer file" can say what the file is.
-public enum FormatSniffer {
-    public static func hint(firstBytes: [UInt8]) -> String? {
-        let prefix = String(decoding: firstBytes.prefix(40), as: UTF8.self)
-        if prefix.hasPrefix("age-encryption.org/") { return "it is an age file" }
-        if prefix.hasPrefix("-----BEGIN AGE ENCRYPTED FILE-----") { return "it is an ASCII-armored age file" }
-        if prefix.hasPrefix("XBCRYP0") { return "it is an XtraBackup .xbcrypt file" }
-        if firstBytes.isEmpty { return "the input is empty" }
-        return nil
     }
 }

@@ -57,3 +57,29 @@ public enum HeaderOpener {
         return needed
     }
 }
+
+/// A key to decrypt with, passed down before any header is read.
+///
+/// Most keys are given outright. Some are worth having only for a file that has a stanza they can
+/// open, and cost something to make: a passphrase asked for on the terminal, or "every KMS key
+/// whose credentials are found". Those are made (the prompt shown, say) only when the header read
+/// has a stanza of one of their types, and are not named in "no key opens this file" otherwise.
+public enum KeyCandidate {
+    case given(Identity)
+    case whenHeaderHas(stanzaTypes: Set<String>, make: () throws -> Identity)
+
+    /// The identities that apply to `header`, in the order given; conditional ones are made here.
+    public static func identities(_ candidates: [KeyCandidate], for header: Header) throws -> [Identity] {
+        let present = Set(header.stanzas.map(\.type))
+        var identities: [Identity] = []
+        for candidate in candidates {
+            switch candidate {
+            case .given(let identity):
+                identities.append(identity)
+            case .whenHeaderHas(let types, let make):
+                if !types.isDisjoint(with: present) { identities.append(try make()) }
+            }
+        }
+        return identities
+    }
+}

@@ -8,19 +8,16 @@ import Foundation
 /// whitespace-only lines before the BEGIN line and whitespace after the END line (under 1 KiB each);
 /// no headers, no empty lines, no whitespace inside lines, canonical base64 only.
 public enum AgeArmor {
-    public static let beginLine = "-----BEGIN AGE ENCRYPTED FILE-----"
+    public static let beginLine = FormatDetector.ageArmorBeginLine
     public static let endLine = "-----END AGE ENCRYPTED FILE-----"
     static let columns = 64
     static let bytesPerLine = 48
     static let maxWhitespace = 1024
 
     /// True when `firstBytes` (after optional leading whitespace) open an armored age file.
-    public static func looksArmored(_ firstBytes: [UInt8]) -> Bool {
-        let text = firstBytes.drop { isWhitespace($0) }
-        return text.starts(with: Array(beginLine.utf8))
-    }
+    public static func looksArmored(_ firstBytes: [UInt8]) -> Bool { FormatDetector.looksArmoredAge(firstBytes) }
 
-    static func isWhitespace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D || b == 0x0B || b == 0x0C }
+    static func isWhitespace(_ b: UInt8) -> Bool { FormatDetector.isArmorWhitespace(b) }
 
     /// The decoded content of an armored file, read line by line as it is consumed.
     public final class Reader: AgeInput {
@@ -38,7 +35,7 @@ public enum AgeArmor {
         private func nextLine() throws -> String? {
             guard var line = try source.readLine(limit: 4 * 1024) else { return nil }
             if line.last == 0x0A { line.removeLast() } else if line.count >= 4 * 1024 {
-                throw CofferError.malformedArmor("a line is longer than \(AgeArmor.columns) columns")
+                throw InteropError.malformedArmor("a line is longer than \(AgeArmor.columns) columns")
             }
             if line.last == 0x0D { line.removeLast() }
             return String(decoding: line, as: UTF8.self)
@@ -49,21 +46,21 @@ public enum AgeArmor {
             var rest = [UInt8](repeating: 0, count: AgeArmor.maxWhitespace)
             let n = try rest.withUnsafeMutableBytes { try source.readFully(into: $0) }
             guard rest[0..<n].allSatisfy(AgeArmor.isWhitespace) else {
-                throw CofferError.malformedArmor("data after the END line")
+                throw InteropError.malformedArmor("data after the END line")
             }
-            guard n < AgeArmor.maxWhitespace else { throw CofferError.malformedArmor("too much whitespace after the END line") }
+            guard n < AgeArmor.maxWhitespace else { throw InteropError.malformedArmor("too much whitespace after the END line") }
         }
 
         private func start() throws {
             var skipped = 0
             while true {
                 guard let line = try source.readLine(limit: 4 * 1024) else {
-                    throw CofferError.malformedArmor("no '\(AgeArmor.beginLine)' line")
+                    throw InteropError.malformedArmor("no '\(AgeArmor.beginLine)' line")
                 }
                 if line.allSatisfy(AgeArmor.isWhitespace) {
                     skipped += line.count
                     guard skipped < AgeArmor.maxWhitespace else {
-                        throw CofferError.malformedArmor("too much whitespace before the BEGIN line")
+                        throw InteropError.malformedArmor("too much whitespace before the BEGIN line")
                     }
                     continue
                 }
@@ -71,7 +68,7 @@ public enum AgeArmor {
                 if text.last == 0x0A { text.removeLast() }
                 if text.last == 0x0D { text.removeLast() }
                 guard text.elementsEqual(AgeArmor.beginLine.utf8) else {
-                    throw CofferError.malformedArmor("the first line is not '\(AgeArmor.beginLine)'")
+                    throw InteropError.malformedArmor("the first line is not '\(AgeArmor.beginLine)'")
                 }
                 started = true
                 return
@@ -82,7 +79,7 @@ public enum AgeArmor {
         private func decodeNextLine() throws -> Bool {
             if ended { return false }
             if !started { try start() }
-            guard let line = try nextLine() else { throw CofferError.malformedArmor("no '\(AgeArmor.endLine)' line") }
+            guard let line = try nextLine() else { throw InteropError.malformedArmor("no '\(AgeArmor.endLine)' line") }
             if line == AgeArmor.endLine {
                 ended = true
                 try checkTrailing()
@@ -94,7 +91,7 @@ public enum AgeArmor {
             if bytes.count < AgeArmor.bytesPerLine {
                 // A short line is the last one.
                 guard let closing = try nextLine(), closing == AgeArmor.endLine else {
-                    throw CofferError.malformedArmor("a line shorter than \(AgeArmor.columns) columns is not followed by the END line")
+                    throw InteropError.malformedArmor("a line shorter than \(AgeArmor.columns) columns is not followed by the END line")
                 }
                 ended = true
                 try checkTrailing()
@@ -103,16 +100,16 @@ public enum AgeArmor {
         }
 
         static func decodeLine(_ line: String) throws -> [UInt8] {
-            guard !line.isEmpty else { throw CofferError.malformedArmor("empty line") }
+            guard !line.isEmpty else { throw InteropError.malformedArmor("empty line") }
             guard line.utf8.count <= AgeArmor.columns else {
-                throw CofferError.malformedArmor("a line is longer than \(AgeArmor.columns) columns")
+                throw InteropError.malformedArmor("a line is longer than \(AgeArmor.columns) columns")
             }
             guard line.utf8.count % 4 == 0, let data = Data(base64Encoded: line) else {
-                throw CofferError.malformedArmor("a line is not padded standard base64")
+                throw InteropError.malformedArmor("a line is not padded standard base64")
             }
             // One spelling per byte string: unused bits zero, padding only where needed.
             guard data.base64EncodedString() == line else {
-                throw CofferError.malformedArmor("a line is not canonical base64")
+                throw InteropError.malformedArmor("a line is not canonical base64")
             }
             return [UInt8](data)
         }

@@ -8,14 +8,14 @@ import Foundation
 public enum AgeFile {
     public enum Kind: Sendable { case binary, armored }
 
-    /// Enough leading bytes for ``kind(of:)``: the armor's BEGIN line after up to 1 KiB of whitespace.
-    public static let sniffLength = 1100
+    /// Enough leading bytes for ``kind(of:)`` (``FormatDetector/sniffLength``).
+    public static let sniffLength = FormatDetector.sniffLength
 
-    /// What `firstBytes` open: an age file, an armored age file, or neither (nil).
+    /// What `firstBytes` open: an age file, an armored age file, or neither (nil), as
+    /// ``FormatDetector`` tells.
     public static func kind(of firstBytes: [UInt8]) -> Kind? {
-        if firstBytes.starts(with: Array(AgeHeader.versionPrefix.utf8)) { return .binary }
-        if AgeArmor.looksArmored(firstBytes) { return .armored }
-        return nil
+        guard case .age(let armored) = FormatDetector.detect(firstBytes: firstBytes) else { return nil }
+        return armored ? .armored : .binary
     }
 
     /// A header whose file key was unwrapped and whose MAC authenticated, and the payload key.
@@ -70,11 +70,11 @@ public enum AgeFile {
             // age's rules: a passphrase is the only recipient, and post-quantum and classic
             // recipients are not mixed (a classic one would undo the post-quantum protection).
             if recipients.count > 1, recipients.contains(where: { $0 is AgeScrypt }) {
-                throw CofferError.invalidParameter("an age file with a passphrase can have no other recipient (age's rule)")
+                throw InteropError.recipientsNotAllowed("an age file with a passphrase can have no other recipient (age's rule)")
             }
             let postQuantum = recipients.filter { $0 is HybridRecipient }.count
             if postQuantum > 0 && postQuantum < recipients.count {
-                throw CofferError.invalidParameter("an age file cannot mix post-quantum (age1pq1…) and classic recipients (age's rule)")
+                throw InteropError.recipientsNotAllowed("an age file cannot mix post-quantum (age1pq1…) and classic recipients (age's rule)")
             }
             self.recipients = recipients
             self.armor = armor

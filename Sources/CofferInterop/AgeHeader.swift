@@ -5,10 +5,7 @@ import Foundation
 
 /// Where an age file's bytes come from: a file or pipe (``ByteSource``), or the decoded content
 /// of an ASCII-armored file (``AgeArmor/Reader``).
-public protocol AgeInput: AnyObject {
-    /// One line including its line feed, at most `limit` bytes; what is left at the end of the
-    /// input without a line feed; nil at the end of the input.
-    func readLine(limit: Int) throws -> [UInt8]?
+public protocol AgeInput: LineInput {
     /// Fills `buffer` unless the input ends first; returns the byte count read.
     func readFully(into buffer: UnsafeMutableRawBufferPointer) throws -> Int
     /// True when reads never block indefinitely (a regular file): a reader thread may then be
@@ -24,7 +21,7 @@ extension ByteSource: AgeInput {
 ///
 /// ```
 /// age-encryption.org/v1
-/// -> TYPE ARG…            ; one or more stanzas, age's grammar (shared with Coffer: ``StanzaGrammar``)
+/// -> TYPE ARG…            ; one or more stanzas, age's grammar (shared with Coffer: ``HeaderSyntax``)
 /// BODY (raw base64, 64 columns, last line shorter)
 /// --- MAC                 ; HMAC-SHA-256 over everything up to and including "---"
 /// ```
@@ -32,7 +29,7 @@ extension ByteSource: AgeInput {
 /// encoding of what was parsed and the MAC can be checked over them directly.
 public struct AgeHeader: Sendable {
     public static let versionLine = "age-encryption.org/v1"
-    public static let versionPrefix = "age-encryption.org/"
+    public static let versionPrefix = FormatDetector.ageVersionPrefix
     /// Headers longer than this are refused rather than buffered (a post-quantum stanza is ~1.6 KB).
     public static let maxSize = 256 * 1024
     public static let fileKeySize = 16
@@ -45,47 +42,34 @@ public struct AgeHeader: Sendable {
 
     /// Reads a header, leaving `input` at the first byte after the MAC line.
     public static func read(from input: AgeInput) throws -> AgeHeader {
-        var lines: [Substring] = []
-        var bytes: [UInt8] = []
-        while true {
-            guard let line = try input.readLine(limit: maxSize) else {
-                throw CofferError.malformedHeader(lines.isEmpty ? "the input is empty" : "the header ends before its MAC line")
-            }
-            bytes += line
-            guard bytes.count <= maxSize else { throw CofferError.malformedHeader("the header is longer than \(maxSize) bytes") }
-            guard line.last == 0x0A else { throw CofferError.malformedHeader("the header ends before its MAC line") }
+        let read = try HeaderSyntax.readLines(from: input, limit: maxSize) { line, index in
             try Header.checkCharacters(line)
+            guard index == 0 else { return }
             let text = Substring(String(decoding: line.dropLast(), as: UTF8.self))
-            if lines.isEmpty {
-                if text != versionLine {
-                    if text.hasPrefix(versionPrefix) {
-                        throw CofferError.unsupportedVersion("\(text) (this reader knows \(versionLine))")
-                    }
-                    throw CofferError.malformedHeader("the first line is not '\(versionLine)'")
+            if text != versionLine {
+                if text.hasPrefix(versionPrefix) {
+                    throw CofferError.unsupportedVersion("\(text) (this reader knows \(versionLine))")
                 }
+                throw CofferError.malformedHeader("the first line is not '\(versionLine)'")
             }
-            lines.append(text)
-            // "---" opens the MAC line; base64 body lines cannot start with '-'.
-            if lines.count > 1 && text.hasPrefix("---") { break }
         }
-        var stanzas: [Stanza] = []
-        var index = 1
-        while index < lines.count - 1 {
-            let (stanza, after) = try StanzaGrammar.parse(lines: lines, at: index)
-            stanzas.append(stanza)
-            index = after
+        let bytes: [UInt8]
+        switch read {
+        case .complete(let lines): bytes = lines
+        case .tooLong: throw CofferError.malformedHeader("the header is longer than \(maxSize) bytes")
+        case .endsBeforeMACLine(empty: true): throw CofferError.malformedHeader("the input is empty")
+        case .endsBeforeMACLine(empty: false), .unterminatedLine:
+            throw CofferError.malformedHeader("the header ends before its MAC line")
         }
+        let lines = String(decoding: bytes.dropLast(), as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+        let macIndex = lines.count - 1
+        let stanzas = try HeaderSyntax.parseStanzas(lines, from: 1, to: macIndex)
         guard !stanzas.isEmpty else { throw CofferError.malformedHeader("no stanza: nobody can open this file") }
-        guard index == lines.count - 1 else {
-            throw CofferError.malformedHeader("the stanza before the MAC line has no final (short) body line")
-        }
-        let macLine = lines[index]
-        guard macLine.hasPrefix("--- "), let mac = RawBase64.decode(macLine.dropFirst(4)), mac.count == 32 else {
+        guard let mac = HeaderSyntax.mac(ofLine: lines[macIndex]) else {
             throw CofferError.malformedHeader("the MAC line must be '--- ' and 43 characters of canonical base64 (32 bytes)")
         }
-        // Everything up to the "---" of the last line, without its space and the MAC.
-        let macInput = Array(bytes.prefix(bytes.count - macLine.utf8.count - 1 + 3))
-        return AgeHeader(stanzas: stanzas, mac: mac, macInput: macInput)
+        return AgeHeader(stanzas: stanzas, mac: mac,
+                         macInput: HeaderSyntax.bytesCoveredByMAC(bytes, macLine: lines[macIndex]))
     }
 
     /// The header's length in bytes, through the MAC line's line feed.
@@ -115,7 +99,7 @@ public struct AgeHeader: Sendable {
     public static func encode(stanzas: [Stanza], fileKey: [UInt8]) -> [UInt8] {
         var out = Array((versionLine + "\n").utf8)
         for stanza in stanzas { out += stanza.encoded() }
-        out += Array("---".utf8)
+        out += Array(HeaderSyntax.macLineStart.utf8)
         let mac = HMAC<SHA256>.authenticationCode(for: out, using: macKey(fileKey: fileKey))
         out += Array(" \(RawBase64.encode(Array(mac)))\n".utf8)
         return out

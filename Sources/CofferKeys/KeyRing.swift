@@ -316,6 +316,35 @@ public struct KeyRing {
         return identities
     }
 
+    /// The keys that open one Coffer file, fixed before its header is read and passed down with
+    /// it: the key files, identities and passphrase given; a passphrase asked for (through
+    /// ``prompt``) when nothing else is given and the header has a passphrase stanza; and the KMS
+    /// keys given, or, with none given, every KMS stanza whose credentials are found when the
+    /// header has KMS stanzas. Local keys come first, so a file opens without a network call when
+    /// they can open it (a recovery key with the key service down).
+    public func keyCandidates() throws -> [KeyCandidate] {
+        var local: [Identity] = try symmetricKeys()
+        local += try identitiesFromFiles()
+        var candidates = local.map(KeyCandidate.given)
+        if wantsPassphrase {
+            candidates.append(.given(try Passphrase(try passphrase(confirm: false), workFactor: Passphrase.maxWorkFactor)))
+        } else if local.isEmpty && prompt != nil {
+            let ring = self
+            candidates.append(.whenHeaderHas(stanzaTypes: [Passphrase.stanzaType]) {
+                try Passphrase(try ring.passphrase(confirm: false), workFactor: Passphrase.maxWorkFactor)
+            })
+        }
+        if !kmsURIs.isEmpty {
+            candidates.append(.given(KMSIdentity(uris: try kmsRecipients().map(\.uri), environment: environment)))
+        } else {
+            let environment = self.environment
+            candidates.append(.whenHeaderHas(stanzaTypes: Set(KMSStanza.types)) {
+                KMSIdentity(uris: [], environment: environment)
+            })
+        }
+        return candidates
+    }
+
     // MARK: age files
 
     /// The identities among `identities` that open age files: X25519, post-quantum and OpenSSH

@@ -110,7 +110,7 @@ enum Runtime {
         do {
             try body()
         } catch let error as any CategorizedError {
-            warn("error: \(error)\(KeyHints.hint(for: error))")
+            warn("error: \(error)\(CommandHints.hint(for: error))")
             throw ExitCode(exitCode(for: error))
         }
     }

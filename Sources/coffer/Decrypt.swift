@@ -112,40 +112,34 @@ struct Decrypt: ParsableCommand {
                 // whole ciphertext first: it is copied to an unlinked file, then read from there.
                 source = try Self.spool(source)
             }
-            let firstBytes = try source.peek(AgeFile.sniffLength)
-            if Xbcrypt.looksLikeXbcrypt(firstBytes) {
+            switch try FormatDetector.detect(source) {
+            case .xbcrypt:
                 try signers.refuseUnsignedFormat(".xbcrypt")
-                try decryptXbcrypt(source)
-                return
+                return try decryptXbcrypt(source)
+            case .age(let armored):
+                return try decryptAge(source, kind: armored ? .armored : .binary)
+            case .other(let hint):
+                throw CofferError.notCofferFile(hint: hint)
+            case .coffer:
+                break
             }
-            if let kind = AgeFile.kind(of: firstBytes) {
-                try decryptAge(source, kind: kind)
-                return
-            }
-            let reading = try HeaderReading.read(from: source)
-            let opened = try reading.open(with: try keys.identities(for: reading.header))
+            let file = try FileDecryption(source: source, keys: try keys.keyCandidates())
             let verifiers = try signers.verifiers()
-            for damaged in reading.damagedSlots {
+            for damaged in file.reading.damagedSlots {
                 Runtime.warn("warning: header slot \(damaged.slot + 1) is damaged (\(damaged.reason)); the other slot authenticated. 'coffer verify' reports this as an error")
             }
             let out = try Output.open(path: output, input: source, force: force, binary: false)
-            let payloadSize = opened.plaintextSize(of: source)
             let isRange = offset != nil || length != nil
-            let rangeSize = payloadSize.map { min(length ?? .max, $0 - min($0, offset ?? 0)) }
-            let progress = ProgressLine(total: isRange ? rangeSize : payloadSize, quiet: engine.quiet)
+            let progress = ProgressLine(total: isRange ? file.rangeSize(offset: offset, length: length) : file.plaintextSize,
+                                        quiet: engine.quiet)
             defer { progress.stop() }
             let streamEngine = StreamEngine(threads: engine.threads, progress: progress.callback)
             try out.complete { sink in
-                if isRange {
-                    _ = try opened.decryptRange(from: source, offset: offset ?? 0, length: length ?? UInt64.max,
-                                                to: sink, engine: streamEngine, signedBy: verifiers)
-                } else {
-                    // To a file, nothing is published before the end: no separate signature pass.
-                    _ = try opened.decrypt(from: source, to: sink, engine: streamEngine, signedBy: verifiers,
-                                           signatureFirst: toStandardOutput)
-                }
+                // To a file, nothing is published before the end: no separate signature pass.
+                _ = try file.decrypt(to: sink, engine: streamEngine, offset: offset, length: length,
+                                     signedBy: verifiers, signatureFirst: toStandardOutput)
             }
-            if verifiers.isEmpty, !isRange, let damage = try reading.unverifiedTrailer(in: source)?.structuralDamage {
+            if verifiers.isEmpty, !isRange, let damage = try file.unverifiedTrailer()?.structuralDamage {
                 Runtime.warn("warning: the signature trailer is damaged (\(damage)); the plaintext authenticated under the file key, but the signature is lost. 'coffer verify' reports this as an error")
             }
         }

@@ -76,8 +76,10 @@ struct Inspect: ParsableCommand {
         try Runtime.reporting {
             let source = try ByteSource.open(path: input)
             defer { source.close() }
-            if let kind = AgeFile.kind(of: try source.peek(AgeFile.sniffLength)) {
-                return try inspectAge(source, kind: kind)
+            switch try FormatDetector.detect(source) {
+            case .age(let armored): return try inspectAge(source, kind: armored ? .armored : .binary)
+            case .other(let hint): throw CofferError.notCofferFile(hint: hint)
+            case .coffer, .xbcrypt: break  // .xbcrypt has no header to show: "not a Coffer file" says what it is
             }
             let reading = try HeaderReading.read(from: source)
             let header = reading.header

@@ -60,6 +60,7 @@ struct KeyOptions: ParsableArguments {
         try ring.recipients(workFactor: workFactor, publicKeys: publicKeys)
     }
     func identities(for header: Header?) throws -> [Identity] { try ring.identities(for: header) }
+    func keyCandidates() throws -> [KeyCandidate] { try ring.keyCandidates() }
     func ageIdentities() throws -> [Identity] { try ring.ageIdentities() }
     func ageRecipients(workFactor: Int, publicKeys: [Recipient]) throws -> [Recipient] {
         try ring.ageRecipients(workFactor: workFactor, publicKeys: publicKeys)

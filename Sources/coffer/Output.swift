@@ -42,11 +42,28 @@ func runDirectory(engine: EngineOptions, removeOriginal: Bool, force: Bool = fal
     let report = try body(DirectoryRun(threads: engine.threads, removeOriginal: removeOriginal, overwrite: force,
                                        progress: progress.counter))
     progress.stop()
-    for (path, error) in report.failures { Runtime.warn("error: \(path): \(error)") }
+    for (path, error) in report.failures { Runtime.warn("error: \(path): \(error)\(CommandHints.hint(for: error))") }
     for (path, message) in report.warnings { Runtime.warn("warning: \(path): \(message)") }
     if !engine.quiet {
         for (path, reason) in report.skipped { Runtime.warn("skipped \(path): \(reason)") }
         Runtime.warn("\(verb) \(report.completed.count) files (\(ProgressLine.bytes(report.plaintextBytes))), \(report.failures.count) failed, \(report.skipped.count) skipped")
     }
     if let first = report.failures.first { throw ExitCode(Runtime.exitCode(for: first.error)) }
+}
+
+/// What the command line adds to a library error: the flag that changes the outcome (library
+/// messages never name flags).
+enum CommandHints {
+    static func hint(for error: any CategorizedError) -> String {
+        switch error {
+        case FileError.alreadyExists: return " (pass --force to replace it)"
+        case FileError.toolUnavailable: return " (or decrypt without --decompress)"
+        case CofferError.readFailed(_, "is a directory"): return " (use --recursive)"
+        case CofferError.headerSpaceExhausted:
+            return " (use 'coffer reencrypt', which writes a new file, with --header-space to reserve more)"
+        case CofferError.signerNotAccepted(let found, _) where found.isEmpty: return " (--signed-by)"
+        case CofferError.invalidParameter(let reason) where reason.hasPrefix("a byte range"): return " (--offset/--length)"
+        default: return KeyHints.hint(for: error)
+        }
+    }
 }

@@ -51,16 +51,15 @@ struct Verify: ParsableCommand {
             }
             let source = try ByteSource.open(path: input ?? "-")
             defer { source.close() }
-            let firstBytes = try source.peek(AgeFile.sniffLength)
-            if let kind = AgeFile.kind(of: firstBytes) {
+            switch try FormatDetector.detect(source) {
+            case .age(let armored):
                 // A standard age file: every chunk authenticated, nothing written.
                 try signers.refuseUnsignedFormat("age")
-                let bytes = try AgeFile.decrypt(from: source, kind: kind, identities: try keys.ageIdentities(),
-                                                to: DiscardingSink(), threads: engine.threads)
+                let bytes = try AgeFile.decrypt(from: source, kind: armored ? .armored : .binary,
+                                                identities: try keys.ageIdentities(), to: DiscardingSink(), threads: engine.threads)
                 if !engine.quiet { Runtime.warn("OK: \(input ?? "standard input"): age file, \(bytes) bytes authenticated") }
                 return
-            }
-            if Xbcrypt.looksLikeXbcrypt(firstBytes) {
+            case .xbcrypt:
                 try signers.refuseUnsignedFormat(".xbcrypt")
                 // What can be checked of an .xbcrypt file: each chunk's CRC-32, and v3's SHA-256.
                 let key = try Xbcrypt.key(try keys.xbcryptKey().bytes, source: input ?? "standard input")
@@ -73,6 +72,10 @@ struct Verify: ParsableCommand {
                     Runtime.warn("OK: \(input ?? "standard input"): \(summary.plaintextBytes) bytes, every chunk's CRC-32 and SHA-256 matched (.xbcrypt is not authenticated: dropped or reordered chunks cannot be detected)")
                 }
                 return
+            case .other(let hint):
+                throw CofferError.notCofferFile(hint: hint)
+            case .coffer:
+                break
             }
             let reading = try HeaderReading.read(from: source)
             let verifiers = try signers.verifiers()
@@ -91,11 +94,10 @@ struct Verify: ParsableCommand {
                 }
                 return
             }
-            let opened = try reading.open(with: try keys.identities(for: reading.header))
-            let progress = ProgressLine(total: opened.plaintextSize(of: source), quiet: engine.quiet)
-            let bytes = try opened.decrypt(from: source, to: DiscardingSink(),
-                                           engine: StreamEngine(threads: engine.threads, progress: progress.callback),
-                                           signedBy: verifiers, signatureFirst: false)  // nothing is output
+            let file = try FileDecryption(reading: reading, source: source, keys: try keys.keyCandidates())
+            let progress = ProgressLine(total: file.plaintextSize, quiet: engine.quiet)
+            let bytes = try file.decrypt(to: DiscardingSink(), engine: StreamEngine(threads: engine.threads, progress: progress.callback),
+                                         signedBy: verifiers, signatureFirst: false)  // nothing is output
             progress.stop()
             if let damaged = reading.damagedSlots.first {
                 // The payload and the header in use are authentic, but the file is not as written.

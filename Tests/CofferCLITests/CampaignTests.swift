@@ -342,7 +342,7 @@ import Glibc
         var duration = Date().timeIntervalSince(begin)
         #expect(full.status == Exit.ok, "\(name): an uninterrupted run failed: \(full.stderr)")
         #expect(try check(timing, "after an uninterrupted run").isEmpty)
-        var failures: [String] = [], stuck: [String] = []
+        var failures: [String] = []
         var attempts = 0
         while stats.killed < killCount && attempts < 10 * killCount {
             attempts += 1
@@ -366,14 +366,9 @@ import Glibc
             var rerun: [String] = []
             if again.status != Exit.ok { rerun.append("\(label): the re-run exited \(again.status): \(again.stderr.prefix(400))") }
             rerun += try check(dir, "after re-run").map { "\(label): \($0)" }
-            // Known defect: killed after NAME.cof got its name but before NAME was removed, a
-            // re-run refuses NAME ("already exists") and keeps it. Nothing is lost; the run does
-            // not complete. Kept apart so that every other failure fails the test.
-            if again.status == Exit.io, again.stderr.contains("already exists"), !again.stderr.contains("no such") {
-                stuck += rerun
-            } else {
-                failures += rerun
-            }
+            // Killed after NAME.cof got its name but before NAME was removed, the re-run finds
+            // both, checks that NAME.cof holds NAME's content, and removes NAME.
+            failures += rerun
             let after = Set(temporaries(dir))
             if !after.subtracting(before).isEmpty { failures.append("\(label): the re-run left \(after.subtracting(before))") }
         }
@@ -381,12 +376,6 @@ import Glibc
         print("kill campaign \(name): seed \(seed), run time \(String(format: "%.0f", duration * 1000)) ms, \(stats.killed) killed, \(stats.finished) finished before the kill, \(stats.leftTemporaries) temporary files left by killed runs")
         #expect(stats.killed >= killCount, "\(name): only \(stats.killed) runs were killed")
         #expect(failures.isEmpty, "\(failures.count) failures: \(failures.prefix(10).joined(separator: "\n"))")
-        if !stuck.isEmpty {
-            withKnownIssue("a re-run after a kill between the rename of NAME.cof and the removal of NAME stops at 'already exists' and keeps NAME (for the owner of --remove-original: remove NAME when NAME.cof is intact with the same plaintext digest)",
-                           isIntermittent: true) {
-                Issue.record("\(name): \(stuck.count) problems: \(stuck.prefix(4).joined(separator: "\n"))")
-            }
-        }
         return stats
     }
 
@@ -471,6 +460,75 @@ import Glibc
             }
             return problems
         })
+    }
+
+    /// The state a kill between the rename of NAME.cof and the removal of NAME leaves, made by
+    /// hand: every NAME and its NAME.cof (from a run without --remove-original).
+    static func bothPresent(_ dir: Scratch) throws -> String {
+        let key = try dir.keygen("k.key")
+        try Self.makeTree(dir)
+        let first = try coffer(["encrypt", "-q", "--recursive", "--key-file", key, "--chunk-size", "64K", dir.file("tree")])
+        try #require(first.status == Exit.ok, "\(first.stderr)")
+        for (name, _) in Self.treeFiles { try #require(dir.exists("tree/\(name)") && dir.exists("tree/\(name).cof")) }
+        return key
+    }
+
+    @Test("resuming 'encrypt --recursive --remove-original' with NAME and NAME.cof both present: NAME.cof is checked against NAME, then NAME removed")
+    func resumeEncryptBothPresent() throws {
+        let dir = Scratch()
+        let key = try Self.bothPresent(dir)
+        let before = try Dictionary(uniqueKeysWithValues: Self.treeFiles.map { ($0.0, try dir.read("tree/\($0.0).cof")) })
+        let again = try coffer(["encrypt", "-q", "--recursive", "--remove-original", "--key-file", key, "--chunk-size", "64K",
+                                dir.file("tree")])
+        #expect(again.status == Exit.ok, "\(again.stderr)")
+        for (name, _) in Self.treeFiles {
+            #expect(dir.absent("tree/\(name)"), "\(name) was not removed")
+            // The earlier run's file is kept as it was, and opens to the original content.
+            #expect(try dir.read("tree/\(name).cof") == before[name]!, "\(name).cof was rewritten")
+            let opened = try Self.opened(dir.file("tree/\(name).cof"), ["--key-file", key])
+            #expect(opened.status == Exit.ok && opened.bytes == Self.treeContents[name]!)
+        }
+    }
+
+    @Test("resuming 'encrypt --recursive --remove-original': a NAME.cof with other content, or one the keys do not open, is refused and NAME kept")
+    func resumeEncryptRefusesOtherContent() throws {
+        let dir = Scratch()
+        let key = try Self.bothPresent(dir)
+        // ibdata1.cof now holds another file's encryption under the same key (swapped in by hand) ...
+        let swapped = try dir.read("tree/ib_logfile0.cof")
+        _ = try dir.write(swapped, "tree/ibdata1.cof", mode: 0o640)
+        // ... and xtrabackup_info.cof is encrypted with a key this run does not have.
+        let other = try dir.keygen("other.key")
+        _ = try dir.write(Array("other content".utf8), "elsewhere/xtrabackup_info")
+        let made = try coffer(["encrypt", "-q", "--key-file", other, "-o", dir.file("tree/xtrabackup_info.cof"), "--force",
+                               dir.file("elsewhere/xtrabackup_info")])
+        try #require(made.status == Exit.ok, "\(made.stderr)")
+        let again = try coffer(["encrypt", "--recursive", "--remove-original", "--key-file", key, "--chunk-size", "64K",
+                                dir.file("tree")])
+        #expect(again.status == Exit.io, "\(again.stderr)")
+        #expect(again.stderr.contains("already exists"), "\(again.stderr)")
+        #expect(dir.exists("tree/ibdata1") && dir.exists("tree/xtrabackup_info"))
+        #expect(try dir.read("tree/ibdata1") == Self.treeContents["ibdata1"]!)
+        #expect(try dir.read("tree/ibdata1.cof") == swapped)
+        // The other files resumed.
+        #expect(dir.absent("tree/ib_logfile0") && dir.absent("tree/db/t1.ibd"))
+    }
+
+    @Test("resuming 'decrypt --recursive --remove-original' with NAME.cof and NAME both present: NAME is checked against NAME.cof, then NAME.cof removed")
+    func resumeDecryptBothPresent() throws {
+        let dir = Scratch()
+        let key = try Self.bothPresent(dir)
+        // One plaintext differs from its .cof: that pair stays, with an error.
+        _ = try dir.write(Array("changed".utf8), "tree/db/t3.ibd", mode: 0o640)
+        let again = try coffer(["decrypt", "--recursive", "--remove-original", "--key-file", key, dir.file("tree")])
+        #expect(again.status == Exit.io, "\(again.stderr)")
+        #expect(again.stderr.contains("holds other data"), "\(again.stderr)")
+        for (name, _) in Self.treeFiles where name != "db/t3.ibd" {
+            #expect(dir.absent("tree/\(name).cof"), "\(name).cof was not removed")
+            #expect(try dir.read("tree/\(name)") == Self.treeContents[name]!)
+        }
+        #expect(dir.exists("tree/db/t3.ibd.cof"))
+        #expect(try dir.read("tree/db/t3.ibd") == Array("changed".utf8))
     }
 
     @Test("kill -9 at random moments of 'rewrap --recursive' (v1 files converted, v2 files in place): every file opens with the old key, and with the new one or not at all; a re-run completes")
@@ -575,7 +633,8 @@ import Glibc
         for raw in log.split(separator: "\n") {
             guard let space = raw.firstIndex(of: " ") else { continue }
             let pid = raw[..<space]
-            var line = String(raw[raw.index(after: space)...])
+            // strace pads the pid column ("877   fsync(…"): the call starts after the spaces.
+            var line = String(raw[raw.index(after: space)...].drop { $0 == " " })
             if let cut = line.range(of: " <unfinished ...>") {
                 pending[pid] = String(line[..<cut.lowerBound])
                 continue

@@ -77,7 +77,7 @@ import Glibc
         let plaintext = Array("what was meant".utf8)
         let source = try ByteSource.open(path: "\(root)/tree/sub/f")  // "inside", not `plaintext`
         defer { source.close() }
-        #expect(throws: CofferError.self) {
+        #expect(throws: FileError.self) {
             try output.complete { sink in
                 let bytes = try encryptor.encrypt(from: source, to: sink, parameters: HeaderParameters(), engine: StreamEngine(threads: 1))
                 try output.verifyWritten(fileKey: encryptor.fileKey, objectName: [], expectedBytes: bytes,

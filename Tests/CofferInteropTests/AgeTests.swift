@@ -90,9 +90,9 @@ import Testing
     @Test("age's mixing rules: a passphrase stands alone, post-quantum and classic recipients do not mix")
     func mixingRules() throws {
         let passphrase = try AgeScrypt(passphrase: Array("pw".utf8), workFactor: 10)
-        #expect(throws: CofferError.self) { try AgeFile.Encryptor(recipients: [passphrase, Self.recipient]) }
+        #expect(throws: InteropError.self) { try AgeFile.Encryptor(recipients: [passphrase, Self.recipient]) }
         let pq = HybridIdentity.generate()
-        #expect(throws: CofferError.self) {
+        #expect(throws: InteropError.self) {
             try AgeFile.Encryptor(recipients: [HybridRecipient(publicKey: pq.privateKey.publicKey), Self.recipient])
         }
         let file = try Self.encrypt(Array("secret".utf8), to: [passphrase])

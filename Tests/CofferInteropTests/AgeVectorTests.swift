@@ -28,8 +28,8 @@ enum AgeVectors {
 
     /// The class of failure an error stands for, in the vectors' words.
     static func failureClass(of error: Error) -> String {
+        if case .malformedArmor? = error as? InteropError { return "armor failure" }
         switch error as? CofferError {
-        case .malformedArmor?: return "armor failure"
         case .headerMACMismatch?: return "HMAC failure"
         case .noMatchingKey?: return "no match"
         case .chunkAuthenticationFailed?, .truncated?, .trailingData?: return "payload failure"
