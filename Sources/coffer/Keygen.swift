@@ -116,7 +116,7 @@ struct Keygen: ParsableCommand {
         let publicPath = name + ".pub", privatePath = name + ".key"
         if !force {
             for path in [publicPath, privatePath] where FileManager.default.fileExists(atPath: path) {
-                throw CofferError.refused("\(path) exists; pass --force to replace it (the old key is then gone for good)")
+                throw KeyError.refused("\(path) exists; pass --force to replace it (the old key is then gone for good)")
             }
         }
         let stamp = ISO8601DateFormatter().string(from: Date())

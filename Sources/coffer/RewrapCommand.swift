@@ -140,7 +140,7 @@ struct Rewrap: ParsableCommand {
                     Runtime.warn("error: \(target.path): \(error)\(KeyHints.hint(for: error))")
                 }
             }
-            if failures > 0 { throw CofferError.refused("\(failures) file(s) not rewrapped (listed above); the others were") }
+            if failures > 0 { throw KeyError.refused("\(failures) file(s) not rewrapped (listed above); the others were") }
         }
     }
 }
