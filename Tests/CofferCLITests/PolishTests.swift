@@ -242,7 +242,8 @@ struct PolishTests {
         _ = try dir.write([1], "tree/a")
         let dead = try dir.write([2], "tree/.x.cof.coffer-tmp-Ab12Cd")
         let held = try dir.write([3], "tree/sub/.y.cof.coffer-tmp-Zz9876")
-        let fd = open(held, O_RDONLY)
+        // Close-on-exec: processes that other tests spawn meanwhile must not inherit (and hold) the lock.
+        let fd = open(held, O_RDONLY | O_CLOEXEC)
         #expect(flock(fd, LOCK_EX) == 0)
         let run = try coffer(["encrypt", "--key-file", key, "--recursive", dir.file("tree")])
         #expect(run.status == Exit.ok, "\(run.stderr)")
