@@ -96,6 +96,7 @@ public final class AtomicOutputFile {
             let suffix = String(decoding: (0..<6).map { _ in alphabet.randomElement(using: &generator)! }, as: UTF8.self)
             tempName = ".\(name)\(DirectoryTree.temporaryMarker)\(suffix)"
             fd = openat(directory.fd, tempName, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            if fd >= 0, !Leftovers.claim(fd, name: tempName, in: directory) { close(fd); fd = -1; continue }  // owned while open
             if fd >= 0 || errno != EEXIST { break }
         }
         guard fd >= 0 else {

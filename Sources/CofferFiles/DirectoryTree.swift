@@ -154,7 +154,8 @@ public struct DirectoryTree: Sendable {
     static let temporaryMarker = ".coffer-tmp-"
 
     /// Lists `path` (symbolic links are not followed and are reported as skipped, as are
-    /// temporary files of interrupted runs and anything not a regular file), sorted by path.
+    /// temporary files, which are removed when no live process owns them (``Leftovers``), and
+    /// anything not a regular file), sorted by path.
     public static func list(_ path: String, skipped: inout [(path: String, reason: String)]) throws -> DirectoryTree {
         try list(path, skipped: &skipped, pausing: true)
     }
@@ -176,7 +177,7 @@ public struct DirectoryTree: Sendable {
             switch st.st_mode & S_IFMT {
             case S_IFREG:
                 if name.contains(temporaryMarker) {
-                    skipped.append((relative, "temporary file of an interrupted run"))
+                    skipped.append((relative, Leftovers.removeIfAbandoned(name, in: directory).reason))
                 } else {
                     entries.append(Entry(relative: relative, size: UInt64(st.st_size), mode: st.st_mode & 0o7777,
                                          directories: directories, name: name, parentIdentity: parentIdentity))

@@ -2,6 +2,7 @@ import ArgumentParser
 import CofferCloud
 import CofferFiles
 import CofferFormat
+import CofferInterop
 import CofferKeys
 import Foundation
 #if canImport(Glibc)
@@ -14,21 +15,25 @@ struct Coffer: ParsableCommand {
         commandName: "coffer",
         abstract: "Encrypted backups: an authenticated, parallel, seekable file format and the tools around it.",
         discussion: """
-        Keys and passphrases are never taken from command-line arguments: they come from files
-        (--key-file, --passphrase-file), descriptors (--key-fd), the environment (COFFER_KEY,
+        Keys and passphrases are never taken from command-line arguments: they come from files \
+        (--key-file, --passphrase-file), descriptors (--key-fd), the environment (COFFER_KEY, \
         COFFER_PASSPHRASE) or a prompt on the terminal.
 
         Exit codes:
           0    success
           1    any other failure
-          2    key problem: no key given, no given key opens the file, unusable or insecure key file
-          3    integrity failure: tampered, truncated, reordered or swapped data, malformed header
+          2    key: none given, none opens the file, an unusable or insecure key file
+          3    integrity: altered, truncated, reordered or swapped data, bad header
           4    not a Coffer file, or a Coffer version this build does not read
           5    I/O failure: unreadable input, unwritable output, disk full
           64   invalid command-line usage
-          130  interrupted (temporary output files are removed)
+          130  interrupted by SIGINT (temporary output files are removed)
+          143  terminated by SIGTERM (temporary output files are removed)
+
+        When the reader of standard output goes away ('coffer decrypt ... | head'), coffer stops \
+        without a message, ended by SIGPIPE as other tools are.
         """,
-        version: "0.1.0 (format \(Limits.versionLine))",
+        version: "0.1.0 (writes format \(Limits.versionLineV2); reads \(Limits.versionLine), \(Limits.versionLineV2), \(AgeHeader.versionLine) and XtraBackup .xbcrypt)",
         subcommands: [Keygen.self, Encrypt.self, Decrypt.self, Verify.self, Inspect.self, Rewrap.self, Reencrypt.self, Migrate.self, KMSBench.self])
 
     static func main() {
@@ -48,7 +53,8 @@ enum Runtime {
         disableCoreDumps()
         // COFFER_MALLOC_DEFAULTS=1 keeps glibc's defaults, so scripts/bench.sh can measure the difference.
         if ProcessInfo.processInfo.environment["COFFER_MALLOC_DEFAULTS"] != "1" { AllocatorTuning.apply() }
-        // A closed pipe must surface as a write error, not kill the process mid-file.
+        // A closed pipe must surface as a write error, not kill the process mid-file (a temporary
+        // output or a decompressor may need cleaning up); ``reporting(_:)`` then ends quietly.
         signal(SIGPIPE, SIG_IGN)
         installInterruptHandler()
     }
@@ -110,10 +116,45 @@ enum Runtime {
         do {
             try body()
         } catch let error as any CategorizedError {
+            if error.category == .io, standardOutputReaderGone() { endLikeABrokenPipe() }
             warn("error: \(error)\(CommandHints.hint(for: error))")
             throw ExitCode(exitCode(for: error))
         }
     }
+}
+
+extension Runtime {
+    /// True when standard output is a pipe or socket whose reading end is closed (`coffer … | head`
+    /// after head exited): poll(2) reports POLLERR (pipe) or POLLHUP (socket) on the writing end.
+    static func standardOutputReaderGone() -> Bool {
+        var st = stat()
+        guard fstat(1, &st) == 0, (st.st_mode & S_IFMT) == S_IFIFO || (st.st_mode & S_IFMT) == S_IFSOCK else { return false }
+        var descriptor = pollfd(fd: 1, events: 0, revents: 0)
+        guard poll(&descriptor, 1, 0) == 1 else { return false }
+        return descriptor.revents & Int16(POLLERR | POLLHUP) != 0
+    }
+
+    /// Ends the way other Unix tools end when their reader went away: no message, killed by
+    /// SIGPIPE (a shell reports nothing; with `set -o pipefail` the pipeline's status is 141).
+    /// Temporary outputs are removed first, as on an interrupt.
+    static func endLikeABrokenPipe() -> Never {
+        TemporaryFiles.removeAll()
+        signal(SIGPIPE, SIG_DFL)
+        raise(SIGPIPE)
+        exit(128 + SIGPIPE)
+    }
+}
+
+/// A command-line usage problem found while running rather than while parsing (exit 64).
+struct UsageError: CategorizedError {
+    let description: String
+    init(_ description: String) { self.description = description }
+    var category: ErrorCategory { .usage }
+}
+
+/// "1 file", "2 files": a count and its noun, singular or plural.
+func counted<N: BinaryInteger>(_ count: N, _ singular: String, plural: String? = nil) -> String {
+    "\(count) \(count == 1 ? singular : plural ?? singular + "s")"
 }
 
 /// prctl(2): variadic in C, so Swift does not import it; called with its four unsigned-long arguments.

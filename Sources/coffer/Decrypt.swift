@@ -12,32 +12,33 @@ struct Decrypt: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Decrypt a file, a stream, a byte range, or every .cof file in a directory tree.",
         discussion: """
-        Coffer files, standard age files (binary or armored, with -i identity files or a passphrase)
+        Coffer files, standard age files (binary or armored, with -i identity files or a passphrase) \
         and XtraBackup .xbcrypt files are recognised by their first bytes.
 
-        Only authenticated plaintext is ever written. To a file (-o), output appears under its name
-        only after every chunk authenticated; on failure no output file is left. On standard output,
-        plaintext already written before a failure cannot be taken back (the exit code is non-zero):
+        Only authenticated plaintext is ever written. To a file (-o), output appears under its name \
+        only after every chunk authenticated; on failure no output file is left. On standard output, \
+        plaintext already written before a failure cannot be taken back (the exit code is non-zero): \
         for untrusted input use -o, or run 'coffer verify' first.
 
-        --offset/--length decrypt part of a file, reading only the chunks that hold it (and the final
+        --offset/--length decrypt part of a file, reading only the chunks that hold it (and the final \
         chunk, which proves the file's length).
 
-        With --recursive, every NAME.cof under the directory IN is decrypted to NAME in parallel
-        (like 'xtrabackup --decrypt --parallel'); a file of an encrypted directory found under
-        another name than the one it was encrypted as is refused, and so is a file of another run
-        or one encrypted on its own: only one run is decrypted (docs/FORMAT.md, "Directory runs"),
-        from its own directory or any directory above it. Outputs get the .cof file's permission
+        With --recursive, every NAME.cof under the directory IN is decrypted to NAME in parallel \
+        (like 'xtrabackup --decrypt --parallel'); a file of an encrypted directory found under \
+        another name than the one it was encrypted as is refused, and so is a file of another run \
+        or one encrypted on its own: only one run is decrypted (docs/FORMAT.md, "Directory runs"), \
+        from its own directory or any directory above it. Outputs get the .cof file's permission \
         bits less the umask, never setuid, setgid or sticky; symbolic links are never followed.
 
-        --signed-by PUB requires a producer signature by that key (any one of several given): an
-        unsigned file, another signer or a file altered after signing is refused, before any
-        plaintext is written: to standard output, the whole signature is checked first (a pass that
-        hashes the ciphertext; with chunk-tags, one that authenticates every chunk), then again as
-        the chunks are decrypted; input from a pipe is first
-        copied to an unlinked temporary file in $TMPDIR (ciphertext only) so that it can be. With -o,
+        --signed-by PUB requires a producer signature by that key (any one of several given): an \
+        unsigned file, another signer or a file altered after signing is refused, before any \
+        plaintext is written: to standard output, the whole signature is checked first (a pass that \
+        hashes the ciphertext; with chunk-tags, one that authenticates every chunk), then again as \
+        the chunks are decrypted; input from a pipe is first \
+        copied to an unlinked temporary file in $TMPDIR (ciphertext only) so that it can be. With -o, \
         the output file appears only once everything checked, so one pass does both.
-        Without --signed-by a signature is not checked (the file key still authenticates every
+
+        Without --signed-by a signature is not checked (the file key still authenticates every \
         byte); a damaged signature trailer is reported as a warning ('coffer verify' fails on it).
         """)
 

@@ -12,12 +12,12 @@ struct Encrypt: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Encrypt a file, a stream, or every file in a directory tree.",
         discussion: """
-        Reads IN (standard input when omitted or '-') and writes OUT (standard output when omitted or
-        '-'). A file output is written under a temporary name and appears under its name only when
+        Reads IN (standard input when omitted or '-') and writes OUT (standard output when omitted or \
+        '-'). A file output is written under a temporary name and appears under its name only when \
         complete. Several keys may be given: any one of them opens the file.
 
-        With --recursive, every regular file NAME under the directory IN is encrypted to NAME.cof in
-        parallel (like 'xtrabackup --encrypt'); all files share one wrapped key, so a passphrase is
+        With --recursive, every regular file NAME under the directory IN is encrypted to NAME.cof in \
+        parallel (like 'xtrabackup --encrypt'); all files share one wrapped key, so a passphrase is \
         stretched once, and each file is bound to its relative path.
 
         Examples:
@@ -27,8 +27,8 @@ struct Encrypt: ParsableCommand {
           coffer encrypt --key-file backup.key --recursive --remove-original /data/backup
           coffer encrypt -r backup-host.pub --sign producer.key -o db.cof db.dump
 
-        --sign adds a producer signature (docs/FORMAT.md, "Signatures"): restorers check it with
-        'coffer decrypt|verify --signed-by producer.pub'. Recipients alone prove nothing about who
+        --sign adds a producer signature (docs/FORMAT.md, "Signatures"): restorers check it with \
+        'coffer decrypt|verify --signed-by producer.pub'. Recipients alone prove nothing about who \
         made a file: anyone holding a public key can encrypt to it.
         """)
 
@@ -40,13 +40,13 @@ struct Encrypt: ParsableCommand {
     @Option(name: .shortAndLong, help: ArgumentHelp("Output file ('-' for standard output).", valueName: "out"))
     var output: String?
 
-    @Option(help: ArgumentHelp("Payload cipher: aes-256-gcm (default) or chacha20-poly1305.", valueName: "name"))
+    @Option(help: ArgumentHelp("Payload cipher: aes-256-gcm or chacha20-poly1305.", valueName: "name"))
     var cipher: String = PayloadCipher.aes256gcm.rawValue
 
-    @Option(help: ArgumentHelp("Plaintext bytes per chunk, 4K...16M, with K/M suffixes (default 1M).", valueName: "size"))
+    @Option(help: ArgumentHelp("Plaintext bytes per chunk, 4K...16M, with K/M suffixes.", valueName: "size"))
     var chunkSize: String = "1M"
 
-    @Option(help: ArgumentHelp("scrypt work factor log2(N) for a passphrase, \(Passphrase.minWorkFactor)...\(Passphrase.maxWorkFactor) (default \(Passphrase.defaultWorkFactor), about a second).",
+    @Option(help: ArgumentHelp("scrypt work factor log2(N) for a passphrase, \(Passphrase.minWorkFactor)...\(Passphrase.maxWorkFactor) (the default takes about a second).",
                                valueName: "n"))
     var workFactor: Int = Passphrase.defaultWorkFactor
 
@@ -57,7 +57,7 @@ struct Encrypt: ParsableCommand {
     @Option(help: .hidden)
     var fileVersion: Int = 2
 
-    @Option(help: ArgumentHelp("Output format: coffer (default) or age (a standard age v1 file that 'age -d' opens: X25519, post-quantum, ssh-ed25519 or passphrase recipients).",
+    @Option(help: ArgumentHelp("Output format: coffer or age (a standard age v1 file that 'age -d' opens: X25519, post-quantum, ssh-ed25519 or passphrase recipients).",
                                valueName: "format"))
     var format: String = "coffer"
 

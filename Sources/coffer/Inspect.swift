@@ -12,7 +12,7 @@ struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show an encrypted file's header: version, cipher, chunk size, stanzas, payload size. Needs no key.",
         discussion: """
-        Nothing shown is authenticated until a key opens the file: use 'coffer verify' for that.
+        Nothing shown is authenticated until a key opens the file: use 'coffer verify' for that. \
         Exit status 3 when the payload length is impossible (the file was cut short or extended).
         """)
 
@@ -193,7 +193,7 @@ struct Inspect: ParsableCommand {
         line("header:      \(report.headerBytes) bytes")
         if let slots { line("slots:       \(slots)") }
         for damaged in report.damagedSlots ?? [] { line("damaged:     \(damaged)") }
-        line("stanzas:     \(report.stanzas.count) (any one opens the file)")
+        line("stanzas:     \(report.stanzas.count) (\(report.stanzas.count == 1 ? "it opens the file" : "any one opens the file"))")
         for stanza in report.stanzas {
             let id = stanza.keyID.map { " [key id \($0)]" } ?? ""
             line("  \(stanza.type.padding(toLength: 14, withPad: " ", startingAt: 0)) \(stanza.description)\(stanza.uri != nil ? id : "")")
@@ -208,7 +208,7 @@ struct Inspect: ParsableCommand {
             line("signature:   none")
         }
         if let plaintext = report.plaintextBytes, let chunks = report.chunks {
-            line("payload:     \(plaintext) bytes in \(chunks) chunks")
+            line("payload:     \(counted(plaintext, "byte")) in \(counted(chunks, "chunk"))")
         } else if let payloadError = report.payloadError {
             line("payload:     invalid: \(payloadError)")
         } else {

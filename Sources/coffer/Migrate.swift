@@ -9,21 +9,21 @@ struct Migrate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Convert XtraBackup .xbcrypt files or age files to Coffer files in one pass, plaintext never on disk.",
         discussion: """
-        Every NAME.xbcrypt (--from xbcrypt) or NAME.age (--from age), given or found under a given
-        directory, becomes NAME.cof, encrypted to the Coffer keys given (--key-file, --passphrase,
-        -r, ...). The old files' key: for xbcrypt, --from-key-file (its raw bytes, as xbcrypt reads
-        them) or XBCRYPT_ENCRYPTION_KEY; for age, --from-identity (age identity files, OpenSSH keys)
+        Every NAME.xbcrypt (--from xbcrypt) or NAME.age (--from age), given or found under a given \
+        directory, becomes NAME.cof, encrypted to the Coffer keys given (--key-file, --passphrase, \
+        -r, ...). The old files' key: for xbcrypt, --from-key-file (its raw bytes, as xbcrypt reads \
+        them) or XBCRYPT_ENCRYPTION_KEY; for age, --from-identity (age identity files, OpenSSH keys) \
         and/or --from-passphrase-file.
 
-        Each new file is read back and authenticated before anything is removed. With
-        --remove-original the .xbcrypt file is then removed, but only if its own decryption was
-        checked (XBCRYP03 chunks carry a SHA-256); XBCRYP01/02 files decrypt without error under
-        any key, so they are kept, with a warning. An interrupted run can be run again: files whose
-        NAME.cof already exists, authenticates and holds the same plaintext are not converted twice;
-        a NAME.cof that holds anything else is an error, and both files stay. Each path given gets
+        Each new file is read back and authenticated before anything is removed. With \
+        --remove-original the .xbcrypt file is then removed, but only if its own decryption was \
+        checked (XBCRYP03 chunks carry a SHA-256); XBCRYP01/02 files decrypt without error under \
+        any key, so they are kept, with a warning. An interrupted run can be run again: files whose \
+        NAME.cof already exists, authenticates and holds the same plaintext are not converted twice; \
+        a NAME.cof that holds anything else is an error, and both files stay. Each path given gets \
         its own file key (a passphrase is stretched once per path).
 
-        age files are authenticated, so with --remove-original each NAME.age is removed once its
+        age files are authenticated, so with --remove-original each NAME.age is removed once its \
         NAME.cof is verified to hold exactly the plaintext NAME.age decrypts to.
 
         Examples:
@@ -50,7 +50,7 @@ struct Migrate: ParsableCommand {
     @OptionGroup var signing: SignOptions
     @OptionGroup var engine: EngineOptions
 
-    @Option(help: ArgumentHelp("scrypt work factor for a new passphrase (default \(Passphrase.defaultWorkFactor)).", valueName: "n"))
+    @Option(help: ArgumentHelp("scrypt work factor log2(N) for a new passphrase.", valueName: "n"))
     var workFactor: Int = Passphrase.defaultWorkFactor
 
     @Flag(help: "Remove each old file once its Coffer file is complete, flushed, read back and authenticated.")

@@ -16,7 +16,7 @@ struct Output {
     static func open(path: String?, input: ByteSource, force: Bool, binary: Bool) throws -> Output {
         guard let path, path != "-" else {
             if binary && isatty(1) == 1 {
-                throw CofferError.refused("refusing to write binary ciphertext to a terminal: use -o FILE or redirect standard output")
+                throw UsageError("refusing to write binary ciphertext to a terminal: use -o FILE or redirect standard output")
             }
             return Output(sink: FileDescriptorSink(fd: 1, path: "standard output"), file: nil)
         }
@@ -46,7 +46,7 @@ func runDirectory(engine: EngineOptions, removeOriginal: Bool, force: Bool = fal
     for (path, message) in report.warnings { Runtime.warn("warning: \(path): \(message)") }
     if !engine.quiet {
         for (path, reason) in report.skipped { Runtime.warn("skipped \(path): \(reason)") }
-        Runtime.warn("\(verb) \(report.completed.count) files (\(ProgressLine.bytes(report.plaintextBytes))), \(report.failures.count) failed, \(report.skipped.count) skipped")
+        Runtime.warn("\(verb) \(counted(report.completed.count, "file")) (\(ProgressLine.bytes(report.plaintextBytes))), \(report.failures.count) failed, \(report.skipped.count) skipped")
     }
     if let first = report.failures.first { throw ExitCode(Runtime.exitCode(for: first.error)) }
 }

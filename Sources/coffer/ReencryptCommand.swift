@@ -8,14 +8,14 @@ struct Reencrypt: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Re-encrypt files under a new file key, to new keys.",
         discussion: """
-        For when a file key itself may have leaked ('coffer rewrap --remove' stops a key from opening a
-        file, but cannot take back a file key its holder already read). Each FILE is opened with the
-        keys given (--key-file, -i, --passphrase, ...), decrypted into a pipe and encrypted to the new
-        keys (-r, -R, --to-key-file, --to-passphrase-file, --to-kms, the recovery key) under a fresh file key,
-        keeping its cipher, chunk size and object name (files share the new file key while their
-        object names differ; a repeated name, such as two files encrypted on their own, gets a file
-        key of its own). The new file is read back and authenticated
-        before it replaces the old one; the plaintext never touches the disk. A signature covers the
+        For when a file key itself may have leaked ('coffer rewrap --remove' stops a key from opening a \
+        file, but cannot take back a file key its holder already read). Each FILE is opened with the \
+        keys given (--key-file, -i, --passphrase, ...), decrypted into a pipe and encrypted to the new \
+        keys (-r, -R, --to-key-file, --to-passphrase-file, --to-kms, the recovery key) under a fresh file key, \
+        keeping its cipher, chunk size and object name (files share the new file key while their \
+        object names differ; a repeated name, such as two files encrypted on their own, gets a file \
+        key of its own). The new file is read back and authenticated \
+        before it replaces the old one; the plaintext never touches the disk. A signature covers the \
         old payload and does not carry over: --sign KEY signs the new one.
 
         Example:
@@ -37,7 +37,7 @@ struct Reencrypt: ParsableCommand {
                                valueName: "uri"))
     var toKms: [String] = []
 
-    @Option(help: ArgumentHelp("scrypt work factor log2(N) for --to-passphrase-file (default \(Passphrase.defaultWorkFactor)).", valueName: "n"))
+    @Option(help: ArgumentHelp("scrypt work factor log2(N) for --to-passphrase-file.", valueName: "n"))
     var workFactor: Int = Passphrase.defaultWorkFactor
 
     @Argument(help: ArgumentHelp("Encrypted files.", valueName: "file"))
@@ -72,7 +72,7 @@ struct Reencrypt: ParsableCommand {
                 if outcome.droppedSignature {
                     Runtime.warn("warning: \(path) was signed; the new payload is not (give --sign KEY to sign it)")
                 }
-                if !engine.quiet { Runtime.warn("re-encrypted \(path): \(outcome.bytes) bytes under a new file key\(signer != nil ? ", signed" : "")") }
+                if !engine.quiet { Runtime.warn("re-encrypted \(path): \(counted(outcome.bytes, "byte")) under a new file key\(signer != nil ? ", signed" : "")") }
             }
         }
     }

@@ -14,13 +14,13 @@ struct Verify: ParsableCommand {
         discussion: """
         Exit status 0 only if every header and every chunk authenticate with a given key.
 
-        Without --signed-by, a signed file's signature is not checked (no public key is given):
-        verify says so ("signed by KEYID, not checked") and fails on a damaged trailer (one that
+        Without --signed-by, a signed file's signature is not checked (no public key is given): \
+        verify says so ("signed by KEYID, not checked") and fails on a damaged trailer (one that \
         holds no signature, or a zeroed key id or signature).
 
-        --signed-by PUB also requires a producer signature by that key (any one of several given).
-        Given --signed-by and no key at all, only the signature is checked: the ciphertext is hashed
-        without being decrypted, which proves the file is byte for byte what the signer wrote, on a
+        --signed-by PUB also requires a producer signature by that key (any one of several given). \
+        Given --signed-by and no key at all, only the signature is checked: the ciphertext is hashed \
+        without being decrypted, which proves the file is byte for byte what the signer wrote, on a \
         host that holds no decryption key (a storage server, say).
         """)
 
@@ -57,7 +57,7 @@ struct Verify: ParsableCommand {
                 try signers.refuseUnsignedFormat("age")
                 let bytes = try AgeFile.decrypt(from: source, kind: armored ? .armored : .binary,
                                                 identities: try keys.ageIdentities(), to: DiscardingSink(), threads: engine.threads)
-                if !engine.quiet { Runtime.warn("OK: \(input ?? "standard input"): age file, \(bytes) bytes authenticated") }
+                if !engine.quiet { Runtime.warn("OK: \(input ?? "standard input"): age file, \(counted(bytes, "byte")) authenticated") }
                 return
             case .xbcrypt:
                 try signers.refuseUnsignedFormat(".xbcrypt")
@@ -69,7 +69,7 @@ struct Verify: ParsableCommand {
                         "\(input ?? "standard input"): XBCRYP0\(summary.oldestVersion!.rawValue) chunks carry no integrity check: neither the key nor the data can be verified (CRC-32s matched)")
                 }
                 if !engine.quiet {
-                    Runtime.warn("OK: \(input ?? "standard input"): \(summary.plaintextBytes) bytes, every chunk's CRC-32 and SHA-256 matched (.xbcrypt is not authenticated: dropped or reordered chunks cannot be detected)")
+                    Runtime.warn("OK: \(input ?? "standard input"): \(counted(summary.plaintextBytes, "byte")), every chunk's CRC-32 and SHA-256 matched (.xbcrypt is not authenticated: dropped or reordered chunks cannot be detected)")
                 }
                 return
             case .other(let hint):
@@ -114,7 +114,7 @@ struct Verify: ParsableCommand {
                 signatureNote = "; signed by \(trailer.signerLabels.joined(separator: ", ")), not checked (give --signed-by to check it)"
             }
             if !engine.quiet {
-                Runtime.warn("OK: \(input ?? "standard input"): \(bytes) bytes authenticated\(signatureNote)")
+                Runtime.warn("OK: \(input ?? "standard input"): \(counted(bytes, "byte")) authenticated\(signatureNote)")
             }
         }
     }
