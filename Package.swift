@@ -39,9 +39,11 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "_CryptoExtras", package: "swift-crypto"),
         ]),
+        // Debian's zlib (apt zlib1g-dev): the CRC-32 of .xbcrypt chunks, and inflating test vectors.
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         // Formats users already have: XtraBackup's .xbcrypt (reading), age files (reading and writing).
         .target(name: "CofferInterop", dependencies: [
-            "CofferFormat", "CofferKeys",
+            "CofferFormat", "CofferKeys", "CZlib",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "_CryptoExtras", package: "swift-crypto"),
         ]),
@@ -73,7 +75,6 @@ let package = Package(
         .testTarget(name: "CofferKeysTests", dependencies: ["CofferKeys", "CofferFormat", "CofferCloud"]),
         // The age test vectors, parsed for the library's and the CLI's tests; system zlib inflates
         // the ones stored compressed.
-        .systemLibrary(name: "CZlib", path: "Tests/CZlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "AgeTestVectors", dependencies: ["CZlib"], path: "Tests/AgeTestVectors"),
         .testTarget(name: "CofferInteropTests", dependencies: ["CofferInterop", "CofferFormat", "CofferKeys", "AgeTestVectors"]),
         .testTarget(name: "CofferRepositoryTests", dependencies: [

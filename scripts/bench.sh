@@ -5,7 +5,8 @@
 # and prints the figures as MB/s (10^6 bytes/s), peak RSS, and ratios against those references.
 # Each figure is the median of --runs runs after one warm-up run. Absolute numbers on a shared 2-core
 # VM move with the neighbours (see ../shared/PERF-ANCHORS.md, "Noise"): the ratios, taken in the same
-# run, are the figures to compare.
+# run, are the figures to compare. For the age and .xbcrypt rows alone, in paired alternating rounds with
+# the best of N (and a before/after comparison of two builds), see scripts/bench-interop.sh.
 set -euo pipefail
 export LC_ALL=C # decimal points in awk/printf and $EPOCHREALTIME
 

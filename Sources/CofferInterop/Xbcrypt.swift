@@ -1,3 +1,4 @@
+import CZlib
 import CofferFormat
 import Crypto
 import _CryptoExtras
@@ -65,61 +66,60 @@ public enum Xbcrypt {
         return value
     }
 
+    /// A chunk header's size and its payload's, from the header's first bytes (36, or 44 with
+    /// v2/v3's IV length; `bytes` may hold more). Checks the magic, the IV length and the size limit.
+    static func parseHeader(_ bytes: UnsafeRawBufferPointer, index: UInt64) throws -> (headerLength: Int, payloadLength: Int) {
+        guard bytes.count >= fixedHeaderSize else {
+            throw CofferError.truncated("xbcrypt chunk \(index) is cut off inside its header")
+        }
+        guard looksLikeXbcrypt(Array(bytes[0..<8])) else {
+            throw CofferError.malformedHeader("xbcrypt chunk \(index) does not start with XBCRYP01/02/03")
+        }
+        var headerLength = fixedHeaderSize
+        if bytes[7] != 0x31 {  // v2 and v3 store an IV
+            guard bytes.count >= fixedHeaderSize + 8 else {
+                throw CofferError.truncated("xbcrypt chunk \(index) is cut off inside its header")
+            }
+            let ivLength = littleEndian(bytes, at: fixedHeaderSize, count: 8)
+            guard ivLength == 16 else {
+                throw CofferError.malformedHeader("xbcrypt chunk \(index) has an IV of \(ivLength) bytes, not 16")
+            }
+            headerLength += 8 + 16
+        }
+        let payloadLength = littleEndian(bytes, at: 24, count: 8)
+        guard payloadLength <= UInt64(maxChunkSize) else {
+            throw CofferError.malformedHeader("xbcrypt chunk \(index) claims \(payloadLength) bytes")
+        }
+        return (headerLength, Int(payloadLength))
+    }
+
     /// Decrypts every chunk of `source` into `sink`, on `threads` threads, in order.
+    ///
+    /// From a regular file, one thread reads only the chunk headers (each gives the next chunk's
+    /// offset) and every worker reads its own chunk with a positioned read; a chunk larger than
+    /// what is left of the file is refused before any memory is set aside for it. From a pipe, one
+    /// reader reads whole chunks, and a chunk's buffer grows only as its bytes arrive.
     public static func decrypt(from source: ByteSource, to sink: ByteSink, key: SymmetricKey,
                                threads: Int, progress: (@Sendable (UInt64) -> Void)? = nil) throws -> Summary {
-        var counter: UInt64 = 0
-        let pipeline = OrderedPipeline(
-            slotCount: threads <= 1 ? 1 : 2 * threads + 2, workers: max(1, threads), inputCapacity: 65536 + 128,
-            produce: { slot in
-                // Read one whole chunk, header included, into the slot; the workers parse it again.
-                slot.reserveInput(fixedHeaderSize + 8)
-                let got = try source.readFully(into: UnsafeMutableRawBufferPointer(rebasing: slot.input[0..<fixedHeaderSize]))
-                if got == 0 { return .end }
-                guard got == fixedHeaderSize else {
-                    throw CofferError.truncated("xbcrypt chunk \(counter) is cut off inside its header")
-                }
-                guard looksLikeXbcrypt(Array(UnsafeRawBufferPointer(rebasing: slot.input[0..<8]))) else {
-                    throw CofferError.malformedHeader("xbcrypt chunk \(counter) does not start with XBCRYP01/02/03")
-                }
-                let hasIV = slot.input[7] != 0x31  // v2 and v3 store an IV
-                var length = fixedHeaderSize
-                if hasIV {
-                    let got = try source.readFully(into: UnsafeMutableRawBufferPointer(rebasing: slot.input[length..<(length + 8)]))
-                    guard got == 8 else { throw CofferError.truncated("xbcrypt chunk \(counter) is cut off inside its header") }
-                    let ivLength = littleEndian(UnsafeRawBufferPointer(slot.input), at: length, count: 8)
-                    guard ivLength == 16 else {
-                        throw CofferError.malformedHeader("xbcrypt chunk \(counter) has an IV of \(ivLength) bytes, not 16")
-                    }
-                    length += 8 + 16
-                }
-                let payloadLength = littleEndian(UnsafeRawBufferPointer(slot.input), at: 24, count: 8)
-                guard payloadLength <= UInt64(maxChunkSize) else {
-                    throw CofferError.malformedHeader("xbcrypt chunk \(counter) claims \(payloadLength) bytes")
-                }
-                let total = length + Int(payloadLength)
-                if slot.input.count < total {
-                    // Growing the buffer loses what it holds: keep the header read so far.
-                    let head = Array(UnsafeRawBufferPointer(rebasing: slot.input[0..<fixedHeaderSize + 8]))
-                    slot.reserveInput(total)
-                    head.withUnsafeBytes { slot.input.copyMemory(from: $0) }
-                }
-                let start = fixedHeaderSize + (hasIV ? 8 : 0)
-                let want = total - start
-                let read = try source.readFully(into: UnsafeMutableRawBufferPointer(rebasing: slot.input[start..<total]))
-                guard read == want else {
-                    throw CofferError.truncated("xbcrypt chunk \(counter) is cut off: \(read) of \(want) bytes")
-                }
-                slot.inputCount = total
-                slot.counter = counter
-                counter += 1
-                return .chunk
-            },
-            transform: { slot in slot.output = [try decryptChunk(slot.filledInput, key: key, index: slot.counter)] })
+        try decrypt(from: source, to: sink, key: key, threads: threads, progress: progress, reserving: nil)
+    }
+
+    /// ``decrypt(from:to:key:threads:progress:)``; `reserving` sees every chunk buffer size asked for
+    /// (the tests check that a chunk's claimed size alone sets nothing aside).
+    static func decrypt(from source: ByteSource, to sink: ByteSink, key: SymmetricKey, threads: Int,
+                        progress: (@Sendable (UInt64) -> Void)?, reserving: ((Int) -> Void)?) throws -> Summary {
+        let threads = max(1, threads)
+        let pipeline: OrderedPipeline
+        let positioned = source.positionedReadStart
+        if let (size, start) = positioned {
+            pipeline = positionedPipeline(source: source, size: size, start: start, key: key, threads: threads,
+                                          reserving: reserving)
+        } else {
+            pipeline = sequentialPipeline(source: source, key: key, threads: threads, reserving: reserving)
+        }
         var summary = Summary()
-        try pipeline.run(waitForReader: source.regularFileSize != nil) { slot in
-            let chunk = slot.filledInput
-            let version = Version(rawValue: Int(chunk[7]) - 0x30)!
+        try pipeline.run(waitForReader: positioned != nil || source.regularFileSize != nil) { slot in
+            let version = Version(rawValue: Int(slot.input[7]) - 0x30)!
             summary.oldestVersion = min(summary.oldestVersion ?? version, version)
             summary.chunks += 1
             for part in slot.output {
@@ -131,7 +131,100 @@ public enum Xbcrypt {
         return summary
     }
 
-    /// Decrypts one complete chunk (header and payload).
+    static let initialCapacity = 65536 + 128
+
+    /// A regular file: the reader reads each header where the previous chunk ended, checks that the
+    /// chunk fits in the file, and hands its offset on; the worker reads the whole chunk itself.
+    static func positionedPipeline(source: ByteSource, size: UInt64, start: UInt64, key: SymmetricKey,
+                                   threads: Int, reserving: ((Int) -> Void)?) -> OrderedPipeline {
+        var counter: UInt64 = 0
+        var offset = start
+        let offsets = LockedTable<UInt64>()
+        let headerMax = fixedHeaderSize + 8 + 16
+        return OrderedPipeline(
+            slotCount: threads <= 1 ? 1 : 2 * threads + 2, workers: threads, inputCapacity: initialCapacity,
+            produce: { slot in
+                guard offset < size else { return .end }
+                let left = size - offset
+                let want = Int(min(UInt64(headerMax), left))
+                let got = try source.read(into: UnsafeMutableRawBufferPointer(rebasing: slot.input[0..<want]), at: offset)
+                let (headerLength, payloadLength) = try parseHeader(UnsafeRawBufferPointer(rebasing: slot.input[0..<got]),
+                                                                    index: counter)
+                // The size limit of what is left of the file comes before any allocation.
+                guard UInt64(headerLength + payloadLength) <= left else {
+                    let start = fixedHeaderSize + (headerLength > fixedHeaderSize ? 8 : 0)
+                    throw CofferError.truncated(
+                        "xbcrypt chunk \(counter) is cut off: \(left - UInt64(start)) of \(headerLength + payloadLength - start) bytes")
+                }
+                let total = headerLength + payloadLength
+                if total > slot.input.count { reserving?(total) }
+                slot.reserveInput(total)
+                slot.inputCount = total
+                slot.counter = counter
+                offsets.set(counter, offset)
+                offset += UInt64(total)
+                counter += 1
+                return .chunk
+            },
+            transform: { slot in
+                let at = offsets.take(slot.counter)!
+                let got = try source.read(into: UnsafeMutableRawBufferPointer(rebasing: slot.input[0..<slot.inputCount]), at: at)
+                // What this worker read is what it decrypts: it must be the chunk the reader measured.
+                guard got == slot.inputCount,
+                      let (headerLength, payloadLength) = try? parseHeader(slot.filledInput, index: slot.counter),
+                      headerLength + payloadLength == got else {
+                    throw CofferError.readFailed(path: source.path, reason: "the file changed while being read")
+                }
+                slot.output = [try decryptChunk(slot.filledInput, key: key, index: slot.counter)]
+            })
+    }
+
+    /// A pipe: one reader reads whole chunks, header included, into the slots.
+    static func sequentialPipeline(source: ByteSource, key: SymmetricKey, threads: Int,
+                                   reserving: ((Int) -> Void)?) -> OrderedPipeline {
+        var counter: UInt64 = 0
+        return OrderedPipeline(
+            slotCount: threads <= 1 ? 1 : 2 * threads + 2, workers: threads, inputCapacity: initialCapacity,
+            produce: { slot in
+                let got = try source.readFully(into: UnsafeMutableRawBufferPointer(rebasing: slot.input[0..<fixedHeaderSize]))
+                if got == 0 { return .end }
+                var filled = got
+                if got == fixedHeaderSize && looksLikeXbcrypt(Array(slot.input[0..<8])) && slot.input[7] != 0x31 {
+                    filled += try source.readFully(into: UnsafeMutableRawBufferPointer(rebasing: slot.input[filled..<(filled + 8)]))
+                }
+                let (headerLength, payloadLength) = try parseHeader(UnsafeRawBufferPointer(rebasing: slot.input[0..<filled]),
+                                                                    index: counter)
+                let total = headerLength + payloadLength
+                let start = filled
+                // The buffer grows no faster than the bytes arrive: a header that claims 256 MiB
+                // in a short stream gets no more memory than the stream holds.
+                while filled < total {
+                    if filled == slot.input.count {
+                        let kept = Array(UnsafeRawBufferPointer(rebasing: slot.input[0..<filled]))
+                        let capacity = min(total, 2 * slot.input.count)
+                        reserving?(capacity)
+                        slot.reserveInput(capacity)
+                        kept.withUnsafeBytes { slot.input.copyMemory(from: $0) }
+                    }
+                    let end = min(total, slot.input.count)
+                    let n = try source.readFully(into: UnsafeMutableRawBufferPointer(rebasing: slot.input[filled..<end]))
+                    filled += n
+                    guard filled == end else {
+                        throw CofferError.truncated("xbcrypt chunk \(counter) is cut off: \(filled - start) of \(total - start) bytes")
+                    }
+                }
+                slot.inputCount = total
+                slot.counter = counter
+                counter += 1
+                return .chunk
+            },
+            transform: { slot in slot.output = [try decryptChunk(slot.filledInput, key: key, index: slot.counter)] })
+    }
+
+    static let zeroCounterBlock = [UInt8](repeating: 0, count: 16)
+
+    /// Decrypts one complete chunk (header and payload, as ``parseHeader(_:index:)`` measured it).
+    /// Returns the plaintext: for v3, a slice of the decrypted bytes without their SHA-256 (no copy).
     static func decryptChunk(_ chunk: UnsafeRawBufferPointer, key: SymmetricKey, index: UInt64) throws -> Data {
         let version = Version(rawValue: Int(chunk[7]) - 0x30)!
         let originalSize = littleEndian(chunk, at: 16, count: 8)
@@ -143,9 +236,10 @@ public enum Xbcrypt {
             throw CofferError.chunkAuthenticationFailed(chunk: index, reason: "the xbcrypt chunk's CRC-32 does not match: the data was altered")
         }
         // v1/v2: the counter starts at zero; v3: the stored IV is the first counter block.
-        let counterBlock = version == .v3 ? Array(chunk[(fixedHeaderSize + 8)..<(fixedHeaderSize + 24)])
-                                          : [UInt8](repeating: 0, count: 16)
-        let decrypted = try AES._CTR.decrypt(payload, using: key, nonce: AES._CTR.Nonce(nonceBytes: counterBlock))
+        let nonce = version == .v3
+            ? try AES._CTR.Nonce(nonceBytes: UnsafeRawBufferPointer(rebasing: chunk[(fixedHeaderSize + 8)..<(fixedHeaderSize + 24)]))
+            : try AES._CTR.Nonce(nonceBytes: zeroCounterBlock)
+        let decrypted = try AES._CTR.decrypt(payload, using: key, nonce: nonce)
         guard UInt64(decrypted.count) == originalSize else {
             throw CofferError.malformedHeader("xbcrypt chunk \(index) declares \(originalSize) bytes but holds \(decrypted.count)")
         }
@@ -153,46 +247,25 @@ public enum Xbcrypt {
         guard decrypted.count >= 32 else {
             throw CofferError.malformedHeader("xbcrypt v3 chunk \(index) is too short for its SHA-256")
         }
-        let plaintext = decrypted.prefix(decrypted.count - 32)
-        guard Data(SHA256.hash(data: plaintext)) == decrypted.suffix(32) else {
+        let plaintextCount = decrypted.count - 32
+        let matches = decrypted.withUnsafeBytes { bytes in
+            var hasher = SHA256()
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: bytes[0..<plaintextCount]))
+            return hasher.finalize() == UnsafeRawBufferPointer(rebasing: bytes[plaintextCount...])
+        }
+        guard matches else {
             throw CofferError.invalidKey(
                 "wrong xbcrypt key: chunk \(index) does not match its SHA-256 once decrypted (or the chunk was altered)")
         }
-        return Data(plaintext)
+        return decrypted.prefix(plaintextCount)
     }
 }
 
-/// CRC-32 as zlib computes it (reflected polynomial 0xEDB88320), slicing by 8 bytes.
+/// CRC-32 as zlib computes it (reflected polynomial 0xEDB88320), by zlib itself.
 /// A checksum, not cryptography: xbcrypt stores one per chunk.
 enum CRC32 {
-    static let tables: [[UInt32]] = {
-        var tables = [[UInt32]](repeating: [UInt32](repeating: 0, count: 256), count: 8)
-        for i in 0..<256 {
-            var c = UInt32(i)
-            for _ in 0..<8 { c = c & 1 == 1 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
-            tables[0][i] = c
-        }
-        for i in 0..<256 {
-            for t in 1..<8 { tables[t][i] = tables[0][Int(tables[t - 1][i] & 0xFF)] ^ (tables[t - 1][i] >> 8) }
-        }
-        return tables
-    }()
-
     static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
-        var crc: UInt32 = 0xFFFF_FFFF
-        let t = tables
-        var i = 0
-        let n = bytes.count
-        while i + 8 <= n {
-            let lo = crc ^ (UInt32(bytes[i]) | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2]) << 16 | UInt32(bytes[i + 3]) << 24)
-            crc = t[7][Int(lo & 0xFF)] ^ t[6][Int((lo >> 8) & 0xFF)] ^ t[5][Int((lo >> 16) & 0xFF)] ^ t[4][Int(lo >> 24)]
-                ^ t[3][Int(bytes[i + 4])] ^ t[2][Int(bytes[i + 5])] ^ t[1][Int(bytes[i + 6])] ^ t[0][Int(bytes[i + 7])]
-            i += 8
-        }
-        while i < n {
-            crc = t[0][Int((crc ^ UInt32(bytes[i])) & 0xFF)] ^ (crc >> 8)
-            i += 1
-        }
-        return ~crc
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return 0 }
+        return UInt32(truncatingIfNeeded: crc32_z(0, base.assumingMemoryBound(to: Bytef.self), bytes.count))
     }
 }
