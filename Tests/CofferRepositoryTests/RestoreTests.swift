@@ -1,0 +1,202 @@
+import CofferFormat
+@testable import CofferRepository
+import Foundation
+import Testing
+
+/// Compares two directory trees: names, kinds, content, permission bits, mtimes of files, link targets.
+func compareTrees(_ a: String, _ b: String) -> [String] {
+    var problems: [String] = []
+    let fm = FileManager.default
+    let left = Set((fm.subpaths(atPath: a) ?? [])), right = Set((fm.subpaths(atPath: b) ?? []))
+    if left != right { problems.append("entries differ: \(left.symmetricDifference(right))") }
+    for p in left.intersection(right) {
+        guard let x = lstatOf("\(a)/\(p)"), let y = lstatOf("\(b)/\(p)") else { problems.append("stat \(p)"); continue }
+        if x.st_mode != y.st_mode { problems.append("mode \(p): \(String(x.st_mode, radix: 8)) vs \(String(y.st_mode, radix: 8))") }
+        switch x.st_mode & S_IFMT {
+        case S_IFREG:
+            if readBytes("\(a)/\(p)") != readBytes("\(b)/\(p)") { problems.append("content \(p)") }
+            if x.st_mtim.tv_sec != y.st_mtim.tv_sec || x.st_mtim.tv_nsec != y.st_mtim.tv_nsec { problems.append("mtime \(p)") }
+        case S_IFLNK:
+            if (try? fm.destinationOfSymbolicLink(atPath: "\(a)/\(p)")) != (try? fm.destinationOfSymbolicLink(atPath: "\(b)/\(p)")) {
+                problems.append("link \(p)")
+            }
+        default:
+            if x.st_mtim.tv_sec != y.st_mtim.tv_sec { problems.append("dir mtime \(p)") }
+        }
+    }
+    return problems
+}
+
+@Suite struct RestoreTests {
+    func backup(_ dir: TemporaryDirectory, _ store: MemoryBlobStore) async throws -> (SnapshotInfo, [[UInt8]]) {
+        makeSampleTree(dir.file("src"))
+        let result = try await Archiver(store: store, options: try options()).backup(paths: [dir.file("src")])
+        return (result.info, pathComponents(dir.file("src")))
+    }
+
+    @Test func fullRestoreReproducesTheTree() async throws {
+        let dir = TemporaryDirectory()
+        let store = MemoryBlobStore()
+        let (info, src) = try await backup(dir, store)
+        let result = try await Restorer(store: store).restore(root: info.tree, target: dir.file("out"))
+        #expect(result.files == 8)
+        #expect(result.symlinks == 1)
+        let restored = dir.file("out") + "/" + src.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "/")
+        #expect(compareTrees(dir.file("src"), restored) == [])
+        // Non-UTF-8 name restored byte for byte.
+        let odd: [UInt8] = Array("\(restored)/".utf8) + [0x6f, 0xff, 0xfe, 0x2e, 0x62]
+        #expect(withBytePath(odd) { p in access(p, F_OK) } == 0)
+        // No temporary names left behind.
+        let leftovers = FileManager.default.subpaths(atPath: dir.file("out"))!.filter { $0.contains(".coffer-restore-") }
+        #expect(leftovers.isEmpty)
+    }
+
+    @Test func setuidBitsAreNotRestored() async throws {
+        let dir = TemporaryDirectory()
+        writeFile([1, 2, 3], dir.file("src/s"), mode: 0o4755)
+        let store = MemoryBlobStore()
+        let info = try await Archiver(store: store, options: try options()).backup(paths: [dir.file("src")]).info
+        var o = RestoreOptions(); o.restoreOwnership = false
+        let result = try await Restorer(store: store, options: o).restore(root: info.tree, target: dir.file("out"))
+        #expect(result.droppedSpecialBits == 1)
+        #expect(lstatOf(dir.file("out") + dir.file("src/s"))!.st_mode & 0o7777 == 0o755)
+    }
+
+    @Test func includeRestoresOneFileAndReadsOnlyItsBlobs() async throws {
+        let dir = TemporaryDirectory()
+        let store = MemoryBlobStore()
+        let (info, _) = try await backup(dir, store)
+        store.resetLoads()
+        var o = RestoreOptions()
+        o.includes = [try PathPattern(dir.file("src/sub/deeper/dump.sql"))]
+        let result = try await Restorer(store: store, options: o).restore(root: info.tree, target: dir.file("one"))
+        #expect(result.files == 1)
+        #expect(readBytes(dir.file("one") + dir.file("src/sub/deeper/dump.sql")) == sqlLikeText(50_000))
+        #expect(lstatOf(dir.file("one") + dir.file("src/a.txt")) == nil)
+        let dump = try #require(try await store.lookup(path: pathComponents(dir.file("src/sub/deeper/dump.sql")), root: info.tree))
+        let bigNode = try #require(try await store.lookup(path: pathComponents(dir.file("src/sub/big.bin")), root: info.tree))
+        store.resetLoads()
+        _ = try await Restorer(store: store, options: o).restore(root: info.tree, target: dir.file("two"))
+        let loaded = Set(store.loads)
+        #expect(Set(dump.content).isSubset(of: loaded))
+        #expect(Set(bigNode.content).isDisjoint(with: loaded))
+    }
+
+    @Test func includeOfASubtree() async throws {
+        let dir = TemporaryDirectory()
+        let store = MemoryBlobStore()
+        let (info, _) = try await backup(dir, store)
+        var o = RestoreOptions()
+        o.includes = [try PathPattern(dir.file("src/sub"))]
+        let result = try await Restorer(store: store, options: o).restore(root: info.tree, target: dir.file("out"))
+        #expect(result.files == 3)
+        #expect(compareTrees(dir.file("src/sub"), dir.file("out") + dir.file("src/sub")) == [])
+        #expect(lstatOf(dir.file("out") + dir.file("src/tiny")) == nil)
+        // A name pattern.
+        o.includes = [try PathPattern("*.sql")]
+        let named = try await Restorer(store: store, options: o).restore(root: info.tree, target: dir.file("named"))
+        #expect(named.files == 1)
+    }
+
+    @Test func dumpWritesOneFile() async throws {
+        let dir = TemporaryDirectory()
+        let store = MemoryBlobStore()
+        let (info, _) = try await backup(dir, store)
+        let fd = open(dir.file("dumped"), O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        let n = try await Restorer(store: store).dump(root: info.tree, path: pathComponents(dir.file("src/sub/big.bin")), to: fd)
+        close(fd)
+        #expect(n == 100_000)
+        #expect(readBytes(dir.file("dumped")) == deterministicBytes(100_000, seed: 3))
+        await #expect(throws: TreeError.self) {
+            _ = try await Restorer(store: store).dump(root: info.tree, path: pathComponents(dir.file("src/sub")), to: 1)
+        }
+        await #expect(throws: TreeError.self) {
+            _ = try await Restorer(store: store).dump(root: info.tree, path: pathComponents(dir.file("src/nope")), to: 1)
+        }
+    }
+
+    // MARK: Malicious trees
+
+    func forge(_ store: MemoryBlobStore, _ entries: [([UInt8], UInt8)]) -> BlobID {
+        store.putRaw(.tree, TreeTests.encodeRaw(entries))
+    }
+
+    @Test func dotDotAndSlashNamesAreRefused() async throws {
+        let dir = TemporaryDirectory()
+        let store = MemoryBlobStore()
+        for name in ["..", "a/../../x", "/etc", "."] {
+            let root = forge(store, [(Array(name.utf8), 1)])
+            await #expect(throws: TreeError.self) {
+                _ = try await Restorer(store: store).restore(root: root, target: dir.file("out"))
+            }
+        }
+        // Refused while reading the tree, before anything is written.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
+    }
+
+    @Test func symlinkThenDirectoryOfTheSameNameIsRefused() async throws {
+        let dir = TemporaryDirectory()
+        let store = MemoryBlobStore()
+        let root = forge(store, [(Array("x".utf8), 3), (Array("x".utf8), 2)])
+        await #expect(throws: TreeError.self) {
+            _ = try await Restorer(store: store).restore(root: root, target: dir.file("out"))
+        }
+    }
+
+    @Test func symlinkInTheTargetIsNotFollowed() async throws {
+        let dir = TemporaryDirectory()
+        let store = MemoryBlobStore()
+        // The snapshot: directory "x" holding file "f".
+        let data = Array("payload".utf8)
+        let dataID = store.idKey.id(of: data)
+        _ = try await store.save(.data, id: dataID, plaintext: data)
+        let inner = try await store.saveTree(try Tree(nodes: [TreeNode(name: Array("f".utf8), kind: .file, size: 7, content: [dataID])]))
+        let root = try await store.saveTree(try Tree(nodes: [TreeNode(name: Array("x".utf8), kind: .directory, subtree: inner.id)]))
+        // The target already holds "x" -> a directory outside it.
+        try FileManager.default.createDirectory(atPath: dir.file("outside"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: dir.file("out"), withIntermediateDirectories: true)
+        symlink(dir.file("outside"), dir.file("out/x"))
+        await #expect(throws: TreeError.self) {
+            _ = try await Restorer(store: store).restore(root: root.id, target: dir.file("out"))
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.file("outside")).isEmpty)
+        // A symbolic link in place of a file is replaced, never written through.
+        let fileRoot = try await store.saveTree(try Tree(nodes: [TreeNode(name: Array("f".utf8), kind: .file, size: 7, content: [dataID])]))
+        writeFile(Array("keep".utf8), dir.file("outside/victim"))
+        try FileManager.default.createDirectory(atPath: dir.file("out2"), withIntermediateDirectories: true)
+        symlink(dir.file("outside/victim"), dir.file("out2/f"))
+        _ = try await Restorer(store: store).restore(root: fileRoot.id, target: dir.file("out2"))
+        #expect(readBytes(dir.file("outside/victim")) == Array("keep".utf8))
+        #expect(readBytes(dir.file("out2/f")) == data)
+        #expect(lstatOf(dir.file("out2/f"))!.st_mode & S_IFMT == S_IFREG)
+    }
+
+    @Test func sizeMismatchLeavesNoFile() async throws {
+        let dir = TemporaryDirectory()
+        let store = MemoryBlobStore()
+        let data = Array("payload".utf8)
+        let dataID = store.idKey.id(of: data)
+        _ = try await store.save(.data, id: dataID, plaintext: data)
+        let root = try await store.saveTree(try Tree(nodes: [TreeNode(name: Array("f".utf8), kind: .file, size: 70, content: [dataID])]))
+        await #expect(throws: TreeError.self) {
+            _ = try await Restorer(store: store).restore(root: root.id, target: dir.file("out"))
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.file("out")).isEmpty)
+    }
+
+    @Test func diffReportsChanges() async throws {
+        let dir = TemporaryDirectory()
+        let store = MemoryBlobStore()
+        let (first, _) = try await backup(dir, store)
+        writeFile(Array("changed!".utf8), dir.file("src/a.txt"))
+        unlink(dir.file("src/tiny"))
+        writeFile([1], dir.file("src/sub/added"))
+        let second = try await Archiver(store: store, options: try options()).backup(paths: [dir.file("src")]).info
+        let changes = try await TreeWalk.diff(store: store, from: first.tree, to: second.tree)
+        let shown = Dictionary(changes.map { (TreeNode.display($0.path), $0.change) }, uniquingKeysWith: { a, _ in a })
+        #expect(shown[dir.file("src/a.txt")] == .modified)
+        #expect(shown[dir.file("src/tiny")] == .removed)
+        #expect(shown[dir.file("src/sub/added")] == .added)
+        #expect(shown[dir.file("src/sub/big.bin")] == nil)
+    }
+}
