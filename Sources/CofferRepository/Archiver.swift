@@ -93,7 +93,7 @@ public final class Archiver: @unchecked Sendable {
                     directory = existing
                 } else {
                     var st = stat()
-                    guard Glibc.stat(prefix, &st) == 0 else {
+                    guard fstatat(AT_FDCWD, prefix, &st, 0) == 0 else {
                         throw TreeError.readFailed(path: prefix, reason: FS.errorText())
                     }
                     var meta = metadata(st, name: component)

@@ -29,7 +29,15 @@ struct Coffer: ParsableCommand {
           130  interrupted (temporary output files are removed)
         """,
         version: "0.1.0 (format \(Limits.versionLine))",
-        subcommands: [Keygen.self, Encrypt.self, Decrypt.self, Verify.self, Inspect.self, Rewrap.self, Reencrypt.self, Migrate.self, KMSBench.self])
+        subcommands: [Keygen.self, Encrypt.self, Decrypt.self, Verify.self, Inspect.self, Rewrap.self, Reencrypt.self, Migrate.self, KMSBench.self,
+                      RepoBackup.self,
+                      RepoSnapshots.self,
+                      RepoLs.self,
+                      RepoRestore.self,
+                      RepoDump.self,
+                      RepoDiff.self,
+                      RepoForget.self,
+        ])
 
     static func main() {
         Runtime.prepare()
