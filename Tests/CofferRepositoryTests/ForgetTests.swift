@@ -3,7 +3,7 @@ import Foundation
 import Testing
 
 @Suite struct ForgetTests {
-    static let formatter: ISO8601DateFormatter = { let f = ISO8601DateFormatter(); f.timeZone = TimeZone(identifier: "UTC"); return f }()
+    nonisolated(unsafe) static let formatter: ISO8601DateFormatter = { let f = ISO8601DateFormatter(); f.timeZone = TimeZone(identifier: "UTC"); return f }()
 
     static func record(_ n: Int, _ time: String, host: String = "h", paths: [String] = ["/data"], tags: [String] = []) -> SnapshotRecord {
         SnapshotRecord(id: String(format: "%064x", n),

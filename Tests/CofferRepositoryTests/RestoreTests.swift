@@ -3,25 +3,64 @@ import CofferFormat
 import Foundation
 import Testing
 
-/// Compares two directory trees: names, kinds, content, permission bits, mtimes of files, link targets.
+/// Every path below `root` (relative, bytes), listed with readdir so non-UTF-8 names survive.
+func byteSubpaths(_ root: [UInt8]) -> [[UInt8]] {
+    var out: [[UInt8]] = []
+    func walk(_ relative: [UInt8]) {
+        let full = relative.isEmpty ? root : root + [0x2f] + relative
+        guard let dir = withBytePath(full, { opendir($0) }) else { return }
+        defer { closedir(dir) }
+        while let entry = readdir(dir) {
+            let name: [UInt8] = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                Array(raw.prefix(strnlen(raw.baseAddress!.assumingMemoryBound(to: CChar.self), raw.count)))
+            }
+            if name == [0x2e] || name == [0x2e, 0x2e] { continue }
+            let child = relative.isEmpty ? name : relative + [0x2f] + name
+            out.append(child)
+            if entry.pointee.d_type == UInt8(DT_DIR) { walk(child) }
+        }
+    }
+    walk([])
+    return out.sorted { $0.lexicographicallyPrecedes($1) }
+}
+
+func readBytePath(_ path: [UInt8]) -> [UInt8]? {
+    let fd = withBytePath(path) { open($0, O_RDONLY) }
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var out: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = read(fd, &buffer, buffer.count)
+        if n <= 0 { break }
+        out += buffer[..<n]
+    }
+    return out
+}
+
+/// Compares two directory trees: names, kinds, content, permission bits, mtimes, link targets.
 func compareTrees(_ a: String, _ b: String) -> [String] {
     var problems: [String] = []
-    let fm = FileManager.default
-    let left = Set((fm.subpaths(atPath: a) ?? [])), right = Set((fm.subpaths(atPath: b) ?? []))
-    if left != right { problems.append("entries differ: \(left.symmetricDifference(right))") }
-    for p in left.intersection(right) {
-        guard let x = lstatOf("\(a)/\(p)"), let y = lstatOf("\(b)/\(p)") else { problems.append("stat \(p)"); continue }
-        if x.st_mode != y.st_mode { problems.append("mode \(p): \(String(x.st_mode, radix: 8)) vs \(String(y.st_mode, radix: 8))") }
+    let left = byteSubpaths(Array(a.utf8)), right = byteSubpaths(Array(b.utf8))
+    if left != right { problems.append("entries differ: \(left.map { TreeNode.display($0) }) vs \(right.map { TreeNode.display($0) })") }
+    for p in Set(left).intersection(right) {
+        let pa = Array(a.utf8) + [0x2f] + p, pb = Array(b.utf8) + [0x2f] + p
+        var x = stat(), y = stat()
+        guard withBytePath(pa, { lstat($0, &x) }) == 0, withBytePath(pb, { lstat($0, &y) }) == 0 else {
+            problems.append("stat \(TreeNode.display(p))"); continue
+        }
+        let shown = TreeNode.display(p)
+        if x.st_mode != y.st_mode { problems.append("mode \(shown): \(String(x.st_mode, radix: 8)) vs \(String(y.st_mode, radix: 8))") }
         switch x.st_mode & S_IFMT {
         case S_IFREG:
-            if readBytes("\(a)/\(p)") != readBytes("\(b)/\(p)") { problems.append("content \(p)") }
-            if x.st_mtim.tv_sec != y.st_mtim.tv_sec || x.st_mtim.tv_nsec != y.st_mtim.tv_nsec { problems.append("mtime \(p)") }
+            if readBytePath(pa) != readBytePath(pb) { problems.append("content \(shown)") }
+            if x.st_mtim.tv_sec != y.st_mtim.tv_sec || x.st_mtim.tv_nsec != y.st_mtim.tv_nsec { problems.append("mtime \(shown)") }
         case S_IFLNK:
-            if (try? fm.destinationOfSymbolicLink(atPath: "\(a)/\(p)")) != (try? fm.destinationOfSymbolicLink(atPath: "\(b)/\(p)")) {
-                problems.append("link \(p)")
-            }
+            var ta = [CChar](repeating: 0, count: 4097), tb = [CChar](repeating: 0, count: 4097)
+            let na = withBytePath(pa) { readlink($0, &ta, 4096) }, nb = withBytePath(pb) { readlink($0, &tb, 4096) }
+            if na != nb || ta != tb { problems.append("link \(shown)") }
         default:
-            if x.st_mtim.tv_sec != y.st_mtim.tv_sec { problems.append("dir mtime \(p)") }
+            if x.st_mtim.tv_sec != y.st_mtim.tv_sec { problems.append("dir mtime \(shown)") }
         }
     }
     return problems
@@ -47,7 +86,7 @@ func compareTrees(_ a: String, _ b: String) -> [String] {
         let odd: [UInt8] = Array("\(restored)/".utf8) + [0x6f, 0xff, 0xfe, 0x2e, 0x62]
         #expect(withBytePath(odd) { p in access(p, F_OK) } == 0)
         // No temporary names left behind.
-        let leftovers = FileManager.default.subpaths(atPath: dir.file("out"))!.filter { $0.contains(".coffer-restore-") }
+        let leftovers = byteSubpaths(Array(dir.file("out").utf8)).filter { TreeNode.display($0).contains(".coffer-restore-") }
         #expect(leftovers.isEmpty)
     }
 
