@@ -47,16 +47,16 @@ struct RepoBackup: ParsableCommand {
     @Flag(help: "Print only errors and the snapshot id.")
     var quiet = false
 
-    @Argument(help: ArgumentHelp("Files and directories to back up.", valueName: "path"))
-    var paths: [String] = []
+    @Argument(help: ArgumentHelp("Files and directories to back up; with --stdin-from-command, the command and its arguments (after '--').",
+                                 valueName: "path"))
+    var arguments: [String] = []
 
-    @Argument(parsing: .postTerminator, help: ArgumentHelp("The command for --stdin-from-command.", valueName: "command"))
-    var command: [String] = []
+    var paths: [String] { stdinFromCommand ? [] : arguments }
+    var command: [String] { stdinFromCommand ? arguments : [] }
 
     func validate() throws {
         if stdin && stdinFromCommand { throw ValidationError("--stdin and --stdin-from-command exclude each other") }
         if stdinFromCommand && command.isEmpty { throw ValidationError("--stdin-from-command needs a command after '--'") }
-        if !stdinFromCommand && !command.isEmpty { throw ValidationError("arguments after '--' are only for --stdin-from-command") }
         if (stdin || stdinFromCommand) && !paths.isEmpty { throw ValidationError("a stream backup takes no paths") }
         if !stdin && !stdinFromCommand && paths.isEmpty { throw ValidationError("give at least one path to back up (or --stdin)") }
     }

@@ -38,18 +38,18 @@ func options(parent: SnapshotRecord? = nil, excludes: [String] = []) throws -> A
 @Suite struct ArchiverTests {
     @Test func backupRecordsEveryEntryUnderItsAbsolutePath() async throws {
         let dir = TemporaryDirectory()
-        makeSampleTree(dir.file("src"))
+        makeSampleTree(dir.p("src"))
         let store = MemoryBlobStore()
-        let result = try await Archiver(store: store, options: try options()).backup(paths: [dir.file("src")])
+        let result = try await Archiver(store: store, options: try options()).backup(paths: [dir.p("src")])
         #expect(result.warnings.isEmpty)
-        #expect(result.info.paths == [dir.file("src")])
+        #expect(result.info.paths == [dir.p("src")])
         #expect(result.info.summary.filesNew == 8)
         #expect(result.info.summary.dirsNew == 4)
         let expectedBytes: Int64 = 150_021  // 6 + 1 + 100_000 + 50_000 + 7 + 4 + 3
         #expect(result.info.summary.totalBytesProcessed == expectedBytes)
         #expect(result.info.summary.dataBlobs > 5)
         var listed: [String: TreeNode] = [:]
-        let prefix = Array(dir.file("src").utf8)
+        let prefix = Array(dir.p("src").utf8)
         try await TreeWalk.list(store: store, root: result.info.tree) { path, node in
             if path.starts(with: prefix) { listed[TreeNode.display(Array(path.dropFirst(prefix.count)))] = node }
         }
@@ -69,16 +69,16 @@ func options(parent: SnapshotRecord? = nil, excludes: [String] = []) throws -> A
 
     @Test func secondBackupReadsOnlyChangedFiles() async throws {
         let dir = TemporaryDirectory()
-        makeSampleTree(dir.file("src"))
+        makeSampleTree(dir.p("src"))
         let store = MemoryBlobStore()
-        let first = try await Archiver(store: store, options: try options()).backup(paths: [dir.file("src")])
+        let first = try await Archiver(store: store, options: try options()).backup(paths: [dir.p("src")])
         let parent = SnapshotRecord(id: String(repeating: "a", count: 64), info: first.info)
 
         let archiver = Archiver(store: store, options: try options(parent: parent))
-        let unchanged = try await archiver.backup(paths: [dir.file("src")])
+        let unchanged = try await archiver.backup(paths: [dir.p("src")])
         #expect(archiver.filesRead == 0)
         // The backed-up directory's tree is the same blob (its ancestors, /tmp and up, may change).
-        let src = pathComponents(dir.file("src"))
+        let src = pathComponents(dir.p("src"))
         let before = try await store.lookup(path: src, root: first.info.tree)?.subtree
         #expect(before != nil)
         #expect(try await store.lookup(path: src, root: unchanged.info.tree)?.subtree == before)
@@ -89,10 +89,10 @@ func options(parent: SnapshotRecord? = nil, excludes: [String] = []) throws -> A
         #expect(unchanged.info.summary.treeBlobs <= src.count)
         #expect(unchanged.info.parent == parent.id)
 
-        writeFile(Array("changed\n".utf8), dir.file("src/sub/deeper/new.txt"))
+        writeFile(Array("changed\n".utf8), dir.p("src/sub/deeper/new.txt"))
         let blobsBefore = store.count
         let again = Archiver(store: store, options: try options(parent: parent))
-        let second = try await again.backup(paths: [dir.file("src")])
+        let second = try await again.backup(paths: [dir.p("src")])
         #expect(again.filesRead == 1)
         #expect(second.info.summary.filesNew == 1)
         #expect(second.info.summary.filesUnmodified == 8)
@@ -105,10 +105,10 @@ func options(parent: SnapshotRecord? = nil, excludes: [String] = []) throws -> A
 
     @Test func excludesDropEntriesAndSubtrees() async throws {
         let dir = TemporaryDirectory()
-        makeSampleTree(dir.file("src"))
+        makeSampleTree(dir.p("src"))
         let store = MemoryBlobStore()
-        let result = try await Archiver(store: store, options: try options(excludes: ["*.bin", "\(dir.path)/src/sub/deeper"]))
-            .backup(paths: [dir.file("src")])
+        let result = try await Archiver(store: store, options: try options(excludes: ["*.bin", dir.p("src/sub/deeper")]))
+            .backup(paths: [dir.p("src")])
         var names: [String] = []
         try await TreeWalk.list(store: store, root: result.info.tree) { path, _ in names.append(TreeNode.display(path)) }
         #expect(!names.contains { $0.hasSuffix("big.bin") })
@@ -118,32 +118,32 @@ func options(parent: SnapshotRecord? = nil, excludes: [String] = []) throws -> A
 
     @Test func overlappingPathsAreRefused() async throws {
         let dir = TemporaryDirectory()
-        makeSampleTree(dir.file("src"))
+        makeSampleTree(dir.p("src"))
         await #expect(throws: TreeError.self) {
-            try await Archiver(store: MemoryBlobStore(), options: try options()).backup(paths: [dir.file("src"), dir.file("src/sub")])
+            try await Archiver(store: MemoryBlobStore(), options: try options()).backup(paths: [dir.p("src"), dir.p("src/sub")])
         }
     }
 
     @Test func severalPathsAndASingleFile() async throws {
         let dir = TemporaryDirectory()
-        makeSampleTree(dir.file("src"))
+        makeSampleTree(dir.p("src"))
         let store = MemoryBlobStore()
         let result = try await Archiver(store: store, options: try options())
-            .backup(paths: [dir.file("src/a.txt"), dir.file("src/sub/deeper")])
+            .backup(paths: [dir.p("src/a.txt"), dir.p("src/sub/deeper")])
         #expect(result.info.paths.count == 2)
-        let a = try await store.lookup(path: pathComponents(dir.file("src/a.txt")), root: result.info.tree)
+        let a = try await store.lookup(path: pathComponents(dir.p("src/a.txt")), root: result.info.tree)
         #expect(a?.kind == .file && a?.size == 6)
-        let d = try await store.lookup(path: pathComponents(dir.file("src/sub/deeper/dump.sql")), root: result.info.tree)
+        let d = try await store.lookup(path: pathComponents(dir.p("src/sub/deeper/dump.sql")), root: result.info.tree)
         #expect(d?.size == 50_000)
-        #expect(try await store.lookup(path: pathComponents(dir.file("src/tiny")), root: result.info.tree) == nil)
+        #expect(try await store.lookup(path: pathComponents(dir.p("src/tiny")), root: result.info.tree) == nil)
     }
 
     @Test func stdinBackupStoresOneFile() async throws {
         let store = MemoryBlobStore()
         let dir = TemporaryDirectory()
         let input = deterministicBytes(30_000, seed: 9)
-        writeFile(input, dir.file("in"))
-        let fd = open(dir.file("in"), O_RDONLY)
+        writeFile(input, dir.p("in"))
+        let fd = open(dir.p("in"), O_RDONLY)
         defer { close(fd) }
         let result = try await Archiver(store: store, options: try options()).backup(stream: fd, name: "db.sql")
         #expect(result.info.paths == ["/db.sql"])

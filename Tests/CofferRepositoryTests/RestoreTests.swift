@@ -68,37 +68,37 @@ func compareTrees(_ a: String, _ b: String) -> [String] {
 
 @Suite struct RestoreTests {
     func backup(_ dir: TemporaryDirectory, _ store: MemoryBlobStore) async throws -> (SnapshotInfo, [[UInt8]]) {
-        makeSampleTree(dir.file("src"))
-        let result = try await Archiver(store: store, options: try options()).backup(paths: [dir.file("src")])
-        return (result.info, pathComponents(dir.file("src")))
+        makeSampleTree(dir.p("src"))
+        let result = try await Archiver(store: store, options: try options()).backup(paths: [dir.p("src")])
+        return (result.info, pathComponents(dir.p("src")))
     }
 
     @Test func fullRestoreReproducesTheTree() async throws {
         let dir = TemporaryDirectory()
         let store = MemoryBlobStore()
         let (info, src) = try await backup(dir, store)
-        let result = try await Restorer(store: store).restore(root: info.tree, target: dir.file("out"))
+        let result = try await Restorer(store: store).restore(root: info.tree, target: dir.p("out"))
         #expect(result.files == 8)
         #expect(result.symlinks == 1)
-        let restored = dir.file("out") + "/" + src.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "/")
-        #expect(compareTrees(dir.file("src"), restored) == [])
+        let restored = dir.p("out") + "/" + src.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "/")
+        #expect(compareTrees(dir.p("src"), restored) == [])
         // Non-UTF-8 name restored byte for byte.
         let odd: [UInt8] = Array("\(restored)/".utf8) + [0x6f, 0xff, 0xfe, 0x2e, 0x62]
         #expect(withBytePath(odd) { p in access(p, F_OK) } == 0)
         // No temporary names left behind.
-        let leftovers = byteSubpaths(Array(dir.file("out").utf8)).filter { TreeNode.display($0).contains(".coffer-restore-") }
+        let leftovers = byteSubpaths(Array(dir.p("out").utf8)).filter { TreeNode.display($0).contains(".coffer-restore-") }
         #expect(leftovers.isEmpty)
     }
 
     @Test func setuidBitsAreNotRestored() async throws {
         let dir = TemporaryDirectory()
-        writeFile([1, 2, 3], dir.file("src/s"), mode: 0o4755)
+        writeFile([1, 2, 3], dir.p("src/s"), mode: 0o4755)
         let store = MemoryBlobStore()
-        let info = try await Archiver(store: store, options: try options()).backup(paths: [dir.file("src")]).info
+        let info = try await Archiver(store: store, options: try options()).backup(paths: [dir.p("src")]).info
         var o = RestoreOptions(); o.restoreOwnership = false
-        let result = try await Restorer(store: store, options: o).restore(root: info.tree, target: dir.file("out"))
+        let result = try await Restorer(store: store, options: o).restore(root: info.tree, target: dir.p("out"))
         #expect(result.droppedSpecialBits == 1)
-        #expect(lstatOf(dir.file("out") + dir.file("src/s"))!.st_mode & 0o7777 == 0o755)
+        #expect(lstatOf(dir.p("out") + dir.p("src/s"))!.st_mode & 0o7777 == 0o755)
     }
 
     @Test func includeRestoresOneFileAndReadsOnlyItsBlobs() async throws {
@@ -107,15 +107,15 @@ func compareTrees(_ a: String, _ b: String) -> [String] {
         let (info, _) = try await backup(dir, store)
         store.resetLoads()
         var o = RestoreOptions()
-        o.includes = [try PathPattern(dir.file("src/sub/deeper/dump.sql"))]
-        let result = try await Restorer(store: store, options: o).restore(root: info.tree, target: dir.file("one"))
+        o.includes = [try PathPattern(dir.p("src/sub/deeper/dump.sql"))]
+        let result = try await Restorer(store: store, options: o).restore(root: info.tree, target: dir.p("one"))
         #expect(result.files == 1)
-        #expect(readBytes(dir.file("one") + dir.file("src/sub/deeper/dump.sql")) == sqlLikeText(50_000))
-        #expect(lstatOf(dir.file("one") + dir.file("src/a.txt")) == nil)
-        let dump = try #require(try await store.lookup(path: pathComponents(dir.file("src/sub/deeper/dump.sql")), root: info.tree))
-        let bigNode = try #require(try await store.lookup(path: pathComponents(dir.file("src/sub/big.bin")), root: info.tree))
+        #expect(readBytes(dir.p("one") + dir.p("src/sub/deeper/dump.sql")) == sqlLikeText(50_000))
+        #expect(lstatOf(dir.p("one") + dir.p("src/a.txt")) == nil)
+        let dump = try #require(try await store.lookup(path: pathComponents(dir.p("src/sub/deeper/dump.sql")), root: info.tree))
+        let bigNode = try #require(try await store.lookup(path: pathComponents(dir.p("src/sub/big.bin")), root: info.tree))
         store.resetLoads()
-        _ = try await Restorer(store: store, options: o).restore(root: info.tree, target: dir.file("two"))
+        _ = try await Restorer(store: store, options: o).restore(root: info.tree, target: dir.p("two"))
         let loaded = Set(store.loads)
         #expect(Set(dump.content).isSubset(of: loaded))
         #expect(Set(bigNode.content).isDisjoint(with: loaded))
@@ -126,14 +126,14 @@ func compareTrees(_ a: String, _ b: String) -> [String] {
         let store = MemoryBlobStore()
         let (info, _) = try await backup(dir, store)
         var o = RestoreOptions()
-        o.includes = [try PathPattern(dir.file("src/sub"))]
-        let result = try await Restorer(store: store, options: o).restore(root: info.tree, target: dir.file("out"))
+        o.includes = [try PathPattern(dir.p("src/sub"))]
+        let result = try await Restorer(store: store, options: o).restore(root: info.tree, target: dir.p("out"))
         #expect(result.files == 3)
-        #expect(compareTrees(dir.file("src/sub"), dir.file("out") + dir.file("src/sub")) == [])
-        #expect(lstatOf(dir.file("out") + dir.file("src/tiny")) == nil)
+        #expect(compareTrees(dir.p("src/sub"), dir.p("out") + dir.p("src/sub")) == [])
+        #expect(lstatOf(dir.p("out") + dir.p("src/tiny")) == nil)
         // A name pattern.
         o.includes = [try PathPattern("*.sql")]
-        let named = try await Restorer(store: store, options: o).restore(root: info.tree, target: dir.file("named"))
+        let named = try await Restorer(store: store, options: o).restore(root: info.tree, target: dir.p("named"))
         #expect(named.files == 1)
     }
 
@@ -141,16 +141,16 @@ func compareTrees(_ a: String, _ b: String) -> [String] {
         let dir = TemporaryDirectory()
         let store = MemoryBlobStore()
         let (info, _) = try await backup(dir, store)
-        let fd = open(dir.file("dumped"), O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        let n = try await Restorer(store: store).dump(root: info.tree, path: pathComponents(dir.file("src/sub/big.bin")), to: fd)
+        let fd = open(dir.p("dumped"), O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        let n = try await Restorer(store: store).dump(root: info.tree, path: pathComponents(dir.p("src/sub/big.bin")), to: fd)
         close(fd)
         #expect(n == 100_000)
-        #expect(readBytes(dir.file("dumped")) == deterministicBytes(100_000, seed: 3))
+        #expect(readBytes(dir.p("dumped")) == deterministicBytes(100_000, seed: 3))
         await #expect(throws: TreeError.self) {
-            _ = try await Restorer(store: store).dump(root: info.tree, path: pathComponents(dir.file("src/sub")), to: 1)
+            _ = try await Restorer(store: store).dump(root: info.tree, path: pathComponents(dir.p("src/sub")), to: 1)
         }
         await #expect(throws: TreeError.self) {
-            _ = try await Restorer(store: store).dump(root: info.tree, path: pathComponents(dir.file("src/nope")), to: 1)
+            _ = try await Restorer(store: store).dump(root: info.tree, path: pathComponents(dir.p("src/nope")), to: 1)
         }
     }
 
@@ -166,11 +166,11 @@ func compareTrees(_ a: String, _ b: String) -> [String] {
         for name in ["..", "a/../../x", "/etc", "."] {
             let root = forge(store, [(Array(name.utf8), 1)])
             await #expect(throws: TreeError.self) {
-                _ = try await Restorer(store: store).restore(root: root, target: dir.file("out"))
+                _ = try await Restorer(store: store).restore(root: root, target: dir.p("out"))
             }
         }
         // Refused while reading the tree, before anything is written.
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.p("")).isEmpty)
     }
 
     @Test func symlinkThenDirectoryOfTheSameNameIsRefused() async throws {
@@ -178,7 +178,7 @@ func compareTrees(_ a: String, _ b: String) -> [String] {
         let store = MemoryBlobStore()
         let root = forge(store, [(Array("x".utf8), 3), (Array("x".utf8), 2)])
         await #expect(throws: TreeError.self) {
-            _ = try await Restorer(store: store).restore(root: root, target: dir.file("out"))
+            _ = try await Restorer(store: store).restore(root: root, target: dir.p("out"))
         }
     }
 
@@ -192,22 +192,22 @@ func compareTrees(_ a: String, _ b: String) -> [String] {
         let inner = try await store.saveTree(try Tree(nodes: [TreeNode(name: Array("f".utf8), kind: .file, size: 7, content: [dataID])]))
         let root = try await store.saveTree(try Tree(nodes: [TreeNode(name: Array("x".utf8), kind: .directory, subtree: inner.id)]))
         // The target already holds "x" -> a directory outside it.
-        try FileManager.default.createDirectory(atPath: dir.file("outside"), withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(atPath: dir.file("out"), withIntermediateDirectories: true)
-        symlink(dir.file("outside"), dir.file("out/x"))
+        try FileManager.default.createDirectory(atPath: dir.p("outside"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: dir.p("out"), withIntermediateDirectories: true)
+        symlink(dir.p("outside"), dir.p("out/x"))
         await #expect(throws: TreeError.self) {
-            _ = try await Restorer(store: store).restore(root: root.id, target: dir.file("out"))
+            _ = try await Restorer(store: store).restore(root: root.id, target: dir.p("out"))
         }
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.file("outside")).isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.p("outside")).isEmpty)
         // A symbolic link in place of a file is replaced, never written through.
         let fileRoot = try await store.saveTree(try Tree(nodes: [TreeNode(name: Array("f".utf8), kind: .file, size: 7, content: [dataID])]))
-        writeFile(Array("keep".utf8), dir.file("outside/victim"))
-        try FileManager.default.createDirectory(atPath: dir.file("out2"), withIntermediateDirectories: true)
-        symlink(dir.file("outside/victim"), dir.file("out2/f"))
-        _ = try await Restorer(store: store).restore(root: fileRoot.id, target: dir.file("out2"))
-        #expect(readBytes(dir.file("outside/victim")) == Array("keep".utf8))
-        #expect(readBytes(dir.file("out2/f")) == data)
-        #expect(lstatOf(dir.file("out2/f"))!.st_mode & S_IFMT == S_IFREG)
+        writeFile(Array("keep".utf8), dir.p("outside/victim"))
+        try FileManager.default.createDirectory(atPath: dir.p("out2"), withIntermediateDirectories: true)
+        symlink(dir.p("outside/victim"), dir.p("out2/f"))
+        _ = try await Restorer(store: store).restore(root: fileRoot.id, target: dir.p("out2"))
+        #expect(readBytes(dir.p("outside/victim")) == Array("keep".utf8))
+        #expect(readBytes(dir.p("out2/f")) == data)
+        #expect(lstatOf(dir.p("out2/f"))!.st_mode & S_IFMT == S_IFREG)
     }
 
     @Test func sizeMismatchLeavesNoFile() async throws {
@@ -218,24 +218,24 @@ func compareTrees(_ a: String, _ b: String) -> [String] {
         _ = try await store.save(.data, id: dataID, plaintext: data)
         let root = try await store.saveTree(try Tree(nodes: [TreeNode(name: Array("f".utf8), kind: .file, size: 70, content: [dataID])]))
         await #expect(throws: TreeError.self) {
-            _ = try await Restorer(store: store).restore(root: root.id, target: dir.file("out"))
+            _ = try await Restorer(store: store).restore(root: root.id, target: dir.p("out"))
         }
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.file("out")).isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.p("out")).isEmpty)
     }
 
     @Test func diffReportsChanges() async throws {
         let dir = TemporaryDirectory()
         let store = MemoryBlobStore()
         let (first, _) = try await backup(dir, store)
-        writeFile(Array("changed!".utf8), dir.file("src/a.txt"))
-        unlink(dir.file("src/tiny"))
-        writeFile([1], dir.file("src/sub/added"))
-        let second = try await Archiver(store: store, options: try options()).backup(paths: [dir.file("src")]).info
+        writeFile(Array("changed!".utf8), dir.p("src/a.txt"))
+        unlink(dir.p("src/tiny"))
+        writeFile([1], dir.p("src/sub/added"))
+        let second = try await Archiver(store: store, options: try options()).backup(paths: [dir.p("src")]).info
         let changes = try await TreeWalk.diff(store: store, from: first.tree, to: second.tree)
         let shown = Dictionary(changes.map { (TreeNode.display($0.path), $0.change) }, uniquingKeysWith: { a, _ in a })
-        #expect(shown[dir.file("src/a.txt")] == .modified)
-        #expect(shown[dir.file("src/tiny")] == .removed)
-        #expect(shown[dir.file("src/sub/added")] == .added)
-        #expect(shown[dir.file("src/sub/big.bin")] == nil)
+        #expect(shown[dir.p("src/a.txt")] == .modified)
+        #expect(shown[dir.p("src/tiny")] == .removed)
+        #expect(shown[dir.p("src/sub/added")] == .added)
+        #expect(shown[dir.p("src/sub/big.bin")] == nil)
     }
 }

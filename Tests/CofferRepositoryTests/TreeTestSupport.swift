@@ -98,3 +98,9 @@ func lstatOf(_ path: String) -> stat? {
 func withBytePath<R>(_ bytes: [UInt8], _ body: (UnsafePointer<CChar>) -> R) -> R {
     (bytes + [0]).withUnsafeBufferPointer { $0.withMemoryRebound(to: CChar.self) { body($0.baseAddress!) } }
 }
+
+extension TemporaryDirectory {
+    /// `file(name)` cleaned as the archiver cleans paths ("/tmp//x" → "/tmp/x"), so it can be
+    /// compared with snapshot paths.
+    func p(_ name: String) -> String { Archiver.absolute(file(name)) }
+}
