@@ -29,7 +29,12 @@ struct Coffer: ParsableCommand {
           130  interrupted (temporary output files are removed)
         """,
         version: "0.1.0 (format \(Limits.versionLine))",
-        subcommands: [Keygen.self, Encrypt.self, Decrypt.self, Verify.self, Inspect.self, Rewrap.self, Reencrypt.self, Migrate.self, KMSBench.self])
+        subcommands: [Keygen.self, Encrypt.self, Decrypt.self, Verify.self, Inspect.self, Rewrap.self, Reencrypt.self, Migrate.self, KMSBench.self,
+                      RepoInit.self,
+                      RepoCheck.self,
+                      RepoPrune.self,
+                      RepoKey.self,
+                     ])
 
     static func main() {
         Runtime.prepare()
