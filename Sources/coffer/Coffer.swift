@@ -30,6 +30,10 @@ struct Coffer: ParsableCommand {
         """,
         version: "0.1.0 (format \(Limits.versionLine))",
         subcommands: [Keygen.self, Encrypt.self, Decrypt.self, Verify.self, Inspect.self, Rewrap.self, Reencrypt.self, Migrate.self, KMSBench.self,
+                      RepoInit.self,
+                      RepoCheck.self,
+                      RepoPrune.self,
+                      RepoKey.self,
                       RepoBackup.self,
                       RepoSnapshots.self,
                       RepoLs.self,
@@ -37,7 +41,7 @@ struct Coffer: ParsableCommand {
                       RepoDump.self,
                       RepoDiff.self,
                       RepoForget.self,
-        ])
+                     ])
 
     static func main() {
         Runtime.prepare()

@@ -44,8 +44,7 @@ struct RepoOptions: ParsableArguments {
 /// Runs async repository code from a synchronous command's `run()`: the main thread waits while
 /// the work runs on the concurrency pool (the main thread is never one of the pool's threads).
 func runBlocking<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
-    final class Box: @unchecked Sendable { var result: Result<T, Error>? }
-    let box = Box()
+    let box = BlockingResultBox<T>()
     let done = DispatchSemaphore(value: 0)
     Task.detached {
         do { box.result = .success(try await operation()) } catch { box.result = .failure(error) }
@@ -55,11 +54,18 @@ func runBlocking<T: Sendable>(_ operation: @escaping @Sendable () async throws -
     return try box.result!.get()
 }
 
-/// Writes a value as one JSON document on standard output (sorted keys, ISO 8601 dates).
+/// Written by the task before it signals, read by the waiter after: the semaphore orders them.
+final class BlockingResultBox<T: Sendable>: @unchecked Sendable {
+    var result: Result<T, Error>?
+}
+
+/// Writes a value as one JSON document on standard output (sorted snake_case keys as restic names
+/// them, ISO 8601 dates).
 func printJSON<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     encoder.dateEncodingStrategy = .iso8601
+    encoder.keyEncodingStrategy = .convertToSnakeCase
     var data = try encoder.encode(value)
     data.append(0x0A)
     FileHandle.standardOutput.write(data)
