@@ -63,7 +63,10 @@ struct RepoBackup: ParsableCommand {
 
     func run() throws {
         try Runtime.reporting {
-            let repository = try openTreeRepository(repo, keys: keys, signing: signing)
+            if signing.sign != nil {
+                throw TreeError.invalidRequest("signing snapshots is not implemented yet: back up without a signing key")
+            }
+            let repository = try openTreeRepository(repo, keys: keys, forWriting: true)
             var options = ArchiveOptions.current()
             if let host { options.hostname = host }
             options.tags = tags
@@ -78,6 +81,7 @@ struct RepoBackup: ParsableCommand {
             let archiveOptions = options
             let (streamName, isStdin, isCommand, command) = (stdinName, stdin, stdinFromCommand, command)
             let (result, id) = try runBlocking { () -> (ArchiveResult, String) in
+              try await repository.locked(exclusive: false) {
                 let archiver = Archiver(store: repository.store, options: archiveOptions)
                 let result: ArchiveResult
                 if isStdin {
@@ -88,6 +92,7 @@ struct RepoBackup: ParsableCommand {
                     result = try await archiver.backup(paths: absolute)
                 }
                 return (result, try await repository.catalog.saveSnapshot(result.info))
+              }
             }
             progress.stop()
             for warning in result.warnings { Runtime.warn("warning: \(warning)") }

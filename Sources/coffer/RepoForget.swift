@@ -53,7 +53,7 @@ struct RepoForget: ParsableCommand {
     func run() throws {
         try Runtime.reporting {
             try repo.refuseWriterKey("forget")
-            let repository = try openTreeRepository(repo, keys: keys, exclusive: true)
+            let repository = try openTreeRepository(repo, keys: keys)
             let records = try loadSnapshots(repository)
             var remove: [SnapshotRecord] = []
             var keep: [SnapshotRecord] = []
@@ -82,14 +82,16 @@ struct RepoForget: ParsableCommand {
                 if !repo.json { TreeFormat.out("dry run: \(remove.count) snapshots would be removed") }
                 return
             }
-            let (toRemove, kept, prune) = (remove, keep, self.prune)
+            let toRemove = remove
             try runBlocking {
-                for r in toRemove { try await repository.catalog.removeSnapshot(id: r.id) }
-                if prune {
-                    guard let pruneFunction = repository.prune else {
-                        throw TreeError.invalidRequest("prune is not available for this repository")
-                    }
-                    try await pruneFunction(try await repository.store.usedBlobs(of: kept))
+                try await repository.locked(exclusive: true) {
+                    for r in toRemove { try await repository.catalog.removeSnapshot(id: r.id) }
+                }
+            }
+            if prune {
+                let report = try runBlocking { try await repository.prune() }
+                if repo.json { try printJSON(report) } else {
+                    Runtime.warn("prune: \(report.packsRemoved) packs removed, \(report.packsRepacked) repacked, \(report.blobsRemoved) blobs removed (\(ProgressLine.bytes(UInt64(max(0, report.bytesRemoved)))))")
                 }
             }
             if !repo.json { TreeFormat.out("removed \(remove.count) snapshots\(prune ? ", pruned unused data" : "")") }

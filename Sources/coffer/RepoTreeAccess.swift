@@ -7,24 +7,47 @@ import Foundation
 import Glibc
 #endif
 
-/// The one place where the tree commands (backup, snapshots, ls, restore, dump, diff, forget) turn
-/// the key options into an open repository: the coordinator adapts only this function when the key
-/// options become a `KeyRing`.
+/// An open repository as the tree commands (backup, snapshots, ls, restore, dump, diff, forget)
+/// use it: the blob store and the snapshot catalog.
 struct TreeRepository: Sendable {
-    let store: any BlobStore
-    let catalog: any SnapshotCatalog
+    let repository: Repository
+    var store: any BlobStore { repository }
+    var catalog: any SnapshotCatalog { RepositoryCatalog(repository: repository) }
     /// Opened with a writer key: can add, cannot read.
-    let writeOnly: Bool
-    /// Removes unused data after `forget` (repo-core's prune), given the blobs still used.
-    let prune: (@Sendable (_ used: Set<UsedBlob>) async throws -> Void)?
+    var writeOnly: Bool { repository.access == .writer }
+
+    /// Runs `body` under a repository lock (shared for backups, exclusive for forget).
+    func locked<T: Sendable>(exclusive: Bool, _ body: () async throws -> T) async throws -> T {
+        try await repository.withLock(exclusive: exclusive, body)
+    }
+
+    /// Repo-core's prune, keeping every blob the remaining snapshots' trees reach.
+    func prune() async throws -> PruneReport {
+        let repository = self.repository
+        return try await repository.prune { snapshot in
+            var used = Set<UsedBlob>()
+            try await repository.usedBlobs(root: snapshot.info.tree, into: &used)
+            return Set(used.map(\.id))
+        }
+    }
 }
 
-func openTreeRepository(_ repo: RepoOptions, keys: KeyOptions, signing: SignOptions? = nil,
-                        exclusive: Bool = false) throws -> TreeRepository {
-    _ = try repo.repositoryPath()
-    throw TreeError.invalidRequest("this build cannot open repositories yet (the repository format is not merged)")
+/// The snapshot objects of a `Repository` as the archiver's callers and forget see them.
+struct RepositoryCatalog: SnapshotCatalog {
+    let repository: Repository
+    func saveSnapshot(_ info: SnapshotInfo) async throws -> String { try await repository.saveSnapshot(info) }
+    func listSnapshots() async throws -> [SnapshotRecord] {
+        try await repository.listSnapshots().map { SnapshotRecord(id: $0.id, info: $0.info) }
+    }
+    func removeSnapshot(id: String) async throws { try await repository.removeSnapshot(id) }
 }
 
+/// The one place where the tree commands turn the key options into an open repository (through
+/// repo-core's `RepoKeys`, which the coordinator adapts when the key options become a `KeyRing`).
+/// `forWriting`: a writer key (`--writer-key`) is accepted.
+func openTreeRepository(_ repo: RepoOptions, keys: KeyOptions, forWriting: Bool = false) throws -> TreeRepository {
+    TreeRepository(repository: forWriting ? try RepoKeys.openForWriting(repo, keys) : try RepoKeys.open(repo, keys))
+}
 /// Loads every snapshot (refused with a writer key).
 func loadSnapshots(_ repository: TreeRepository) throws -> [SnapshotRecord] {
     try runBlocking { try await repository.catalog.listSnapshots() }
