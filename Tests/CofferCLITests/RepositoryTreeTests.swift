@@ -17,7 +17,8 @@ import Glibc
         init() throws {
             key = try scratch.keygen()
             repo = scratch.file("repo")
-            source = scratch.file("src")
+            // Snapshot paths are cleaned ("/tmp//x" → "/tmp/x").
+            source = scratch.file("src").replacingOccurrences(of: "//", with: "/")
             _ = try scratch.write(Array("hello\n".utf8), "src/a.txt", mode: 0o640)
             _ = try scratch.write([], "src/empty")
             _ = try scratch.write(pseudoRandom(3 << 20, seed: 11), "src/sub/big.bin")
@@ -30,7 +31,8 @@ import Glibc
 
         @discardableResult
         func run(_ args: [String], stdin: [UInt8]? = nil, stdoutPath: String? = nil) throws -> RunResult {
-            try coffer(args + ["--key-file", key], stdin: stdin, environment: ["COFFER_REPOSITORY": repo], stdoutPath: stdoutPath)
+            // Options before the arguments: anything after "--" belongs to a stream command.
+            try coffer([args[0], "--key-file", key] + args.dropFirst(), stdin: stdin, environment: ["COFFER_REPOSITORY": repo], stdoutPath: stdoutPath)
         }
 
         func snapshots() throws -> [[String: Any]] {
@@ -70,7 +72,7 @@ import Glibc
         #expect(ls.stdoutText.contains("\(s.source)/sub/deep/er/f\\x0anewline\n"))
         let lsSub = try s.run(["ls", "-l", (list[0]["short_id"] as? String)!, "\(s.source)/sub"])
         #expect(lsSub.stdoutText.contains("-> ../a.txt"))
-        #expect(!lsSub.stdoutText.contains("a.txt\n"))
+        #expect(!lsSub.stdoutText.contains("\(s.source)/a.txt"))
 
         let target = s.scratch.file("restored")
         let restore = try s.run(["restore", "latest", "--target", target])
