@@ -495,6 +495,11 @@ public final class Repository: BlobStore, @unchecked Sendable {
             if let p = pending[key], let blob = p.blob {
                 let buffer = openPack?.name == p.pack ? openPack?.buffer : sealing[p.pack]
                 if let buffer { return .memory(Array(buffer[Int(blob.offset)..<Int(blob.offset + blob.length)]), blob, p.pack) }
+                // Uploaded, not yet in an index object: read it from its pack.
+                if let done = finishedPacks.first(where: { $0.name == p.pack }) {
+                    return .pack(done.name, done.size, BlobLocation(pack: 0, offset: blob.offset, length: blob.length,
+                                                                    rawLength: blob.rawLength, compressed: blob.compressed))
+                }
             }
             return nil
         }
