@@ -80,7 +80,7 @@ let package = Package(
         .testTarget(name: "CofferRepositoryTests", dependencies: [
             "CofferRepository", "CZstd", "CofferKeys", "CofferFormat", "CofferTestServers",
             .product(name: "Crypto", package: "swift-crypto"),
-        ]),
+        ], exclude: ["Vectors"]),
         .testTarget(name: "CofferFilesTests", dependencies: ["CofferFiles", "CofferKeys", "CofferFormat"]),
         .testTarget(name: "CofferCLITests", dependencies: [
             "CofferFormat", "CofferCloud", "CofferKeys", "CofferTestServers", "AgeTestVectors",

@@ -67,4 +67,19 @@ echo "== random access: 100 bytes at offset 1000000"
 "$coffer" decrypt -q --key-file backup.key --offset 1000000 --length 100 orders.sql.cof | cmp - <(tail -c +1000001 sample/shop/orders.sql | head -c 100)
 echo "   identical"
 
+echo "== repository: init, back up the sample twice (the second reads nothing unchanged), list, restore, check, compare"
+export COFFER_REPOSITORY=$work/repo
+"$coffer" init --key-file backup.key
+"$coffer" backup --key-file backup.key --tag quickstart sample
+"$coffer" backup --key-file backup.key --tag quickstart sample
+"$coffer" snapshots --key-file backup.key | sed 's/^/   /'
+"$coffer" ls --key-file backup.key latest "$work/sample/shop" | sed 's/^/   /'
+"$coffer" restore --key-file backup.key latest --target restored
+"$coffer" check --key-file backup.key
+diff -r sample "restored$work/sample"
+echo "   identical"
+"$coffer" dump --key-file backup.key latest "$work/sample/shop/orders.sql" | cmp - sample/shop/orders.sql
+echo "   dump identical"
+unset COFFER_REPOSITORY
+
 echo "quickstart: OK"

@@ -1,0 +1,188 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An open descriptor, closed when released. Everything the archiver and the restorer do below a
+/// path the user named goes through directory descriptors (`openat`, `fstatat`, `readlinkat`,
+/// `renameat`) with `O_NOFOLLOW`, in the style of CofferFiles' `DirectoryHandle`: a directory
+/// swapped for a symbolic link while a run goes on is never followed.
+final class Descriptor: @unchecked Sendable {
+    let fd: Int32
+    init(_ fd: Int32) { self.fd = fd }
+    deinit { Glibc.close(fd) }
+}
+
+/// Calls `body` with `bytes` as a NUL-terminated C string.
+func withCName<R>(_ bytes: [UInt8], _ body: (UnsafePointer<CChar>) throws -> R) rethrows -> R {
+    try (bytes + [0]).withUnsafeBufferPointer { buffer in
+        try buffer.withMemoryRebound(to: CChar.self) { try body($0.baseAddress!) }
+    }
+}
+
+enum FS {
+    static func errorText(_ code: Int32 = errno) -> String { String(cString: strerror(code)) }
+
+    /// The names in an open directory (bytes, without "." and ".."), sorted by bytes.
+    static func names(in directory: Int32, path: String) throws -> [[UInt8]] {
+        let copy = dup(directory)
+        guard copy >= 0, let stream = fdopendir(copy) else {
+            let code = errno
+            if copy >= 0 { Glibc.close(copy) }
+            throw TreeError.readFailed(path: path, reason: "cannot list the directory: \(errorText(code))")
+        }
+        defer { closedir(stream) }
+        rewinddir(stream)
+        var names: [[UInt8]] = []
+        while let entry = readdir(stream) {
+            let name: [UInt8] = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                let n = strnlen(raw.baseAddress!.assumingMemoryBound(to: CChar.self), raw.count)
+                return Array(raw.prefix(n))
+            }
+            if name != [0x2e] && name != [0x2e, 0x2e] { names.append(name) }
+        }
+        return names.sorted { $0.lexicographicallyPrecedes($1) }
+    }
+
+    /// `lstat` of `name` in a directory.
+    static func status(_ directory: Int32, _ name: [UInt8]) -> stat? {
+        var st = stat()
+        return withCName(name) { fstatat(directory, $0, &st, AT_SYMLINK_NOFOLLOW) } == 0 ? st : nil
+    }
+
+    static func status(fd: Int32) -> stat? {
+        var st = stat()
+        return fstat(fd, &st) == 0 ? st : nil
+    }
+
+    static func readLink(_ directory: Int32, _ name: [UInt8]) -> [UInt8]? {
+        var buffer = [UInt8](repeating: 0, count: TreeLimits.maxLinkTargetLength + 1)
+        let n = withCName(name) { cname in
+            buffer.withUnsafeMutableBufferPointer {
+                $0.withMemoryRebound(to: CChar.self) { readlinkat(directory, cname, $0.baseAddress!, $0.count) }
+            }
+        }
+        guard n > 0, n <= TreeLimits.maxLinkTargetLength else { return nil }
+        return Array(buffer[..<n])
+    }
+
+    static func openAt(_ directory: Int32, _ name: [UInt8], _ flags: Int32, _ mode: mode_t = 0) -> Int32 {
+        withCName(name) { openat(directory, $0, flags | O_CLOEXEC, mode) }
+    }
+
+    static func nanos(_ t: timespec) -> Int64 { Int64(t.tv_sec) * 1_000_000_000 + Int64(t.tv_nsec) }
+
+    static func timespecOf(_ nanos: Int64) -> timespec {
+        var seconds = nanos / 1_000_000_000, rest = nanos % 1_000_000_000
+        if rest < 0 { seconds -= 1; rest += 1_000_000_000 }
+        return timespec(tv_sec: Int(seconds), tv_nsec: Int(rest))
+    }
+
+    /// Reads until `buffer` is full or the input ends.
+    static func readFully(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, path: String) throws -> Int {
+        var total = 0
+        while total < buffer.count {
+            let n = Glibc.read(fd, buffer.baseAddress! + total, buffer.count - total)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw TreeError.readFailed(path: path, reason: errorText())
+            }
+            if n == 0 { break }
+            total += n
+        }
+        return total
+    }
+
+    static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw TreeError.writeFailed(path: path, reason: errorText())
+            }
+            done += n
+        }
+    }
+}
+
+/// A descriptor as a chunker input.
+struct DescriptorSource: ChunkSource {
+    let fd: Int32
+    let path: String
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        try FS.readFully(fd, buffer, path: path)
+    }
+}
+
+/// Owner and group names by id, looked up once each.
+final class OwnerNames: @unchecked Sendable {
+    private let lock = NSLock()
+    private var users: [UInt32: [UInt8]] = [:]
+    private var groups: [UInt32: [UInt8]] = [:]
+
+    func user(_ uid: UInt32) -> [UInt8] {
+        if let name = lock.withLock({ users[uid] }) { return name }
+        var pw = passwd(), result: UnsafeMutablePointer<passwd>? = nil
+        var buffer = [CChar](repeating: 0, count: 4096)
+        var name: [UInt8] = []
+        if getpwuid_r(uid, &pw, &buffer, buffer.count, &result) == 0, result != nil, let n = pw.pw_name {
+            name = Array(String(cString: n).utf8.prefix(TreeLimits.maxOwnerNameLength))
+        }
+        lock.withLock { users[uid] = name }
+        return name
+    }
+
+    func group(_ gid: UInt32) -> [UInt8] {
+        if let name = lock.withLock({ groups[gid] }) { return name }
+        var gr = Glibc.group(), result: UnsafeMutablePointer<Glibc.group>? = nil
+        var buffer = [CChar](repeating: 0, count: 4096)
+        var name: [UInt8] = []
+        if getgrgid_r(gid, &gr, &buffer, buffer.count, &result) == 0, result != nil, let n = gr.gr_name {
+            name = Array(String(cString: n).utf8.prefix(TreeLimits.maxOwnerNameLength))
+        }
+        lock.withLock { groups[gid] = name }
+        return name
+    }
+}
+
+/// At most `limit` holders at once (files read or written concurrently: bounds memory and open
+/// descriptors).
+actor Limiter {
+    private var available: Int
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    init(_ limit: Int) { available = max(1, limit) }
+
+    func acquire() async {
+        if available > 0 { available -= 1; return }
+        await withCheckedContinuation { waiters.append($0) }
+    }
+
+    func release() {
+        if waiters.isEmpty { available += 1 } else { waiters.removeFirst().resume() }
+    }
+}
+
+/// Shell-style patterns (`fnmatch(3)`, `*` also matching "/") for `--exclude` and restore's
+/// `--include`: a pattern without "/" matches an entry's name, a pattern with "/" its whole path
+/// in the snapshot (absolute); a directory that matches stands for everything below it.
+public struct PathPattern: Sendable {
+    public let pattern: String
+    let bytes: [UInt8]
+    let matchesName: Bool
+
+    public init(_ pattern: String) throws {
+        guard !pattern.isEmpty, !pattern.utf8.contains(0) else { throw TreeError.invalidRequest("empty or invalid pattern") }
+        var p = Array(pattern.utf8)
+        while p.count > 1 && p.last == 0x2f { p.removeLast() }
+        self.pattern = pattern
+        bytes = p
+        matchesName = !p.contains(0x2f)
+    }
+
+    /// Whether the entry at `path` (absolute, bytes) with last component `name` matches.
+    public func matches(path: [UInt8], name: [UInt8]) -> Bool {
+        withCName(bytes) { p in withCName(matchesName ? name : path) { fnmatch(p, $0, 0) == 0 } }
+    }
+}

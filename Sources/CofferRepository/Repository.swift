@@ -1,0 +1,587 @@
+import Crypto
+import CofferFormat
+import Foundation
+
+/// A backup repository (docs/REPOSITORY.md): config, key objects, data packs, index, snapshots and
+/// locks on a ``Storage``. Implements ``BlobStore`` for the archiver and the restorer.
+///
+/// Opened with a key object (full access: read and write) or with a writer key (write only: it
+/// can chunk, compute ids, read the index for deduplication and write packs, index and snapshots,
+/// but decrypts no pack and no snapshot).
+public final class Repository: BlobStore, @unchecked Sendable {
+    public enum Access: String, Sendable { case full, writer }
+
+    public let storage: any Storage
+    public let config: RepositoryConfig
+    public let access: Access
+    /// The key object that opened the repository (full access), e.g. for `key list`'s "current".
+    public let keyID: String?
+    /// SHA-256 of the stored config object (a writer key records it).
+    let configDigest: [UInt8]
+    let secrets: RepositorySecrets?
+    let chunkIDKey: ChunkIDKey
+    let gear: GearTable
+    let indexKey: SymmetricObjectKey
+    let chunkerParameters: ChunkerParameters
+
+    let stateLock = NSLock()
+    var dataKeys: [DataKeyPair]
+    /// The payload of the key object that opened the repository (full access).
+    var currentKeyPayload: KeyObjectPayload?
+    var currentPublicKey: DataPublicKey
+    var index = BlobIndex()
+    /// Index objects that did not authenticate or parse (only when opened with `tolerateDamage`).
+    public private(set) var damagedIndexObjects: [String: String] = [:]
+    var pending: [BlobKey: PendingBlob] = [:]
+    var openPack: PackBuilder?
+    /// Plaintext of packs being sealed or uploaded, so their blobs can be loaded meanwhile.
+    var sealing: [String: [UInt8]] = [:]
+    var finishedPacks: [IndexedPack] = []
+    var tasks: [Task<Void, Error>] = []
+    var headerCache: [String: CofferObject.Opened] = [:]
+    var compressors: [ChunkCompressor] = []
+    private let limiter: AsyncLimiter
+
+    /// How new blobs are compressed (default: zstd level 3, raw when that does not shrink a blob).
+    public var compression: CompressionMode {
+        get { stateLock.withLock { _compression } }
+        set { stateLock.withLock { _compression = newValue; compressors = [] } }
+    }
+    private var _compression: CompressionMode = .auto
+
+    /// Target plaintext size of packs; packs are sealed when they reach it (default: the config's).
+    public var packSize: Int {
+        get { stateLock.withLock { _packSize } }
+        set { stateLock.withLock { _packSize = max(4096, newValue) } }
+    }
+    private var _packSize: Int
+
+    struct PendingBlob {
+        var pack: String
+        var blob: PackedBlob?
+    }
+
+    struct PackBuilder {
+        let name: String
+        var buffer: [UInt8] = []
+        var blobs: [PackedBlob] = []
+    }
+
+    init(storage: any Storage, config: RepositoryConfig, configDigest: [UInt8], access: Access, keyID: String?,
+         secrets: RepositorySecrets?, chunkerKey: [UInt8], chunkIDKey: [UInt8], indexKey: [UInt8],
+         dataKeys: [DataKeyPair], currentPublicKey: DataPublicKey) throws {
+        self.storage = storage
+        self.config = config
+        self.configDigest = configDigest
+        self.access = access
+        self.keyID = keyID
+        self.secrets = secrets
+        self.chunkIDKey = try ChunkIDKey(key: SymmetricKey(data: chunkIDKey))
+        self.gear = GearTable(key: SymmetricKey(data: chunkerKey))
+        self.indexKey = try SymmetricObjectKey(indexKey)
+        self.chunkerParameters = try config.chunkerParameters
+        self.dataKeys = dataKeys
+        self.currentPublicKey = currentPublicKey
+        self._packSize = config.packSize
+        self.limiter = AsyncLimiter(ProcessInfo.processInfo.activeProcessorCount)
+    }
+
+    var currentDataPublicKey: DataPublicKey { stateLock.withLock { currentPublicKey } }
+
+    /// The data-key generation new packs and snapshots are wrapped to.
+    public var dataKeyGeneration: Int { stateLock.withLock { currentPublicKey.generation } }
+
+    var dataKeyring: DataKeyring {
+        get throws {
+            let keys = stateLock.withLock { dataKeys }
+            guard access == .full, !keys.isEmpty else { throw RepositoryError.writerKeyCannotRead("the repository's data") }
+            return DataKeyring(pairs: keys)
+        }
+    }
+
+    func requireFullAccess(_ what: String) throws {
+        if access != .full { throw RepositoryError.writerKeyCannotRead(what) }
+    }
+
+    // MARK: Objects
+
+    /// Seals `plaintext` as object `name` with a fresh file key wrapped by `stanzas`, and stores it.
+    func writeObject(_ name: ObjectName, _ plaintext: [UInt8], overwrite: Bool = false,
+                     stanzas: (FileKey) throws -> [Stanza]) async throws -> [UInt8] {
+        let fileKey = FileKey.random()
+        let sealed = try CofferObject.seal(plaintext, objectName: name.description, fileKey: fileKey, stanzas: try stanzas(fileKey))
+        try await storage.save(name, contents: sealed, overwrite: overwrite)
+        return sealed
+    }
+
+    /// Loads and decrypts a whole object; `fileKey` finds its file key from the parsed header.
+    static func readObject(_ storage: any Storage, _ name: ObjectName,
+                           fileKey: (Header) throws -> FileKey) async throws -> (plaintext: [UInt8], header: Header, stored: [UInt8]) {
+        let bytes: [UInt8]
+        do { bytes = try await storage.load(name) } catch StorageError.notFound {
+            throw RepositoryError.missing(object: name.description, reason: "not in the storage")
+        }
+        let parsed = try CofferObject.parseHeader(bytes, object: name.description)
+        let key: FileKey
+        do { key = try fileKey(parsed.header) } catch let e as RepositoryError { throw e } catch let e as CofferError {
+            if case .noMatchingKey = e { throw e }
+            throw RepositoryError.damaged(object: name.description, reason: "\(e)")
+        }
+        let opened = try CofferObject.open(parsed, fileKey: key, object: name.description)
+        return (try CofferObject.decryptAll(bytes, opened), parsed.header, bytes)
+    }
+
+    func readIndexKeyed(_ name: ObjectName) async throws -> [UInt8] {
+        try await Self.readObject(storage, name) { try indexKey.fileKey(for: $0, object: name.description) }.plaintext
+    }
+
+    // MARK: Creating and opening
+
+    /// Options of a new repository.
+    public struct CreateOptions: Sendable {
+        public var chunker: ChunkerParameters = .default
+        public var packSize: Int = RepositoryConfig.defaultPackSize
+        /// Removing keys must leave one that the recovery key opens.
+        public var requireRecovery = false
+        public var hostname = ProcessInfo.processInfo.hostName
+        public var username = ProcessInfo.processInfo.environment["USER"] ?? ""
+        public init() {}
+    }
+
+    /// Creates a repository on empty `storage`: writes the config, the first data-key object and the
+    /// first key object (wrapped to `keys`), and returns it opened with full access.
+    public static func create(storage: any Storage, keys: KeyObjectRecipients, options: CreateOptions = CreateOptions()) async throws -> Repository {
+        try await create(storage: storage, keys: keys, options: options, secrets: .random(),
+                         dataKey: Curve25519.KeyAgreement.PrivateKey(), created: Date())
+    }
+
+    /// Test vectors only: a repository whose secrets and data key derive from `seed` (32 bytes), so
+    /// that a checked-in repository can be read with a known key. Never for real data.
+    @_spi(Testing)
+    public static func create(storage: any Storage, keys: KeyObjectRecipients, options: CreateOptions,
+                              testSeed seed: [UInt8], created: Date) async throws -> Repository {
+        func derive(_ label: String) -> [UInt8] {
+            Array(HKDF<SHA256>.deriveKey(inputKeyMaterial: SymmetricKey(data: seed), info: Array(label.utf8), outputByteCount: 32)
+                .withUnsafeBytes { Array($0) })
+        }
+        let secrets = RepositorySecrets(repositoryID: derive("id"), chunkerKey: derive("chunker"), chunkIDKey: derive("chunk-id"),
+                                        indexKey: derive("index"), ringKey: derive("ring"))
+        return try await create(storage: storage, keys: keys, options: options, secrets: secrets,
+                                dataKey: try Curve25519.KeyAgreement.PrivateKey(rawRepresentation: derive("data-1")), created: created)
+    }
+
+    static func create(storage: any Storage, keys: KeyObjectRecipients, options: CreateOptions, secrets: RepositorySecrets,
+                       dataKey: Curve25519.KeyAgreement.PrivateKey, created: Date) async throws -> Repository {
+        let configName = try ObjectName(.config, "config")
+        if (try? await storage.stat(configName)) != nil {
+            throw RepositoryError.refused("a repository already exists there (it has a config object)")
+        }
+        if options.requireRecovery && keys.recoveryKeyID == nil {
+            throw RepositoryError.refused("the recovery policy is on but no recovery key is given")
+        }
+        let config = RepositoryConfig(version: repositoryFormatVersion, id: Hex.encode(secrets.repositoryID), created: created,
+                                      chunkerMin: options.chunker.minSize, chunkerAvg: options.chunker.averageSize,
+                                      chunkerMax: options.chunker.maxSize, packSize: options.packSize,
+                                      requireRecovery: options.requireRecovery, recoveryKeyId: keys.recoveryKeyID)
+        try config.validate()
+        let indexKey = try SymmetricObjectKey(secrets.indexKey)
+        let ringKey = try SymmetricObjectKey(secrets.ringKey)
+        // Data key and key object first, config last: a repository is complete once its config exists.
+        let pair = DataKeyPair(generation: 1, privateKey: dataKey)
+        let dataPayload = DataKeyPayload(version: 1, repository: config.id, generation: 1, created: created,
+                                         privateKey: Base64Bytes(Array(dataKey.rawRepresentation)))
+        _ = try await writeStatic(storage, try ObjectName(.keys, "data-1"), try RepositoryJSON.encode(dataPayload), stanzas: ringKey.stanzas)
+        let keyID = randomObjectName()
+        let payload = KeyObjectPayload(secrets: secrets, created: created, hostname: options.hostname, username: options.username)
+        let keyFileKey = FileKey.random()
+        let keyStanzas = try await keys.stanzas(for: keyFileKey)
+        _ = try await writeStatic(storage, try ObjectName(.keys, keyID), try RepositoryJSON.encode(payload), fileKey: keyFileKey) { _ in keyStanzas }
+        let stored = try await writeStatic(storage, configName, try RepositoryJSON.encode(config), stanzas: indexKey.stanzas)
+        return try Repository(storage: storage, config: config, configDigest: Array(SHA256.hash(data: stored)), access: .full,
+                              keyID: keyID, secrets: secrets, chunkerKey: secrets.chunkerKey, chunkIDKey: secrets.chunkIDKey,
+                              indexKey: secrets.indexKey, dataKeys: [pair], currentPublicKey: pair.publicKey)
+    }
+
+    static func writeStatic(_ storage: any Storage, _ name: ObjectName, _ plaintext: [UInt8], overwrite: Bool = false,
+                            fileKey: FileKey = FileKey.random(), stanzas: (FileKey) throws -> [Stanza]) async throws -> [UInt8] {
+        let sealed = try CofferObject.seal(plaintext, objectName: name.description, fileKey: fileKey, stanzas: try stanzas(fileKey))
+        try await storage.save(name, contents: sealed, overwrite: overwrite)
+        return sealed
+    }
+
+    /// Whether a `keys/` name is a key object (64 hex digits) rather than a data-key object.
+    static func isKeyObjectName(_ name: String) -> Bool {
+        name.utf8.count == 64 && name.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
+    }
+
+    /// Opens with the user's keys: the first key object one of them opens gives the repository's
+    /// secrets; then the config, the data keys and the index are read and checked.
+    /// With `tolerateDamage`, damaged index objects are set aside (``damagedIndexObjects``) instead
+    /// of failing the open (for `check`).
+    public static func open(storage: any Storage, identities: KeyObjectIdentities, tolerateDamage: Bool = false) async throws -> Repository {
+        let names = try await storage.listAll(.keys).map(\.name.name).filter(isKeyObjectName).sorted()
+        guard !names.isEmpty else {
+            if (try? await storage.stat(try ObjectName(.config, "config"))) == nil {
+                throw RepositoryError.missing(object: "config/config", reason: "no repository there (no config and no key objects)")
+            }
+            throw RepositoryError.key("the repository has no key objects")
+        }
+        var found: (String, RepositorySecrets, KeyObjectPayload)?
+        var lastKeyError: Error?
+        for name in names {
+            let object = try ObjectName(.keys, name)
+            do {
+                let plain = try await readKeyObject(storage, object, identities: identities)
+                let payload = try RepositoryJSON.decode(KeyObjectPayload.self, plain, object: object.description)
+                found = (name, try payload.secrets(object: object.description), payload)
+                break
+            } catch let e as CofferError {
+                if case .noMatchingKey = e { lastKeyError = e; continue }
+                throw e
+            } catch RepositoryError.missing {
+                continue  // removed meanwhile
+            }
+        }
+        guard let found else {
+            throw RepositoryError.key("no given key opens any of the repository's \(names.count) key objects\(lastKeyError.map { " (\($0))" } ?? "")")
+        }
+        let (keyID, secrets, keyPayload) = found
+        let (config, digest) = try await readConfig(storage, indexKey: secrets.indexKey)
+        guard config.id == Hex.encode(secrets.repositoryID) else {
+            throw RepositoryError.damaged(object: "keys/\(keyID)", reason: "it belongs to repository \(Hex.encode(secrets.repositoryID)), not \(config.id)")
+        }
+        let pairs = try await readDataKeys(storage, secrets: secrets)
+        let repository = try Repository(storage: storage, config: config, configDigest: digest, access: .full, keyID: keyID,
+                                        secrets: secrets, chunkerKey: secrets.chunkerKey, chunkIDKey: secrets.chunkIDKey,
+                                        indexKey: secrets.indexKey, dataKeys: pairs, currentPublicKey: pairs.last!.publicKey)
+        repository.currentKeyPayload = keyPayload
+        try await repository.loadIndex(tolerateDamage: tolerateDamage)
+        return repository
+    }
+
+    /// Opens with a writer key: write-only access.
+    public static func open(storage: any Storage, writerKey: WriterKeyFile) async throws -> Repository {
+        let config: RepositoryConfig, digest: [UInt8]
+        do { (config, digest) = try await readConfig(storage, indexKey: writerKey.indexKey.bytes) } catch RepositoryError.damaged {
+            throw RepositoryError.key("the writer key does not open this repository's config (it belongs to another repository)")
+        }
+        guard config.id == writerKey.repository, Hex.encode(digest) == writerKey.configSha256 else {
+            throw RepositoryError.key("the writer key belongs to another repository (or the repository's config was replaced)")
+        }
+        let publicKey = try DataPublicKey(generation: writerKey.dataKeyGeneration, raw: writerKey.dataPublicKey.bytes)
+        let repository = try Repository(storage: storage, config: config, configDigest: digest, access: .writer, keyID: nil,
+                                        secrets: nil, chunkerKey: writerKey.chunkerKey.bytes, chunkIDKey: writerKey.chunkIdKey.bytes,
+                                        indexKey: writerKey.indexKey.bytes, dataKeys: [], currentPublicKey: publicKey)
+        try await repository.loadIndex(tolerateDamage: false)
+        return repository
+    }
+
+    /// Loads a key object and decrypts it with the user's keys.
+    static func readKeyObject(_ storage: any Storage, _ name: ObjectName, identities: KeyObjectIdentities) async throws -> [UInt8] {
+        let bytes: [UInt8]
+        do { bytes = try await storage.load(name) } catch StorageError.notFound {
+            throw RepositoryError.missing(object: name.description, reason: "not in the storage")
+        }
+        let parsed = try CofferObject.parseHeader(bytes, object: name.description)
+        let key: FileKey
+        do { key = try await identities.fileKey(for: parsed.header) } catch let e as CofferError {
+            if case .noMatchingKey = e { throw e }
+            throw RepositoryError.damaged(object: name.description, reason: "\(e)")
+        }
+        let opened = try CofferObject.open(parsed, fileKey: key, object: name.description)
+        return try CofferObject.decryptAll(bytes, opened)
+    }
+
+    static func readConfig(_ storage: any Storage, indexKey: [UInt8]) async throws -> (RepositoryConfig, [UInt8]) {
+        let name = try ObjectName(.config, "config")
+        let key = try SymmetricObjectKey(indexKey)
+        let (plain, _, stored) = try await readObject(storage, name) { try key.fileKey(for: $0, object: name.description) }
+        let config = try RepositoryJSON.decode(RepositoryConfig.self, plain, object: name.description)
+        try config.validate()
+        return (config, Array(SHA256.hash(data: stored)))
+    }
+
+    /// Every data-key object (`keys/data-N`), oldest generation first.
+    static func readDataKeys(_ storage: any Storage, secrets: RepositorySecrets) async throws -> [DataKeyPair] {
+        let ring = try SymmetricObjectKey(secrets.ringKey)
+        var pairs: [DataKeyPair] = []
+        for info in try await storage.listAll(.keys) where info.name.name.hasPrefix("data-") {
+            let (plain, _, _) = try await readObject(storage, info.name) { try ring.fileKey(for: $0, object: info.name.description) }
+            let p = try RepositoryJSON.decode(DataKeyPayload.self, plain, object: info.name.description)
+            guard p.version == 1, p.repository == Hex.encode(secrets.repositoryID), "data-\(p.generation)" == info.name.name else {
+                throw RepositoryError.damaged(object: info.name.description, reason: "it is not this repository's data key \(info.name.name)")
+            }
+            pairs.append(try DataKeyPair(generation: p.generation, rawPrivateKey: p.privateKey.bytes))
+        }
+        guard !pairs.isEmpty else { throw RepositoryError.missing(object: "keys/data-1", reason: "the repository has no data key") }
+        return pairs.sorted { $0.generation < $1.generation }
+    }
+
+    /// Reads every index object into the in-memory index.
+    func loadIndex(tolerateDamage: Bool) async throws {
+        let names = try await storage.listAll(.index).map(\.name)
+        var fresh = BlobIndex()
+        var damaged: [String: String] = [:]
+        try await forEachConcurrently(names) { name in
+            try await self.readIndexObject(name)
+        } consume: { name, result in
+            switch result {
+            case .success(let packs):
+                for p in packs { fresh.add(p) }
+                fresh.indexObjects.insert(name.name)
+            case .failure(let error):
+                if tolerateDamage, error is RepositoryError { damaged[name.description] = "\(error)" } else { throw error }
+            }
+        }
+        stateLock.withLock {
+            index = fresh
+            damagedIndexObjects = damaged
+        }
+    }
+
+    func readIndexObject(_ name: ObjectName) async throws -> [IndexedPack] {
+        let plain = try await readIndexKeyed(name)
+        return try IndexFormat.decode(plain, object: name.description)
+    }
+
+    /// Runs `work` on every item with up to `storage.properties.connections` at once; `consume`
+    /// sees results one at a time, on the calling task.
+    func forEachConcurrently<T: Sendable, R: Sendable>(_ items: [T], _ work: @escaping @Sendable (T) async throws -> R,
+                                                       consume: (T, Result<R, Error>) throws -> Void) async throws {
+        let width = max(1, min(storage.properties.connections, 16))
+        try await withThrowingTaskGroup(of: (T, Result<R, Error>).self) { group in
+            var next = 0
+            while next < items.count && next < width {
+                let item = items[next]; next += 1
+                group.addTask { do { return (item, .success(try await work(item))) } catch { return (item, .failure(error)) } }
+            }
+            while let pair = try await group.next() {
+                let (item, result) = pair
+                try consume(item, result)
+                if next < items.count {
+                    let item = items[next]; next += 1
+                    group.addTask { do { return (item, .success(try await work(item))) } catch { return (item, .failure(error)) } }
+                }
+            }
+        }
+    }
+
+    // MARK: BlobStore
+
+    public func blobID(of plaintext: UnsafeRawBufferPointer) -> BlobID { chunkIDKey.id(of: plaintext) }
+
+    public func makeChunker() -> FastCDC { FastCDC(parameters: chunkerParameters, gear: gear) }
+
+    public func contains(_ kind: BlobKind, _ id: BlobID) -> Bool {
+        let key = BlobKey(kind, id)
+        return stateLock.withLock { index.contains(kind, id) || pending[key] != nil }
+    }
+
+    /// Every blob id in the loaded index (any kind).
+    public func allIndexedBlobIDs() -> Set<BlobID> {
+        stateLock.withLock { Set(index.entries.keys.map(\.id)) }
+    }
+
+    /// How many blobs the loaded index holds.
+    public var indexedBlobCount: Int { stateLock.withLock { index.blobCount } }
+
+    @discardableResult
+    public func save(_ kind: BlobKind, id: BlobID, plaintext: [UInt8]) async throws -> Bool {
+        try await save(kind, id: id, plaintext: plaintext, force: false)
+    }
+
+    /// `force`: store even when the index already has the blob (prune's repacking).
+    func save(_ kind: BlobKind, id: BlobID, plaintext: [UInt8], force: Bool) async throws -> Bool {
+        guard plaintext.count < Int(UInt32.max) else { throw RepositoryError.refused("a blob of \(plaintext.count) bytes is too large") }
+        let key = BlobKey(kind, id)
+        let compressor: ChunkCompressor? = try stateLock.withLock {
+            if pending[key] != nil || (!force && index.contains(kind, id)) { return nil }
+            pending[key] = PendingBlob(pack: "", blob: nil)
+            return try compressors.popLast() ?? ChunkCompressor(mode: _compression)
+        }
+        guard let compressor else { return false }
+        let stored: StoredChunk
+        do { stored = try compressor.store(plaintext) } catch {
+            _ = stateLock.withLock { pending.removeValue(forKey: key) }
+            throw error
+        }
+        let full: PackBuilder? = stateLock.withLock {
+            compressors.append(compressor)
+            // Taken out of `openPack` so that appending does not copy the buffer.
+            var pack = openPack ?? PackBuilder(name: randomObjectName())
+            openPack = nil
+            let bytes = stored.bytes
+            let blob = PackedBlob(kind: kind, id: id, offset: UInt32(pack.buffer.count), length: UInt32(bytes.count),
+                                  rawLength: UInt32(plaintext.count), compressed: { if case .zstd = stored { return true }; return false }())
+            pack.buffer += bytes
+            pack.blobs.append(blob)
+            pending[key] = PendingBlob(pack: pack.name, blob: blob)
+            if pack.buffer.count >= _packSize {
+                openPack = nil
+                sealing[pack.name] = pack.buffer
+                return pack
+            }
+            openPack = pack
+            return nil
+        }
+        if let full { try await submit(full) }
+        return true
+    }
+
+    /// Seals and uploads a full pack on a background task (at most one per core at a time).
+    private func submit(_ pack: PackBuilder) async throws {
+        await limiter.acquire()
+        let task = Task.detached { [self] in
+            defer { Task { await self.limiter.release() } }
+            let plaintext = pack.buffer + PackTrailer.encode(pack.blobs)
+            let fileKey = FileKey.random()
+            let publicKey = stateLock.withLock { currentPublicKey }
+            let name = try ObjectName(.data, pack.name)
+            let sealed = try CofferObject.seal(plaintext, objectName: name.description, fileKey: fileKey,
+                                               stanzas: try publicKey.stanzas(for: fileKey), chunkSize: CofferObject.packChunkSize)
+            try await storage.save(name, contents: sealed)
+            stateLock.withLock {
+                finishedPacks.append(IndexedPack(name: pack.name, size: Int64(sealed.count), blobs: pack.blobs))
+                _ = sealing.removeValue(forKey: pack.name)
+            }
+        }
+        stateLock.withLock { tasks.append(task) }
+    }
+
+    public func flush() async throws {
+        let open: PackBuilder? = stateLock.withLock {
+            defer { openPack = nil }
+            if let p = openPack { sealing[p.name] = p.buffer }
+            return openPack
+        }
+        if let open, !open.blobs.isEmpty { try await submit(open) }
+        let running = stateLock.withLock { defer { tasks = [] }; return tasks }
+        var firstError: Error?
+        for task in running {
+            do { try await task.value } catch { firstError = firstError ?? error }
+        }
+        if let firstError { throw firstError }
+        let packs = stateLock.withLock { defer { finishedPacks = [] }; return finishedPacks }
+        guard !packs.isEmpty else { return }
+        do {
+            try await writeIndex(packs)
+        } catch {
+            stateLock.withLock { finishedPacks = packs + finishedPacks }
+            throw error
+        }
+        stateLock.withLock {
+            for p in packs {
+                index.add(p)
+                for b in p.blobs { pending.removeValue(forKey: BlobKey(b.kind, b.id)) }
+            }
+        }
+    }
+
+    /// Writes one index object listing `packs` (which must already be stored).
+    @discardableResult
+    func writeIndex(_ packs: [IndexedPack]) async throws -> String {
+        let name = randomObjectName()
+        _ = try await writeObject(try ObjectName(.index, name), IndexFormat.encode(packs)) { try indexKey.stanzas(for: $0) }
+        _ = stateLock.withLock { index.indexObjects.insert(name) }
+        return name
+    }
+
+    public func load(_ kind: BlobKind, _ id: BlobID) async throws -> [UInt8] {
+        try requireFullAccess("blobs")
+        let key = BlobKey(kind, id)
+        enum Source { case pack(String, Int64, BlobLocation), memory([UInt8], PackedBlob, String) }
+        let source: Source? = stateLock.withLock {
+            if let hit = index.lookup(kind, id) { return .pack(hit.pack, hit.size, hit.location) }
+            if let p = pending[key], let blob = p.blob {
+                let buffer = openPack?.name == p.pack ? openPack?.buffer : sealing[p.pack]
+                if let buffer { return .memory(Array(buffer[Int(blob.offset)..<Int(blob.offset + blob.length)]), blob, p.pack) }
+                // Uploaded, not yet in an index object: read it from its pack.
+                if let done = finishedPacks.first(where: { $0.name == p.pack }) {
+                    return .pack(done.name, done.size, BlobLocation(pack: 0, offset: blob.offset, length: blob.length,
+                                                                    rawLength: blob.rawLength, compressed: blob.compressed))
+                }
+            }
+            return nil
+        }
+        switch source {
+        case nil:
+            throw RepositoryError.notFound("\(kind) blob \(id.hex) is not in the repository's index")
+        case .memory(let bytes, let blob, let pack):
+            return try unpack(bytes, blob: blob, object: "data/\(pack)")
+        case .pack(let pack, let size, let loc):
+            let bytes = try await readStored(pack: pack, size: size, offset: Int(loc.offset), length: Int(loc.length))
+            return try unpack(bytes, blob: PackedBlob(kind: kind, id: id, offset: loc.offset, length: loc.length,
+                                                      rawLength: loc.rawLength, compressed: loc.compressed), object: "data/\(pack)")
+        }
+    }
+
+    /// Decompresses a stored blob and checks it against its id.
+    func unpack(_ stored: [UInt8], blob: PackedBlob, object: String) throws -> [UInt8] {
+        var plaintext = stored
+        if blob.compressed {
+            do {
+                plaintext = try ZstdDecompressor().decompress(stored, maxOutputSize: Int(blob.rawLength))
+            } catch {
+                throw RepositoryError.damaged(object: object, reason: "\(blob.kind) blob \(blob.id.hex) does not decompress (\(error))")
+            }
+        }
+        guard plaintext.count == Int(blob.rawLength), chunkIDKey.id(of: plaintext) == blob.id else {
+            throw RepositoryError.damaged(object: object, reason: "\(blob.kind) blob \(blob.id.hex) does not match its id")
+        }
+        return plaintext
+    }
+
+    /// Reads and decrypts `length` stored bytes at `offset` of a pack's plaintext: the header (once
+    /// per pack, cached) and the STREAM chunks holding them.
+    func readStored(pack: String, size: Int64, offset: Int, length: Int) async throws -> [UInt8] {
+        let name = try ObjectName(.data, pack)
+        do {
+            let opened = try await packHeader(name, size: size)
+            let layout = try CofferObject.layout(opened, size: Int(size))
+            if length == 0 { return [] }
+            let (chunks, range) = try CofferObject.sealedRange(opened, layout: layout, offset: offset, length: length)
+            let sealed = try await storage.load(name, range: range)
+            return try CofferObject.decryptRange(sealed, chunks: chunks, layout: layout, opened, offset: offset, length: length)
+        } catch StorageError.notFound {
+            throw RepositoryError.missing(object: name.description, reason: "the index lists blobs in it")
+        } catch StorageError.rangeOutOfBounds {
+            throw RepositoryError.damaged(object: name.description, reason: "it is shorter than the index says")
+        }
+    }
+
+    func packHeader(_ name: ObjectName, size: Int64) async throws -> CofferObject.Opened {
+        if let cached = stateLock.withLock({ headerCache[name.name] }) { return cached }
+        var prefix = try await storage.load(name, range: 0..<min(size, 16 << 10))
+        guard let length = try CofferObject.headerLength(prefix: prefix, object: name.description) else {
+            throw RepositoryError.damaged(object: name.description, reason: "not a Coffer version-2 object")
+        }
+        if length > prefix.count {
+            guard Int64(length) <= size else { throw RepositoryError.damaged(object: name.description, reason: "cut short inside its header") }
+            prefix = try await storage.load(name, range: 0..<Int64(length))
+        }
+        let parsed = try CofferObject.parseHeader(prefix, object: name.description)
+        let fileKey = try dataKeyring.fileKey(for: parsed.header, object: name.description)
+        let opened = try CofferObject.open(parsed, fileKey: fileKey, object: name.description)
+        stateLock.withLock {
+            if headerCache.count >= 256 { headerCache.removeAll() }
+            headerCache[name.name] = opened
+        }
+        return opened
+    }
+}
+
+/// A counting semaphore for async code.
+actor AsyncLimiter {
+    private var available: Int
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+    init(_ count: Int) { available = max(1, count) }
+
+    func acquire() async {
+        if available > 0 { available -= 1; return }
+        await withCheckedContinuation { waiters.append($0) }
+    }
+
+    func release() {
+        if waiters.isEmpty { available += 1 } else { waiters.removeFirst().resume() }
+    }
+}

@@ -1,0 +1,222 @@
+import Crypto
+import CofferFormat
+import Foundation
+
+/// Coffer-format version 2 objects held in memory (docs/FORMAT.md): the repository stores every
+/// object that holds secrets or user data in this one format, bound to its "KIND/NAME" by the
+/// header's object-name field. Objects are read whole, or (packs) header first and then only the
+/// STREAM chunks that hold a blob.
+enum CofferObject {
+    /// Payload chunk size of pack objects: small enough that reading one blob reads little more
+    /// than the blob, large enough that tags cost nothing (16 bytes per 64 KiB).
+    static let packChunkSize = 64 * 1024
+    /// Payload chunk size of every other object.
+    static let defaultChunkSize = 64 * 1024
+
+    /// Encrypts `plaintext` as a version-2 object named `objectName` ("KIND/NAME").
+    static func seal(_ plaintext: [UInt8], objectName: String, fileKey: FileKey, stanzas: [Stanza],
+                     chunkSize: Int = defaultChunkSize) throws -> [UInt8] {
+        let parameters = HeaderParameters(cipher: .aes256gcm, chunkSize: chunkSize, objectName: Array(objectName.utf8))
+        let probe = try Header.sealed(parameters: parameters, stanzas: stanzas, fileKey: fileKey,
+                                      layout: .slots(size: Limits.maxHeaderSize, generation: 1))
+        let slotSize = Header.defaultSlotSize(forTextSize: probe.slotText().count)
+        let header = try Header.sealed(parameters: parameters, stanzas: stanzas, fileKey: fileKey,
+                                       layout: .slots(size: slotSize, generation: 1))
+        var nonce = [UInt8](repeating: 0, count: Limits.payloadNonceSize)
+        SymmetricKey(size: .bits128).withUnsafeBytes { nonce = Array($0) }
+        let chunkCount = max(1, (plaintext.count + chunkSize - 1) / chunkSize)
+        var out: [UInt8] = []
+        out.reserveCapacity(header.leadLine.utf8.count + 1 + 2 * slotSize + nonce.count
+                            + plaintext.count + chunkCount * Limits.tagSize)
+        out += Array("\(header.leadLine)\n".utf8)
+        out += header.encodedSlot()
+        out += [UInt8](repeating: 0, count: slotSize)
+        out += nonce
+        let objectKey = KeySchedule.objectKey(fileKey: fileKey, objectName: parameters.objectName)
+        let payloadKey = KeySchedule.payloadKey(objectKey: objectKey, nonce: nonce, cipher: .aes256gcm)
+        try plaintext.withUnsafeBytes { raw in
+            for k in 0..<chunkCount {
+                let start = k * chunkSize
+                let end = min(plaintext.count, start + chunkSize)
+                let box = try AES.GCM.seal(UnsafeRawBufferPointer(rebasing: raw[start..<end]), using: payloadKey,
+                                           nonce: AES.GCM.Nonce(data: chunkNonce(counter: UInt64(k), isFinal: k == chunkCount - 1)))
+                out += box.ciphertext
+                out += box.tag
+            }
+        }
+        return out
+    }
+
+    /// The 12-byte STREAM nonce (docs/FORMAT.md): 11-byte big-endian chunk counter, then the final flag.
+    static func chunkNonce(counter: UInt64, isFinal: Bool) -> [UInt8] {
+        var n = [UInt8](repeating: 0, count: 12)
+        var c = counter
+        for i in stride(from: 10, through: 3, by: -1) {
+            n[i] = UInt8(truncatingIfNeeded: c)
+            c >>= 8
+        }
+        n[11] = isFinal ? 1 : 0
+        return n
+    }
+
+    /// How many leading bytes hold the header and payload nonce, from the lead line alone; nil when
+    /// `prefix` does not yet hold the whole lead line.
+    static func headerLength(prefix: [UInt8], object: String) throws -> Int? {
+        guard let newline = prefix.prefix(128).firstIndex(of: 0x0A) else {
+            if prefix.count >= 128 || !Array("coffer/v2 ".utf8).starts(with: prefix.prefix(10)) {
+                throw RepositoryError.damaged(object: object, reason: "not a Coffer version-2 object")
+            }
+            return nil
+        }
+        let line = Substring(String(decoding: prefix[..<newline], as: UTF8.self))
+        let size: Int?
+        do { size = try Header.slotSize(leadLine: line) } catch {
+            throw RepositoryError.damaged(object: object, reason: "\(error)")
+        }
+        guard let size else { throw RepositoryError.damaged(object: object, reason: "not a Coffer version-2 object") }
+        return newline + 1 + 2 * size + Limits.payloadNonceSize
+    }
+
+    /// A parsed header: the newest valid slot, where the payload starts, and its nonce.
+    struct ParsedHeader: Sendable {
+        let header: Header
+        let payloadStart: Int
+        let nonce: [UInt8]
+    }
+
+    /// Parses the header of an object whose first `headerLength` bytes are in `bytes`.
+    static func parseHeader(_ bytes: [UInt8], object: String) throws -> ParsedHeader {
+        guard let length = try headerLength(prefix: bytes, object: object), bytes.count >= length else {
+            throw RepositoryError.damaged(object: object, reason: "cut short inside its header")
+        }
+        let newline = bytes.firstIndex(of: 0x0A)!
+        let size = (length - newline - 1 - Limits.payloadNonceSize) / 2
+        var best: Header?
+        var firstError: Error?
+        for slot in 0..<2 {
+            let start = newline + 1 + slot * size
+            do {
+                if let h = try Header.parseSlot(Array(bytes[start..<(start + size)]), size: size) {
+                    if let b = best, b.generation == h.generation {
+                        throw RepositoryError.damaged(object: object, reason: "both header slots have the same generation")
+                    }
+                    if best == nil || h.generation! > best!.generation! { best = h }
+                }
+            } catch let e as RepositoryError {
+                throw e
+            } catch {
+                firstError = firstError ?? error
+            }
+        }
+        guard let header = best else {
+            throw RepositoryError.damaged(object: object, reason: firstError.map { "\($0)" } ?? "both header slots are empty")
+        }
+        return ParsedHeader(header: header, payloadStart: length, nonce: Array(bytes[(length - Limits.payloadNonceSize)..<length]))
+    }
+
+    /// An object whose header authenticated under its file key and names the expected object.
+    struct Opened: Sendable {
+        let parsed: ParsedHeader
+        let payloadKey: SymmetricKey
+        let object: String
+        var chunkSize: Int { parsed.header.parameters.chunkSize }
+        var cipher: PayloadCipher { parsed.header.parameters.cipher }
+        var trailerSize: Int { parsed.header.parameters.trailerSize }
+    }
+
+    /// Checks the header MAC under `fileKey` and that the header names `object`.
+    static func open(_ parsed: ParsedHeader, fileKey: FileKey, object: String) throws -> Opened {
+        let objectKey: SymmetricKey
+        do { objectKey = try parsed.header.verifyMAC(fileKey: fileKey) } catch {
+            throw RepositoryError.damaged(object: object, reason: "header authentication failed")
+        }
+        guard parsed.header.parameters.objectName == Array(object.utf8) else {
+            throw RepositoryError.damaged(object: object,
+                                          reason: "it is object '\(parsed.header.parameters.objectNameText)' stored under another name")
+        }
+        let payloadKey = KeySchedule.payloadKey(objectKey: objectKey, nonce: parsed.nonce, cipher: parsed.header.parameters.cipher)
+        return Opened(parsed: parsed, payloadKey: payloadKey, object: object)
+    }
+
+    /// The payload layout of an object of `size` bytes.
+    static func layout(_ opened: Opened, size: Int) throws -> StreamEngine.PayloadLayout {
+        guard size >= opened.parsed.payloadStart else {
+            throw RepositoryError.damaged(object: opened.object, reason: "no payload after the header")
+        }
+        do {
+            return try StreamEngine.PayloadLayout(sealedLength: UInt64(size - opened.parsed.payloadStart),
+                                                  chunkSize: opened.chunkSize, trailerSize: opened.trailerSize)
+        } catch {
+            throw RepositoryError.damaged(object: opened.object, reason: "\(error)")
+        }
+    }
+
+    /// Decrypts a whole object's payload (every chunk authenticated, the final one last).
+    static func decryptAll(_ bytes: [UInt8], _ opened: Opened) throws -> [UInt8] {
+        let layout = try layout(opened, size: bytes.count)
+        var out: [UInt8] = []
+        out.reserveCapacity(Int(layout.plaintextSize))
+        let sealed = opened.chunkSize + Limits.tagSize
+        try bytes.withUnsafeBytes { raw in
+            for k in 0..<Int(layout.chunkCount) {
+                let start = opened.parsed.payloadStart + k * sealed
+                let isFinal = k == Int(layout.chunkCount) - 1
+                let end = isFinal ? start + layout.finalSealedSize : start + sealed
+                guard let plain = opened.cipher.open(UnsafeRawBufferPointer(rebasing: raw[start..<end]), key: opened.payloadKey,
+                                                     counter: UInt64(k), isFinal: isFinal) else {
+                    throw RepositoryError.damaged(object: opened.object, reason: "payload chunk \(k) failed authentication")
+                }
+                out += plain
+            }
+        }
+        return out
+    }
+
+    /// The byte range of sealed chunks holding plaintext `offset ..< offset+length`, as object offsets.
+    static func sealedRange(_ opened: Opened, layout: StreamEngine.PayloadLayout, offset: Int, length: Int) throws -> (chunks: ClosedRange<Int>, range: Range<Int64>) {
+        guard length > 0, offset >= 0, UInt64(offset + length) <= layout.plaintextSize else {
+            throw RepositoryError.damaged(object: opened.object, reason: "a blob lies outside the pack's \(layout.plaintextSize) plaintext bytes")
+        }
+        let first = offset / opened.chunkSize
+        let last = (offset + length - 1) / opened.chunkSize
+        let sealed = opened.chunkSize + Limits.tagSize
+        let start = opened.parsed.payloadStart + first * sealed
+        let end = last == Int(layout.chunkCount) - 1 ? opened.parsed.payloadStart + last * sealed + layout.finalSealedSize
+                                                   : opened.parsed.payloadStart + (last + 1) * sealed
+        return (first...last, Int64(start)..<Int64(end))
+    }
+
+    /// Decrypts the chunks `chunks` read as `sealed` and returns plaintext `offset ..< offset+length`.
+    static func decryptRange(_ sealedBytes: [UInt8], chunks: ClosedRange<Int>, layout: StreamEngine.PayloadLayout,
+                             _ opened: Opened, offset: Int, length: Int) throws -> [UInt8] {
+        let sealed = opened.chunkSize + Limits.tagSize
+        var plain: [UInt8] = []
+        plain.reserveCapacity(chunks.count * opened.chunkSize)
+        try sealedBytes.withUnsafeBytes { raw in
+            var pos = 0
+            for k in chunks {
+                let isFinal = k == Int(layout.chunkCount) - 1
+                let n = isFinal ? layout.finalSealedSize : sealed
+                guard pos + n <= raw.count,
+                      let p = opened.cipher.open(UnsafeRawBufferPointer(rebasing: raw[pos..<(pos + n)]), key: opened.payloadKey,
+                                                 counter: UInt64(k), isFinal: isFinal) else {
+                    throw RepositoryError.damaged(object: opened.object, reason: "payload chunk \(k) failed authentication")
+                }
+                plain += p
+                pos += n
+            }
+        }
+        let skip = offset - chunks.lowerBound * opened.chunkSize
+        return Array(plain[skip..<(skip + length)])
+    }
+}
+
+/// 32 random bytes.
+func randomBytes(_ n: Int = 32) -> [UInt8] {
+    var out: [UInt8] = []
+    while out.count < n { SymmetricKey(size: .bits256).withUnsafeBytes { out += $0 } }
+    return Array(out.prefix(n))
+}
+
+/// A fresh random object name: 64 lowercase hex digits.
+func randomObjectName() -> String { Hex.encode(randomBytes(32)) }

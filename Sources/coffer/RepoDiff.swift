@@ -1,0 +1,38 @@
+import ArgumentParser
+import CofferFormat
+import CofferRepository
+import Foundation
+
+struct RepoDiff: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "diff",
+        abstract: "Show what changed between two snapshots (+ added, - removed, M content, U metadata only).")
+
+    @OptionGroup var repo: RepoOptions
+    @OptionGroup var keys: KeyOptions
+
+    @Argument(help: ArgumentHelp("The older snapshot.", valueName: "snapshot1"))
+    var first: String
+
+    @Argument(help: ArgumentHelp("The newer snapshot.", valueName: "snapshot2"))
+    var second: String
+
+    func run() throws {
+        try Runtime.reporting {
+            try repo.refuseWriterKey("diff")
+            let repository = try openTreeRepository(repo, keys: keys)
+            let records = try loadSnapshots(repository)
+            let a = try SnapshotSelection.resolve(first, in: records), b = try SnapshotSelection.resolve(second, in: records)
+            let changes = try runBlocking { try await TreeWalk.diff(store: repository.store, from: a.info.tree, to: b.info.tree) }
+            if repo.json {
+                struct Change: Encodable { let message_type = "change"; let path: String; let modifier: String }
+                for c in changes { try printJSON(Change(path: TreeNode.display(c.path), modifier: c.change.symbol)) }
+                return
+            }
+            TreeFormat.out("comparing snapshot \(a.shortID) to \(b.shortID):")
+            for c in changes { TreeFormat.out("\(c.change.symbol)    \(TreeNode.display(c.path))") }
+            let counts = Dictionary(grouping: changes, by: \.change.symbol).mapValues(\.count)
+            TreeFormat.out("\(counts["+"] ?? 0) added, \(counts["-"] ?? 0) removed, \(counts["M"] ?? 0) modified, \(counts["U"] ?? 0) metadata only")
+        }
+    }
+}

@@ -1,0 +1,34 @@
+import ArgumentParser
+import CofferFormat
+import CofferRepository
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct RepoDump: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dump",
+        abstract: "Write one file of a snapshot to standard output.")
+
+    @OptionGroup var repo: RepoOptions
+    @OptionGroup var keys: KeyOptions
+
+    @Argument(help: ArgumentHelp("A snapshot: id, unique prefix, or 'latest'.", valueName: "snapshot"))
+    var snapshot: String
+
+    @Argument(help: ArgumentHelp("The file's path in the snapshot (for a stream backup: its name).", valueName: "path"))
+    var path: String
+
+    func run() throws {
+        try Runtime.reporting {
+            try repo.refuseWriterKey("dump")
+            let repository = try openTreeRepository(repo, keys: keys)
+            let record = try SnapshotSelection.resolve(snapshot, in: try loadSnapshots(repository))
+            let components = pathComponents(path)
+            _ = try runBlocking {
+                try await Restorer(store: repository.store).dump(root: record.info.tree, path: components, to: 1)
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+import ArgumentParser
+import CofferFormat
+import CofferRepository
+import Foundation
+
+/// `coffer init`: a new repository.
+struct RepoInit: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init",
+        abstract: "Create a backup repository (docs/REPOSITORY.md).",
+        discussion: """
+        Makes the repository's secrets and writes its config, its first data key and one key object
+        protected by the keys given (the same key options as 'encrypt': --key-file, --passphrase,
+        -r/-R, -i, --kms, --recovery-recipient, --require-recovery).
+        """)
+
+    @OptionGroup var repo: RepoOptions
+    @OptionGroup var keys: KeyOptions
+    @OptionGroup var publicKeys: RecipientOptions
+
+    @Option(help: ArgumentHelp("Target size of a data pack, e.g. 8M (1M to 128M).", valueName: "size"))
+    var packSize: String?
+
+    struct Result: Encodable {
+        let id: String
+        let repository: String
+        let keyId: String
+        enum CodingKeys: String, CodingKey { case id, repository, keyId = "key_id" }
+    }
+
+    func run() throws {
+        try Runtime.reporting {
+            try repo.refuseWriterKey("init")
+            let path = try repo.repositoryPath()
+            var options = Repository.CreateOptions()
+            if let packSize {
+                guard let size = parseSize(packSize), (RepositoryConfig.minPackSize...RepositoryConfig.maxPackSize).contains(size) else {
+                    throw ValidationError("--pack-size must be 1M to 128M")
+                }
+                options.packSize = size
+            }
+            options.requireRecovery = publicKeys.requiresRecovery
+            let recipients = try RepoKeys.recipients(keys, publicKeys)
+            if FileManager.default.fileExists(atPath: "\(path)/config") {
+                throw RepositoryError.refused("a repository already exists at \(path)")
+            }
+            let storage = try LocalStorage.create(path: path)
+            let createOptions = options
+            let created = try runBlocking { try await Repository.create(storage: storage, keys: recipients, options: createOptions) }
+            if repo.json {
+                try printJSON(Result(id: created.config.id, repository: path, keyId: created.keyID ?? ""))
+            } else {
+                print("created repository \(created.config.id.prefix(10)) at \(path)")
+                print("key object \(created.keyID ?? "")")
+            }
+        }
+    }
+}

@@ -1,0 +1,39 @@
+import ArgumentParser
+import CofferFormat
+import CofferRepository
+import Foundation
+
+/// `coffer prune`: remove data no snapshot needs.
+struct RepoPrune: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "prune",
+        abstract: "Remove data that no snapshot needs (after 'forget').",
+        discussion: """
+        Takes an exclusive lock. Packs holding some needed data are repacked; new packs and index are
+        stored before anything is removed. Nothing is removed if a snapshot needs data that is missing.
+        """)
+
+    @OptionGroup var repo: RepoOptions
+    @OptionGroup var keys: KeyOptions
+
+    @Flag(help: "Only report what would be removed.")
+    var dryRun = false
+
+    func run() throws {
+        try Runtime.reporting {
+            try repo.refuseWriterKey("prune")
+            let repository = try RepoKeys.open(repo, keys)
+            let walk = RepoTreeHooks.usedBlobs(repository)
+            let dryRun = self.dryRun
+            let report = try runBlocking { try await repository.prune(dryRun: dryRun, usedBlobs: walk) }
+            if repo.json {
+                try printJSON(report)
+            } else {
+                let verb = dryRun ? "would remove" : "removed"
+                print("\(report.snapshots) snapshots need \(report.usedBlobs) blobs")
+                print("\(verb) \(report.blobsRemoved) blobs: \(report.packsRemoved) packs, \(report.unreferencedPacksRemoved) unreferenced packs, \(report.bytesRemoved) bytes")
+                print("\(dryRun ? "would repack" : "repacked") \(report.packsRepacked) packs (\(report.blobsRepacked) blobs kept), kept \(report.packsKept) packs")
+            }
+        }
+    }
+}

@@ -1,0 +1,52 @@
+import ArgumentParser
+import CofferFormat
+import CofferRepository
+import Foundation
+
+struct RepoRestore: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restore",
+        abstract: "Restore a snapshot (or the parts matching --include) below a target directory.",
+        discussion: """
+        Entries are restored under their full path in the snapshot, below DIR. Nothing is written
+        outside DIR: a symbolic link or file where a directory must go is refused. Files appear
+        under their names only once complete. Permission bits and times are restored; setuid and
+        setgid bits never are; owners only when run as root.
+        """)
+
+    @OptionGroup var repo: RepoOptions
+    @OptionGroup var keys: KeyOptions
+
+    @Option(name: [.short, .customLong("target")], help: ArgumentHelp("The directory to restore into (created if missing).", valueName: "dir"))
+    var target: String
+
+    @Option(help: ArgumentHelp("Restore only entries matching this pattern (repeatable): a pattern without '/' matches names, one with '/' absolute paths in the snapshot; a matching directory is restored whole.",
+                               valueName: "pattern"))
+    var include: [String] = []
+
+    @Argument(help: ArgumentHelp("A snapshot: id, unique prefix, or 'latest'.", valueName: "snapshot"))
+    var snapshot: String
+
+    func run() throws {
+        try Runtime.reporting {
+            try repo.refuseWriterKey("restore")
+            let repository = try openTreeRepository(repo, keys: keys)
+            let record = try SnapshotSelection.resolve(snapshot, in: try loadSnapshots(repository))
+            var options = RestoreOptions()
+            options.includes = try include.map(PathPattern.init)
+            let (target, restoreOptions) = (self.target, options)
+            let result = try runBlocking {
+                try await Restorer(store: repository.store, options: restoreOptions).restore(root: record.info.tree, target: target)
+            }
+            if result.droppedSpecialBits > 0 {
+                Runtime.warn("warning: setuid/setgid bits of \(result.droppedSpecialBits) entries were not restored")
+            }
+            if repo.json {
+                struct Summary: Encodable { let message_type = "summary"; let files_restored: Int; let dirs_restored: Int; let symlinks_restored: Int; let bytes_restored: Int64 }
+                try printJSON(Summary(files_restored: result.files, dirs_restored: result.directories, symlinks_restored: result.symlinks, bytes_restored: result.bytes))
+            } else {
+                Runtime.warn("restored snapshot \(record.shortID): \(result.files) files, \(result.directories) directories, \(result.symlinks) symbolic links, \(ProgressLine.bytes(UInt64(result.bytes)))")
+            }
+        }
+    }
+}

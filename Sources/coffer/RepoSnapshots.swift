@@ -1,0 +1,43 @@
+import ArgumentParser
+import CofferFormat
+import CofferRepository
+import Foundation
+
+struct RepoSnapshots: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "snapshots",
+        abstract: "List the repository's snapshots, oldest first.")
+
+    @OptionGroup var repo: RepoOptions
+    @OptionGroup var keys: KeyOptions
+
+    @Option(help: ArgumentHelp("Only snapshots of this host.", valueName: "name"))
+    var host: String?
+
+    @Option(name: .customLong("tag"), help: ArgumentHelp("Only snapshots with this tag (repeatable: any).", valueName: "tag"))
+    var tags: [String] = []
+
+    func run() throws {
+        try Runtime.reporting {
+            try repo.refuseWriterKey("snapshots")
+            let repository = try openTreeRepository(repo, keys: keys)
+            let records = try loadSnapshots(repository)
+                .filter { host == nil || $0.info.hostname == host }
+                .filter { tags.isEmpty || !Set($0.info.tags).isDisjoint(with: tags) }
+                .sorted { ($0.info.time, $0.id) < ($1.info.time, $1.id) }
+            if repo.json {
+                try printJSON(records.map(SnapshotJSON.init))
+                return
+            }
+            TreeFormat.out("ID        Time                 Host        Tags        Paths")
+            TreeFormat.out(String(repeating: "-", count: 72))
+            for r in records {
+                let host = r.info.hostname.padding(toLength: max(11, r.info.hostname.count), withPad: " ", startingAt: 0)
+                let tags = r.info.tags.joined(separator: ",")
+                TreeFormat.out(DisplayText.escape("\(r.shortID)  \(TreeFormat.time.string(from: r.info.time))  \(host) \(tags.padding(toLength: max(11, tags.count), withPad: " ", startingAt: 0)) \(r.info.paths.joined(separator: " "))"))
+            }
+            TreeFormat.out(String(repeating: "-", count: 72))
+            TreeFormat.out("\(records.count) snapshots")
+        }
+    }
+}

@@ -1,0 +1,103 @@
+import ArgumentParser
+import CofferFormat
+import CofferKeys
+import CofferRepository
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An open repository as the tree commands (backup, snapshots, ls, restore, dump, diff, forget)
+/// use it: the blob store and the snapshot catalog.
+struct TreeRepository: Sendable {
+    let repository: Repository
+    var store: any BlobStore { repository }
+    var catalog: any SnapshotCatalog { RepositoryCatalog(repository: repository) }
+    /// Opened with a writer key: can add, cannot read.
+    var writeOnly: Bool { repository.access == .writer }
+
+    /// Runs `body` under a repository lock (shared for backups, exclusive for forget).
+    func locked<T: Sendable>(exclusive: Bool, _ body: () async throws -> T) async throws -> T {
+        try await repository.withLock(exclusive: exclusive, body)
+    }
+
+    /// Repo-core's prune, keeping every blob the remaining snapshots' trees reach.
+    func prune() async throws -> PruneReport {
+        let repository = self.repository
+        return try await repository.prune { snapshot in
+            var used = Set<UsedBlob>()
+            try await repository.usedBlobs(root: snapshot.info.tree, into: &used)
+            return Set(used.map(\.id))
+        }
+    }
+}
+
+/// The snapshot objects of a `Repository` as the archiver's callers and forget see them.
+struct RepositoryCatalog: SnapshotCatalog {
+    let repository: Repository
+    func saveSnapshot(_ info: SnapshotInfo) async throws -> String { try await repository.saveSnapshot(info) }
+    func listSnapshots() async throws -> [SnapshotRecord] {
+        try await repository.listSnapshots().map { SnapshotRecord(id: $0.id, info: $0.info) }
+    }
+    func removeSnapshot(id: String) async throws { try await repository.removeSnapshot(id) }
+}
+
+/// The one place where the tree commands turn the key options into an open repository (through
+/// repo-core's `RepoKeys`, which the coordinator adapts when the key options become a `KeyRing`).
+/// `forWriting`: a writer key (`--writer-key`) is accepted.
+func openTreeRepository(_ repo: RepoOptions, keys: KeyOptions, forWriting: Bool = false) throws -> TreeRepository {
+    TreeRepository(repository: forWriting ? try RepoKeys.openForWriting(repo, keys) : try RepoKeys.open(repo, keys))
+}
+/// Loads every snapshot (refused with a writer key).
+func loadSnapshots(_ repository: TreeRepository) throws -> [SnapshotRecord] {
+    try runBlocking { try await repository.catalog.listSnapshots() }
+}
+
+/// restic's JSON for a snapshot (`snapshots --json`, `backup --json`).
+struct SnapshotJSON: Encodable {
+    let id: String
+    let short_id: String
+    let time: Date
+    let tree: String
+    let paths: [String]
+    let hostname: String
+    let username: String
+    let tags: [String]
+    let parent: String?
+    let program_version: String
+    let summary: SummaryJSON
+
+    struct SummaryJSON: Encodable {
+        let files_new, files_changed, files_unmodified, dirs_new, dirs_changed, dirs_unmodified: Int
+        let data_blobs, tree_blobs: Int
+        let data_added, data_added_packed: Int64
+        let total_files_processed: Int
+        let total_bytes_processed: Int64
+    }
+
+    init(_ r: SnapshotRecord) {
+        let i = r.info, s = i.summary
+        id = r.id; short_id = r.shortID; time = i.time; tree = i.tree.hex; paths = i.paths; hostname = i.hostname
+        username = i.username; tags = i.tags; parent = i.parent; program_version = i.programVersion
+        summary = SummaryJSON(files_new: s.filesNew, files_changed: s.filesChanged, files_unmodified: s.filesUnmodified,
+                              dirs_new: s.dirsNew, dirs_changed: s.dirsChanged, dirs_unmodified: s.dirsUnmodified,
+                              data_blobs: s.dataBlobs, tree_blobs: s.treeBlobs, data_added: s.dataAdded,
+                              data_added_packed: s.dataAddedPacked, total_files_processed: s.totalFilesProcessed,
+                              total_bytes_processed: s.totalBytesProcessed)
+    }
+}
+
+enum TreeFormat {
+    static let time: DateFormatter = {
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone.current
+        f.dateFormat = "yyyy-MM-dd HH:mm:ss"
+        return f
+    }()
+
+    /// A line on standard output (paths escaped: they come from the repository).
+    static func out(_ text: String) {
+        FileHandle.standardOutput.write(Data((text + "\n").utf8))
+    }
+}
