@@ -23,7 +23,7 @@ public struct KeyObjectRecipients: Sendable {
     func stanzas(for fileKey: FileKey) async throws -> [Stanza] {
         guard !recipients.isEmpty else { throw RepositoryError.key("no key given to protect the repository key with") }
         let recipients = self.recipients
-        return try await onOwnThread { try recipients.map { try $0.wrap(fileKey) } }
+        return try await onOwnThread { try recipients.flatMap { try $0.wrap(fileKey: fileKey.bytes) } }
     }
 }
 
@@ -56,7 +56,7 @@ struct SymmetricObjectKey: Sendable {
     let key: SymmetricKeyFile
     init(_ bytes: [UInt8]) throws { key = try SymmetricKeyFile(keyBytes: bytes) }
 
-    func stanzas(for fileKey: FileKey) throws -> [Stanza] { [try key.wrap(fileKey)] }
+    func stanzas(for fileKey: FileKey) throws -> [Stanza] { try key.wrap(fileKey: fileKey.bytes) }
     func fileKey(for header: Header, object: String) throws -> FileKey {
         do { return try HeaderOpener.open(header, with: [key]) } catch {
             throw RepositoryError.damaged(object: object, reason: "not encrypted under this repository's key (\(error))")
@@ -101,7 +101,7 @@ struct DataPublicKey: Sendable {
     }
 
     /// The `X25519` stanza wrapping an object's file key to this public key.
-    func stanzas(for fileKey: FileKey) throws -> [Stanza] { [try X25519Recipient(publicKey: publicKey).wrap(fileKey)] }
+    func stanzas(for fileKey: FileKey) throws -> [Stanza] { try X25519Recipient(publicKey: publicKey).wrap(fileKey: fileKey.bytes) }
 }
 
 /// Opens objects wrapped to any generation of the data key.
@@ -116,8 +116,7 @@ struct DataKeyring: Sendable {
 
 /// The stanza descriptions of a header ("X25519 key 3f2a…", "a passphrase"), for `key list`.
 func describeStanzas(_ header: Header) -> [String] {
-    KeyTypes.registerAll()
-    return header.stanzas.map(StanzaDescriptions.describe)
+    header.stanzas.map(KeyTypes.describe)
 }
 
 /// Runs blocking work (scrypt, KMS calls through a blocking bridge) on a new thread, not on the

@@ -39,7 +39,7 @@ struct RepoInit: ParsableCommand {
                 }
                 options.packSize = size
             }
-            options.requireRecovery = publicKeys.requiresRecovery
+            options.requireRecovery = publicKeys.ring.requiresRecovery
             let recipients = try RepoKeys.recipients(keys, publicKeys)
             if FileManager.default.fileExists(atPath: "\(path)/config") {
                 throw RepositoryError.refused("a repository already exists at \(path)")

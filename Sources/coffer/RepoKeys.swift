@@ -12,7 +12,7 @@ enum RepoKeys {
     /// The keys a new key object is wrapped to (init): the key options, the public keys, and the
     /// recovery key separately (its key id goes into the config).
     static func recipients(_ keys: KeyOptions, _ publicKeys: RecipientOptions) throws -> KeyObjectRecipients {
-        let recovery = try publicKeys.recovery()
+        let recovery = try publicKeys.ring.recoveryPolicy().recipient
         var others = try publicKeys.publicKeys()
         if recovery != nil { others.removeLast() }
         let recipients = try keys.recipients(workFactor: Passphrase.defaultWorkFactor, publicKeys: others)
@@ -21,7 +21,7 @@ enum RepoKeys {
 
     /// The keys of `key add`: the --new-* options and the public keys.
     static func newRecipients(_ options: NewKeyOptions) throws -> KeyObjectRecipients {
-        let recovery = try options.publicKeys.recovery()
+        let recovery = try options.publicKeys.ring.recoveryPolicy().recipient
         var recipients: [Recipient] = try options.publicKeys.publicKeys()
         if recovery != nil { recipients.removeLast() }
         recipients += try options.keyFiles.map { try KeySources.keyFile(path: $0, allowInsecure: false) } as [Recipient]
