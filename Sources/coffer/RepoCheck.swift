@@ -56,14 +56,32 @@ struct RepoCheck: ParsableCommand {
     }
 }
 
-/// Where the tree layer plugs into check and prune. Until it is merged, check verifies no trees
-/// and prune treats every indexed blob as used (so it removes only packs no index lists).
-/// At merge: return the tree layer's walks here (one place).
+/// Where the tree layer plugs into check and prune: the walk from a snapshot's root tree.
 enum RepoTreeHooks {
-    static func checkTrees(_ repository: Repository) -> (@Sendable (Snapshot) async throws -> [CheckProblem])? { nil }
+    /// Check: every tree a snapshot reaches loads, authenticates and parses, and every blob it
+    /// names is listed by an index.
+    static func checkTrees(_ repository: Repository) -> (@Sendable (Snapshot) async throws -> [CheckProblem])? {
+        return { snapshot in
+            let object = "snapshots/\(snapshot.id)"
+            var used = Set<UsedBlob>()
+            do {
+                try await repository.usedBlobs(root: snapshot.info.tree, into: &used)
+            } catch {
+                return [CheckProblem(object: object, message: "its trees cannot be read: \(error)")]
+            }
+            return used.sorted { $0.id < $1.id }.compactMap { blob in
+                repository.contains(blob.kind, blob.id) ? nil
+                    : CheckProblem(object: object, message: "needs \(blob.kind) blob \(blob.id.hex), which no index lists")
+            }
+        }
+    }
 
+    /// Prune: every blob (trees and data) a snapshot reaches.
     static func usedBlobs(_ repository: Repository) -> @Sendable (Snapshot) async throws -> Set<BlobID> {
-        let all = repository.allIndexedBlobIDs()
-        return { _ in all }
+        return { snapshot in
+            var used = Set<UsedBlob>()
+            try await repository.usedBlobs(root: snapshot.info.tree, into: &used)
+            return Set(used.map(\.id))
+        }
     }
 }

@@ -23,12 +23,7 @@ struct TreeRepository: Sendable {
 
     /// Repo-core's prune, keeping every blob the remaining snapshots' trees reach.
     func prune() async throws -> PruneReport {
-        let repository = self.repository
-        return try await repository.prune { snapshot in
-            var used = Set<UsedBlob>()
-            try await repository.usedBlobs(root: snapshot.info.tree, into: &used)
-            return Set(used.map(\.id))
-        }
+        try await repository.prune(usedBlobs: RepoTreeHooks.usedBlobs(repository))
     }
 }
 
