@@ -1,4 +1,5 @@
 import CofferFormat
+import CofferKeys
 import Foundation
 
 /// Decrypting or verifying one Coffer file (not a directory run): the header is read once and
@@ -19,7 +20,17 @@ public struct FileDecryption {
     public init(reading: HeaderReading, source: ByteSource, keys: [KeyCandidate]) throws {
         self.source = source
         self.reading = reading
-        opened = try reading.open(with: try KeyCandidate.identities(keys, for: reading.header))
+        do {
+            opened = try reading.open(with: try KeyCandidate.identities(keys, for: reading.header))
+        } catch CofferError.noMatchingKey(_, let tried) {
+            // Name what each stanza needs from the table of every key type, also for the types
+            // no key was given for.
+            var needed: [String] = []
+            for description in reading.header.stanzas.map(KeyTypes.describe) where !needed.contains(description) {
+                needed.append(description)
+            }
+            throw CofferError.noMatchingKey(needed: needed, tried: tried)
+        }
     }
 
     /// The plaintext size, when the source is a regular file of a valid length.

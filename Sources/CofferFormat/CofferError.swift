@@ -47,9 +47,6 @@ public enum CofferError: CategorizedError, Equatable {
     case signerNotAccepted(found: [String], accepted: [String])
     /// A signature by an accepted signer is there but does not verify: the file was altered after signing.
     case signatureInvalid(String)
-    /// A key service (AWS KMS, Vault Transit) could not wrap or unwrap: unreachable, refused, or
-    /// no credentials. The message names the key and every attempt.
-    case keyServiceFailed(String)
 
     /// Coarse classes, used for exit codes and by tests to check "the right error".
     public typealias Category = ErrorCategory
@@ -57,7 +54,7 @@ public enum CofferError: CategorizedError, Equatable {
     public var category: Category {
         switch self {
         case .notCofferFile, .unsupportedVersion: return .format
-        case .noMatchingKey, .noKeyGiven, .invalidKey, .refused, .signerNotAccepted, .keyServiceFailed: return .key
+        case .noMatchingKey, .noKeyGiven, .invalidKey, .refused, .signerNotAccepted: return .key
         case .malformedHeader, .malformedStanza, .headerMACMismatch, .objectMismatch, .notInRun,
              .chunkAuthenticationFailed, .truncated, .trailingData, .signatureInvalid: return .integrity
         case .readFailed, .writeFailed, .diskFull: return .io
@@ -105,8 +102,6 @@ public enum CofferError: CategorizedError, Equatable {
             return reason
         case .notInRun(let reason):
             return "not part of this directory's run: \(reason)"
-        case .keyServiceFailed(let reason):
-            return reason
         case .headerSpaceExhausted(let needed, let available):
             return "the new header needs \(needed) bytes but the file's header slot holds \(available): the keys cannot be changed in place"
         case .signerNotAccepted(let found, let accepted):

@@ -22,7 +22,7 @@ public struct RestoreResult: Sendable, Equatable {
     public var droppedSpecialBits = 0
 }
 
-/// Restores a snapshot's tree below a target directory. Rules (docs/REPOSITORY-trees.md, "Restore"):
+/// Restores a snapshot's tree below a target directory. Rules (docs/REPOSITORY.md, "Restore"):
 /// nothing is written outside the target: every entry is created with `*at` calls relative to its
 /// directory's descriptor, directories are opened with `O_NOFOLLOW` (a symbolic link or file in the
 /// way of a directory is refused), names come only from validated trees (no "/", no "." or "..");

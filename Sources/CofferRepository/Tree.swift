@@ -4,7 +4,7 @@ import Foundation
 /// Errors of trees, the archiver, the restorer and snapshot selection. Messages never name
 /// command-line flags.
 public enum TreeError: CategorizedError, Equatable {
-    /// A tree blob does not follow the encoding of docs/REPOSITORY-trees.md (integrity: trees are
+    /// A tree blob does not follow the encoding of docs/REPOSITORY.md (integrity: trees are
     /// authenticated and id-checked by the blob store, so a malformed one was made by an attacker
     /// holding keys or by a bug).
     case malformedTree(String)
@@ -133,7 +133,7 @@ public enum TreeLimits {
 }
 
 /// One directory's listing: nodes sorted by name (byte order), names unique. Encoded as one tree
-/// blob (docs/REPOSITORY-trees.md).
+/// blob (docs/REPOSITORY.md).
 public struct Tree: Sendable, Equatable {
     public var nodes: [TreeNode]
 
@@ -194,7 +194,7 @@ public struct Tree: Sendable, Equatable {
         }
     }
 
-    /// The tree blob's bytes (docs/REPOSITORY-trees.md, "Tree encoding").
+    /// The tree blob's bytes (docs/REPOSITORY.md, "Tree encoding").
     public func encoded() -> [UInt8] {
         var out = Tree.magic
         out.reserveCapacity(16 + nodes.count * 128)

@@ -36,7 +36,7 @@ struct Coffer: ParsableCommand {
         version: "0.1.0 (writes format \(Limits.versionLineV2); reads \(Limits.versionLine), \(Limits.versionLineV2), \(AgeHeader.versionLine) and XtraBackup .xbcrypt)",
         subcommands: [Keygen.self, Encrypt.self, Decrypt.self, Verify.self, Inspect.self, Rewrap.self, Reencrypt.self, Migrate.self, KMSBench.self],
         groupedSubcommands: [
-            CommandGroup(name: "Backup repository (--repo DIR or COFFER_REPOSITORY; docs/REPOSITORY.md)", subcommands: [
+            CommandGroup(name: "Repository", subcommands: [
                 RepoInit.self, RepoBackup.self, RepoSnapshots.self, RepoLs.self, RepoRestore.self, RepoDump.self,
                 RepoDiff.self, RepoCheck.self, RepoForget.self, RepoPrune.self, RepoKey.self,
             ]),

@@ -108,6 +108,28 @@ extension KeyRing {
     }
 }
 
+extension KeyRing {
+    /// A key ring for keys being added (`reencrypt --to-*`, `key add --new-*`), not the keys that
+    /// open: only what those flags name, the public keys and the recovery policy. The environment's
+    /// key and passphrase belong to the opening keys and are left out; `passphraseVariable` (e.g.
+    /// COFFER_NEW_PASSPHRASE) stands in for the new passphrase.
+    static func forNewKeys(publicKeys: RecipientOptions, keyFiles: [String], passphrase: Bool = false,
+                           passphraseFile: String?, kms: [String], allowInsecure: Bool,
+                           passphraseVariable: String? = nil) -> KeyRing {
+        var ring = publicKeys.ring
+        var environment = ring.environment
+        environment[KeyRing.environmentKey] = nil
+        environment[KeyRing.environmentPassphrase] = passphraseVariable.flatMap { environment[$0] }
+        ring.environment = environment
+        ring.keyFiles = keyFiles
+        ring.usePassphrase = passphrase
+        ring.passphraseFile = passphraseFile
+        ring.kmsURIs = kms
+        ring.allowInsecureKeyFiles = allowInsecure
+        return ring
+    }
+}
+
 /// What the command-line tool adds to the library's key errors: the flags that give what was missing.
 enum KeyHints {
     static let howToGiveAKey = """

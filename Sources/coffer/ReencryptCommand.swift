@@ -49,13 +49,9 @@ struct Reencrypt: ParsableCommand {
 
     func run() throws {
         try Runtime.reporting {
-            var recipients = try publicKeys.publicKeys()
-            recipients += try toKeyFile.map { try KeySources.keyFile(path: $0, allowInsecure: keys.allowInsecureKeyFile) }
-            if let toPassphraseFile {
-                recipients.append(try Passphrase(try KeySources.passphrase(file: toPassphraseFile, allowInsecure: keys.allowInsecureKeyFile),
-                                                 workFactor: workFactor))
-            }
-            recipients += try KeyOptions.kmsRecipients(toKms) as [Recipient]
+            let newKeys = KeyRing.forNewKeys(publicKeys: publicKeys, keyFiles: toKeyFile, passphraseFile: toPassphraseFile,
+                                             kms: toKms, allowInsecure: keys.allowInsecureKeyFile)
+            let recipients = try newKeys.recipientsGiven(workFactor: workFactor, publicKeys: try newKeys.publicKeys())
             guard !recipients.isEmpty else {
                 throw CofferError.noKeyGiven("no new key given: -r RECIPIENT, -R FILE, --to-key-file FILE, --to-passphrase-file FILE or --to-kms URI")
             }

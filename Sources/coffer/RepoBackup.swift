@@ -12,12 +12,12 @@ struct RepoBackup: ParsableCommand {
         commandName: "backup",
         abstract: "Back up files and directories (or a stream) into the repository as a new snapshot.",
         discussion: """
-        Files whose size, modification time, change time and inode are those of the parent
-        snapshot (the newest one of this host with the same paths) are not read again. With
+        Files whose size, modification time, change time and inode are those of the parent \
+        snapshot (the newest one of this host with the same paths) are not read again. With \
         --writer-key there is no parent: every file is read, and only new chunks are stored.
 
-        Streams: --stdin --stdin-name NAME backs up standard input as one file; with
-        --stdin-from-command, the command after "--" is run (no shell, an environment without
+        Streams: --stdin --stdin-name NAME backs up standard input as one file; with \
+        --stdin-from-command, the command after "--" is run (no shell, an environment without \
         secrets) and its output is backed up; if it fails, no snapshot is written.
         """)
 

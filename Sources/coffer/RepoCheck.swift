@@ -9,7 +9,7 @@ struct RepoCheck: ParsableCommand {
         commandName: "check",
         abstract: "Check a repository's structure and, with --read-data, every blob.",
         discussion: """
-        Exit status 3 when anything is damaged or missing; every problem names the object.
+        Exit status 3 when anything is damaged or missing; every problem names the object. \
         Packs no index lists (left by an interrupted backup) are warnings: 'prune' removes them.
         """)
 

@@ -6,7 +6,8 @@ import Foundation
 struct RepoDiff: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "diff",
-        abstract: "Show what changed between two snapshots (+ added, - removed, M content, U metadata only).")
+        abstract: "Show what changed between two snapshots.",
+        discussion: "One line per path that differs: + added, - removed, M content changed, U only its metadata (mode, times, owner) changed. Compares trees only; unchanged directories are skipped without being read.")
 
     @OptionGroup var repo: RepoOptions
     @OptionGroup var keys: KeyOptions

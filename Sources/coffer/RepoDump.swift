@@ -9,7 +9,8 @@ import Glibc
 struct RepoDump: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dump",
-        abstract: "Write one file of a snapshot to standard output.")
+        abstract: "Write one file of a snapshot to standard output.",
+        discussion: "Reads only the chunks of that file, each authenticated before it is written; for example 'coffer dump latest shop.dump | pg_restore -d shop'. A directory is refused.")
 
     @OptionGroup var repo: RepoOptions
     @OptionGroup var keys: KeyOptions

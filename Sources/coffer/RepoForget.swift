@@ -8,10 +8,10 @@ struct RepoForget: ParsableCommand {
         commandName: "forget",
         abstract: "Remove snapshots by a keep policy (restic's rules), per host and paths; --prune then removes unused data.",
         discussion: """
-        Snapshots are grouped by host and paths; in each group, newest first, a snapshot is kept
-        when a rule keeps it (--keep-last N; --keep-hourly/daily/weekly/monthly/yearly N: the
-        newest of each of the last N hours/days/... that have snapshots, -1 for all; --keep-within
-        1y2m3d4h of the group's newest snapshot; --keep-tag T[,T...]: snapshots having all of those
+        Snapshots are grouped by host and paths; in each group, newest first, a snapshot is kept \
+        when a rule keeps it (--keep-last N; --keep-hourly/daily/weekly/monthly/yearly N: the \
+        newest of each of the last N hours/days/... that have snapshots, -1 for all; --keep-within \
+        1y2m3d4h of the group's newest snapshot; --keep-tag T[,T...]: snapshots having all of those \
         tags). Time buckets are UTC. Without any rule nothing is removed.
         """)
 

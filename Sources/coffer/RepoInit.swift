@@ -9,8 +9,8 @@ struct RepoInit: ParsableCommand {
         commandName: "init",
         abstract: "Create a backup repository (docs/REPOSITORY.md).",
         discussion: """
-        Makes the repository's secrets and writes its config, its first data key and one key object
-        protected by the keys given (the same key options as 'encrypt': --key-file, --passphrase,
+        Makes the repository's secrets and writes its config, its first data key and one key object \
+        protected by the keys given (the same key options as 'encrypt': --key-file, --passphrase, \
         -r/-R, -i, --kms, --recovery-recipient, --require-recovery).
         """)
 

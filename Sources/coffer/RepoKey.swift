@@ -11,7 +11,8 @@ import Glibc
 struct RepoKey: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "key",
-        abstract: "Manage a repository's keys (key objects, data-key generations, writer keys).",
+        abstract: "Manage the keys that open a repository.",
+        discussion: "Each key object wraps the repository's secrets to some of your keys (key files, passphrases, public keys, KMS keys); adding or removing one never rewrites data. 'rotate' starts a new data-key generation for new backups; old ones stay readable. 'add --writer' writes a writer key for a backup host that may add backups but never read them (docs/REPOSITORY.md, \"Writer keys\").",
         subcommands: [List.self, Add.self, Remove.self, Rotate.self])
 
     struct List: ParsableCommand {

@@ -21,22 +21,13 @@ enum RepoKeys {
 
     /// The keys of `key add`: the --new-* options and the public keys.
     static func newRecipients(_ options: NewKeyOptions) throws -> KeyObjectRecipients {
-        let recovery = try options.publicKeys.ring.recoveryPolicy().recipient
-        var recipients: [Recipient] = try options.publicKeys.publicKeys()
-        if recovery != nil { recipients.removeLast() }
-        recipients += try options.keyFiles.map { try KeySources.keyFile(path: $0, allowInsecure: false) } as [Recipient]
-        if let path = options.passphraseFile {
-            recipients.append(try Passphrase(try KeySources.passphrase(file: path, allowInsecure: false),
-                                             workFactor: Passphrase.defaultWorkFactor))
-        } else if let value = ProcessInfo.processInfo.environment[NewKeyOptions.environmentPassphrase], !value.isEmpty {
-            recipients.append(try Passphrase(Array(value.utf8), workFactor: Passphrase.defaultWorkFactor))
-        } else if options.passphrase {
-            let first = try TerminalPrompt.readPassphrase(prompt: "New passphrase: ")
-            let second = try TerminalPrompt.readPassphrase(prompt: "New passphrase (again): ")
-            guard !first.isEmpty, first == second else { throw CofferError.invalidKey("the passphrases are empty or differ") }
-            recipients.append(try Passphrase(first, workFactor: Passphrase.defaultWorkFactor))
-        }
-        recipients += try KeyOptions.kmsRecipients(options.kms) as [Recipient]
+        let ring = KeyRing.forNewKeys(publicKeys: options.publicKeys, keyFiles: options.keyFiles, passphrase: options.passphrase,
+                                      passphraseFile: options.passphraseFile, kms: options.kms, allowInsecure: false,
+                                      passphraseVariable: NewKeyOptions.environmentPassphrase)
+        let recovery = try ring.recoveryPolicy().recipient
+        var publicKeys = try ring.publicKeys()
+        if recovery != nil { publicKeys.removeLast() }
+        let recipients = try ring.recipientsGiven(workFactor: Passphrase.defaultWorkFactor, publicKeys: publicKeys)
         guard !recipients.isEmpty || recovery != nil else {
             throw ValidationError("no new key given: use --new-key-file, --new-passphrase(-file), --new-kms, -r or -R")
         }

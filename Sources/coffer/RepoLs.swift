@@ -6,7 +6,8 @@ import Foundation
 struct RepoLs: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ls",
-        abstract: "List the files of a snapshot (below PATH, if given).")
+        abstract: "List the files of a snapshot (below PATH, if given).",
+        discussion: "Reads only the snapshot's trees, never file content: type, permission bits, size, modification time and path of every file and directory, or with --json one object per line.")
 
     @OptionGroup var repo: RepoOptions
     @OptionGroup var keys: KeyOptions

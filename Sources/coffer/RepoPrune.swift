@@ -9,7 +9,7 @@ struct RepoPrune: ParsableCommand {
         commandName: "prune",
         abstract: "Remove data that no snapshot needs (after 'forget').",
         discussion: """
-        Takes an exclusive lock. Packs holding some needed data are repacked; new packs and index are
+        Takes an exclusive lock. Packs holding some needed data are repacked; new packs and index are \
         stored before anything is removed. Nothing is removed if a snapshot needs data that is missing.
         """)
 

@@ -8,9 +8,9 @@ struct RepoRestore: ParsableCommand {
         commandName: "restore",
         abstract: "Restore a snapshot (or the parts matching --include) below a target directory.",
         discussion: """
-        Entries are restored under their full path in the snapshot, below DIR. Nothing is written
-        outside DIR: a symbolic link or file where a directory must go is refused. Files appear
-        under their names only once complete. Permission bits and times are restored; setuid and
+        Entries are restored under their full path in the snapshot, below DIR. Nothing is written \
+        outside DIR: a symbolic link or file where a directory must go is refused. Files appear \
+        under their names only once complete. Permission bits and times are restored; setuid and \
         setgid bits never are; owners only when run as root.
         """)
 

@@ -6,7 +6,8 @@ import Foundation
 struct RepoSnapshots: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "snapshots",
-        abstract: "List the repository's snapshots, oldest first.")
+        abstract: "List the repository's snapshots, oldest first.",
+        discussion: "One line per snapshot: its short id, time, host, tags and paths, and what the backup added. A SNAPSHOT argument of the other commands is a full id, a unique prefix of one, or 'latest'. With --json, restic's field names (id, short_id, time, hostname, paths, tags, parent) and the backup's summary.")
 
     @OptionGroup var repo: RepoOptions
     @OptionGroup var keys: KeyOptions

@@ -27,7 +27,7 @@ enum XbcryptBuilder {
     /// One chunk of version 1, 2 or 3 (v3: the IV is the first counter block and a SHA-256 follows
     /// the plaintext; v1/v2: the counter starts at zero).
     static func chunk(_ plaintext: [UInt8], version: UInt8 = 3, claimedPayload: Int? = nil) throws -> [UInt8] {
-        let iv = (0..<16).map { UInt8($0 &* 17 &+ 3) }
+        let iv = (0..<16).map { UInt8(truncatingIfNeeded: $0 &* 17 &+ 3) }
         let body = version == 3 ? plaintext + Array(SHA256.hash(data: plaintext)) : plaintext
         let counter = version == 3 ? iv : [UInt8](repeating: 0, count: 16)
         let payload = Array(try AES._CTR.encrypt(body, using: key, nonce: AES._CTR.Nonce(nonceBytes: counter)))
