@@ -104,7 +104,7 @@ struct RepoBackup: ParsableCommand {
                     if let parent = result.info.parent { Runtime.warn("using parent snapshot \(parent.prefix(8))") }
                     Runtime.warn("Files: \(s.filesNew) new, \(s.filesChanged) changed, \(s.filesUnmodified) unmodified")
                     Runtime.warn("Dirs:  \(s.dirsNew) new, \(s.dirsChanged) changed, \(s.dirsUnmodified) unmodified")
-                    Runtime.warn("Added to the repository: \(ProgressLine.bytes(UInt64(s.dataAdded))) in \(s.dataBlobs) data and \(s.treeBlobs) tree blobs; processed \(s.totalFilesProcessed) files, \(ProgressLine.bytes(UInt64(s.totalBytesProcessed)))")
+                    Runtime.warn("Added to the repository: \(ProgressLine.bytes(UInt64(s.dataAdded))) in \(s.dataBlobs) data and \(counted(s.treeBlobs, "tree blob")); processed \(counted(s.totalFilesProcessed, "file")), \(ProgressLine.bytes(UInt64(s.totalBytesProcessed)))")
                 }
                 TreeFormat.out("snapshot \(id.prefix(8)) saved")
             }

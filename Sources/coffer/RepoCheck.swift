@@ -43,8 +43,8 @@ struct RepoCheck: ParsableCommand {
             if repo.json {
                 try printJSON(report)
             } else {
-                print("\(report.keyObjects) key objects, \(report.indexObjects) index objects, \(report.packs) packs, \(report.blobs) blobs, \(report.snapshots) snapshots")
-                if selection != .none { print("read \(report.packsRead) packs, \(report.blobsRead) blobs") }
+                print("\(counted(report.keyObjects, "key object")), \(counted(report.indexObjects, "index object")), \(counted(report.packs, "pack")), \(counted(report.blobs, "blob")), \(counted(report.snapshots, "snapshot"))")
+                if selection != .none { print("read \(counted(report.packsRead, "pack")), \(counted(report.blobsRead, "blob"))") }
                 for w in report.warnings { print("warning: \(DisplayText.escape(w.description))") }
                 for e in report.errors { print("error: \(DisplayText.escape(e.description))") }
                 if report.ok { print("no errors were found") }

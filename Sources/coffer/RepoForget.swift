@@ -79,7 +79,7 @@ struct RepoForget: ParsableCommand {
                 try printJSON(Result(keep: keep.map(SnapshotJSON.init), remove: remove.map(SnapshotJSON.init), dry_run: dryRun))
             }
             guard !dryRun else {
-                if !repo.json { TreeFormat.out("dry run: \(remove.count) snapshots would be removed") }
+                if !repo.json { TreeFormat.out("dry run: \(counted(remove.count, "snapshot")) would be removed") }
                 return
             }
             let toRemove = remove
@@ -91,10 +91,10 @@ struct RepoForget: ParsableCommand {
             if prune {
                 let report = try runBlocking { try await repository.prune() }
                 if repo.json { try printJSON(report) } else {
-                    Runtime.warn("prune: \(report.packsRemoved) packs removed, \(report.packsRepacked) repacked, \(report.blobsRemoved) blobs removed (\(ProgressLine.bytes(UInt64(max(0, report.bytesRemoved)))))")
+                    Runtime.warn("prune: \(counted(report.packsRemoved, "pack")) removed, \(report.packsRepacked) repacked, \(counted(report.blobsRemoved, "blob")) removed (\(ProgressLine.bytes(UInt64(max(0, report.bytesRemoved)))))")
                 }
             }
-            if !repo.json { TreeFormat.out("removed \(remove.count) snapshots\(prune ? ", pruned unused data" : "")") }
+            if !repo.json { TreeFormat.out("removed \(counted(remove.count, "snapshot"))\(prune ? ", pruned unused data" : "")") }
         }
     }
 }

@@ -30,9 +30,9 @@ struct RepoPrune: ParsableCommand {
                 try printJSON(report)
             } else {
                 let verb = dryRun ? "would remove" : "removed"
-                print("\(report.snapshots) snapshots need \(report.usedBlobs) blobs")
-                print("\(verb) \(report.blobsRemoved) blobs: \(report.packsRemoved) packs, \(report.unreferencedPacksRemoved) unreferenced packs, \(report.bytesRemoved) bytes")
-                print("\(dryRun ? "would repack" : "repacked") \(report.packsRepacked) packs (\(report.blobsRepacked) blobs kept), kept \(report.packsKept) packs")
+                print("\(counted(report.snapshots, "snapshot")) need \(counted(report.usedBlobs, "blob"))")
+                print("\(verb) \(counted(report.blobsRemoved, "blob")): \(counted(report.packsRemoved, "pack")), \(report.unreferencedPacksRemoved) unreferenced packs, \(report.bytesRemoved) bytes")
+                print("\(dryRun ? "would repack" : "repacked") \(counted(report.packsRepacked, "pack")) (\(counted(report.blobsRepacked, "blob")) kept), kept \(counted(report.packsKept, "pack"))")
             }
         }
     }

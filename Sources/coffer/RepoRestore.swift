@@ -45,7 +45,7 @@ struct RepoRestore: ParsableCommand {
                 struct Summary: Encodable { let message_type = "summary"; let files_restored: Int; let dirs_restored: Int; let symlinks_restored: Int; let bytes_restored: Int64 }
                 try printJSON(Summary(files_restored: result.files, dirs_restored: result.directories, symlinks_restored: result.symlinks, bytes_restored: result.bytes))
             } else {
-                Runtime.warn("restored snapshot \(record.shortID): \(result.files) files, \(result.directories) directories, \(result.symlinks) symbolic links, \(ProgressLine.bytes(UInt64(result.bytes)))")
+                Runtime.warn("restored snapshot \(record.shortID): \(counted(result.files, "file")), \(counted(result.directories, "directory", plural: "directories")), \(counted(result.symlinks, "symbolic link")), \(ProgressLine.bytes(UInt64(result.bytes)))")
             }
         }
     }

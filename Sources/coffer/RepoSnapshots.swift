@@ -38,7 +38,7 @@ struct RepoSnapshots: ParsableCommand {
                 TreeFormat.out(DisplayText.escape("\(r.shortID)  \(TreeFormat.time.string(from: r.info.time))  \(host) \(tags.padding(toLength: max(11, tags.count), withPad: " ", startingAt: 0)) \(r.info.paths.joined(separator: " "))"))
             }
             TreeFormat.out(String(repeating: "-", count: 72))
-            TreeFormat.out("\(records.count) snapshots")
+            TreeFormat.out("\(counted(records.count, "snapshot"))")
         }
     }
 }
