@@ -1,4 +1,5 @@
 import CofferFormat
+import CofferKeys
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -35,30 +36,6 @@ public struct Decompressor: Sendable {
         throw FileError.toolUnavailable(tool: tool, reason: "decompressing \(suffix) files needs it: install \(package)")
     }
 
-    /// The environment a tool is started with: Coffer's own, less every variable that may hold a
-    /// secret (docs/KEYS.md, "Secrets and child processes"). A decompressor needs none of them.
-    static func childEnvironment() -> [String] {
-        var out: [String] = []
-        var entry = environ
-        while let pointer = entry.pointee {
-            let text = String(cString: pointer)
-            let name = String(text.prefix { $0 != "=" })
-            if !isSecretVariable(name) { out.append(text) }
-            entry += 1
-        }
-        return out
-    }
-
-    /// True for environment variables never passed to a child process: everything Coffer reads
-    /// (`COFFER_*`, `XBCRYPT_ENCRYPTION_KEY`), cloud and Vault credentials (`AWS_*`, `VAULT_*`,
-    /// `BAO_*`), and any name that says it holds a secret (SECRET, TOKEN, PASSWORD, PASSPHRASE,
-    /// CREDENTIAL, in any case).
-    public static func isSecretVariable(_ name: String) -> Bool {
-        let upper = name.uppercased()
-        if ["COFFER_", "XBCRYPT_", "AWS_", "VAULT_", "BAO_"].contains(where: upper.hasPrefix) { return true }
-        return ["SECRET", "TOKEN", "PASSWORD", "PASSPHRASE", "CREDENTIAL"].contains(where: upper.contains)
-    }
-
     /// Starts the tool reading `input` and writing `output`; returns a function that waits for it
     /// and throws unless it succeeded.
     func start(input: Int32, output: Int32) throws -> () throws -> Void {
@@ -69,7 +46,7 @@ public struct Decompressor: Sendable {
         posix_spawn_file_actions_adddup2(&actions, input, 0)
         posix_spawn_file_actions_adddup2(&actions, output, 1)
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        let envp = Self.childEnvironment().map { strdup($0) } + [nil]
+        let envp = ChildEnvironment.entries().map { strdup($0) } + [nil]
         defer { (argv + envp).forEach { free($0) } }
         var pid: pid_t = 0
         let rc = posix_spawn(&pid, executable, &actions, nil, argv, envp)

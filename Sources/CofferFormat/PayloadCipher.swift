@@ -10,7 +10,7 @@ public enum PayloadCipher: String, CaseIterable, Sendable {
 
     /// The 12-byte STREAM nonce: 11-byte big-endian chunk counter, then 0x01 for the final chunk, else 0x00.
     @inline(__always)
-    static func chunkNonce(counter: UInt64, isFinal: Bool) -> [UInt8] {
+    public static func chunkNonce(counter: UInt64, isFinal: Bool) -> [UInt8] {
         var n = [UInt8](repeating: 0, count: 12)
         var c = counter
         // The counter's top 3 bytes stay zero: 2^64 chunks is beyond any file.

@@ -1,3 +1,4 @@
+import CofferKeys
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -418,33 +419,13 @@ enum StreamCommand {
         throw TreeError.commandFailed("command \(tool) not found")
     }
 
-    /// The environment a command is started with: Coffer's own, less every variable that may hold
-    /// a secret (the rule of CofferFiles' `Decompressor.isSecretVariable`, docs/KEYS.md).
-    static func childEnvironment() -> [String] {
-        var out: [String] = []
-        var entry = environ
-        while let pointer = entry.pointee {
-            let text = String(cString: pointer)
-            let name = String(text.prefix { $0 != "=" })
-            if !isSecretVariable(name) { out.append(text) }
-            entry += 1
-        }
-        return out
-    }
-
-    static func isSecretVariable(_ name: String) -> Bool {
-        let upper = name.uppercased()
-        if ["COFFER_", "XBCRYPT_", "AWS_", "VAULT_", "BAO_"].contains(where: upper.hasPrefix) { return true }
-        return ["SECRET", "TOKEN", "PASSWORD", "PASSPHRASE", "CREDENTIAL"].contains(where: upper.contains)
-    }
-
     static func spawn(_ executable: String, arguments: [String], stdout: Int32) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, stdout, 1)
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        let envp = childEnvironment().map { strdup($0) } + [nil]
+        let envp = ChildEnvironment.entries().map { strdup($0) } + [nil]
         defer { (argv + envp).forEach { free($0) } }
         var pid: pid_t = 0
         let rc = posix_spawn(&pid, executable, &actions, nil, argv, envp)

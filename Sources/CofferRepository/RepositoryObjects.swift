@@ -39,24 +39,12 @@ enum CofferObject {
                 let start = k * chunkSize
                 let end = min(plaintext.count, start + chunkSize)
                 let box = try AES.GCM.seal(UnsafeRawBufferPointer(rebasing: raw[start..<end]), using: payloadKey,
-                                           nonce: AES.GCM.Nonce(data: chunkNonce(counter: UInt64(k), isFinal: k == chunkCount - 1)))
+                                           nonce: AES.GCM.Nonce(data: PayloadCipher.chunkNonce(counter: UInt64(k), isFinal: k == chunkCount - 1)))
                 out += box.ciphertext
                 out += box.tag
             }
         }
         return out
-    }
-
-    /// The 12-byte STREAM nonce (docs/FORMAT.md): 11-byte big-endian chunk counter, then the final flag.
-    static func chunkNonce(counter: UInt64, isFinal: Bool) -> [UInt8] {
-        var n = [UInt8](repeating: 0, count: 12)
-        var c = counter
-        for i in stride(from: 10, through: 3, by: -1) {
-            n[i] = UInt8(truncatingIfNeeded: c)
-            c >>= 8
-        }
-        n[11] = isFinal ? 1 : 0
-        return n
     }
 
     /// How many leading bytes hold the header and payload nonce, from the lead line alone; nil when
