@@ -198,7 +198,7 @@ enum Keys {
     static let verifier: SignatureVerifier = try! Ed25519Signer(seed: Array(0x60...0x7F)).verifier
     /// The identities of ../shared/vectors/age (X25519 and post-quantum) and an OpenSSH key
     /// (Fuzz/Seeds/keyfile), read as `coffer decrypt -i FILE` reads an identity file.
-    static let ageIdentities: [AgeIdentity] = AgeKeys.identities(from: try! IdentityText.parse("""
+    static let ageIdentities: [Identity] = KeyRing.ageIdentities(among: try! IdentityText.parse("""
         AGE-SECRET-KEY-1EGTZVFFV20835NWYV6270LXYVK2VKNX2MMDKWYKLMGR48UAWX40Q2P2LM0
         AGE-SECRET-KEY-143WN7DCXU4G8R5AXQSSYD9AEPYDNT3HXSLWSPK36CDU6E8M59SSSAGZ3KG
         AGE-SECRET-KEY-PQ-1HZLGZUPT4ETPKDEV8HSGFDCYZ4E522W0A7PU2LHT8EH9W6YLNC3SW78XKG
