@@ -57,7 +57,8 @@ build() {
   # Importing the targets' module loads the C modules below it: point the compiler at their maps.
   local maps=() map
   while IFS= read -r map; do maps+=(-Xcc "-fmodule-map-file=$map"); done < <(
-    find "$products/" -maxdepth 2 -name module.modulemap; find "$scratch/checkouts" -name module.modulemap)
+    find "$products/" -maxdepth 2 -name module.modulemap; find "$scratch/checkouts" -name module.modulemap
+    find Sources -name module.modulemap)  # system libraries: CZstd, CZlib
   local name
   for name in "${targets[@]}"; do
     local fuzzer="$fuzzers/fuzz-$name"
