@@ -59,12 +59,18 @@ let package = Package(
             "CofferFormat", "CofferKeys", "CZstd",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        // Database backups (issue 14): pg_dump / mariabackup into the repository, restore-db,
+        // restore tests into throwaway servers started in temporary directories.
+        .target(name: "CofferDatabase", dependencies: [
+            "CofferFormat", "CofferKeys", "CofferRepository",
+        ]),
         // The chunker benchmark behind scripts/bench-chunker.sh (a measurement, not a test).
         .executableTarget(name: "coffer-bench-chunker", dependencies: ["CofferRepository"],
                           path: "Benchmarks/ChunkerBench"),
         // Layer 4: the command-line tool, thin.
         .executableTarget(name: "coffer", dependencies: [
             "CofferFormat", "CofferCloud", "CofferKeys", "CofferFiles", "CofferInterop", "CofferRepository",
+            "CofferDatabase",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "CofferFormatTests", dependencies: ["CofferFormat", "CofferKeys"],
@@ -81,6 +87,9 @@ let package = Package(
             "CofferRepository", "CZstd", "CofferKeys", "CofferFormat", "CofferTestServers",
             .product(name: "Crypto", package: "swift-crypto"),
         ], exclude: ["Vectors"]),
+        .testTarget(name: "CofferDatabaseTests", dependencies: [
+            "CofferDatabase", "CofferRepository", "CofferKeys", "CofferFormat", "CofferTestServers",
+        ]),
         .testTarget(name: "CofferFilesTests", dependencies: ["CofferFiles", "CofferKeys", "CofferFormat"]),
         .testTarget(name: "CofferCLITests", dependencies: [
             "CofferFormat", "CofferCloud", "CofferKeys", "CofferTestServers", "AgeTestVectors",

@@ -83,6 +83,9 @@ public struct SnapshotInfo: Codable, Sendable, Equatable {
     public var parent: String?
     public var programVersion: String
     public var summary: Summary
+    /// For a database backup: the engine, server version, databases, tables and row counts recorded
+    /// at dump time (``DatabaseInfo``); nil (and absent from the JSON) for other backups.
+    public var database: DatabaseInfo? = nil
 
     /// What the backup saw and added.
     public struct Summary: Codable, Sendable, Equatable {
