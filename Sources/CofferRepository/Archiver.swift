@@ -309,7 +309,7 @@ public final class Archiver: @unchecked Sendable {
     private func archiveFile(_ file: Descriptor, node: TreeNode, path: String, parentNode: TreeNode?) async throws -> TreeNode {
         var node = node
         node.kind = .file
-        let (content, size) = try await chunkAndSave(DescriptorSource(fd: file.fd, path: path))
+        let (content, size) = try await chunkAndSave(DescriptorSource(fd: file.fd, path: path), sizeHint: Int(node.size))
         node.content = content
         node.size = size
         lock.withLock { readCount += 1 }
@@ -324,21 +324,47 @@ public final class Archiver: @unchecked Sendable {
         return node
     }
 
-    private func chunkAndSave(_ source: some ChunkSource) async throws -> ([BlobID], UInt64) {
-        let chunker = StreamChunker(source: source, cdc: store.makeChunker())
-        var content: [BlobID] = []
-        var size: UInt64 = 0
-        while let (id, bytes, length) = try chunker.next({ chunk -> (BlobID, [UInt8]?, Int) in
-            let id = store.blobID(of: chunk)
-            return (id, store.contains(.data, id) ? nil : Array(chunk), chunk.count)
-        }) {
-            if let bytes, try await store.save(.data, id: id, plaintext: bytes) {
-                count { $0.dataBlobs += 1; $0.dataAdded += Int64(length) }
-            }
-            content.append(id)
-            size += UInt64(length)
+    /// Cuts `source` into chunks and saves the ones the store does not have. The chunking task reads
+    /// and cuts; each chunk's id (keyed hash), compression and packing run on concurrent tasks, at
+    /// most `2 · concurrency` chunks in flight (each at most the chunker's maximum size), so a single
+    /// large file or stream uses every core with bounded memory. An input of one chunk (a small file)
+    /// is saved on the calling task. `sizeHint`: the file's size, to size the chunker's buffer.
+    private func chunkAndSave(_ source: some ChunkSource, sizeHint: Int? = nil) async throws -> ([BlobID], UInt64) {
+        let chunker = StreamChunker(source: source, cdc: store.makeChunker(), sizeHint: sizeHint)
+        guard let first = try chunker.nextChunk() else { return ([], 0) }
+        if chunker.isFinished {
+            return ([try await saveChunk(first)], UInt64(first.count))
         }
-        return (content, size)
+        let window = max(2, 2 * options.concurrency)
+        return try await withThrowingTaskGroup(of: (Int, BlobID).self) { group in
+            var content: [BlobID?] = []
+            var size: UInt64 = 0
+            var inFlight = 0
+            var chunk: [UInt8]? = first
+            while let bytes = chunk {
+                if inFlight >= window, let done = try await group.next() {
+                    content[done.0] = done.1
+                    inFlight -= 1
+                }
+                let index = content.count
+                content.append(nil)
+                size += UInt64(bytes.count)
+                group.addTask { (index, try await self.saveChunk(bytes)) }
+                inFlight += 1
+                chunk = try chunker.nextChunk()
+            }
+            for try await (index, id) in group { content[index] = id }
+            return (content.map { $0! }, size)
+        }
+    }
+
+    /// Computes a chunk's id and saves it unless the store has it.
+    private func saveChunk(_ bytes: [UInt8]) async throws -> BlobID {
+        let id = bytes.withUnsafeBytes { store.blobID(of: $0) }
+        if !store.contains(.data, id), try await store.save(.data, id: id, plaintext: bytes) {
+            count { $0.dataBlobs += 1; $0.dataAdded += Int64(bytes.count) }
+        }
+        return id
     }
 
     // MARK: Streams

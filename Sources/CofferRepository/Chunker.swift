@@ -196,26 +196,37 @@ public struct BytesSource: ChunkSource {
     }
 }
 
-/// Splits a stream into content-defined chunks with bounded memory: one buffer of
+/// Splits a stream into content-defined chunks with bounded memory: one buffer of at most
 /// `maxSize + readSize` bytes, whatever the input size. Chunks are lent to the caller, not copied.
 public final class StreamChunker<Source: ChunkSource> {
     public let cdc: FastCDC
     private var source: Source
-    private let buffer: UnsafeMutableRawBufferPointer
+    private var buffer: UnsafeMutableRawBufferPointer
+    /// The buffer's size once the input turns out to be longer than the first allocation.
+    private let fullCapacity: Int
     private var start = 0, end = 0
     private var atEnd = false
     /// Offset in the stream of the next chunk.
     public private(set) var offset: UInt64 = 0
 
-    /// `readSize`: bytes asked of the source per read (default 1 MiB).
-    public init(source: Source, cdc: FastCDC, readSize: Int = 1 << 20) {
+    /// `readSize`: bytes asked of the source per read (default 1 MiB). `sizeHint`: the input's
+    /// expected length (a file's size), so that a small input gets a buffer of its size rather than
+    /// `maxSize + readSize` bytes (10,000 small files would otherwise map and unmap 3 MiB each); the
+    /// buffer grows to the full size if the input turns out longer.
+    public init(source: Source, cdc: FastCDC, readSize: Int = 1 << 20, sizeHint: Int? = nil) {
         precondition(readSize > 0)
         self.source = source
         self.cdc = cdc
-        buffer = .allocate(byteCount: cdc.parameters.maxSize + readSize, alignment: 64)
+        let full = cdc.parameters.maxSize + readSize
+        fullCapacity = full
+        let first = sizeHint.map { Swift.min(full, Swift.max(4096, $0 + 1)) } ?? full
+        buffer = .allocate(byteCount: first, alignment: 64)
     }
 
     deinit { buffer.deallocate() }
+
+    /// Whether every byte of the input has been lent out (the last chunk was the input's end).
+    public var isFinished: Bool { atEnd && start == end }
 
     /// Lends the next chunk to `body` (valid only during the call); nil at the end of the input.
     public func next<R>(_ body: (UnsafeRawBufferPointer) throws -> R) throws -> R? {
@@ -246,6 +257,12 @@ public final class StreamChunker<Source: ChunkSource> {
             }
             start = 0
             end = remaining
+        }
+        if end == buffer.count && buffer.count < fullCapacity {
+            let larger = UnsafeMutableRawBufferPointer.allocate(byteCount: fullCapacity, alignment: 64)
+            if end > 0 { larger.baseAddress!.copyMemory(from: buffer.baseAddress!, byteCount: end) }
+            buffer.deallocate()
+            buffer = larger
         }
         while end < buffer.count {
             let n = try source.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[end...]))

@@ -63,8 +63,19 @@ public final class Repository: BlobStore, @unchecked Sendable {
 
     struct PackBuilder {
         let name: String
+        /// The blobs, then (once full) the trailer: the pack's whole plaintext, sealed as it is.
         var buffer: [UInt8] = []
         var blobs: [PackedBlob] = []
+
+        /// `capacity`: reserved up front, so that the buffer is not reallocated (and its bytes
+        /// copied, its capacity doubled) as blobs are appended.
+        init(name: String, capacity: Int = 0) {
+            self.name = name
+            buffer.reserveCapacity(capacity)
+        }
+
+        /// Appends the trailer in place (no copy of the blob area); blob offsets stay valid.
+        mutating func sealTrailer() { buffer += PackTrailer.encode(blobs) }
     }
 
     init(storage: any Storage, config: RepositoryConfig, configDigest: [UInt8], access: Access, keyID: String?,
@@ -344,11 +355,12 @@ public final class Repository: BlobStore, @unchecked Sendable {
         return try IndexFormat.decode(plain, object: name.description)
     }
 
-    /// Runs `work` on every item with up to `storage.properties.connections` at once; `consume`
-    /// sees results one at a time, on the calling task.
-    func forEachConcurrently<T: Sendable, R: Sendable>(_ items: [T], _ work: @escaping @Sendable (T) async throws -> R,
+    /// Runs `work` on every item with up to `storage.properties.connections` (or `width`, if
+    /// smaller) at once; `consume` sees results one at a time, on the calling task.
+    func forEachConcurrently<T: Sendable, R: Sendable>(_ items: [T], width limit: Int? = nil,
+                                                       _ work: @escaping @Sendable (T) async throws -> R,
                                                        consume: (T, Result<R, Error>) throws -> Void) async throws {
-        let width = max(1, min(storage.properties.connections, 16))
+        let width = max(1, min(storage.properties.connections, 16, limit ?? .max))
         try await withThrowingTaskGroup(of: (T, Result<R, Error>).self) { group in
             var next = 0
             while next < items.count && next < width {
@@ -408,7 +420,7 @@ public final class Repository: BlobStore, @unchecked Sendable {
         let full: PackBuilder? = stateLock.withLock {
             compressors.append(compressor)
             // Taken out of `openPack` so that appending does not copy the buffer.
-            var pack = openPack ?? PackBuilder(name: randomObjectName())
+            var pack = openPack ?? PackBuilder(name: randomObjectName(), capacity: _packSize + chunkerParameters.maxSize + (512 << 10))
             openPack = nil
             let bytes = stored.bytes
             let blob = PackedBlob(kind: kind, id: id, offset: UInt32(pack.buffer.count), length: UInt32(bytes.count),
@@ -418,6 +430,7 @@ public final class Repository: BlobStore, @unchecked Sendable {
             pending[key] = PendingBlob(pack: pack.name, blob: blob)
             if pack.buffer.count >= _packSize {
                 openPack = nil
+                pack.sealTrailer()
                 sealing[pack.name] = pack.buffer
                 return pack
             }
@@ -433,7 +446,7 @@ public final class Repository: BlobStore, @unchecked Sendable {
         await limiter.acquire()
         let task = Task.detached { [self] in
             defer { Task { await self.limiter.release() } }
-            let plaintext = pack.buffer + PackTrailer.encode(pack.blobs)
+            let plaintext = pack.buffer  // blobs and trailer (sealTrailer)
             let fileKey = FileKey.random()
             let publicKey = stateLock.withLock { currentPublicKey }
             let name = try ObjectName(.data, pack.name)
@@ -451,8 +464,11 @@ public final class Repository: BlobStore, @unchecked Sendable {
     public func flush() async throws {
         let open: PackBuilder? = stateLock.withLock {
             defer { openPack = nil }
-            if let p = openPack { sealing[p.name] = p.buffer }
-            return openPack
+            guard var p = openPack, !p.blobs.isEmpty else { return nil }
+            openPack = nil
+            p.sealTrailer()
+            sealing[p.name] = p.buffer
+            return p
         }
         if let open, !open.blobs.isEmpty { try await submit(open) }
         let running = stateLock.withLock { defer { tasks = [] }; return tasks }

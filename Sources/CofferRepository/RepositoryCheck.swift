@@ -129,15 +129,24 @@ extension Repository {
         case .subset(let n, let t):
             selected = packNames.enumerated().filter { $0.offset % t == n - 1 }.map(\.element)
         }
-        for name in selected {
-            let entry = indexed[name]!
-            do {
-                report.blobsRead += try await checkPack(name, size: stored[name]!, indexed: entry.blobs)
+        // One pack per core at a time (a pack is read whole: its stored bytes and plaintext are in
+        // memory while it is checked); problems are reported in pack-name order.
+        var dataProblems: [(String, CheckProblem)] = []
+        let work = selected.map { ($0, stored[$0]!, indexed[$0]!.blobs) }
+        try await forEachConcurrently(work, width: ProcessInfo.processInfo.activeProcessorCount) { item in
+            try await self.checkPack(item.0, size: item.1, indexed: item.2)
+        } consume: { item, result in
+            switch result {
+            case .success(let blobs):
+                report.blobsRead += blobs
                 report.packsRead += 1
-            } catch let e as RepositoryError {
-                report.errors.append(problem(e, default: "data/\(name)"))
+            case .failure(let e as RepositoryError):
+                dataProblems.append((item.0, problem(e, default: "data/\(item.0)")))
+            case .failure(let e):
+                throw e
             }
         }
+        report.errors += dataProblems.sorted { $0.0 < $1.0 }.map(\.1)
         return report
     }
 

@@ -154,13 +154,7 @@ public final class Restorer: @unchecked Sendable {
             let fd = FS.openAt(directory.fd, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600)
             guard fd >= 0 else { throw TreeError.writeFailed(path: childPath, reason: FS.errorText()) }
             let file = Descriptor(fd)
-            var written: UInt64 = 0
-            for id in node.content {
-                let bytes = try await store.load(.data, id)
-                written += UInt64(bytes.count)
-                guard written <= node.size else { break }
-                try bytes.withUnsafeBytes { try FS.writeAll(file.fd, $0, path: childPath) }
-            }
+            let written = try await writeContent(node, to: file.fd, path: childPath)
             guard written == node.size else {
                 throw TreeError.contentMismatch(path: childPath, reason: "content is \(written) bytes, the tree records \(node.size)")
             }
@@ -188,18 +182,57 @@ public final class Restorer: @unchecked Sendable {
         published = true
     }
 
+    /// Writes a file's chunks to `fd` in order and returns the bytes written, stopping once they
+    /// exceed the recorded size. Chunks are loaded (read, decrypted, decompressed, checked against
+    /// their ids) by concurrent tasks, at most `2 · concurrency` ahead of the one being written, so a
+    /// large file uses every core with bounded memory.
+    private func writeContent(_ node: TreeNode, to fd: Int32, path: String) async throws -> UInt64 {
+        let content = node.content
+        let window = max(2, 2 * options.concurrency)
+        var written: UInt64 = 0
+        if content.count <= 1 {
+            for id in content {
+                let bytes = try await store.load(.data, id)
+                written += UInt64(bytes.count)
+                guard written <= node.size else { break }
+                try bytes.withUnsafeBytes { try FS.writeAll(fd, $0, path: path) }
+            }
+            return written
+        }
+        return try await withThrowingTaskGroup(of: (Int, [UInt8]).self) { group in
+            var next = 0
+            var ready: [Int: [UInt8]] = [:]
+            var writing = 0
+            func start() {
+                guard next < content.count else { return }
+                let (index, id) = (next, content[next])
+                next += 1
+                group.addTask { (index, try await self.store.load(.data, id)) }
+            }
+            for _ in 0..<window { start() }
+            while let done = try await group.next() {
+                ready[done.0] = done.1
+                while let bytes = ready.removeValue(forKey: writing) {
+                    written += UInt64(bytes.count)
+                    guard written <= node.size else {
+                        group.cancelAll()
+                        return written
+                    }
+                    try bytes.withUnsafeBytes { try FS.writeAll(fd, $0, path: path) }
+                    writing += 1
+                    start()
+                }
+            }
+            return written
+        }
+    }
+
     /// Writes the file at `components` of the tree `root` to `fd` (the `dump` command).
     public func dump(root: BlobID, path components: [[UInt8]], to fd: Int32) async throws -> UInt64 {
         let shown = "/" + components.map { TreeNode.display($0) }.joined(separator: "/")
         guard let node = try await store.lookup(path: components, root: root) else { throw TreeError.notFound("\(shown) in the snapshot") }
         guard node.kind == .file else { throw TreeError.invalidRequest("\(shown) is not a file") }
-        var written: UInt64 = 0
-        for id in node.content {
-            let bytes = try await store.load(.data, id)
-            written += UInt64(bytes.count)
-            guard written <= node.size else { break }
-            try bytes.withUnsafeBytes { try FS.writeAll(fd, $0, path: "standard output") }
-        }
+        let written = try await writeContent(node, to: fd, path: "standard output")
         guard written == node.size else {
             throw TreeError.contentMismatch(path: shown, reason: "content is \(written) bytes, the tree records \(node.size)")
         }

@@ -85,6 +85,11 @@ public struct TreeNode: Sendable, Equatable {
     public var displayName: String { TreeNode.display(name) }
 
     public static func display(_ bytes: [UInt8]) -> String {
+        // Fast path (nearly every name): valid UTF-8 with nothing to escape is shown as it is.
+        if let whole = String(validating: bytes, as: UTF8.self),
+           !whole.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f || $0 == "\\" }) {
+            return whole
+        }
         var out = ""
         var rest = bytes[...]
         while !rest.isEmpty {

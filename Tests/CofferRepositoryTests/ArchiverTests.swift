@@ -157,6 +157,38 @@ func options(parent: SnapshotRecord? = nil, excludes: [String] = []) throws -> A
         }
     }
 
+    /// The chunks of one large input are saved by concurrent tasks: the file's content must still
+    /// list them in input order, each saved once, and the store must hold exactly the distinct ones.
+    @Test func largeFileChunksSavedConcurrentlyKeepTheirOrder() async throws {
+        let dir = TemporaryDirectory()
+        let part = sqlLikeText(300_000, seed: 21)
+        let input = part + deterministicBytes(200_000, seed: 22) + part + sqlLikeText(123_457, seed: 23)
+        writeFile(input, dir.p("src/big.sql"))
+        let store = MemoryBlobStore()
+        let chunker = StreamChunker(source: BytesSource(input), cdc: store.makeChunker())
+        var expected: [BlobID] = []
+        while let chunk = try chunker.nextChunk() { expected.append(store.idKey.id(of: chunk)) }
+        #expect(expected.count > 100)
+        var o = try options()
+        o.concurrency = 3
+        let result = try await Archiver(store: store, options: o).backup(paths: [dir.p("src")])
+        let node = try #require(try await store.lookup(path: pathComponents(dir.p("src/big.sql")), root: result.info.tree))
+        #expect(node.content == expected)
+        #expect(node.size == UInt64(input.count))
+        #expect(result.info.summary.dataBlobs == Set(expected).count)
+        #expect(result.info.summary.dataBlobs < expected.count)  // the repeated part deduplicates
+        var joined: [UInt8] = []
+        for id in node.content { joined += try await store.load(.data, id) }
+        #expect(joined == input)
+        // The same bytes as a stream give the same content.
+        let fd = open(dir.p("src/big.sql"), O_RDONLY)
+        defer { close(fd) }
+        let streamed = try await Archiver(store: store, options: o).backup(stream: fd, name: "big.sql")
+        let streamNode = try #require(try await store.lookup(path: [Array("big.sql".utf8)], root: streamed.info.tree))
+        #expect(streamNode.content == expected)
+        #expect(streamed.info.summary.dataBlobs == 0)
+    }
+
     @Test func commandOutputIsBackedUpWithACleanEnvironment() async throws {
         let store = MemoryBlobStore()
         setenv("COFFER_TEST_SECRET_VALUE", "hunter2", 1)

@@ -103,6 +103,38 @@ struct TricklingSource: ChunkSource {
         #expect(chunker.offset == UInt64(data.count))
     }
 
+    @Test("a size hint (a file's size) changes no cut, whether the input is shorter, equal or longer",
+          arguments: [0, 1, 5000, 1_000_000, 1_700_001, 1_700_002, 50_000_000])
+    func sizeHintChangesNoCut(hint: Int) throws {
+        let data = sqlLikeText(1 << 20, seed: 5) + deterministicBytes(651_425, seed: 5)  // 1,700,001 bytes
+        let cdc = FastCDC(parameters: Self.small, gear: .fixedForTesting)
+        let whole = try chunkLengths(data, cdc)
+        let chunker = StreamChunker(source: TricklingSource(inner: BytesSource(data), step: 70_000), cdc: cdc,
+                                    readSize: 5000, sizeHint: hint)
+        var lengths: [Int] = [], joined: [UInt8] = []
+        while let chunk = try chunker.nextChunk() {
+            lengths.append(chunk.count)
+            joined += chunk
+            #expect(chunker.isFinished == (joined.count == data.count))
+        }
+        #expect(lengths == whole)
+        #expect(joined == data)
+        #expect(chunker.isFinished)
+    }
+
+    @Test("isFinished: a one-chunk input is finished after its first chunk, an empty one at once")
+    func finishedAfterTheOnlyChunk() throws {
+        let cdc = FastCDC(parameters: Self.small, gear: .fixedForTesting)
+        let one = StreamChunker(source: BytesSource(deterministicBytes(3000, seed: 1)), cdc: cdc, sizeHint: 3000)
+        #expect(!one.isFinished)
+        #expect(try one.nextChunk()?.count == 3000)
+        #expect(one.isFinished)
+        #expect(try one.nextChunk() == nil)
+        let empty = StreamChunker(source: BytesSource([]), cdc: cdc, sizeHint: 0)
+        #expect(try empty.nextChunk() == nil)
+        #expect(empty.isFinished)
+    }
+
     @Test("empty and tiny inputs")
     func tinyInputs() throws {
         let cdc = FastCDC(parameters: Self.small, gear: .fixedForTesting)

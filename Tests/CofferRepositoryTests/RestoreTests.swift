@@ -154,6 +154,27 @@ func compareTrees(_ a: String, _ b: String) -> [String] {
         }
     }
 
+    /// Chunks are loaded concurrently and finish out of order (random delays): the file must
+    /// still be written in order, by restore and by dump.
+    @Test func chunksLoadedOutOfOrderAreWrittenInOrder() async throws {
+        let dir = TemporaryDirectory()
+        let input = sqlLikeText(200_000, seed: 31) + deterministicBytes(150_000, seed: 32)
+        writeFile(input, dir.p("src/f.bin"))
+        let inner = MemoryBlobStore()
+        let info = try await Archiver(store: inner, options: try options()).backup(paths: [dir.p("src")]).info
+        let store = ShufflingStore(inner)
+        var restoreOptions = RestoreOptions()
+        restoreOptions.concurrency = 4
+        _ = try await Restorer(store: store, options: restoreOptions).restore(root: info.tree, target: dir.p("out"))
+        #expect(readBytes(dir.p("out") + dir.p("src/f.bin")) == input)
+        let fd = open(dir.p("dumped"), O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        let n = try await Restorer(store: store, options: restoreOptions).dump(root: info.tree, path: pathComponents(dir.p("src/f.bin")), to: fd)
+        close(fd)
+        #expect(n == UInt64(input.count))
+        #expect(readBytes(dir.p("dumped")) == input)
+        #expect(store.maxConcurrent > 1)
+    }
+
     // MARK: Malicious trees
 
     func forge(_ store: MemoryBlobStore, _ entries: [([UInt8], UInt8)]) -> BlobID {
@@ -238,4 +259,29 @@ func compareTrees(_ a: String, _ b: String) -> [String] {
         #expect(shown[dir.p("src/sub/added")] == .added)
         #expect(shown[dir.p("src/sub/big.bin")] == nil)
     }
+}
+
+/// A store whose data loads take a random 0–3 ms, so concurrent loads complete out of order; counts
+/// how many ran at once.
+final class ShufflingStore: BlobStore, @unchecked Sendable {
+    let inner: MemoryBlobStore
+    private let lock = NSLock()
+    private var running = 0
+    private var peak = 0
+    init(_ inner: MemoryBlobStore) { self.inner = inner }
+    var maxConcurrent: Int { lock.withLock { peak } }
+    func blobID(of plaintext: UnsafeRawBufferPointer) -> BlobID { inner.blobID(of: plaintext) }
+    func makeChunker() -> FastCDC { inner.makeChunker() }
+    func contains(_ kind: BlobKind, _ id: BlobID) -> Bool { inner.contains(kind, id) }
+    func save(_ kind: BlobKind, id: BlobID, plaintext: [UInt8]) async throws -> Bool {
+        try await inner.save(kind, id: id, plaintext: plaintext)
+    }
+    func load(_ kind: BlobKind, _ id: BlobID) async throws -> [UInt8] {
+        guard kind == .data else { return try await inner.load(kind, id) }
+        lock.withLock { running += 1; peak = max(peak, running) }
+        defer { lock.withLock { running -= 1 } }
+        try await Task.sleep(nanoseconds: UInt64.random(in: 0...3_000_000))
+        return try await inner.load(kind, id)
+    }
+    func flush() async throws {}
 }
