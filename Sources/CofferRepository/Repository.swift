@@ -41,6 +41,13 @@ public final class Repository: BlobStore, @unchecked Sendable {
     var headerCache: [String: CofferObject.Opened] = [:]
     var compressors: [ChunkCompressor] = []
     private let limiter: AsyncLimiter
+    /// Full packs not yet stored; at `maxPacksInFlight`, ``save`` waits (bounds memory).
+    private let packGate = PackGate(limit: Repository.maxPacksInFlight)
+    /// Full packs being sealed and stored at once: each holds its plaintext and its sealed copy
+    /// (2 × 8 MiB at the default pack size). Two let one pack be stored while the next is sealed;
+    /// more only add memory (sealing runs at GB/s, far faster than compressing a pack's worth of
+    /// chunks).
+    static let maxPacksInFlight = 2
 
     /// How new blobs are compressed (default: zstd level 3, raw when that does not shrink a blob).
     public var compression: CompressionMode {
@@ -406,6 +413,9 @@ public final class Repository: BlobStore, @unchecked Sendable {
     func save(_ kind: BlobKind, id: BlobID, plaintext: [UInt8], force: Bool) async throws -> Bool {
         guard plaintext.count < Int(UInt32.max) else { throw RepositoryError.refused("a blob of \(plaintext.count) bytes is too large") }
         let key = BlobKey(kind, id)
+        // Back-pressure: while a full pack is still being sealed and stored, new blobs wait, so
+        // memory holds at most the open pack and `maxPacksInFlight` sealing ones.
+        await packGate.enter()
         let compressor: ChunkCompressor? = try stateLock.withLock {
             if pending[key] != nil || (!force && index.contains(kind, id)) { return nil }
             pending[key] = PendingBlob(pack: "", blob: nil)
@@ -443,9 +453,10 @@ public final class Repository: BlobStore, @unchecked Sendable {
 
     /// Seals and uploads a full pack on a background task (at most one per core at a time).
     private func submit(_ pack: PackBuilder) async throws {
+        await packGate.packStarted()
         await limiter.acquire()
         let task = Task.detached { [self] in
-            defer { Task { await self.limiter.release() } }
+            defer { Task { await self.limiter.release(); await self.packGate.packDone() } }
             let plaintext = pack.buffer  // blobs and trailer (sealTrailer)
             let fileKey = FileKey.random()
             let publicKey = stateLock.withLock { currentPublicKey }
@@ -583,6 +594,27 @@ public final class Repository: BlobStore, @unchecked Sendable {
             headerCache[name.name] = opened
         }
         return opened
+    }
+}
+
+/// Counts full packs not yet stored; ``enter()`` waits while there are `limit` of them.
+actor PackGate {
+    private let limit: Int
+    private var outstanding = 0
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+    init(limit: Int) { self.limit = max(1, limit) }
+
+    func enter() async {
+        while outstanding >= limit { await withCheckedContinuation { waiters.append($0) } }
+    }
+
+    func packStarted() { outstanding += 1 }
+
+    func packDone() {
+        outstanding -= 1
+        let woken = waiters
+        waiters = []
+        for w in woken { w.resume() }
     }
 }
 
