@@ -112,7 +112,8 @@ import Glibc
     func tamperedSignatureAndWriter() throws {
         let s = try Setup()
         let writer = s.scratch.file("writer.key")
-        #expect(try s.run(["key", "add", "--writer", "-o", writer]).status == Exit.ok)
+        let made = try coffer(["key", "add", "--repo", s.repo, "--key-file", s.key, "--writer", "-o", writer])
+        #expect(made.status == Exit.ok, "\(made.stderr)")
         let w = try coffer(["backup", "--repo", s.repo, "--writer-key", writer, "--sign", s.scratch.file("producer.key"), "--json", s.source])
         #expect(w.status == Exit.ok, "writer backup: \(w.stderr)")
         let id = (((try? JSONSerialization.jsonObject(with: Data(w.stdout))) as? [String: Any])?["id"] as? String) ?? ""
