@@ -71,6 +71,12 @@ import Glibc
             return !exited && code == SIGKILL
         }
 
+        /// Files a killed run left in the repository: `.tmp-` files (never listed, never loaded).
+        func temporaries() -> Int {
+            ((FileManager.default.enumerator(atPath: repo)?.allObjects as? [String]) ?? [])
+                .filter { ($0 as NSString).lastPathComponent.hasPrefix(".tmp-") }.count
+        }
+
         func snapshotCount() throws -> Int {
             let r = try run(["snapshots", "--json"])
             #expect(r.status == Exit.ok, "snapshots: \(r.stderr)")
@@ -156,14 +162,16 @@ import Glibc
         var duration = try Self.timed { failed = try c.run(["backup", "--host", "crash", c.source]) }
         #expect(failed?.status == Exit.ok, "backup: \(failed?.stderr ?? "")")
         var snapshots = try c.snapshotCount()
-        var killed = 0, finished = 0, committed = 0, leftovers = 0, attempts = 0
+        var killed = 0, finished = 0, committed = 0, leftovers = 0, attempts = 0, temporaries = 0
         var problems: [String] = []
         while killed < Self.kills && attempts < 3 * Self.kills {
             attempts += 1
             try c.mutate()
             let micros = UInt32(Double(c.rng.below(1000)) / 1000 * duration * 1e6)
             let label = "backup kill \(attempts) after \(micros) µs (seed \(Self.seed))"
+            let before = c.temporaries()
             if try c.killed(["backup", "--host", "crash", c.source], after: micros) { killed += 1 } else { finished += 1; duration *= 0.8 }
+            if c.temporaries() > before { temporaries += 1 }
             // The snapshot is the commit point: the killed run added one or none.
             let now = try c.snapshotCount()
             if now != snapshots && now != snapshots + 1 { problems.append("\(label): \(snapshots) snapshots became \(now)") }
@@ -176,7 +184,7 @@ import Glibc
         problems += try c.restoreEqualsSource()
         let full = try c.run(["check", "--read-data"])
         if full.status != Exit.ok { problems.append("final check --read-data exited \(full.status): \(full.stdoutText.suffix(600))") }
-        print("kill campaign backup: seed \(Self.seed), run \(String(format: "%.0f", duration * 1000)) ms, \(killed) killed (\(committed) after the commit, \(leftovers) leaving unreferenced packs), \(finished) finished first")
+        print("kill campaign backup: seed \(Self.seed), run \(String(format: "%.0f", duration * 1000)) ms, \(killed) killed (\(committed) after the commit, \(leftovers) leaving unreferenced packs, \(temporaries) leaving temporary files), \(finished) finished first")
         #expect(killed >= Self.kills, "only \(killed) runs were killed")
         #expect(problems.isEmpty, "\(problems.count) problems:\n\(problems.prefix(10).joined(separator: "\n"))")
     }
@@ -199,14 +207,16 @@ import Glibc
         #expect(report?.status == Exit.ok, "prune: \(report?.stderr ?? "")")
         let json = (try? JSONSerialization.jsonObject(with: Data(report?.stdout ?? []))) as? [String: Any]
         #expect((json?["packs_repacked"] as? Int ?? 0) > 0, "the campaign's prune should repack: \(json ?? [:])")
-        var killed = 0, finished = 0, leftovers = 0, attempts = 0
+        var killed = 0, finished = 0, leftovers = 0, attempts = 0, temporaries = 0
         var problems: [String] = []
         while killed < Self.kills && attempts < 3 * Self.kills {
             attempts += 1
             try prepare()
             let micros = UInt32(Double(c.rng.below(1000)) / 1000 * duration * 1e6)
             let label = "prune kill \(attempts) after \(micros) µs (seed \(Self.seed))"
+            let before = c.temporaries()
             if try c.killed(["prune"], after: micros) { killed += 1 } else { finished += 1; duration *= 0.8 }
+            if c.temporaries() > before { temporaries += 1 }
             let after = try Self.afterKill(c, label: label)
             problems += after.problems
             if after.leftovers { leftovers += 1 }
@@ -221,7 +231,7 @@ import Glibc
             problems.append("final check --read-data after prune exited \(full.status): \(full.stdoutText.suffix(600))")
         }
         problems += try c.restoreEqualsSource()
-        print("kill campaign prune: seed \(Self.seed), run \(String(format: "%.0f", duration * 1000)) ms, \(killed) killed (\(leftovers) leaving warnings for check), \(finished) finished first")
+        print("kill campaign prune: seed \(Self.seed), run \(String(format: "%.0f", duration * 1000)) ms, \(killed) killed (\(leftovers) leaving warnings for check, \(temporaries) leaving temporary files), \(finished) finished first")
         #expect(killed >= Self.kills, "only \(killed) runs were killed")
         #expect(problems.isEmpty, "\(problems.count) problems:\n\(problems.prefix(10).joined(separator: "\n"))")
     }
