@@ -221,6 +221,12 @@ public struct SignedPayload: Equatable, Sendable {
     public var chunkCount: UInt64
     public var digest: [UInt8]
 
+    /// For objects sealed in memory (the repository's): what their signature covers.
+    public init(payloadNonce: [UInt8], plaintextLength: UInt64, chunkCount: UInt64, digest: [UInt8]) {
+        self.payloadNonce = payloadNonce; self.plaintextLength = plaintextLength
+        self.chunkCount = chunkCount; self.digest = digest
+    }
+
     /// The exact bytes signed (docs/FORMAT.md, "Signatures"). The stanzas and the slot generation
     /// are left out, so a rewrap that changes who can decrypt keeps the signature valid.
     public func message(parameters: HeaderParameters, keyID: [UInt8]) -> [UInt8] {

@@ -132,6 +132,11 @@ public final class Archiver: @unchecked Sendable {
     }
 
     private func commit(tree: BlobID, paths: [String]) async throws -> ArchiveResult {
+        // What the new data blobs take in their packs, taken before the flush clears the count.
+        if let sizes = store as? UnflushedSizeReporting {
+            let packed = sizes.unflushedStoredBytes(.data)
+            count { $0.dataAddedPacked = packed }
+        }
         try await store.flush()
         let info = SnapshotInfo(time: options.time, tree: tree, paths: paths, hostname: options.hostname,
                                 username: options.username, tags: options.tags, parent: options.parent?.id,

@@ -59,6 +59,10 @@ extension Repository {
             do { _ = try await Self.readDataKeys(storage, secrets: secrets) } catch let e as RepositoryError {
                 report.errors.append(problem(e, default: "keys/data"))
             }
+            // The key history: the whole chain (gaps, edits, reordering).
+            do { _ = try await keyHistory() } catch let e as RepositoryError {
+                report.errors.append(problem(e, default: "keys/log"))
+            }
         }
         // Index objects.
         var indexed: [String: (size: Int64, blobs: [PackedBlob], index: String)] = [:]

@@ -63,6 +63,9 @@ extension Repository {
         let fileKey = FileKey.random()
         let stanzas = try await keys.stanzas(for: fileKey)
         _ = try await Self.writeStatic(storage, try ObjectName(.keys, id), try RepositoryJSON.encode(payload), fileKey: fileKey) { _ in stanzas }
+        let header = try CofferObject.parseHeader(try await storage.load(try ObjectName(.keys, id)), object: "keys/\(id)").header
+        try await appendKeyEvent(KeyEvent(.add, key: id, detail: describeStanzas(header).joined(separator: ", "),
+                                          hostname: hostname, username: username))
         return id
     }
 
@@ -84,6 +87,7 @@ extension Repository {
             throw RepositoryError.refused("refusing to remove the last key object the recovery key opens (the repository requires recovery)")
         }
         try await storage.remove(try ObjectName(.keys, target.id))
+        try await appendKeyEvent(KeyEvent(.remove, key: target.id, detail: target.keys.joined(separator: ", ")))
     }
 
     /// Starts a new data-key generation: a fresh X25519 key pair stored as `keys/data-N`; new packs
@@ -106,6 +110,7 @@ extension Repository {
             dataKeys = existing + [pair]
             currentPublicKey = pair.publicKey
         }
+        try await appendKeyEvent(KeyEvent(.rotate, key: "data-\(generation)", detail: "data-key generation \(generation)"))
         return generation
     }
 

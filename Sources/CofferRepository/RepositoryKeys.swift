@@ -41,14 +41,42 @@ func keyID(of recipient: Recipient) -> String? {
 /// The user's keys that open a key object.
 public struct KeyObjectIdentities: Sendable {
     let identities: [Identity]
+    private let record = UnwrapRecord()
     public init(identities: [Identity]) { self.identities = identities }
 
     /// The key object's file key, from the first identity that opens one of its stanzas (on a
     /// thread of its own, like ``KeyObjectRecipients/stanzas(for:)``).
     func fileKey(for header: Header) async throws -> FileKey {
-        let identities = self.identities
+        let identities = self.identities.map { RecordingIdentity(inner: $0, record: record) as Identity }
         return try await onOwnThread { try HeaderOpener.open(header, with: identities) }
     }
+
+    /// The KMS key that unwrapped a key object's file key (its label), when a KMS key did: the
+    /// key history records each such unwrap.
+    public var kmsUnwrap: String? { record.kms }
+}
+
+/// Remembers which identity opened a stanza.
+final class UnwrapRecord: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _kms: String?
+    var kms: String? { lock.withLock { _kms } }
+    func opened(by identity: Identity) {
+        if identity is KMSIdentity { lock.withLock { _kms = identity.label } }
+    }
+}
+
+/// An identity that reports a successful unwrap to an ``UnwrapRecord``.
+struct RecordingIdentity: Identity {
+    let inner: Identity
+    let record: UnwrapRecord
+    func unwrap(stanzas: [Stanza]) throws -> [UInt8]? {
+        let key = try inner.unwrap(stanzas: stanzas)
+        if key != nil { record.opened(by: inner) }
+        return key
+    }
+    var label: String { inner.label }
+    func describe(_ stanza: Stanza) -> String? { inner.describe(stanza) }
 }
 
 /// A symmetric repository key (index key, ring key) used as a `keyfile` stanza recipient.

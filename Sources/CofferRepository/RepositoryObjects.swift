@@ -14,9 +14,15 @@ enum CofferObject {
     static let defaultChunkSize = 64 * 1024
 
     /// Encrypts `plaintext` as a version-2 object named `objectName` ("KIND/NAME").
+    /// With `signer`, the header carries `signed ALGORITHM chunk-sha256` and the payload is
+    /// followed by a producer-signature trailer (docs/FORMAT.md, "Signatures"): the signature is over
+    /// the header's parameter lines, the payload nonce, length, chunk count and the SHA-256 of every
+    /// sealed chunk, so it binds every stored byte of the payload and the object's name.
     static func seal(_ plaintext: [UInt8], objectName: String, fileKey: FileKey, stanzas: [Stanza],
-                     chunkSize: Int = defaultChunkSize) throws -> [UInt8] {
-        let parameters = HeaderParameters(cipher: .aes256gcm, chunkSize: chunkSize, objectName: Array(objectName.utf8))
+                     chunkSize: Int = defaultChunkSize, signer: PayloadSigner? = nil) throws -> [UInt8] {
+        let signature = signer.map { SignatureParameters(algorithm: $0.algorithm, digest: .chunkSHA256) }
+        let parameters = HeaderParameters(cipher: .aes256gcm, chunkSize: chunkSize, objectName: Array(objectName.utf8),
+                                          signature: signature)
         let probe = try Header.sealed(parameters: parameters, stanzas: stanzas, fileKey: fileKey,
                                       layout: .slots(size: Limits.maxHeaderSize, generation: 1))
         let slotSize = Header.defaultSlotSize(forTextSize: probe.slotText().count)
@@ -34,17 +40,65 @@ enum CofferObject {
         out += nonce
         let objectKey = KeySchedule.objectKey(fileKey: fileKey, objectName: parameters.objectName)
         let payloadKey = KeySchedule.payloadKey(objectKey: objectKey, nonce: nonce, cipher: .aes256gcm)
+        var digester = SHA256()
         try plaintext.withUnsafeBytes { raw in
             for k in 0..<chunkCount {
                 let start = k * chunkSize
                 let end = min(plaintext.count, start + chunkSize)
                 let box = try AES.GCM.seal(UnsafeRawBufferPointer(rebasing: raw[start..<end]), using: payloadKey,
                                            nonce: AES.GCM.Nonce(data: PayloadCipher.chunkNonce(counter: UInt64(k), isFinal: k == chunkCount - 1)))
+                if signer != nil {
+                    var chunk = SHA256()
+                    chunk.update(data: box.ciphertext)
+                    chunk.update(data: box.tag)
+                    digester.update(data: Array(chunk.finalize()))
+                }
                 out += box.ciphertext
                 out += box.tag
             }
         }
+        if let signer, let signature {
+            let payload = SignedPayload(payloadNonce: nonce, plaintextLength: UInt64(plaintext.count),
+                                        chunkCount: UInt64(chunkCount), digest: Array(digester.finalize()))
+            out += try payload.trailer(signedBy: signer, parameters: parameters).encoded(signature)
+        }
         return out
+    }
+
+    /// A signed object's signature trailer and what it covers, computed from the stored bytes alone
+    /// (no key needed); nil when the object's header declares no signature. A trailer that holds no
+    /// signature, or a slot with a zero key id or signature, is damage (docs/FORMAT.md, "Signatures").
+    static func signature(of stored: [UInt8], _ parsed: ParsedHeader, object: String)
+        throws -> (trailer: PayloadSignatureTrailer, payload: SignedPayload, parameters: HeaderParameters)? {
+        let parameters = parsed.header.parameters
+        guard let signature = parameters.signature else { return nil }
+        guard signature.digest == .chunkSHA256 else {
+            throw RepositoryError.damaged(object: object, reason: "repository objects are signed with chunk-sha256 digests, not \(signature.digest.rawValue)")
+        }
+        let layout: StreamEngine.PayloadLayout
+        do {
+            guard stored.count >= parsed.payloadStart else { throw RepositoryError.damaged(object: object, reason: "no payload after the header") }
+            layout = try StreamEngine.PayloadLayout(sealedLength: UInt64(stored.count - parsed.payloadStart),
+                                                    chunkSize: parameters.chunkSize, trailerSize: parameters.trailerSize)
+        } catch let e as RepositoryError { throw e } catch {
+            throw RepositoryError.damaged(object: object, reason: "\(error)")
+        }
+        let trailer = try PayloadSignatureTrailer.parse(Array(stored.suffix(parameters.trailerSize)), parameters: signature)
+        if let damage = trailer.structuralDamage { throw RepositoryError.damaged(object: object, reason: damage) }
+        var digester = SHA256()
+        let sealed = parameters.chunkSize + Limits.tagSize
+        stored.withUnsafeBytes { raw in
+            for k in 0..<Int(layout.chunkCount) {
+                let start = parsed.payloadStart + k * sealed
+                let end = k == Int(layout.chunkCount) - 1 ? start + layout.finalSealedSize : start + sealed
+                var chunk = SHA256()
+                chunk.update(bufferPointer: UnsafeRawBufferPointer(rebasing: raw[start..<end]))
+                digester.update(data: Array(chunk.finalize()))
+            }
+        }
+        let payload = SignedPayload(payloadNonce: parsed.nonce, plaintextLength: layout.plaintextSize,
+                                    chunkCount: layout.chunkCount, digest: Array(digester.finalize()))
+        return (trailer, payload, parameters)
     }
 
     /// How many leading bytes hold the header and payload nonce, from the lead line alone; nil when

@@ -1,3 +1,4 @@
+import CofferFormat
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -10,7 +11,42 @@ public struct RestoreOptions: Sendable {
     public var concurrency = ProcessInfo.processInfo.activeProcessorCount
     /// Restore numeric owner and group (only possible, and only done by default, as root).
     public var restoreOwnership = geteuid() == 0
+    /// Bounds on the trees read (a hostile tree that claims huge sizes or entry counts is refused).
+    public var limits = TreeWalkLimits()
     public init() {}
+}
+
+/// Bounds on one walk of a snapshot's trees. Trees are content-addressed, so a hostile tree can
+/// name the same subtree many times (a few kilobytes of trees that expand to billions of entries)
+/// or claim files of exabytes; a walk counts as it goes and refuses past these bounds.
+public struct TreeWalkLimits: Sendable, Equatable {
+    /// Entries (files, directories, links) visited in one walk.
+    public var maxEntries: Int = 20_000_000
+    /// Sum of the sizes the visited files claim.
+    public var maxTotalBytes: UInt64 = 1 << 56
+    public init() {}
+
+    /// Counts what a walk has visited so far.
+    public struct Counter: Sendable {
+        public let limits: TreeWalkLimits
+        public private(set) var entries = 0
+        public private(set) var bytes: UInt64 = 0
+        public init(_ limits: TreeWalkLimits) { self.limits = limits }
+
+        public mutating func add(_ node: TreeNode) throws {
+            entries += 1
+            if entries > limits.maxEntries {
+                throw TreeError.limitExceeded("the snapshot's trees hold more than \(limits.maxEntries) entries")
+            }
+            if node.kind == .file {
+                let (sum, overflow) = bytes.addingReportingOverflow(node.size)
+                if overflow || sum > limits.maxTotalBytes {
+                    throw TreeError.limitExceeded("the snapshot's files claim more than \(limits.maxTotalBytes) bytes in all")
+                }
+                bytes = sum
+            }
+        }
+    }
 }
 
 public struct RestoreResult: Sendable, Equatable {
@@ -20,6 +56,21 @@ public struct RestoreResult: Sendable, Equatable {
     public var bytes: Int64 = 0
     /// Entries whose setuid or setgid bit was recorded but not restored.
     public var droppedSpecialBits = 0
+    /// Entries that could not be restored (the restore went on with the others); nothing was
+    /// written under their final names. A restore with failures throws ``TreeError/restoreIncomplete(_:)``.
+    public var failures: [RestoreFailure] = []
+    public init() {}
+}
+
+/// An entry a restore could not write, and why.
+public struct RestoreFailure: Sendable, Equatable {
+    /// The entry's path in the snapshot (below the target), as shown to users.
+    public var path: String
+    public var reason: String
+    public var category: ErrorCategory
+    public init(path: String, reason: String, category: ErrorCategory) {
+        self.path = path; self.reason = reason; self.category = category
+    }
 }
 
 /// Restores a snapshot's tree below a target directory. Rules (docs/REPOSITORY.md, "Restore"):
@@ -36,6 +87,8 @@ public final class Restorer: @unchecked Sendable {
     private let limiter: Limiter
     private let lock = NSLock()
     private var result = RestoreResult()
+    /// The target as written in paths below it: failures are reported by their path in the snapshot.
+    private var targetPrefix = ""
 
     public init(store: any BlobStore, options: RestoreOptions = RestoreOptions()) {
         self.store = store
@@ -57,9 +110,15 @@ public final class Restorer: @unchecked Sendable {
     }
 
     /// Restores the tree `root` into `target` (created if missing). Reads only the trees on the way
-    /// and the content of the files selected.
+    /// and the content of the files selected. An entry that fails (a damaged blob or subtree, a
+    /// write error, something in the way) is recorded and the restore goes on with the others;
+    /// at the end, failures throw ``TreeError/restoreIncomplete(_:)`` with the whole result.
+    /// The root tree failing to load, the target failing, or the limits being exceeded stop it at once.
     public func restore(root: BlobID, target: String) async throws -> RestoreResult {
-        let plan = try await self.plan(root, path: [], matched: options.includes.isEmpty, depth: 0) ?? PlanDirectory(node: nil)
+        lock.withLock { targetPrefix = target }
+        var counter = TreeWalkLimits.Counter(options.limits)
+        let plan = try await self.plan(root, path: [], matched: options.includes.isEmpty, depth: 0, counter: &counter)
+            ?? PlanDirectory(node: nil)
         do {
             try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true,
                                                     attributes: [.posixPermissions: 0o700])
@@ -68,20 +127,44 @@ public final class Restorer: @unchecked Sendable {
         }
         let fd = Glibc.open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw TreeError.writeFailed(path: target, reason: FS.errorText()) }
-        try await restoreEntries(plan, in: Descriptor(fd), path: target)
-        return lock.withLock { result }
+        await restoreEntries(plan, in: Descriptor(fd), path: target)
+        var final = lock.withLock { result }
+        final.failures.sort { $0.path < $1.path }
+        if !final.failures.isEmpty { throw TreeError.restoreIncomplete(final) }
+        return final
+    }
+
+    private func fail(_ shownPath: String, _ error: Error) {
+        let prefix = lock.withLock { targetPrefix }
+        let path = !prefix.isEmpty && shownPath.hasPrefix(prefix + "/") ? String(shownPath.dropFirst(prefix.count)) : shownPath
+        let failure: RestoreFailure
+        if let e = error as? TreeError, case .restoreIncomplete = e {
+            return
+        } else if let e = error as? CategorizedError {
+            failure = RestoreFailure(path: path, reason: "\(e)", category: e.category)
+        } else {
+            failure = RestoreFailure(path: path, reason: "\(error)", category: .io)
+        }
+        lock.withLock { result.failures.append(failure) }
     }
 
     /// The selected part of a tree, or nil when nothing below it is selected.
-    private func plan(_ id: BlobID, path: [UInt8], matched: Bool, depth: Int) async throws -> PlanDirectory? {
+    /// A subtree that cannot be loaded is recorded as a failure of its directory (below the root).
+    private func plan(_ id: BlobID, path: [UInt8], matched: Bool, depth: Int, counter: inout TreeWalkLimits.Counter) async throws -> PlanDirectory? {
         guard depth < Restorer.maxDepth else { throw TreeError.malformedTree("trees nested deeper than \(Restorer.maxDepth)") }
-        let tree = try await store.loadTree(id)
+        let tree: Tree
+        do { tree = try await store.loadTree(id) } catch {
+            guard depth > 0 else { throw error }
+            fail(TreeNode.display(path), error)
+            return nil
+        }
         let directory = PlanDirectory(node: nil)
         for node in tree.nodes {
             let childPath = path + [0x2f] + node.name
             let selected = matched || options.includes.contains { $0.matches(path: childPath, name: node.name) }
+            if selected || node.kind == .directory { try counter.add(node) }
             if node.kind == .directory {
-                if let sub = try await plan(node.subtree!, path: childPath, matched: selected, depth: depth + 1) {
+                if let sub = try await plan(node.subtree!, path: childPath, matched: selected, depth: depth + 1, counter: &counter) {
                     let child = PlanDirectory(node: node)
                     child.entries = sub.entries
                     directory.entries.append(.directory(child))
@@ -93,21 +176,26 @@ public final class Restorer: @unchecked Sendable {
         return matched || !directory.entries.isEmpty ? directory : nil
     }
 
-    private func restoreEntries(_ plan: PlanDirectory, in directory: Descriptor, path: String) async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
+    /// Restores every entry of `plan`; a failing entry is recorded and the others go on.
+    private func restoreEntries(_ plan: PlanDirectory, in directory: Descriptor, path: String) async {
+        await withTaskGroup(of: Void.self) { group in
             for entry in plan.entries {
                 switch entry {
                 case .directory(let sub):
-                    try await restoreDirectory(sub, in: directory, path: path)
+                    do { try await restoreDirectory(sub, in: directory, path: path) } catch {
+                        fail(path + "/" + sub.node!.displayName, error)
+                    }
                 case .leaf(let node):
                     await limiter.acquire()
                     group.addTask {
                         defer { Task { await self.limiter.release() } }
-                        try await self.restoreLeaf(node, in: directory, path: path)
+                        do { try await self.restoreLeaf(node, in: directory, path: path) } catch {
+                            self.fail(path + "/" + node.displayName, error)
+                        }
                     }
                 }
             }
-            try await group.waitForAll()
+            await group.waitForAll()
         }
     }
 
@@ -128,7 +216,7 @@ public final class Restorer: @unchecked Sendable {
             throw TreeError.writeFailed(path: childPath, reason: FS.errorText(code))
         }
         let directory = Descriptor(fd)
-        try await restoreEntries(plan, in: directory, path: childPath)
+        await restoreEntries(plan, in: directory, path: childPath)
         if options.restoreOwnership { _ = fchown(fd, node.uid, node.gid) }
         if node.mode & 0o6000 != 0 { lock.withLock { result.droppedSpecialBits += 1 } }
         fchmod(fd, mode_t(node.mode & 0o1777))

@@ -20,12 +20,23 @@ public enum TreeError: CategorizedError, Equatable {
     case notFound(String)
     /// The request itself is not valid (overlapping paths, an empty policy, a bad pattern).
     case invalidRequest(String)
+    /// A walk of a snapshot's trees went past its limits (``TreeWalkLimits``): more entries, or
+    /// files claiming more bytes, than any real snapshot holds: refused as hostile before any work.
+    case limitExceeded(String)
+    /// A restore that went on past failing entries: everything else was restored, the failed
+    /// entries (listed in the result) have nothing under their final names.
+    case restoreIncomplete(RestoreResult)
 
     public var category: ErrorCategory {
         switch self {
         case .malformedTree, .unsafePath, .contentMismatch: return .integrity
         case .readFailed, .writeFailed, .commandFailed: return .io
         case .notFound, .invalidRequest: return .usage
+        case .limitExceeded: return .integrity
+        case .restoreIncomplete(let result):
+            let categories = result.failures.map(\.category)
+            for worst in [ErrorCategory.integrity, .key, .io, .format] where categories.contains(worst) { return worst }
+            return categories.first ?? .io
         }
     }
 
@@ -39,6 +50,10 @@ public enum TreeError: CategorizedError, Equatable {
         case .commandFailed(let reason): return "stream command failed: \(reason); no snapshot was written"
         case .notFound(let what): return "not found: \(what)"
         case .invalidRequest(let reason): return reason
+        case .limitExceeded(let reason): return "refused: \(reason)"
+        case .restoreIncomplete(let result):
+            let n = result.failures.count
+            return "\(n) entr\(n == 1 ? "y" : "ies") could not be restored (nothing was written under \(n == 1 ? "its name" : "their names")); the first: \(result.failures.first.map { "\($0.path): \($0.reason)" } ?? "")"
         }
     }
 }

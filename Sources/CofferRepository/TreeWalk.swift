@@ -4,7 +4,8 @@ import Foundation
 public enum TreeWalk {
     /// Calls `visit` for every node at or below `start` (path components below `root`), depth
     /// first in name order, with the node's absolute path in the snapshot.
-    public static func list(store: any BlobStore, root: BlobID, start: [[UInt8]] = [],
+    /// Past `limits` (entries visited, bytes the files claim) the walk stops with ``TreeError/limitExceeded(_:)``.
+    public static func list(store: any BlobStore, root: BlobID, start: [[UInt8]] = [], limits: TreeWalkLimits = TreeWalkLimits(),
                             visit: (_ path: [UInt8], _ node: TreeNode) throws -> Void) async throws {
         let startPath = start.isEmpty ? [] : start.reduce(into: [UInt8]()) { $0 += [0x2f] + $1 }
         guard let node = try await store.lookup(path: start, root: root) else {
@@ -12,17 +13,19 @@ public enum TreeWalk {
         }
         if !start.isEmpty { try visit(startPath, node) }
         guard node.kind == .directory, let sub = node.subtree else { return }
-        try await walk(store: store, tree: sub, path: startPath, depth: 0, visit: visit)
+        var counter = TreeWalkLimits.Counter(limits)
+        try await walk(store: store, tree: sub, path: startPath, depth: 0, counter: &counter, visit: visit)
     }
 
-    private static func walk(store: any BlobStore, tree id: BlobID, path: [UInt8], depth: Int,
+    private static func walk(store: any BlobStore, tree id: BlobID, path: [UInt8], depth: Int, counter: inout TreeWalkLimits.Counter,
                              visit: (_ path: [UInt8], _ node: TreeNode) throws -> Void) async throws {
         guard depth < Restorer.maxDepth else { throw TreeError.malformedTree("trees nested deeper than \(Restorer.maxDepth)") }
         for node in try await store.loadTree(id).nodes {
+            try counter.add(node)
             let childPath = path + [0x2f] + node.name
             try visit(childPath, node)
             if node.kind == .directory, let sub = node.subtree {
-                try await walk(store: store, tree: sub, path: childPath, depth: depth + 1, visit: visit)
+                try await walk(store: store, tree: sub, path: childPath, depth: depth + 1, counter: &counter, visit: visit)
             }
         }
     }
@@ -45,36 +48,40 @@ public enum TreeWalk {
 
     /// The differences between two trees, as restic's `diff` reports them: subtrees with equal
     /// ids are skipped without being read.
-    public static func diff(store: any BlobStore, from a: BlobID, to b: BlobID) async throws -> [(path: [UInt8], change: Change)] {
+    public static func diff(store: any BlobStore, from a: BlobID, to b: BlobID,
+                            limits: TreeWalkLimits = TreeWalkLimits()) async throws -> [(path: [UInt8], change: Change)] {
         var out: [(path: [UInt8], change: Change)] = []
-        try await diff(store: store, a, b, path: [], depth: 0, into: &out)
+        var counter = TreeWalkLimits.Counter(limits)
+        try await diff(store: store, a, b, path: [], depth: 0, counter: &counter, into: &out)
         return out
     }
 
     private static func diff(store: any BlobStore, _ a: BlobID?, _ b: BlobID?, path: [UInt8], depth: Int,
+                             counter: inout TreeWalkLimits.Counter,
                              into out: inout [(path: [UInt8], change: Change)]) async throws {
         guard a != b else { return }
         guard depth < Restorer.maxDepth else { throw TreeError.malformedTree("trees nested deeper than \(Restorer.maxDepth)") }
         let left = try await a.asyncMap { try await store.loadTree($0).nodes } ?? []
         let right = try await b.asyncMap { try await store.loadTree($0).nodes } ?? []
+        for node in left + right { try counter.add(node) }
         var i = 0, j = 0
         while i < left.count || j < right.count {
             let l = i < left.count ? left[i] : nil, r = j < right.count ? right[j] : nil
             if let l, r == nil || l.name.lexicographicallyPrecedes(r!.name) {
-                try await report(store: store, l, path: path, change: .removed, depth: depth, into: &out)
+                try await report(store: store, l, path: path, change: .removed, depth: depth, counter: &counter, into: &out)
                 i += 1
             } else if let r, l == nil || r.name.lexicographicallyPrecedes(l!.name) {
-                try await report(store: store, r, path: path, change: .added, depth: depth, into: &out)
+                try await report(store: store, r, path: path, change: .added, depth: depth, counter: &counter, into: &out)
                 j += 1
             } else {
                 let l = l!, r = r!
                 let childPath = path + [0x2f] + l.name
                 if l.kind != r.kind {
-                    try await report(store: store, l, path: path, change: .removed, depth: depth, into: &out)
-                    try await report(store: store, r, path: path, change: .added, depth: depth, into: &out)
+                    try await report(store: store, l, path: path, change: .removed, depth: depth, counter: &counter, into: &out)
+                    try await report(store: store, r, path: path, change: .added, depth: depth, counter: &counter, into: &out)
                 } else if l.kind == .directory {
                     if l.mode != r.mode || l.uid != r.uid || l.gid != r.gid { out.append((childPath + [0x2f], .metadata)) }
-                    try await diff(store: store, l.subtree, r.subtree, path: childPath, depth: depth + 1, into: &out)
+                    try await diff(store: store, l.subtree, r.subtree, path: childPath, depth: depth + 1, counter: &counter, into: &out)
                 } else if l.content != r.content || l.size != r.size || l.linkTarget != r.linkTarget {
                     out.append((childPath, .modified))
                 } else if l.mode != r.mode || l.uid != r.uid || l.gid != r.gid || l.mtimeNanos != r.mtimeNanos {
@@ -87,12 +94,12 @@ public enum TreeWalk {
 
     /// An added or removed node, and everything below it.
     private static func report(store: any BlobStore, _ node: TreeNode, path: [UInt8], change: Change, depth: Int,
-                               into out: inout [(path: [UInt8], change: Change)]) async throws {
+                               counter: inout TreeWalkLimits.Counter, into out: inout [(path: [UInt8], change: Change)]) async throws {
         let childPath = path + [0x2f] + node.name
         out.append((node.kind == .directory ? childPath + [0x2f] : childPath, change))
         if node.kind == .directory {
             try await diff(store: store, change == .removed ? node.subtree : nil, change == .added ? node.subtree : nil,
-                           path: childPath, depth: depth + 1, into: &out)
+                           path: childPath, depth: depth + 1, counter: &counter, into: &out)
         }
     }
 }

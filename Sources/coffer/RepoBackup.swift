@@ -19,6 +19,8 @@ struct RepoBackup: ParsableCommand {
         Streams: --stdin --stdin-name NAME backs up standard input as one file; with \
         --stdin-from-command, the command after "--" is run (no shell, an environment without \
         secrets) and its output is backed up; if it fails, no snapshot is written.
+
+        --sign KEY signs the snapshot object (readers require it with --verify-signer KEY.pub).
         """)
 
     @OptionGroup var repo: RepoOptions
@@ -63,10 +65,12 @@ struct RepoBackup: ParsableCommand {
 
     func run() throws {
         try Runtime.reporting {
-            if signing.sign != nil {
-                throw TreeError.invalidRequest("signing snapshots is not implemented yet: back up without a signing key")
+            if signing.sign != nil && signing.digest != .chunkSHA256 {
+                throw ValidationError("snapshots are signed with chunk-sha256 digests: leave out --signature-digest")
             }
-            let repository = try openTreeRepository(repo, keys: keys, forWriting: true)
+            var opened = try openTreeRepository(repo, keys: keys, forWriting: true)
+            opened.signer = try signing.signer(keys: keys)
+            let repository = opened
             var options = ArchiveOptions.current()
             if let host { options.hostname = host }
             options.tags = tags

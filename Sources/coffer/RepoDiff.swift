@@ -11,6 +11,7 @@ struct RepoDiff: ParsableCommand {
 
     @OptionGroup var repo: RepoOptions
     @OptionGroup var keys: KeyOptions
+    @OptionGroup var signers: SnapshotSignerOptions
 
     @Argument(help: ArgumentHelp("The older snapshot.", valueName: "snapshot1"))
     var first: String
@@ -20,10 +21,8 @@ struct RepoDiff: ParsableCommand {
 
     func run() throws {
         try Runtime.reporting {
-            try repo.refuseWriterKey("diff")
-            let repository = try openTreeRepository(repo, keys: keys)
-            let records = try loadSnapshots(repository)
-            let a = try SnapshotSelection.resolve(first, in: records), b = try SnapshotSelection.resolve(second, in: records)
+            let (repository, chosen, _) = try openSnapshots("diff", repo: repo, keys: keys, signers: signers, references: [first, second])
+            let (a, b) = (chosen[0], chosen[1])
             let changes = try runBlocking { try await TreeWalk.diff(store: repository.store, from: a.info.tree, to: b.info.tree) }
             if repo.json {
                 struct Change: Encodable { let message_type = "change"; let path: String; let modifier: String }

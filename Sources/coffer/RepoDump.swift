@@ -14,6 +14,7 @@ struct RepoDump: ParsableCommand {
 
     @OptionGroup var repo: RepoOptions
     @OptionGroup var keys: KeyOptions
+    @OptionGroup var signers: SnapshotSignerOptions
 
     @Argument(help: ArgumentHelp("A snapshot: id, unique prefix, or 'latest'.", valueName: "snapshot"))
     var snapshot: String
@@ -23,9 +24,8 @@ struct RepoDump: ParsableCommand {
 
     func run() throws {
         try Runtime.reporting {
-            try repo.refuseWriterKey("dump")
-            let repository = try openTreeRepository(repo, keys: keys)
-            let record = try SnapshotSelection.resolve(snapshot, in: try loadSnapshots(repository))
+            let (repository, chosen, _) = try openSnapshots("dump", repo: repo, keys: keys, signers: signers, references: [snapshot])
+            let record = chosen[0]
             let components = pathComponents(path)
             _ = try runBlocking {
                 try await Restorer(store: repository.store).dump(root: record.info.tree, path: components, to: 1)

@@ -21,6 +21,9 @@ struct RepoInit: ParsableCommand {
     @Option(help: ArgumentHelp("Target size of a data pack, e.g. 8M (1M to 128M).", valueName: "size"))
     var packSize: String?
 
+    @Option(help: ArgumentHelp("The rotation period: 'key list' warns about keys older than this, e.g. 90d, 1y (change it with 'key policy').", valueName: "duration"))
+    var maxKeyAge: String?
+
     struct Result: Encodable {
         let id: String
         let repository: String
@@ -44,9 +47,15 @@ struct RepoInit: ParsableCommand {
             if FileManager.default.fileExists(atPath: "\(path)/config") {
                 throw RepositoryError.refused("a repository already exists at \(path)")
             }
+            let maxAge = try maxKeyAge.map(RepoKeys.keyAge)
             let storage = try LocalStorage.create(path: path)
             let createOptions = options
-            let created = try runBlocking { try await Repository.create(storage: storage, keys: recipients, options: createOptions) }
+            let created = try runBlocking {
+                let repository = try await Repository.create(storage: storage, keys: recipients, options: createOptions)
+                let opens = try await repository.listKeys().first { $0.current }?.keys.joined(separator: ", ")
+                try await repository.appendKeyEvent(KeyEvent(.initialized, key: repository.keyID, detail: opens, maxKeyAge: maxAge))
+                return repository
+            }
             if repo.json {
                 try printJSON(Result(id: created.config.id, repository: path, keyId: created.keyID ?? ""))
             } else {

@@ -13,10 +13,12 @@ struct RepoKey: ParsableCommand {
         commandName: "key",
         abstract: "Manage the keys that open a repository.",
         discussion: "Each key object wraps the repository's secrets to some of your keys (key files, passphrases, public keys, KMS keys); adding or removing one never rewrites data. 'rotate' starts a new data-key generation for new backups; old ones stay readable. 'add --writer' writes a writer key for a backup host that may add backups but never read them (docs/REPOSITORY.md, \"Writer keys\").",
-        subcommands: [List.self, Add.self, Remove.self, Rotate.self])
+        subcommands: [List.self, Add.self, Remove.self, Rotate.self, Log.self, Policy.self])
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the key objects and which keys open them.")
+        static let configuration = CommandConfiguration(
+            abstract: "List the key objects and data keys: kind, id, creation time, generation, status.",
+            discussion: "Warns (on standard error) about active keys older than the rotation period (init --max-key-age, key policy). The key history is checked first: an edited history is an integrity error.")
         @OptionGroup var repo: RepoOptions
         @OptionGroup var keys: KeyOptions
 
@@ -24,15 +26,25 @@ struct RepoKey: ParsableCommand {
             try Runtime.reporting {
                 try repo.refuseWriterKey("key list")
                 let repository = try RepoKeys.open(repo, keys)
-                let list = try runBlocking { try await repository.listKeys() }
+                let (list, history) = try runBlocking { () -> ([KeyLifecycleInfo], KeyHistory) in
+                    let history = try await repository.keyHistory()
+                    return (try await repository.keyLifecycle(history: history), history)
+                }
+                if let age = history.maxKeyAge {
+                    for k in list where k.overdue {
+                        Runtime.warn("warning: \(k.kind) \(k.id.prefix(12)) is older than the rotation period (\(age / 86400) days): \(k.kind == "data key" ? "start a new generation with 'coffer key rotate'" : "add a new key object and remove this one")")
+                    }
+                }
                 if repo.json { return try printJSON(list) }
+                print("   kind        id            created               gen  status   opens with")
                 for k in list {
                     let mark = k.current ? "*" : " "
-                    let details = [k.created.map { ISO8601DateFormatter().string(from: $0) }, k.hostname, k.username].compactMap { $0 }
+                    let created = k.created.map { TreeFormat.time.string(from: $0) } ?? "(unknown)".padding(toLength: 19, withPad: " ", startingAt: 0)
                     let opens = k.damaged.map { "damaged: \($0)" } ?? k.keys.joined(separator: ", ")
-                    print(DisplayText.escape("\(mark) \(k.id.prefix(12))  \(opens)\(k.recovery ? " (recovery)" : "")\(details.isEmpty ? "" : "  " + details.joined(separator: " "))"))
+                    let gen = k.generation.map(String.init) ?? "-"
+                    print(DisplayText.escape("\(mark)  \(k.kind.padding(toLength: 10, withPad: " ", startingAt: 0))  \(String(k.id.prefix(12)).padding(toLength: 12, withPad: " ", startingAt: 0))  \(created)  \(gen.leftPadded(3))  \(k.status.rawValue.padding(toLength: 7, withPad: " ", startingAt: 0))  \(opens)\(k.recovery ? " (recovery)" : "")\(k.overdue ? "  OVERDUE" : "")"))
                 }
-                print("data key generation \(repository.dataKeyGeneration)")
+                print("data key generation \(repository.dataKeyGeneration)\(history.maxKeyAge.map { "; rotation period \($0 / 86400) days" } ?? "")")
             }
         }
     }
@@ -100,6 +112,57 @@ struct RepoKey: ParsableCommand {
                 let id = self.id
                 try runBlocking { try await repository.removeKey(id) }
                 if repo.json { try printJSON(["removed": id]) } else { print("removed key object \(id)") }
+            }
+        }
+    }
+
+    struct Log: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show the key history: every init, add, remove, rotate, policy change and KMS unwrap, oldest first.",
+            discussion: "The history is a hash chain of objects only full keys can write; it is checked whole before it is shown (an edited, reordered or removed event is an integrity error, exit 3). The last line gives the chain's head: note it to detect later a cut-off tail.")
+        @OptionGroup var repo: RepoOptions
+        @OptionGroup var keys: KeyOptions
+
+        struct Output: Encodable { let events: [KeyEvent]; let head: String }
+
+        func run() throws {
+            try Runtime.reporting {
+                try repo.refuseWriterKey("key log")
+                let repository = try RepoKeys.open(repo, keys)
+                let history = try runBlocking { try await repository.keyHistory() }
+                if repo.json { return try printJSON(Output(events: history.events, head: history.head)) }
+                for e in history.events {
+                    var line = "\(String(e.seq).leftPadded(4))  \(TreeFormat.time.string(from: e.time))  \(e.event.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0))"
+                    if let k = e.key { line += "  \(k.prefix(12))" }
+                    if let d = e.detail { line += "  \(d)" }
+                    if let c = e.command { line += "  by '\(c)'" }
+                    if let a = e.maxKeyAge { line += a > 0 ? "  rotation period \(a / 86400) days" : "  no rotation period" }
+                    line += "  (\(e.username)@\(e.hostname))"
+                    print(DisplayText.escape(line))
+                }
+                print("\(counted(history.events.count, "event")); head \(history.head.isEmpty ? "(empty)" : history.head)")
+            }
+        }
+    }
+
+    struct Policy: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Change the rotation period that 'key list' checks keys against (recorded in the key history).")
+        @OptionGroup var repo: RepoOptions
+        @OptionGroup var keys: KeyOptions
+
+        @Option(help: ArgumentHelp("The rotation period, e.g. 90d or 1y; 0 or off: no warning.", valueName: "duration"))
+        var maxKeyAge: String
+
+        func run() throws {
+            try Runtime.reporting {
+                try repo.refuseWriterKey("key policy")
+                let seconds = try RepoKeys.keyAge(maxKeyAge)
+                let repository = try RepoKeys.open(repo, keys)
+                let event = try runBlocking { try await repository.appendKeyEvent(KeyEvent(.policy, maxKeyAge: seconds)) }
+                if repo.json { try printJSON(["seq": event.seq, "max_key_age": seconds]) } else {
+                    print(seconds > 0 ? "rotation period \(seconds / 86400) days" : "no rotation period")
+                }
             }
         }
     }

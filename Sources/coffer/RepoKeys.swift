@@ -35,10 +35,31 @@ enum RepoKeys {
     }
 
     /// Opens the repository with the key options (full access).
+    /// When a KMS key unwrapped the key object, the unwrap is appended to the key history.
     static func open(_ repo: RepoOptions, _ keys: KeyOptions, tolerateDamage: Bool = false) throws -> Repository {
         let storage = try repo.storage()
         let identities = KeyObjectIdentities(identities: try keys.identities(for: nil))
-        return try runBlocking { try await Repository.open(storage: storage, identities: identities, tolerateDamage: tolerateDamage) }
+        let command = commandName
+        return try runBlocking {
+            let repository = try await Repository.open(storage: storage, identities: identities, tolerateDamage: tolerateDamage)
+            if let kms = identities.kmsUnwrap {
+                try await repository.appendKeyEvent(KeyEvent(.kmsUnwrap, key: repository.keyID, detail: kms, command: command))
+            }
+            return repository
+        }
+    }
+
+    /// The command being run ("restore", "key list"), for the key history.
+    static var commandName: String {
+        let words = CommandLine.arguments.dropFirst().prefix { !$0.hasPrefix("-") }
+        return words.prefix(words.first == "key" ? 2 : 1).joined(separator: " ")
+    }
+
+    /// "90d", "1y", "12h" (the forget durations: y = 365 days, m = 30 days) in seconds; "0" or "off": none.
+    static func keyAge(_ text: String) throws -> Int {
+        if text == "0" || text == "off" { return 0 }
+        let d = try ForgetDuration(parsing: text)
+        return ((d.years * 365 + d.months * 30 + d.days) * 24 + d.hours) * 3600
     }
 
     /// Opens with `--writer-key FILE` when given (write-only access), else with the key options.

@@ -11,6 +11,7 @@ struct RepoLs: ParsableCommand {
 
     @OptionGroup var repo: RepoOptions
     @OptionGroup var keys: KeyOptions
+    @OptionGroup var signers: SnapshotSignerOptions
 
     @Flag(name: [.short, .customLong("long")], help: "Show mode, owner, size and time.")
     var long = false
@@ -35,9 +36,8 @@ struct RepoLs: ParsableCommand {
 
     func run() throws {
         try Runtime.reporting {
-            try repo.refuseWriterKey("ls")
-            let repository = try openTreeRepository(repo, keys: keys)
-            let record = try SnapshotSelection.resolve(snapshot, in: try loadSnapshots(repository))
+            let (repository, chosen, _) = try openSnapshots("ls", repo: repo, keys: keys, signers: signers, references: [snapshot])
+            let record = chosen[0]
             let start = path.map(pathComponents) ?? []
             let (json, long) = (repo.json, self.long)
             if json { try printJSON(SnapshotJSON(record)) } else {

@@ -16,6 +16,7 @@ struct RepoRestore: ParsableCommand {
 
     @OptionGroup var repo: RepoOptions
     @OptionGroup var keys: KeyOptions
+    @OptionGroup var signers: SnapshotSignerOptions
 
     @Option(name: [.short, .customLong("target")], help: ArgumentHelp("The directory to restore into (created if missing).", valueName: "dir"))
     var target: String
@@ -29,24 +30,36 @@ struct RepoRestore: ParsableCommand {
 
     func run() throws {
         try Runtime.reporting {
-            try repo.refuseWriterKey("restore")
-            let repository = try openTreeRepository(repo, keys: keys)
-            let record = try SnapshotSelection.resolve(snapshot, in: try loadSnapshots(repository))
+            let (repository, chosen, _) = try openSnapshots("restore", repo: repo, keys: keys, signers: signers, references: [snapshot])
+            let record = chosen[0]
             var options = RestoreOptions()
             options.includes = try include.map(PathPattern.init)
             let (target, restoreOptions) = (self.target, options)
-            let result = try runBlocking {
-                try await Restorer(store: repository.store, options: restoreOptions).restore(root: record.info.tree, target: target)
+            // A failing entry does not stop the others: every failure is reported at the end.
+            var failure: TreeError?
+            let result: RestoreResult
+            do {
+                result = try runBlocking {
+                    try await Restorer(store: repository.store, options: restoreOptions).restore(root: record.info.tree, target: target)
+                }
+            } catch let e as TreeError {
+                guard case .restoreIncomplete(let partial) = e else { throw e }
+                for f in partial.failures { Runtime.warn("error: \(DisplayText.escape(f.path)): \(DisplayText.escape(f.reason))") }
+                result = partial
+                failure = e
             }
             if result.droppedSpecialBits > 0 {
                 Runtime.warn("warning: setuid/setgid bits of \(result.droppedSpecialBits) entries were not restored")
             }
             if repo.json {
-                struct Summary: Encodable { let message_type = "summary"; let files_restored: Int; let dirs_restored: Int; let symlinks_restored: Int; let bytes_restored: Int64 }
-                try printJSON(Summary(files_restored: result.files, dirs_restored: result.directories, symlinks_restored: result.symlinks, bytes_restored: result.bytes))
+                struct Failure: Encodable { let path: String; let error: String }
+                struct Summary: Encodable { let message_type = "summary"; let files_restored: Int; let dirs_restored: Int; let symlinks_restored: Int; let bytes_restored: Int64; let errors: [Failure] }
+                try printJSON(Summary(files_restored: result.files, dirs_restored: result.directories, symlinks_restored: result.symlinks,
+                                      bytes_restored: result.bytes, errors: result.failures.map { Failure(path: $0.path, error: $0.reason) }))
             } else {
                 Runtime.warn("restored snapshot \(record.shortID): \(counted(result.files, "file")), \(counted(result.directories, "directory", plural: "directories")), \(counted(result.symlinks, "symbolic link")), \(ProgressLine.bytes(UInt64(result.bytes)))")
             }
+            if let failure { throw failure }
         }
     }
 }

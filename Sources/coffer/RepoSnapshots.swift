@@ -7,10 +7,11 @@ struct RepoSnapshots: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "snapshots",
         abstract: "List the repository's snapshots, oldest first.",
-        discussion: "One line per snapshot: its short id, time, host, tags and paths, and what the backup added. A SNAPSHOT argument of the other commands is a full id, a unique prefix of one, or 'latest'. With --json, restic's field names (id, short_id, time, hostname, paths, tags, parent) and the backup's summary.")
+        discussion: "One line per snapshot: its short id, time, host, tags and paths, and what the backup added. A SNAPSHOT argument of the other commands is a full id, a unique prefix of one, or 'latest'. With --json, restic's field names (id, short_id, time, hostname, paths, tags, parent), the backup's summary and signed_by (the signers a snapshot's signature names). With --verify-signer, only snapshots whose signature by a listed key verifies are listed (and get verified_by); the others are named on standard error and the exit status is non-zero.")
 
     @OptionGroup var repo: RepoOptions
     @OptionGroup var keys: KeyOptions
+    @OptionGroup var signers: SnapshotSignerOptions
 
     @Option(help: ArgumentHelp("Only snapshots of this host.", valueName: "name"))
     var host: String?
@@ -20,14 +21,25 @@ struct RepoSnapshots: ParsableCommand {
 
     func run() throws {
         try Runtime.reporting {
-            try repo.refuseWriterKey("snapshots")
-            let repository = try openTreeRepository(repo, keys: keys)
-            let records = try loadSnapshots(repository)
+            let (_, _, all) = try openSnapshots("snapshots", repo: repo, keys: keys, signers: signers, references: [])
+            let refused = all.filter { $0.signature.refusal != nil }
+            let records = all.filter { $0.signature.refusal == nil }
                 .filter { host == nil || $0.info.hostname == host }
                 .filter { tags.isEmpty || !Set($0.info.tags).isDisjoint(with: tags) }
                 .sorted { ($0.info.time, $0.id) < ($1.info.time, $1.id) }
+            defer {
+                for r in refused { Runtime.warn("refused: \(r.signature.refusal.map { "\($0)" } ?? "")") }
+            }
+            // Refused snapshots fail the listing after it is printed: invalid signatures first (3), else 2.
+            func finish() throws {
+                if let invalid = refused.first(where: { if case .invalid = $0.signature.refusal { return true }; return false }) {
+                    throw invalid.signature.refusal!
+                }
+                if let first = refused.first { throw first.signature.refusal! }
+            }
             if repo.json {
                 try printJSON(records.map(SnapshotJSON.init))
+                try finish()
                 return
             }
             TreeFormat.out("ID        Time                 Host        Tags        Paths")
@@ -39,6 +51,7 @@ struct RepoSnapshots: ParsableCommand {
             }
             TreeFormat.out(String(repeating: "-", count: 72))
             TreeFormat.out("\(counted(records.count, "snapshot"))")
+            try finish()
         }
     }
 }

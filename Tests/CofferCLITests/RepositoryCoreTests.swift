@@ -89,7 +89,9 @@ import Glibc
         let newID = (try json(added) as! [String: Any])["id"] as! String
         let list = try s.run(["key", "list", "--json"], key: s.dir.file("second.key"))
         #expect(list.status == Exit.ok, "\(list.stderr)")
-        let keys = try json(list) as! [[String: Any]]
+        let all = try json(list) as! [[String: Any]]
+        #expect(all.filter { $0["kind"] as? String == "data key" }.map { $0["id"] as? String } == ["data-1"])
+        let keys = all.filter { $0["kind"] as? String == "key object" }
         #expect(keys.count == 2)
         #expect(keys.first { $0["current"] as? Bool == true }?["id"] as? String == newID)
         let firstID = keys.first { $0["current"] as? Bool == false }!["id"] as! String
