@@ -31,7 +31,6 @@ struct RepoInit: ParsableCommand {
     func run() throws {
         try Runtime.reporting {
             try repo.refuseWriterKey("init")
-            let path = try repo.repositoryPath()
             var options = Repository.CreateOptions()
             if let packSize {
                 guard let size = parseSize(packSize), (RepositoryConfig.minPackSize...RepositoryConfig.maxPackSize).contains(size) else {
@@ -41,10 +40,7 @@ struct RepoInit: ParsableCommand {
             }
             options.requireRecovery = publicKeys.ring.requiresRecovery
             let recipients = try RepoKeys.recipients(keys, publicKeys)
-            if FileManager.default.fileExists(atPath: "\(path)/config") {
-                throw RepositoryError.refused("a repository already exists at \(path)")
-            }
-            let storage = try LocalStorage.create(path: path)
+            let (storage, path) = try repo.createStorage()
             let createOptions = options
             let created = try runBlocking { try await Repository.create(storage: storage, keys: recipients, options: createOptions) }
             if repo.json {
