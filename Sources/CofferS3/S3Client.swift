@@ -257,7 +257,7 @@ public final class S3Client: Sendable {
             do {
                 let raw = try await Self.http.execute(http, timeout: .seconds(options.timeoutSeconds))
                 let expected = raw.headers.first(name: "Content-Length").flatMap(Int.init)
-                if let expected, expected > request.bodyLimit {
+                if let expected, expected > request.bodyLimit, request.method != .HEAD {
                     await slots.release()
                     stats.record(request.operation, sent: request.body.count, received: 0)
                     throw S3Error(.invalidResponse, "\(describe(request)): answer of \(expected) bytes, more than the \(request.bodyLimit) expected",
@@ -336,7 +336,7 @@ public final class S3Client: Sendable {
         }
         switch (status, code) {
         case (_, "SlowDown"), (429, _), (_, "Throttling"), (_, "RequestLimitExceeded"): return error(.throttled)
-        case (_, "RequestTimeout"), (_, "RequestTimeTooSkewed") where status != 403: return error(.serverError)
+        case (_, "RequestTimeout"): return error(.serverError)
         case (_, "BadDigest"), (_, "InvalidDigest"), (_, "XAmzContentSHA256Mismatch"), (_, "IncompleteBody"): return error(.badDigest)
         case (500...599, _): return error(.serverError)
         case (_, "SignatureDoesNotMatch"), (_, "InvalidAccessKeyId"), (_, "InvalidClientTokenId"), (_, "ExpiredToken"),

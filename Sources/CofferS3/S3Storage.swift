@@ -85,6 +85,7 @@ public final class S3Storage: Storage {
         var headers: [(String, String)] = [
             ("Content-Type", "application/octet-stream"),
             ("Content-MD5", base64(md5)),
+            ("x-amz-sdk-checksum-algorithm", "SHA256"),
             ("x-amz-checksum-sha256", base64(sha)),
         ]
         headers += writeHeaders()

