@@ -343,6 +343,12 @@ public final class S3Storage: Storage {
                 return  // completed by an attempt whose answer was lost
             }
             try mapped(name) { () throws(S3Error) in try client.expectSuccess(response, complete) }
+            if created.attempts > 1 {
+                // A create whose answer was lost left an upload nobody will complete: abort it.
+                for upload in (try? await incompleteUploads(under: objectKey)) ?? [] where upload.key == objectKey {
+                    await abort(objectKey, uploadID: upload.uploadID)
+                }
+            }
         } catch {
             await abort(objectKey, uploadID: uploadID)
             throw error
@@ -357,10 +363,14 @@ public final class S3Storage: Storage {
 
     /// Incomplete multipart uploads under the prefix (crashed writers leave them): key and upload id.
     public func incompleteUploads() async throws -> [(key: String, uploadID: String, initiated: String)] {
+        try await incompleteUploads(under: uri.objectKey(""))
+    }
+
+    func incompleteUploads(under keyPrefix: String) async throws -> [(key: String, uploadID: String, initiated: String)] {
         var found: [(key: String, uploadID: String, initiated: String)] = []
         var keyMarker: String?, idMarker: String?
         repeat {
-            var query = [("uploads", ""), ("prefix", uri.objectKey("")), ("max-uploads", "1000")]
+            var query = [("uploads", ""), ("prefix", keyPrefix), ("max-uploads", "1000")]
             if let keyMarker { query.append(("key-marker", keyMarker)) }
             if let idMarker { query.append(("upload-id-marker", idMarker)) }
             let request = S3Client.Request(method: .GET, key: nil, query: query, bodyLimit: 16 << 20, operation: "MULTIPART-LIST")
