@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "CofferFiles", targets: ["CofferFiles"]),
         .library(name: "CofferInterop", targets: ["CofferInterop"]),
         .library(name: "CofferRepository", targets: ["CofferRepository"]),
+        .library(name: "CofferS3", targets: ["CofferS3"]),
         .executable(name: "coffer", targets: ["coffer"]),
     ],
     dependencies: [
@@ -64,13 +65,22 @@ let package = Package(
         .target(name: "CofferDatabase", dependencies: [
             "CofferFormat", "CofferKeys", "CofferRepository",
         ]),
+        // Repositories on S3-compatible object storage (issue 13): s3:// URIs, an S3 client on the
+        // SigV4 signer and async-http-client, and `S3Storage`, the repository's storage on a bucket.
+        .target(name: "CofferS3", dependencies: [
+            "CofferFormat", "CofferCloud", "CofferRepository",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
         // The chunker benchmark behind scripts/bench-chunker.sh (a measurement, not a test).
         .executableTarget(name: "coffer-bench-chunker", dependencies: ["CofferRepository"],
                           path: "Benchmarks/ChunkerBench"),
         // Layer 4: the command-line tool, thin.
         .executableTarget(name: "coffer", dependencies: [
             "CofferFormat", "CofferCloud", "CofferKeys", "CofferFiles", "CofferInterop", "CofferRepository",
-            "CofferDatabase",
+            "CofferDatabase", "CofferS3",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "CofferFormatTests", dependencies: ["CofferFormat", "CofferKeys"],
@@ -89,6 +99,10 @@ let package = Package(
         ], exclude: ["Vectors"]),
         .testTarget(name: "CofferDatabaseTests", dependencies: [
             "CofferDatabase", "CofferRepository", "CofferKeys", "CofferFormat", "CofferTestServers",
+        ]),
+        .testTarget(name: "CofferS3Tests", dependencies: [
+            "CofferS3", "CofferCloud", "CofferRepository", "CofferKeys", "CofferFormat", "CofferTestServers",
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "CofferFilesTests", dependencies: ["CofferFiles", "CofferKeys", "CofferFormat"]),
         .testTarget(name: "CofferCLITests", dependencies: [

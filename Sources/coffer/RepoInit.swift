@@ -34,7 +34,6 @@ struct RepoInit: ParsableCommand {
     func run() throws {
         try Runtime.reporting {
             try repo.refuseWriterKey("init")
-            let path = try repo.repositoryPath()
             var options = Repository.CreateOptions()
             if let packSize {
                 guard let size = parseSize(packSize), (RepositoryConfig.minPackSize...RepositoryConfig.maxPackSize).contains(size) else {
@@ -44,11 +43,8 @@ struct RepoInit: ParsableCommand {
             }
             options.requireRecovery = publicKeys.ring.requiresRecovery
             let recipients = try RepoKeys.recipients(keys, publicKeys)
-            if FileManager.default.fileExists(atPath: "\(path)/config") {
-                throw RepositoryError.refused("a repository already exists at \(path)")
-            }
             let maxAge = try maxKeyAge.map(RepoKeys.keyAge)
-            let storage = try LocalStorage.create(path: path)
+            let (storage, path) = try repo.createStorage()
             let createOptions = options
             let created = try runBlocking {
                 let repository = try await Repository.create(storage: storage, keys: recipients, options: createOptions)
