@@ -22,14 +22,14 @@ public struct FileDecryption {
         self.reading = reading
         do {
             opened = try reading.open(with: try KeyCandidate.identities(keys, for: reading.header))
-        } catch CofferError.noMatchingKey(_, let tried) {
+        } catch AccessError.noMatchingKey(_, let tried) {
             // Name what each stanza needs from the table of every key type, also for the types
             // no key was given for.
             var needed: [String] = []
             for description in reading.header.stanzas.map(KeyTypes.describe) where !needed.contains(description) {
                 needed.append(description)
             }
-            throw CofferError.noMatchingKey(needed: needed, tried: tried)
+            throw AccessError.noMatchingKey(needed: needed, tried: tried)
         }
     }
 

@@ -162,13 +162,13 @@ public struct Rewrap {
         var parameters = opened.header.parameters
         let existing = parameters.signature
         if let existing, signer.algorithm != existing.algorithm {
-            throw CofferError.refused("the file is signed with \(existing.algorithm.rawValue); re-signing with \(signer.algorithm.rawValue) needs 'coffer reencrypt --sign'")
+            throw KeyError.refused("the file is signed with \(existing.algorithm.rawValue); re-signing with \(signer.algorithm.rawValue) needs a new file (re-encrypt it, signing as it is written)")
         }
         var oldTrailer: PayloadSignatureTrailer?
         if existing != nil {
             let old = try opened.reading.readTrailer(from: source, fileSize: fileSize)!
             if let damage = old.structuralDamage {
-                throw CofferError.signatureInvalid("\(damage); refusing to sign over it (check the file's origin, then 'coffer reencrypt --sign' signs a new file)")
+                throw CofferError.signatureInvalid("\(damage); refusing to sign over it (check the file's origin, then re-encrypt it, signing the new file)")
             }
             oldTrailer = old
         }
@@ -178,9 +178,9 @@ public struct Rewrap {
         if let oldTrailer {
             do {
                 _ = try oldTrailer.verify(payload, parameters: parameters, verifiers: signedBy + [signer.publicVerifier])
-            } catch CofferError.signerNotAccepted(let found, let accepted) {
-                throw CofferError.signerNotAccepted(
-                    found: found, accepted: accepted + ["(re-signing checks the existing signature first: give its signer with --signed-by)"])
+            } catch AccessError.signerNotAccepted(let found, let accepted) {
+                throw AccessError.signerNotAccepted(
+                    found: found, accepted: accepted + ["(re-signing checks the existing signature first: its signer must be accepted too)"])
             } catch CofferError.signatureInvalid(let reason) {
                 throw CofferError.signatureInvalid("\(reason); refusing to sign it")
             }

@@ -28,7 +28,7 @@ public struct OpenedFile: Sendable {
             trailer = try reading.readTrailer(from: source, fileSize: size)
             do {
                 try trailer!.checkSigners(verifiers)
-            } catch let refusal as CofferError {
+            } catch let refusal as AccessError {
                 // A file cut short or extended shows payload bytes where the trailer should be, and
                 // they read as unknown signers: the final chunk tells which it is.
                 try engine.authenticateFinalChunk(from: source, payloadStart: start, layout: layout(fileSize: size),
@@ -92,7 +92,7 @@ extension HeaderReading {
     func requireSignature(verifiers: [SignatureVerifier]) throws -> SignatureParameters? {
         let signature = header.parameters.signature
         if !verifiers.isEmpty, signature == nil {
-            throw CofferError.signerNotAccepted(found: [], accepted: verifiers.map(\.label))
+            throw AccessError.signerNotAccepted(found: [], accepted: verifiers.map(\.label))
         }
         return signature
     }

@@ -24,7 +24,7 @@ public struct CofferEncryptor: Sendable {
 
     /// Wraps a fresh file key once for every recipient.
     public init(recipients: [Recipient]) throws {
-        guard !recipients.isEmpty else { throw CofferError.noKeyGiven("no key to encrypt to") }
+        guard !recipients.isEmpty else { throw AccessError.noRecipient("no key to encrypt to") }
         let key = FileKey.random()
         self.init(fileKey: key, stanzas: try recipients.flatMap { try $0.wrap(fileKey: key.bytes) })
     }

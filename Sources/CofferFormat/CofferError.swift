@@ -1,4 +1,6 @@
-/// Everything that can go wrong while reading or writing a Coffer file.
+/// Everything that can go wrong while reading or writing a Coffer file, as the format sees it:
+/// format, integrity, I/O and parameter errors. Keys that do not open a file or signers that are
+/// not accepted are ``AccessError``s; errors of keys themselves are CofferKeys' `KeyError`.
 ///
 /// Each case carries enough context for a one-line message a user can act on;
 /// ``category`` groups the cases for exit codes.
@@ -18,10 +20,6 @@ public enum CofferError: CategorizedError, Equatable {
     /// A file in a directory that is not part of the directory's run (another file key, no object
     /// name, or a run that cannot be told apart): docs/FORMAT.md, "Directory runs".
     case notInRun(String)
-    /// No key given opens any stanza. `needed` lists what the header was made for.
-    case noMatchingKey(needed: [String], tried: [String])
-    /// No key at all was given.
-    case noKeyGiven(String)
     /// A payload chunk failed authentication.
     case chunkAuthenticationFailed(chunk: UInt64, reason: String)
     /// The payload ends before its final chunk, or has no payload at all.
@@ -30,21 +28,14 @@ public enum CofferError: CategorizedError, Equatable {
     case trailingData(afterChunk: UInt64)
     /// A parameter (chunk size, work factor, range) outside the allowed range.
     case invalidParameter(String)
-    /// A key or key file that cannot be used, with the reason.
-    case invalidKey(String)
     /// Reading the input failed.
     case readFailed(path: String, reason: String)
     /// Writing the output failed.
     case writeFailed(path: String, reason: String)
     /// The device holding the output is full.
     case diskFull(path: String)
-    /// A policy refused the operation (e.g. an insecure key file).
-    case refused(String)
     /// A rewrap's new header does not fit in the file's header slot.
     case headerSpaceExhausted(needed: Int, available: Int)
-    /// Signers were required but the file is unsigned (`found` empty) or signed
-    /// only by keys not in the accepted list. Key ids in hex.
-    case signerNotAccepted(found: [String], accepted: [String])
     /// A signature by an accepted signer is there but does not verify: the file was altered after signing.
     case signatureInvalid(String)
 
@@ -54,7 +45,6 @@ public enum CofferError: CategorizedError, Equatable {
     public var category: Category {
         switch self {
         case .notCofferFile, .unsupportedVersion: return .format
-        case .noMatchingKey, .noKeyGiven, .invalidKey, .refused, .signerNotAccepted: return .key
         case .malformedHeader, .malformedStanza, .headerMACMismatch, .objectMismatch, .notInRun,
              .chunkAuthenticationFailed, .truncated, .trailingData, .signatureInvalid: return .integrity
         case .readFailed, .writeFailed, .diskFull: return .io
@@ -76,12 +66,6 @@ public enum CofferError: CategorizedError, Equatable {
             return "header authentication failed: the header (a stanza, parameter or the MAC) was altered"
         case .objectMismatch(let expected, let found):
             return "file was encrypted as '\(found)' but found at '\(expected)': files were swapped or renamed"
-        case .noMatchingKey(let needed, let tried):
-            let want = needed.isEmpty ? "no stanza this version understands" : needed.joined(separator: ", ")
-            let gave = tried.isEmpty ? "no key" : tried.joined(separator: ", ")
-            return "no key given opens this file; it opens with: \(want); you gave: \(gave)"
-        case .noKeyGiven(let help):
-            return help
         case .chunkAuthenticationFailed(let chunk, let reason):
             return "payload chunk \(chunk) failed authentication: \(reason)"
         case .truncated(let reason):
@@ -90,24 +74,16 @@ public enum CofferError: CategorizedError, Equatable {
             return "unexpected data after the final chunk (chunk \(chunk))"
         case .invalidParameter(let reason):
             return reason
-        case .invalidKey(let reason):
-            return reason
         case .readFailed(let path, let reason):
             return "cannot read \(path): \(reason)"
         case .writeFailed(let path, let reason):
             return "cannot write \(path): \(reason)"
         case .diskFull(let path):
             return "no space left on device while writing \(path)"
-        case .refused(let reason):
-            return reason
         case .notInRun(let reason):
             return "not part of this directory's run: \(reason)"
         case .headerSpaceExhausted(let needed, let available):
             return "the new header needs \(needed) bytes but the file's header slot holds \(available): the keys cannot be changed in place"
-        case .signerNotAccepted(let found, let accepted):
-            let want = accepted.joined(separator: ", ")
-            if found.isEmpty { return "the file is not signed; a signature by \(want) is required" }
-            return "the file is signed by \(found.joined(separator: ", ")), not by an accepted signer (\(want))"
         case .signatureInvalid(let reason):
             return "signature check failed: \(reason)"
         }

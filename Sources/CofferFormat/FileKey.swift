@@ -10,7 +10,7 @@ public struct FileKey: Sendable {
 
     public init(bytes: [UInt8]) throws {
         guard bytes.count == Limits.fileKeySize else {
-            throw CofferError.invalidKey("a file key is \(Limits.fileKeySize) bytes, got \(bytes.count)")
+            throw AccessError.wrongFileKeyLength(expected: Limits.fileKeySize, got: bytes.count)
         }
         key = SymmetricKey(data: bytes)
     }

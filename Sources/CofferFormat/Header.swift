@@ -78,7 +78,7 @@ public struct Header: Sendable {
     public static func sealed(parameters: HeaderParameters, stanzas: [Stanza], fileKey: FileKey,
                               layout: HeaderLayout = .single) throws -> Header {
         try parameters.validate()
-        guard !stanzas.isEmpty else { throw CofferError.noKeyGiven("a header needs at least one stanza") }
+        guard !stanzas.isEmpty else { throw AccessError.noRecipient("a header needs at least one stanza") }
         guard stanzas.count <= Limits.maxStanzas else {
             throw CofferError.invalidParameter("at most \(Limits.maxStanzas) stanzas fit in one header")
         }

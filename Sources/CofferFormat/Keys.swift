@@ -43,7 +43,7 @@ public enum HeaderOpener {
             try header.verifyMAC(fileKey: key)
             return key
         }
-        throw CofferError.noMatchingKey(needed: needed(header.stanzas, describedBy: identities),
+        throw AccessError.noMatchingKey(needed: needed(header.stanzas, describedBy: identities),
                                         tried: identities.map(\.label))
     }
 

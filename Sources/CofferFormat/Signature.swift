@@ -160,12 +160,12 @@ public struct PayloadSignatureTrailer: Equatable, Sendable {
     /// Refuses, before any work, a trailer that holds no signature by an accepted key.
     public func checkSigners(_ verifiers: [SignatureVerifier]) throws {
         guard entries.contains(where: { entry in verifiers.contains { isSigner($0, of: entry) } }) else {
-            throw CofferError.signerNotAccepted(found: signerLabels, accepted: verifiers.map(\.label))
+            throw AccessError.signerNotAccepted(found: signerLabels, accepted: verifiers.map(\.label))
         }
     }
 
     /// Checks that a signer in `verifiers` signed `payload` (any accepted signer will do).
-    /// Unsigned or signed-by-others: ``CofferError/signerNotAccepted(found:accepted:)``; an
+    /// Unsigned or signed-by-others: ``AccessError/signerNotAccepted(found:accepted:)``; an
     /// accepted signer's signature that does not verify: ``CofferError/signatureInvalid(_:)``.
     public func verify(_ payload: SignedPayload, parameters: HeaderParameters, verifiers: [SignatureVerifier]) throws -> SignatureVerifier {
         var invalid: SignatureVerifier?
@@ -180,7 +180,7 @@ public struct PayloadSignatureTrailer: Equatable, Sendable {
             throw CofferError.signatureInvalid(
                 "the signature by \(invalid.label) does not match the file: it was altered after signing")
         }
-        throw CofferError.signerNotAccepted(found: signerLabels, accepted: verifiers.map(\.label))
+        throw AccessError.signerNotAccepted(found: signerLabels, accepted: verifiers.map(\.label))
     }
 }
 

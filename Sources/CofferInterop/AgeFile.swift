@@ -45,7 +45,7 @@ public enum AgeFile {
             return Opened(header: header, payloadKey: AgeStream.payloadKey(fileKey: fileKey, nonce: nonce),
                           identityLabel: identity.label)
         }
-        throw CofferError.noMatchingKey(needed: header.stanzas.reduce(into: [String]()) { needed, stanza in
+        throw AccessError.noMatchingKey(needed: header.stanzas.reduce(into: [String]()) { needed, stanza in
             let description = KeyTypes.describe(stanza)
             if !needed.contains(description) { needed.append(description) }
         }, tried: identities.map(\.label))
@@ -66,7 +66,7 @@ public enum AgeFile {
         public var armor: Bool
 
         public init(recipients: [Recipient], armor: Bool = false) throws {
-            guard !recipients.isEmpty else { throw CofferError.noKeyGiven("an age file needs at least one recipient") }
+            guard !recipients.isEmpty else { throw AccessError.noRecipient("an age file needs at least one recipient") }
             // age's rules: a passphrase is the only recipient, and post-quantum and classic
             // recipients are not mixed (a classic one would undo the post-quantum protection).
             if recipients.count > 1, recipients.contains(where: { $0 is AgeScrypt }) {

@@ -1,5 +1,6 @@
 import CZlib
 import CofferFormat
+import CofferKeys
 import Crypto
 import _CryptoExtras
 import Foundation
@@ -50,7 +51,7 @@ public enum Xbcrypt {
             if [17, 25, 33].contains(raw.count) && raw.last == 0x0A {
                 hint = " (it ends with a line feed, which xbcrypt would also have used as part of the key: if the files were made with the key without it, remove the newline)"
             }
-            throw CofferError.invalidKey(
+            throw KeyError.invalid(
                 "xbcrypt key from \(source) is \(raw.count) bytes; xbcrypt keys are 16, 24 or 32 bytes (AES-128, -192, -256)\(hint)")
         }
         return SymmetricKey(data: raw)
@@ -254,7 +255,7 @@ public enum Xbcrypt {
             return hasher.finalize() == UnsafeRawBufferPointer(rebasing: bytes[plaintextCount...])
         }
         guard matches else {
-            throw CofferError.invalidKey(
+            throw KeyError.invalid(
                 "wrong xbcrypt key: chunk \(index) does not match its SHA-256 once decrypted (or the chunk was altered)")
         }
         return decrypted.prefix(plaintextCount)

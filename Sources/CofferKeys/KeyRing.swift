@@ -309,7 +309,7 @@ public struct KeyRing {
         }
         guard !identities.isEmpty else {
             if let header {
-                throw CofferError.noMatchingKey(needed: header.stanzas.map(KeyTypes.describe), tried: [])
+                throw AccessError.noMatchingKey(needed: header.stanzas.map(KeyTypes.describe), tried: [])
             }
             throw KeyError.noKeyGiven(.anyKey)
         }

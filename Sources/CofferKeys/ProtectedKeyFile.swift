@@ -28,7 +28,7 @@ public enum ProtectedKeyFile {
         defer { source.close() }
         let reading = try HeaderReading.read(from: source)
         let opened: OpenedFile
-        do { opened = try reading.open(with: [passphrase]) } catch CofferError.noMatchingKey {
+        do { opened = try reading.open(with: [passphrase]) } catch AccessError.noMatchingKey {
             throw KeyError.invalid("wrong passphrase for the protected key file \(name)")
         }
         let sink = MemorySink()

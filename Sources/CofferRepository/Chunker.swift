@@ -281,7 +281,7 @@ public struct ChunkIDKey: Sendable {
     /// `key` must be 32 bytes.
     public init(key: SymmetricKey) throws {
         guard key.bitCount == 256 else {
-            throw CofferError.invalidKey("chunk-id key must be 256 bits, not \(key.bitCount)")
+            throw RepositoryError.key("chunk-id key must be 256 bits, not \(key.bitCount)")
         }
         self.key = key
     }

@@ -141,8 +141,10 @@ public final class Repository: BlobStore, @unchecked Sendable {
         }
         let parsed = try CofferObject.parseHeader(bytes, object: name.description)
         let key: FileKey
-        do { key = try fileKey(parsed.header) } catch let e as RepositoryError { throw e } catch let e as CofferError {
+        do { key = try fileKey(parsed.header) } catch let e as RepositoryError { throw e } catch let e as AccessError {
             if case .noMatchingKey = e { throw e }
+            throw RepositoryError.damaged(object: name.description, reason: "\(e)")
+        } catch let e as CofferError {
             throw RepositoryError.damaged(object: name.description, reason: "\(e)")
         }
         let opened = try CofferObject.open(parsed, fileKey: key, object: name.description)
@@ -253,7 +255,7 @@ public final class Repository: BlobStore, @unchecked Sendable {
                 let payload = try RepositoryJSON.decode(KeyObjectPayload.self, plain, object: object.description)
                 found = (name, try payload.secrets(object: object.description), payload)
                 break
-            } catch let e as CofferError {
+            } catch let e as AccessError {
                 if case .noMatchingKey = e { lastKeyError = e; continue }
                 throw e
             } catch RepositoryError.missing {
@@ -302,8 +304,10 @@ public final class Repository: BlobStore, @unchecked Sendable {
         }
         let parsed = try CofferObject.parseHeader(bytes, object: name.description)
         let key: FileKey
-        do { key = try await identities.fileKey(for: parsed.header) } catch let e as CofferError {
+        do { key = try await identities.fileKey(for: parsed.header) } catch let e as AccessError {
             if case .noMatchingKey = e { throw e }
+            throw RepositoryError.damaged(object: name.description, reason: "\(e)")
+        } catch let e as CofferError {
             throw RepositoryError.damaged(object: name.description, reason: "\(e)")
         }
         let opened = try CofferObject.open(parsed, fileKey: key, object: name.description)

@@ -130,6 +130,15 @@ extension KeyRing {
     }
 }
 
+/// No key among the flags a command takes for one purpose (the new keys of a reencrypt, the old
+/// keys of a migration): the message names those flags, which only the command line knows.
+/// A key error (exit code 2), like the library's ``KeyError/noKeyGiven(_:)``.
+struct KeyFlagsMissing: CategorizedError {
+    let description: String
+    init(_ description: String) { self.description = description }
+    var category: ErrorCategory { .key }
+}
+
 /// What the command-line tool adds to the library's key errors: the flags that give what was missing.
 enum KeyHints {
     static let howToGiveAKey = """

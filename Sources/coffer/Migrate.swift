@@ -130,7 +130,7 @@ struct Migrate: ParsableCommand {
                 identities.append(try AgeScrypt(passphrase: try KeySources.passphrase(file: path, allowInsecure: keys.allowInsecureKeyFile)))
             }
             guard !identities.isEmpty else {
-                throw CofferError.noKeyGiven("the age files need their key: --from-identity FILE (age identities, OpenSSH keys) or --from-passphrase-file FILE")
+                throw KeyFlagsMissing("the age files need their key: --from-identity FILE (age identities, OpenSSH keys) or --from-passphrase-file FILE")
             }
             return .age(identities: identities)
         }

@@ -61,7 +61,9 @@ enum CommandHints {
         case CofferError.readFailed(_, "is a directory"): return " (use --recursive)"
         case CofferError.headerSpaceExhausted:
             return " (use 'coffer reencrypt', which writes a new file, with --header-space to reserve more)"
-        case CofferError.signerNotAccepted(let found, _) where found.isEmpty: return " (--signed-by)"
+        case KeyError.refused(let reason) where reason.contains("needs a new file (re-encrypt it"):
+            return " ('coffer reencrypt --sign')"
+        case AccessError.signerNotAccepted: return " (--signed-by)"
         case CofferError.invalidParameter(let reason) where reason.hasPrefix("a byte range"): return " (--offset/--length)"
         default: return KeyHints.hint(for: error)
         }

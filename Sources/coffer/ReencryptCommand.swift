@@ -53,7 +53,7 @@ struct Reencrypt: ParsableCommand {
                                              kms: toKms, allowInsecure: keys.allowInsecureKeyFile)
             let recipients = try newKeys.recipientsGiven(workFactor: workFactor, publicKeys: try newKeys.publicKeys())
             guard !recipients.isEmpty else {
-                throw CofferError.noKeyGiven("no new key given: -r RECIPIENT, -R FILE, --to-key-file FILE, --to-passphrase-file FILE or --to-kms URI")
+                throw KeyFlagsMissing("no new key given: -r RECIPIENT, -R FILE, --to-key-file FILE, --to-passphrase-file FILE or --to-kms URI")
             }
             let identities = try keys.identities(for: nil)
             let signer = try signing.signer(keys: keys)

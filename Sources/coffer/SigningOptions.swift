@@ -44,7 +44,7 @@ struct SignedByOptions: ParsableArguments {
     /// Formats that cannot carry a Coffer signature (age, .xbcrypt) are refused when one is required.
     func refuseUnsignedFormat(_ format: String) throws {
         guard signedBy.isEmpty else {
-            throw CofferError.signerNotAccepted(found: [], accepted: try verifiers().map(\.label) + ["(\(format) files carry no signature)"])
+            throw AccessError.signerNotAccepted(found: [], accepted: try verifiers().map(\.label) + ["(\(format) files carry no signature)"])
         }
     }
 }

@@ -1,5 +1,6 @@
 import CofferFiles
 import CofferFormat
+import CofferKeys
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -31,7 +32,7 @@ enum TerminalPrompt {
     static func readPassphrase(prompt: String) throws -> [UInt8] {
         let fd = open("/dev/tty", O_RDWR | O_CLOEXEC)
         guard fd >= 0 else {
-            throw CofferError.noKeyGiven("a passphrase is needed but there is no terminal to ask on: use --passphrase-file or COFFER_PASSPHRASE")
+            throw KeyError.noKeyGiven(.passphrase)
         }
         defer { close(fd) }
         _ = prompt.withCString { write(fd, $0, strlen($0)) }

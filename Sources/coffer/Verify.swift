@@ -65,7 +65,7 @@ struct Verify: ParsableCommand {
                 let key = try Xbcrypt.key(try keys.xbcryptKey().bytes, source: input ?? "standard input")
                 let summary = try Xbcrypt.decrypt(from: source, to: DiscardingSink(), key: key, threads: engine.threads)
                 guard summary.everyChunkHashed else {
-                    throw CofferError.refused(
+                    throw KeyError.refused(
                         "\(input ?? "standard input"): XBCRYP0\(summary.oldestVersion!.rawValue) chunks carry no integrity check: neither the key nor the data can be verified (CRC-32s matched)")
                 }
                 if !engine.quiet {

@@ -52,7 +52,7 @@ import Testing
         var rewrap = CofferFiles.Rewrap()
         rewrap.signer = newSigner
         // Without naming the producer: its signature cannot be checked, so nothing is signed.
-        #expect(throws: CofferError.self) { _ = try rewrap.rewrap(path: path, identities: [key]) }
+        #expect(throws: AccessError.self) { _ = try rewrap.rewrap(path: path, identities: [key]) }
         #expect(try Self.readAll(path) == spliced)
         // Naming it: the signature does not match the payload, so nothing is signed either.
         rewrap.signedBy = [producer.verifier]

@@ -90,7 +90,7 @@ import Testing
         let unsigned = try encryptToBytes(plaintext, key: key, parameters: HeaderParameters(chunkSize: 4096), threads: 2)
         let signed = try signedBytes(plaintext, key: key)
         for via in [nil, dir] {
-            #expect(throws: CofferError.signerNotAccepted(found: [], accepted: [Self.signer.verifier.label])) {
+            #expect(throws: AccessError.signerNotAccepted(found: [], accepted: [Self.signer.verifier.label])) {
                 _ = try decryptSigned(unsigned, key: key, verifiers: [Self.signer.verifier], viaFile: via)
             }
             #expect(try decryptSigned(signed, key: key, verifiers: [Self.other.verifier, Self.signer.verifier], viaFile: via) == plaintext)
@@ -100,7 +100,7 @@ import Testing
         defer { source.close() }
         let opened = try HeaderReading.read(from: source).open(with: [key])
         let sink = MemorySink()
-        #expect(throws: CofferError.signerNotAccepted(found: [Self.signer.verifier.label], accepted: [Self.other.verifier.label])) {
+        #expect(throws: AccessError.signerNotAccepted(found: [Self.signer.verifier.label], accepted: [Self.other.verifier.label])) {
             _ = try opened.decrypt(from: source, to: sink, engine: StreamEngine(threads: 2), signedBy: [Self.other.verifier])
         }
         #expect(sink.bytes.isEmpty)

@@ -29,9 +29,9 @@ enum AgeVectors {
     /// The class of failure an error stands for, in the vectors' words.
     static func failureClass(of error: Error) -> String {
         if case .malformedArmor? = error as? InteropError { return "armor failure" }
+        if case .noMatchingKey? = error as? AccessError { return "no match" }
         switch error as? CofferError {
         case .headerMACMismatch?: return "HMAC failure"
-        case .noMatchingKey?: return "no match"
         case .chunkAuthenticationFailed?, .truncated?, .trailingData?: return "payload failure"
         case .malformedHeader?, .malformedStanza?, .unsupportedVersion?: return "header failure"
         default: return "other error: \(error)"

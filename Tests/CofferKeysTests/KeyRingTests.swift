@@ -52,7 +52,7 @@ import Testing
         let fileKey = FileKey.random()
         let header = try Header.sealed(parameters: HeaderParameters(), stanzas: try Self.key.wrap(fileKey: fileKey.bytes),
                                        fileKey: fileKey)
-        #expect(throws: CofferError.noMatchingKey(needed: ["key file \(Self.key.keyID)"], tried: [])) {
+        #expect(throws: AccessError.noMatchingKey(needed: ["key file \(Self.key.keyID)"], tried: [])) {
             _ = try KeyRing(environment: [:]).identities(for: header)
         }
     }

@@ -91,7 +91,7 @@ import Testing
         let header = try Header.sealed(parameters: HeaderParameters(), stanzas: [try key.wrap(fileKey: FileKey.random().bytes)[0]],
                                        fileKey: FileKey.random())
         let other = SymmetricKeyFile.generate()
-        #expect(throws: CofferError.noMatchingKey(needed: ["key file \(key.keyID)"], tried: ["key file \(other.keyID)"])) {
+        #expect(throws: AccessError.noMatchingKey(needed: ["key file \(key.keyID)"], tried: ["key file \(other.keyID)"])) {
             _ = try HeaderOpener.open(header, with: [other])
         }
     }

@@ -201,7 +201,7 @@ struct TricklingSource: ChunkSource {
         #expect(key.id(of: chunk).hex == expected.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined())
         let other = try ChunkIDKey(key: SymmetricKey(data: Array(1..<33)))
         #expect(other.id(of: chunk) != key.id(of: chunk))
-        #expect(throws: CofferError.self) { try ChunkIDKey(key: SymmetricKey(size: .bits128)) }
+        #expect(throws: RepositoryError.self) { try ChunkIDKey(key: SymmetricKey(size: .bits128)) }
     }
 
     @Test("a file read through ByteSource chunks like the same bytes in memory")
