@@ -24,6 +24,7 @@ struct RepoBackup: ParsableCommand {
     @OptionGroup var repo: RepoOptions
     @OptionGroup var keys: KeyOptions
     @OptionGroup var signing: SignOptions
+    @OptionGroup var mariadb: MariaDBOptions
 
     @Option(name: .customLong("tag"), help: ArgumentHelp("Add a tag to the snapshot (repeatable).", valueName: "tag"))
     var tags: [String] = []
@@ -55,6 +56,7 @@ struct RepoBackup: ParsableCommand {
     var command: [String] { stdinFromCommand ? arguments : [] }
 
     func validate() throws {
+        if mariadb.mariadb { return try validateMariaDB() }
         if stdin && stdinFromCommand { throw ValidationError("--stdin and --stdin-from-command exclude each other") }
         if stdinFromCommand && command.isEmpty { throw ValidationError("--stdin-from-command needs a command after '--'") }
         if (stdin || stdinFromCommand) && !paths.isEmpty { throw ValidationError("a stream backup takes no paths") }
@@ -62,6 +64,7 @@ struct RepoBackup: ParsableCommand {
     }
 
     func run() throws {
+        if mariadb.mariadb { return try runMariaDB() }
         try Runtime.reporting {
             if signing.sign != nil {
                 throw TreeError.invalidRequest("signing snapshots is not implemented yet: back up without a signing key")

@@ -1,0 +1,241 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The full path of a MariaDB tool (PATH, then /usr/sbin and /usr/bin).
+func mariaDBTool(_ name: String) -> String {
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+    for directory in path.split(separator: ":").map(String.init) + ["/usr/sbin", "/usr/bin"] {
+        let candidate = "\(directory)/\(name)"
+        if access(candidate, X_OK) == 0 { return candidate }
+    }
+    return "/usr/bin/\(name)"
+}
+
+/// A MariaDB server for the CLI tests, started as COMPONENTS.md says: `mariadb-install-db` and
+/// `mariadbd --no-defaults` on a private directory and socket, no TCP, as `mysql` under root.
+final class CLIMariaDB: @unchecked Sendable {
+    let directory: String
+    var datadir: String { directory + "/data" }
+    var socket: String { directory + "/mysqld.sock" }
+    private(set) var pid: pid_t = 0
+    let userArguments: [String]
+
+    init(datadir existing: String? = nil) throws {
+        var template = Array("/tmp/coffer-cli-mariadb-XXXXXX".utf8CString)
+        _ = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        directory = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        if geteuid() == 0, let mysql = getpwnam("mysql") {
+            chown(directory, mysql.pointee.pw_uid, mysql.pointee.pw_gid)
+            userArguments = ["--user=mysql"]
+        } else {
+            userArguments = geteuid() == 0 ? ["--user=root"] : []
+        }
+        let install = try spawn([mariaDBTool("mariadb-install-db"), "--no-defaults"] + userArguments +
+                                ["--datadir=\(datadir)", "--auth-root-authentication-method=normal", "--skip-test-db"],
+                                environment: [:], stdin: nil)
+        guard install.status == 0 else { throw POSIXError(.EIO) }
+        try start()
+    }
+
+    func start(extra: [String] = []) throws {
+        pid = try spawnInBackground([mariaDBTool("mariadbd"), "--no-defaults"] + userArguments + [
+            "--datadir=\(datadir)", "--socket=\(socket)", "--pid-file=\(directory)/mysqld.pid",
+            "--log-error=\(directory)/mysqld.err", "--skip-networking", "--innodb-buffer-pool-size=64M",
+        ] + extra, stdinPath: "/dev/null")
+        for _ in 0..<1200 {
+            if (try? sql("SELECT 1")) == "1\n" { return }
+            usleep(100_000)
+        }
+        stop()
+        throw POSIXError(.ETIMEDOUT)
+    }
+
+    func stop() {
+        guard pid > 0 else { return }
+        kill(pid, SIGTERM)
+        _ = waitForExit(pid)
+        pid = 0
+    }
+
+    /// Runs SQL as root through the socket; returns the batch output.
+    @discardableResult
+    func sql(_ text: String, database: String? = nil) throws -> String {
+        let r = try spawn([mariaDBTool("mariadb"), "--no-defaults", "--socket=\(socket)", "--user=root", "--batch", "--skip-column-names"]
+                          + (database.map { ["--database=\($0)"] } ?? []), environment: [:], stdin: Array(text.utf8))
+        guard r.status == 0 else { throw SQLFailure(message: r.stderr) }
+        return r.stdoutText
+    }
+
+    struct SQLFailure: Error { let message: String }
+
+    /// A client option file for this server (root, the socket; `extra` lines appended).
+    func optionFile(_ path: String, extra: String = "") throws -> String {
+        try "[client]\nuser=root\nsocket=\(socket)\n\(extra)".write(toFile: path, atomically: true, encoding: .utf8)
+        chmod(path, 0o600)
+        return path
+    }
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+/// One server for the whole suite, stopped after its last test (also when one fails).
+struct CLIMariaDBServer: SuiteTrait, TestScoping {
+    @TaskLocal static var current: CLIMariaDB?
+    var isRecursive: Bool { false }
+
+    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+        let server = try CLIMariaDB()
+        defer { server.stop(); try? FileManager.default.removeItem(atPath: server.directory) }
+        try await Self.$current.withValue(server) { try await function() }
+    }
+}
+
+/// `coffer backup --mariadb` and logical dumps through the real binary and a real MariaDB 10.11.
+@Suite(.serialized, CLIMariaDBServer()) struct RepoMariaDBTests {
+    var server: CLIMariaDB { CLIMariaDBServer.current! }
+
+    struct Setup {
+        let scratch = Scratch()
+        let key: String
+        let repo: String
+
+        init() throws {
+            key = try scratch.keygen()
+            repo = scratch.file("repo")
+            let r = try run(["init"])
+            #expect(r.status == 0, "init: \(r.stderr)")
+        }
+
+        @discardableResult
+        func run(_ args: [String], stdoutPath: String? = nil) throws -> RunResult {
+            try coffer([args[0], "--key-file", key] + args.dropFirst(), environment: ["COFFER_REPOSITORY": repo], stdoutPath: stdoutPath)
+        }
+
+        func snapshotCount() throws -> Int {
+            let r = try run(["snapshots", "--json"])
+            #expect(r.status == 0, "snapshots: \(r.stderr)")
+            return ((try JSONSerialization.jsonObject(with: Data(r.stdout)) as? [Any]) ?? []).count
+        }
+    }
+
+    /// Full + incremental backups through the binary; the streams are then restored by hand with
+    /// the standard tools (dump | mbstream -x, prepare, prepare --incremental-dir, copy-back) and
+    /// a server started on the result has the rows added between the two backups.
+    @Test func fullAndIncrementalBackupsRestoreWithTheStandardTools() throws {
+        let s = try Setup()
+        try server.sql("""
+            DROP DATABASE IF EXISTS cli; CREATE DATABASE cli; USE cli;
+            CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40)) ENGINE=InnoDB;
+            INSERT INTO t SELECT seq, MD5(seq) FROM seq_1_to_20000;
+            """)
+        let file = try server.optionFile(s.scratch.file("my.cnf"))
+        let full = try s.run(["backup", "--mariadb", "--mariadb-defaults-file", file, "--host", "db1"])
+        #expect(full.status == 0, "backup: \(full.stderr)")
+        #expect(full.stdoutText.hasPrefix("snapshot "))
+        #expect(full.stderr.contains("full backup"), "\(full.stderr)")
+        try server.sql("INSERT INTO t SELECT seq, 'new' FROM seq_20001_to_20500;", database: "cli")
+        let inc = try s.run(["backup", "--mariadb", "--mariadb-defaults-file", file, "--mariadb-incremental", "--host", "db1", "--json"])
+        #expect(inc.status == 0, "incremental: \(inc.stderr)")
+        let incJSON = try #require(try JSONSerialization.jsonObject(with: Data(inc.stdout)) as? [String: Any])
+        let incID = try #require(incJSON["id"] as? String)
+        #expect(incJSON["paths"] as? [String] == ["/mariadb/backup.xbstream"])
+        #expect(try s.snapshotCount() == 2)
+
+        let ls = try s.run(["ls", incID])
+        #expect(ls.status == 0 && ls.stdoutText.contains("/mariadb/backup.xbstream"), "\(ls.stdoutText) \(ls.stderr)")
+
+        // By hand, as an operator without coffer's restore commands would.
+        let fullID = try #require(full.stdoutText.split(separator: " ").dropFirst().first.map(String.init))
+        for (id, dir) in [(fullID, "base"), (incID, "inc")] {
+            let dumped = try s.run(["dump", id, "/mariadb/backup.xbstream"], stdoutPath: s.scratch.file("\(dir).xb"))
+            #expect(dumped.status == 0, "dump: \(dumped.stderr)")
+            try FileManager.default.createDirectory(atPath: s.scratch.file(dir), withIntermediateDirectories: true)
+            let x = try spawn([mariaDBTool("mbstream"), "-x", "-C", s.scratch.file(dir)], environment: [:],
+                              stdin: try s.scratch.read("\(dir).xb"))
+            #expect(x.status == 0, "mbstream: \(x.stderr)")
+        }
+        let checkpoints = String(decoding: try s.scratch.read("inc/xtrabackup_checkpoints"), as: UTF8.self)
+        #expect(checkpoints.contains("backup_type = incremental"))
+        for args in [["--prepare", "--target-dir=\(s.scratch.file("base"))"],
+                     ["--prepare", "--target-dir=\(s.scratch.file("base"))", "--incremental-dir=\(s.scratch.file("inc"))"]] {
+            let p = try spawn([mariaDBTool("mariabackup"), "--no-defaults"] + args, environment: [:], stdin: nil)
+            #expect(p.status == 0, "prepare: \(p.stderr.suffix(2000))")
+        }
+        let restored = try CLIMariaDB()
+        restored.stop()
+        try FileManager.default.removeItem(atPath: restored.datadir)
+        let back = try spawn([mariaDBTool("mariabackup"), "--no-defaults", "--copy-back", "--target-dir=\(s.scratch.file("base"))",
+                              "--datadir=\(restored.datadir)"], environment: [:], stdin: nil)
+        #expect(back.status == 0, "copy-back: \(back.stderr.suffix(2000))")
+        if geteuid() == 0, let mysql = getpwnam("mysql") {
+            _ = try spawn(["/bin/chown", "-R", "\(mysql.pointee.pw_uid):\(mysql.pointee.pw_gid)", restored.datadir], environment: [:], stdin: nil)
+        }
+        try restored.start(extra: ["--skip-grant-tables"])
+        #expect(try restored.sql("SELECT COUNT(*), SUM(v = 'new') FROM t", database: "cli") == "20500\t500\n")
+    }
+
+    /// mariabackup or the server failing fails the backup: exit status, the tool's words on stderr,
+    /// no snapshot; a password given in the option file never shows.
+    @Test func failingBackupWritesNoSnapshot() throws {
+        let s = try Setup()
+        let wrong = try server.optionFile(s.scratch.file("wrong.cnf"), extra: "password=Wr0ngSecretPw\n")
+        let denied = try s.run(["backup", "--mariadb", "--mariadb-defaults-file", wrong])
+        #expect(denied.status == Exit.io, "\(denied.stderr)")
+        #expect(denied.stderr.contains("Access denied"), "\(denied.stderr)")
+        #expect(!denied.stderr.contains("Wr0ngSecretPw"))
+
+        // Only mariabackup fails (it reads [mariadb-backup]; the client does not).
+        let onlyBackup = try server.optionFile(s.scratch.file("b.cnf"), extra: "[mariadb-backup]\nuser=nobody_at_all\n")
+        let failed = try s.run(["backup", "--mariadb", "--mariadb-defaults-file", onlyBackup])
+        #expect(failed.status == Exit.io, "\(failed.stderr)")
+        #expect(failed.stderr.contains("--backup failed"), "\(failed.stderr)")
+
+        // The server is down.
+        let gone = try "[client]\nuser=root\nsocket=\(s.scratch.file("no.sock"))\n".write(toFile: s.scratch.file("gone.cnf"), atomically: true, encoding: .utf8)
+        _ = gone
+        let down = try s.run(["backup", "--mariadb", "--mariadb-defaults-file", s.scratch.file("gone.cnf")])
+        #expect(down.status == Exit.io, "\(down.stderr)")
+        #expect(try s.snapshotCount() == 0)
+
+        // Usage: no base for an incremental; paths or streams with --mariadb.
+        let noBase = try s.run(["backup", "--mariadb", "--mariadb-defaults-file", onlyBackup, "--mariadb-incremental"])
+        #expect(noBase.status == Exit.usage, "\(noBase.stderr)")
+        #expect(try s.run(["backup", "--mariadb", "/etc"]).status == Exit.usage)
+        #expect(try s.run(["backup", "--mariadb-incremental", "/etc"]).status == Exit.usage)
+        #expect(try s.snapshotCount() == 0)
+    }
+
+    /// A logical dump: `backup --stdin-from-command -- mariadb-dump …`, restored with
+    /// `coffer dump … | mariadb`; a failing mariadb-dump writes no snapshot.
+    @Test func logicalDumpRoundTrip() throws {
+        let s = try Setup()
+        try server.sql("""
+            DROP DATABASE IF EXISTS logical; CREATE DATABASE logical; USE logical;
+            CREATE TABLE items (id INT PRIMARY KEY, data VARBINARY(200), note TEXT) ENGINE=InnoDB;
+            INSERT INTO items SELECT seq, RANDOM_BYTES(200), CONCAT('line\\ttab\\n', seq) FROM seq_1_to_5000;
+            """)
+        let before = try server.sql("SELECT COUNT(*), MD5(GROUP_CONCAT(MD5(data), note ORDER BY id)) FROM items", database: "logical")
+        let file = try server.optionFile(s.scratch.file("my.cnf"))
+        let backup = try s.run(["backup", "--stdin-from-command", "--stdin-name", "logical.sql", "--",
+                                mariaDBTool("mariadb-dump"), "--defaults-file=\(file)", "--single-transaction", "--hex-blob",
+                                "--databases", "logical"])
+        #expect(backup.status == 0, "backup: \(backup.stderr)")
+        try server.sql("DROP DATABASE logical")
+        let dumped = try s.run(["dump", "latest", "logical.sql"])
+        #expect(dumped.status == 0, "dump: \(dumped.stderr)")
+        let load = try spawn([mariaDBTool("mariadb"), "--defaults-file=\(file)"], environment: [:], stdin: dumped.stdout)
+        #expect(load.status == 0, "mariadb: \(load.stderr)")
+        #expect(try server.sql("SELECT COUNT(*), MD5(GROUP_CONCAT(MD5(data), note ORDER BY id)) FROM items", database: "logical") == before)
+
+        let failing = try s.run(["backup", "--stdin-from-command", "--stdin-name", "missing.sql", "--",
+                                 mariaDBTool("mariadb-dump"), "--defaults-file=\(file)", "--databases", "no_such_database"])
+        #expect(failing.status != 0)
+        #expect(try s.snapshotCount() == 1)
+    }
+}
