@@ -71,9 +71,9 @@ public enum MariaDBBackup {
         if let baseLSN { arguments.append("--incremental-lsn=\(baseLSN)") }
 
         let pipe = try MariaDBTools.pipe()
-        let child: ChildProcess
+        let child: MariaDBChild
         do {
-            child = try ChildProcess(tool, arguments, stdin: .null, stdout: .fd(pipe.write))
+            child = try MariaDBChild(tool, arguments, stdin: .null, stdout: .fd(pipe.write))
         } catch {
             close(pipe.read); close(pipe.write)
             throw error

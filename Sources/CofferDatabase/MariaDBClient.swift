@@ -39,7 +39,7 @@ public struct MariaDBClient: Sendable {
         let client = try MariaDBTools.client()
         var arguments = connection.toolArguments + ["--batch", "--skip-column-names", "--default-character-set=utf8mb4"]
         if let database { arguments.append("--database=\(database)") }
-        let output = try ChildProcess.run(step: step, client, arguments, stdin: .bytes(Array(sql.utf8)), stdout: .capture)
+        let output = try MariaDBChild.run(step: step, client, arguments, stdin: .bytes(Array(sql.utf8)), stdout: .capture)
         return Self.parseBatch(output)
     }
 

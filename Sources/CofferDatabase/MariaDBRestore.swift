@@ -6,27 +6,27 @@ import Glibc
 
 /// The running children of a restore, so that an interruption can stop them (a throwaway
 /// server's ``ThrowawayMariaDB/tearDown()`` kills them before removing their directory).
-final class ChildTracker: @unchecked Sendable {
+final class MariaDBChildTracker: @unchecked Sendable {
     private let lock = NSLock()
-    private var children: [pid_t: ChildProcess] = [:]
+    private var children: [pid_t: MariaDBChild] = [:]
     private var stopped = false
 
     /// Starts a child and tracks it until it is reaped; refused once ``killAll()`` ran.
-    func run(step: String, _ executable: String, _ arguments: [String], stdin: ChildProcess.Input = .null) throws {
+    func run(step: String, _ executable: String, _ arguments: [String], stdin: MariaDBChild.Input = .null) throws {
         let child = try start(executable, arguments, stdin: stdin)
         try finish(child, step: step)
     }
 
-    func start(_ executable: String, _ arguments: [String], stdin: ChildProcess.Input = .null) throws -> ChildProcess {
+    func start(_ executable: String, _ arguments: [String], stdin: MariaDBChild.Input = .null) throws -> MariaDBChild {
         try lock.withLock {
             guard !stopped else { throw MariaDBError.refused("the restore was interrupted") }
-            let child = try ChildProcess(executable, arguments, stdin: stdin)
+            let child = try MariaDBChild(executable, arguments, stdin: stdin)
             children[child.pid] = child
             return child
         }
     }
 
-    func finish(_ child: ChildProcess, step: String) throws {
+    func finish(_ child: MariaDBChild, step: String) throws {
         let status = child.wait()
         _ = lock.withLock { children.removeValue(forKey: child.pid) }
         let output = child.outputTail()
@@ -35,7 +35,7 @@ final class ChildTracker: @unchecked Sendable {
 
     /// Kills every tracked child and waits for it; later starts are refused.
     func killAll() {
-        let running = lock.withLock { () -> [ChildProcess] in
+        let running = lock.withLock { () -> [MariaDBChild] in
             stopped = true
             return Array(children.values)
         }
@@ -104,7 +104,7 @@ public enum MariaDBRestore {
     /// existing private directory, best on the same file system as `datadir` so that moving is a
     /// rename). `owner`: the files' owner afterwards (root only). `log`: one line per step.
     static func restore(chain: [(id: String, info: SnapshotInfo)], from store: any BlobStore, datadir: String,
-                        scratch: String, move: Bool, owner: (uid: uid_t, gid: gid_t)?, tracker: ChildTracker,
+                        scratch: String, move: Bool, owner: (uid: uid_t, gid: gid_t)?, tracker: MariaDBChildTracker,
                         log: (@Sendable (String) -> Void)?) async throws -> Prepared {
         try validate(chain)
         let backupTool = try MariaDBTools.backupTool()
@@ -139,14 +139,14 @@ public enum MariaDBRestore {
 
     /// Streams one snapshot's xbstream file into `mbstream -x -C directory`.
     static func extract(_ link: (id: String, info: SnapshotInfo), from store: any BlobStore, into directory: String,
-                        tool: String, tracker: ChildTracker) async throws {
+                        tool: String, tracker: MariaDBChildTracker) async throws {
         let file = link.info.database?.physical?.file ?? MariaDBBackup.filePath
         let components = file.split(separator: "/").map { Array($0.utf8) }
         guard !components.isEmpty, components.allSatisfy({ TreeNode.invalidNameReason($0) == nil }) else {
             throw MariaDBError.refused("snapshot \(link.id.prefix(8)) names an invalid stream file")
         }
         let pipe = try MariaDBTools.pipe()
-        let child: ChildProcess
+        let child: MariaDBChild
         do {
             child = try tracker.start(tool, ["-x", "-C", directory], stdin: .fd(pipe.read))
         } catch {
@@ -211,6 +211,6 @@ public enum MariaDBRestore {
         let scratch = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
         defer { try? fm.removeItem(atPath: scratch) }
         _ = try await restore(chain: chain, from: store, datadir: datadir, scratch: scratch, move: move, owner: owner,
-                              tracker: ChildTracker(), log: log)
+                              tracker: MariaDBChildTracker(), log: log)
     }
 }

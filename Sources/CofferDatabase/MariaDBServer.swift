@@ -23,11 +23,11 @@ public final class ThrowawayMariaDB: ThrowawayServer, @unchecked Sendable {
 
     let user: (name: String, uid: uid_t, gid: gid_t)?
     private let lock = NSLock()
-    private var server: ChildProcess?
+    private var server: MariaDBChild?
     private var restored = false
     private var pageSize: Int?
     private var tornDown = false
-    let tracker = ChildTracker()
+    let tracker = MariaDBChildTracker()
 
     /// How clients reach this server (root over the private socket, no option file read).
     public var connection: MariaDBConnection {
@@ -78,7 +78,7 @@ public final class ThrowawayMariaDB: ThrowawayServer, @unchecked Sendable {
         ]
         if restored { arguments.append("--skip-grant-tables") }
         if let pageSize { arguments.append("--innodb-page-size=\(pageSize)") }
-        let child = try ChildProcess(try MariaDBTools.server(), arguments)
+        let child = try MariaDBChild(try MariaDBTools.server(), arguments)
         server = child
         let deadline = Date().addingTimeInterval(120)
         while Date() < deadline {
@@ -95,7 +95,7 @@ public final class ThrowawayMariaDB: ThrowawayServer, @unchecked Sendable {
     }
 
     /// Stops the server (SIGTERM, then SIGKILL after 30 s) and waits for it.
-    private func stop(_ child: ChildProcess) {
+    private func stop(_ child: MariaDBChild) {
         child.signal(SIGTERM)
         let deadline = Date().addingTimeInterval(30)
         while child.isRunning && Date() < deadline { usleep(20_000) }
@@ -163,7 +163,7 @@ public final class ThrowawayMariaDB: ThrowawayServer, @unchecked Sendable {
 
     /// True when a unix-socket connection to `path` succeeds (the server is accepting clients).
     static func canConnect(_ path: String) -> Bool {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         var address = sockaddr_un()

@@ -75,7 +75,7 @@ enum MariaDBTools {
     /// A pipe whose two ends are closed on exec (a child gets only the end it is given as 0/1/2).
     static func pipe() throws -> (read: Int32, write: Int32) {
         var fds: [Int32] = [0, 0]
-        guard pipe2(&fds, O_CLOEXEC) == 0 else { throw MariaDBError.io(path: "pipe", reason: errorText()) }
+        guard mariaDBPipe2(&fds, O_CLOEXEC) == 0 else { throw MariaDBError.io(path: "pipe", reason: errorText()) }
         return (fds[0], fds[1])
     }
 
@@ -119,7 +119,7 @@ enum MariaDBTools {
 
 /// The last lines a child wrote to a pipe, read by a thread of its own so the child never blocks
 /// on a full pipe; at most `limit` lines (and 64 KiB) are kept.
-final class OutputTail: @unchecked Sendable {
+final class MariaDBOutputTail: @unchecked Sendable {
     private let lock = NSLock()
     private var lines: [String] = []
     private var partial: [UInt8] = []
@@ -167,7 +167,7 @@ final class OutputTail: @unchecked Sendable {
 }
 
 /// Everything a child wrote to a pipe, read by a thread of its own (for query results).
-final class OutputCapture: @unchecked Sendable {
+final class MariaDBOutputCapture: @unchecked Sendable {
     private var data: [UInt8] = []
     private let done = DispatchSemaphore(value: 0)
 
@@ -196,15 +196,15 @@ final class OutputCapture: @unchecked Sendable {
 /// A child process started with posix_spawn: argv as given (no shell), the filtered environment,
 /// stdin from an fd, from bytes written by a thread, or /dev/null; stdout to an fd or captured;
 /// stderr (and stdout when not redirected) kept as a tail for error messages.
-final class ChildProcess: @unchecked Sendable {
+final class MariaDBChild: @unchecked Sendable {
     enum Input { case null, fd(Int32), bytes([UInt8]) }
     enum Output { case fd(Int32), capture, tail }
 
     let pid: pid_t
     let executable: String
-    private let stderrTail: OutputTail
-    private let stdoutCapture: OutputCapture?
-    private let stdoutTail: OutputTail?
+    private let stderrTail: MariaDBOutputTail
+    private let stdoutCapture: MariaDBOutputCapture?
+    private let stdoutTail: MariaDBOutputTail?
     private let lock = NSLock()
     private var status: Int32?
 
@@ -251,9 +251,9 @@ final class ChildProcess: @unchecked Sendable {
                                           output: MariaDBTools.errorText(rc))
         }
         self.pid = pid
-        stderrTail = OutputTail(fd: errPipe.read)
-        stdoutCapture = captureFD.map { OutputCapture(fd: $0) }
-        stdoutTail = tailFD.map { OutputTail(fd: $0) }
+        stderrTail = MariaDBOutputTail(fd: errPipe.read)
+        stdoutCapture = captureFD.map { MariaDBOutputCapture(fd: $0) }
+        stdoutTail = tailFD.map { MariaDBOutputTail(fd: $0) }
         if let writer {
             let thread = Thread {
                 var offset = 0
@@ -285,13 +285,14 @@ final class ChildProcess: @unchecked Sendable {
         return value
     }
 
-    /// True while the child has not exited (does not reap it when it has: ``wait()`` does).
+    /// True while the child has not exited (reaps it when it has; ``wait()`` then returns its status).
     var isRunning: Bool {
         lock.withLock {
             if status != nil { return false }
-            var info = siginfo_t()
-            let rc = waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT)
-            return rc == 0 && info._sifields._sigchld.si_pid == 0
+            var value: Int32 = 0
+            let rc = waitpid(pid, &value, WNOHANG)
+            if rc == pid { status = value; return false }
+            return rc == 0
         }
     }
 
@@ -313,7 +314,7 @@ final class ChildProcess: @unchecked Sendable {
     /// does not exit with status 0. Returns the captured stdout (empty unless `.capture`).
     static func run(step: String, _ executable: String, _ arguments: [String], stdin: Input = .null,
                     stdout: Output = .tail) throws -> [UInt8] {
-        let child = try ChildProcess(executable, arguments, stdin: stdin, stdout: stdout)
+        let child = try MariaDBChild(executable, arguments, stdin: stdin, stdout: stdout)
         let status = child.wait()
         let captured = child.capturedOutput()
         let tail = child.outputTail()
@@ -321,3 +322,7 @@ final class ChildProcess: @unchecked Sendable {
         return captured
     }
 }
+
+/// pipe2(2) is behind _GNU_SOURCE in Glibc's headers, so Swift does not import it.
+@_silgen_name("pipe2")
+private func mariaDBPipe2(_ fds: UnsafeMutablePointer<Int32>, _ flags: Int32) -> Int32

@@ -52,14 +52,14 @@ import Glibc
                                environment: ["COFFER_REPOSITORY": scratch.file("repo")])
             #expect(!r.stderr.contains("Unknown option"), "\(r.stderr)")
 
-            guard let analyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"].first(where: { access($0, X_OK) == 0 }) else { continue }
+            guard let analyze = (["/usr/bin/systemd-analyze", "/bin/systemd-analyze"] as [String]).first(where: { access($0, X_OK) == 0 }) else { continue }
             // systemd-analyze checks that ExecStart exists: point it at the built binary.
             let dir = scratch.file("units-\(name)")
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             let servicePath = "\(dir)/coffer-mariadb-\(name).service"
             try service.replacingOccurrences(of: "/usr/local/bin/coffer", with: cofferBinary).write(toFile: servicePath, atomically: true, encoding: .utf8)
             try timer.write(toFile: "\(dir)/coffer-mariadb-\(name).timer", atomically: true, encoding: .utf8)
-            let verify = try spawn([analyze, "verify", "--man=no", servicePath, "\(dir)/coffer-mariadb-\(name).timer"], environment: [:], stdin: nil)
+            let verify = try spawn([analyze, "verify", "--man=no", servicePath, "\(dir)/coffer-mariadb-\(name).timer"], environment: mariaDBTestEnvironment, stdin: nil)
             #expect(verify.status == 0, "systemd-analyze verify: \(verify.stderr)")
             #expect(!verify.stderr.contains("Unknown"), "\(verify.stderr)")
         }
@@ -70,10 +70,10 @@ import Glibc
         #expect(!manifest.contains("\t"), "YAML must not be indented with tabs")
         // Parsed by a real YAML parser when python3 has one (PyYAML).
         let script = "import json,sys,yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))"
-        let python = ["/usr/bin/python3", "/usr/local/bin/python3"].first { access($0, X_OK) == 0 }
+        let python = (["/usr/bin/python3", "/usr/local/bin/python3"] as [String]).first { access($0, X_OK) == 0 }
         var documents: [[String: Any]]?
         if let python {
-            let r = try spawn([python, "-c", script, Self.root + "/deploy/kubernetes/coffer-mariadb-backup-cronjob.yaml"], environment: [:], stdin: nil)
+            let r = try spawn([python, "-c", script, Self.root + "/deploy/kubernetes/coffer-mariadb-backup-cronjob.yaml"], environment: mariaDBTestEnvironment, stdin: nil)
             if r.status == 0 {
                 documents = try JSONSerialization.jsonObject(with: Data(r.stdout)) as? [[String: Any]]
             } else {

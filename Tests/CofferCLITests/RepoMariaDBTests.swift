@@ -4,6 +4,9 @@ import Testing
 import Glibc
 #endif
 
+/// The environment of the tools the tests run themselves (this process's, less COFFER_*).
+let mariaDBTestEnvironment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("COFFER_") }
+
 /// The full path of a MariaDB tool (PATH, then /usr/sbin and /usr/bin).
 func mariaDBTool(_ name: String) -> String {
     let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
@@ -35,7 +38,7 @@ final class CLIMariaDB: @unchecked Sendable {
         }
         let install = try spawn([mariaDBTool("mariadb-install-db"), "--no-defaults"] + userArguments +
                                 ["--datadir=\(datadir)", "--auth-root-authentication-method=normal", "--skip-test-db"],
-                                environment: [:], stdin: nil)
+                                environment: mariaDBTestEnvironment, stdin: nil)
         guard install.status == 0 else { throw POSIXError(.EIO) }
         try start()
     }
@@ -64,7 +67,7 @@ final class CLIMariaDB: @unchecked Sendable {
     @discardableResult
     func sql(_ text: String, database: String? = nil) throws -> String {
         let r = try spawn([mariaDBTool("mariadb"), "--no-defaults", "--socket=\(socket)", "--user=root", "--batch", "--skip-column-names"]
-                          + (database.map { ["--database=\($0)"] } ?? []), environment: [:], stdin: Array(text.utf8))
+                          + (database.map { ["--database=\($0)"] } ?? []), environment: mariaDBTestEnvironment, stdin: Array(text.utf8))
         guard r.status == 0 else { throw SQLFailure(message: r.stderr) }
         return r.stdoutText
     }
@@ -156,7 +159,7 @@ struct CLIMariaDBServer: SuiteTrait, TestScoping {
             let dumped = try s.run(["dump", id, "/mariadb/backup.xbstream"], stdoutPath: s.scratch.file("\(dir).xb"))
             #expect(dumped.status == 0, "dump: \(dumped.stderr)")
             try FileManager.default.createDirectory(atPath: s.scratch.file(dir), withIntermediateDirectories: true)
-            let x = try spawn([mariaDBTool("mbstream"), "-x", "-C", s.scratch.file(dir)], environment: [:],
+            let x = try spawn([mariaDBTool("mbstream"), "-x", "-C", s.scratch.file(dir)], environment: mariaDBTestEnvironment,
                               stdin: try s.scratch.read("\(dir).xb"))
             #expect(x.status == 0, "mbstream: \(x.stderr)")
         }
@@ -164,17 +167,17 @@ struct CLIMariaDBServer: SuiteTrait, TestScoping {
         #expect(checkpoints.contains("backup_type = incremental"))
         for args in [["--prepare", "--target-dir=\(s.scratch.file("base"))"],
                      ["--prepare", "--target-dir=\(s.scratch.file("base"))", "--incremental-dir=\(s.scratch.file("inc"))"]] {
-            let p = try spawn([mariaDBTool("mariabackup"), "--no-defaults"] + args, environment: [:], stdin: nil)
+            let p = try spawn([mariaDBTool("mariabackup"), "--no-defaults"] + args, environment: mariaDBTestEnvironment, stdin: nil)
             #expect(p.status == 0, "prepare: \(p.stderr.suffix(2000))")
         }
         let restored = try CLIMariaDB()
         restored.stop()
         try FileManager.default.removeItem(atPath: restored.datadir)
         let back = try spawn([mariaDBTool("mariabackup"), "--no-defaults", "--copy-back", "--target-dir=\(s.scratch.file("base"))",
-                              "--datadir=\(restored.datadir)"], environment: [:], stdin: nil)
+                              "--datadir=\(restored.datadir)"], environment: mariaDBTestEnvironment, stdin: nil)
         #expect(back.status == 0, "copy-back: \(back.stderr.suffix(2000))")
         if geteuid() == 0, let mysql = getpwnam("mysql") {
-            _ = try spawn(["/bin/chown", "-R", "\(mysql.pointee.pw_uid):\(mysql.pointee.pw_gid)", restored.datadir], environment: [:], stdin: nil)
+            _ = try spawn(["/bin/chown", "-R", "\(mysql.pointee.pw_uid):\(mysql.pointee.pw_gid)", restored.datadir], environment: mariaDBTestEnvironment, stdin: nil)
         }
         try restored.start(extra: ["--skip-grant-tables"])
         #expect(try restored.sql("SELECT COUNT(*), SUM(v = 'new') FROM t", database: "cli") == "20500\t500\n")
@@ -229,7 +232,7 @@ struct CLIMariaDBServer: SuiteTrait, TestScoping {
         try server.sql("DROP DATABASE logical")
         let dumped = try s.run(["dump", "latest", "logical.sql"])
         #expect(dumped.status == 0, "dump: \(dumped.stderr)")
-        let load = try spawn([mariaDBTool("mariadb"), "--defaults-file=\(file)"], environment: [:], stdin: dumped.stdout)
+        let load = try spawn([mariaDBTool("mariadb"), "--defaults-file=\(file)"], environment: mariaDBTestEnvironment, stdin: dumped.stdout)
         #expect(load.status == 0, "mariadb: \(load.stderr)")
         #expect(try server.sql("SELECT COUNT(*), MD5(GROUP_CONCAT(MD5(data), note ORDER BY id)) FROM items", database: "logical") == before)
 
