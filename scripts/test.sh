@@ -14,6 +14,7 @@ needed_packages=(
   openssl      # RSA keys made by 'openssl genpkey' as Coffer recipients and identities
   zlib1g-dev   # inflating the age test vectors stored with 'compressed: zlib'
   libzstd-dev  # CofferRepository compresses chunks with the system libzstd (the CZstd target)
+  postgresql-15  # initdb, pg_ctl, psql, pg_dump, pg_restore: backup --postgres, restore-db, restore-test (PostgresTests, RepoPostgresTests)
 )
 missing=()
 for package in "${needed_packages[@]}"; do
