@@ -18,6 +18,7 @@ needed_packages=(
                   # servers in temp dirs (--no-defaults, private socket); the packaged service is not used
   mariadb-backup  # mariabackup, mbstream: backup --mariadb, restore of physical backups (full + incremental)
   python3-yaml    # parses deploy/kubernetes/*.yaml in RepoMariaDBDeployTests (no cluster here for kubectl)
+  postgresql-15  # initdb, pg_ctl, psql, pg_dump, pg_restore: backup --postgres, restore-db, restore-test (PostgresTests, RepoPostgresTests)
 )
 missing=()
 for package in "${needed_packages[@]}"; do

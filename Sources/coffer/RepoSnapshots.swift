@@ -26,8 +26,13 @@ struct RepoSnapshots: ParsableCommand {
                 .filter { host == nil || $0.info.hostname == host }
                 .filter { tags.isEmpty || !Set($0.info.tags).isDisjoint(with: tags) }
                 .sorted { ($0.info.time, $0.id) < ($1.info.time, $1.id) }
+            let tested = try runBlocking { try await repository.repository.latestRestoreTests() }
             if repo.json {
-                try printJSON(records.map(SnapshotJSON.init))
+                try printJSON(records.map { r -> SnapshotJSON in
+                    var json = SnapshotJSON(r)
+                    json.restore_test = tested[r.id].map(RestoreTestSummaryJSON.init)
+                    return json
+                })
                 return
             }
             TreeFormat.out("ID        Time                 Host        Tags        Paths")
@@ -35,7 +40,7 @@ struct RepoSnapshots: ParsableCommand {
             for r in records {
                 let host = r.info.hostname.padding(toLength: max(11, r.info.hostname.count), withPad: " ", startingAt: 0)
                 let tags = r.info.tags.joined(separator: ",")
-                TreeFormat.out(DisplayText.escape("\(r.shortID)  \(TreeFormat.time.string(from: r.info.time))  \(host) \(tags.padding(toLength: max(11, tags.count), withPad: " ", startingAt: 0)) \(r.info.paths.joined(separator: " "))"))
+                TreeFormat.out(DisplayText.escape("\(r.shortID)  \(TreeFormat.time.string(from: r.info.time))  \(host) \(tags.padding(toLength: max(11, tags.count), withPad: " ", startingAt: 0)) \(r.info.paths.joined(separator: " "))\(tested[r.id].map { "  restore-tested \(TreeFormat.time.string(from: $0.time)), \($0.passed ? "passed" : "FAILED")" } ?? "")"))
             }
             TreeFormat.out(String(repeating: "-", count: 72))
             TreeFormat.out("\(counted(records.count, "snapshot"))")

@@ -61,6 +61,8 @@ struct SnapshotJSON: Encodable {
     let parent: String?
     let program_version: String
     let summary: SummaryJSON
+    /// The newest restore-test result (`snapshots`), absent when there is none.
+    var restore_test: RestoreTestSummaryJSON? = nil
 
     struct SummaryJSON: Encodable {
         let files_new, files_changed, files_unmodified, dirs_new, dirs_changed, dirs_unmodified: Int

@@ -1,0 +1,31 @@
+import Foundation
+
+/// Every throwaway server this process started and has not torn down yet, so that a command can
+/// tear them all down when it is interrupted (its SIGINT/SIGTERM handler calls ``tearDownAll()``
+/// before exiting). Engines register their servers as soon as anything exists to clean up.
+public final class ThrowawayRegistry: @unchecked Sendable {
+    public static let shared = ThrowawayRegistry()
+
+    private let lock = NSLock()
+    private var servers: [ObjectIdentifier: any ThrowawayServer] = [:]
+
+    public func register(_ server: any ThrowawayServer) {
+        lock.withLock { servers[ObjectIdentifier(server)] = server }
+    }
+
+    public func unregister(_ server: any ThrowawayServer) {
+        _ = lock.withLock { servers.removeValue(forKey: ObjectIdentifier(server)) }
+    }
+
+    /// Tears down every registered server (each ``ThrowawayServer/tearDown()`` is idempotent).
+    public func tearDownAll() {
+        let all = lock.withLock { () -> [any ThrowawayServer] in
+            let list = Array(servers.values)
+            servers.removeAll()
+            return list
+        }
+        for server in all { server.tearDown() }
+    }
+
+    public var count: Int { lock.withLock { servers.count } }
+}
