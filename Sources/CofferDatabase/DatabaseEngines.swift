@@ -5,6 +5,7 @@ import CofferRepository
 public enum DatabaseEngines {
     public static let all: [DatabaseInfo.Engine: any DatabaseEngine.Type] = [
         .postgresql: PostgreSQLEngine.self,
+        .mariadb: MariaDBEngine.self,
     ]
 
     /// The engine for a snapshot's database backup; refuses snapshots without one.

@@ -44,9 +44,11 @@ public enum MariaDBBackup {
 
     /// Runs mariabackup, streams its output through `archiver`, and returns the result with
     /// ``SnapshotInfo/database`` filled in; the caller saves the snapshot. A mariabackup that fails
-    /// (server down, refused login, killed) fails this with the end of its output, and no snapshot
-    /// is returned (chunks it already stored are unreferenced; `prune` removes them).
-    public static func run(_ request: Request, archiver: Archiver, store: any BlobStore) async throws -> ArchiveResult {
+    /// (server down, refused login, killed) fails this with the end of its output before anything
+    /// is flushed, and no snapshot is returned (chunks already packed stay unreferenced until
+    /// `prune`). Works with a writer key (nothing is read back), except for an incremental backup,
+    /// whose base snapshot the caller reads.
+    public static func run(_ request: Request, archiver: Archiver) async throws -> ArchiveResult {
         let tool = try MariaDBTools.backupTool()
         let toolName = (tool as NSString).lastPathComponent
         let method = toolName == "xtrabackup" ? "xtrabackup" : "mariabackup"
@@ -70,30 +72,10 @@ public enum MariaDBBackup {
         ]
         if let baseLSN { arguments.append("--incremental-lsn=\(baseLSN)") }
 
-        let pipe = try MariaDBTools.pipe()
-        let child: MariaDBChild
-        do {
-            child = try MariaDBChild(tool, arguments, stdin: .null, stdout: .fd(pipe.write))
-        } catch {
-            close(pipe.read); close(pipe.write)
-            throw error
-        }
-        close(pipe.write)
-        var result: ArchiveResult
-        do {
-            result = try await archiver.backup(stream: pipe.read, name: fileName)
-        } catch {
-            child.signal(SIGTERM)
-            child.wait()
-            close(pipe.read)
-            throw error
-        }
-        close(pipe.read)
-        let status = child.wait()
-        let output = child.outputTail()
-        guard status == 0 else {
-            throw MariaDBError.stepFailed(step: "\(toolName) --backup", status: MariaDBTools.describe(status), output: output)
-        }
+        // Archiver.backup(streams:) reads the stream to its end, then asks the producer whether it
+        // succeeded before anything is flushed or a snapshot returned.
+        let producer = MariaDBBackupProducer(tool: tool, arguments: arguments, step: "\(toolName) --backup")
+        var result = try await archiver.backup(streams: [StreamSpec(path: filePath, producer: producer)])
 
         let checkpoints = try Checkpoints(path: lsnDir + "/xtrabackup_checkpoints")
         if let baseLSN {
@@ -108,33 +90,11 @@ public enum MariaDBBackup {
         }
 
         let databases = try client.rowCounts()
-        result.info = try await nest(result.info, store: store)
         result.info.database = DatabaseInfo(
             engine: .mariadb, method: method, serverVersion: version, databases: databases,
             physical: .init(backupType: checkpoints.backupType, fromLSN: checkpoints.fromLSN, toLSN: checkpoints.toLSN,
                             lastLSN: checkpoints.lastLSN, baseSnapshot: request.base?.id, file: filePath))
         return result
-    }
-
-    /// Moves the stream file of a one-file snapshot (in its root tree) into `/mariadb/`.
-    static func nest(_ info: SnapshotInfo, store: any BlobStore) async throws -> SnapshotInfo {
-        let root = try await store.loadTree(info.tree)
-        guard root.nodes.count == 1, var file = root.nodes.first else {
-            throw MariaDBError.unexpectedOutput("the stream backup's tree has \(root.nodes.count) entries")
-        }
-        file.name = Array(fileName.utf8)
-        let inner = try await store.saveTree(try Tree(nodes: [file]))
-        let directoryNode = TreeNode(name: Array(directory.utf8), kind: .directory, mode: 0o700, uid: file.uid, gid: file.gid,
-                                     user: file.user, group: file.group, mtimeNanos: file.mtimeNanos, ctimeNanos: file.ctimeNanos,
-                                     subtree: inner.id)
-        let outer = try await store.saveTree(try Tree(nodes: [directoryNode]))
-        try await store.flush()
-        var out = info
-        out.tree = outer.id
-        out.paths = [filePath]
-        out.summary.treeBlobs += (inner.added ? 1 : 0) + (outer.added ? 1 : 0)
-        out.summary.dirsNew += 1
-        return out
     }
 
     /// `xtrabackup_checkpoints`: `name = value` lines written by mariabackup into `--extra-lsndir`.
@@ -170,6 +130,34 @@ public enum MariaDBBackup {
             fromLSN = try lsn("from_lsn")
             toLSN = try lsn("to_lsn")
             lastLSN = try lsn("last_lsn")
+        }
+    }
+}
+
+/// mariabackup as the producer of the snapshot's stream: started writing into the archiver's pipe,
+/// checked (exit status, the end of its output) once the archiver read the stream to its end.
+struct MariaDBBackupProducer: StreamProducer {
+    let tool: String
+    let arguments: [String]
+    let step: String
+
+    func start(writingTo fd: Int32) async throws -> any RunningStream {
+        Running(child: try MariaDBChild(tool, arguments, stdin: .null, stdout: .fd(fd)), step: step)
+    }
+
+    struct Running: RunningStream {
+        let child: MariaDBChild
+        let step: String
+
+        func finish() async throws {
+            let status = child.wait()
+            let output = child.outputTail()
+            guard status == 0 else { throw MariaDBError.stepFailed(step: step, status: MariaDBTools.describe(status), output: output) }
+        }
+
+        func cancel() {
+            child.signal(SIGTERM)
+            child.wait()
         }
     }
 }

@@ -43,6 +43,8 @@ public final class ThrowawayMariaDB: ThrowawayServer, @unchecked Sendable {
             try? FileManager.default.removeItem(atPath: directory)
             throw MariaDBError.io(path: directory, reason: "cannot give it to \(user.name): \(reason)")
         }
+        // From here on there is something to clean up: an interrupted command tears it down.
+        ThrowawayRegistry.shared.register(self)
     }
 
     /// A server with a fresh, empty data directory, started now.
@@ -151,6 +153,7 @@ public final class ThrowawayMariaDB: ThrowawayServer, @unchecked Sendable {
         if first || FileManager.default.fileExists(atPath: directory) {
             try? FileManager.default.removeItem(atPath: directory)
         }
+        if first { ThrowawayRegistry.shared.unregister(self) }
     }
 
     deinit { tearDown() }
@@ -197,10 +200,42 @@ public struct MariaDBEngine: DatabaseEngine {
         try await server.restore(chain: chain, from: store)
     }
 
+    /// `restore-db` of a MariaDB snapshot: `options.target` is the data directory (missing or
+    /// empty; the server using it stopped); `options.settings["copy-back"] == "1"` copies instead
+    /// of moving the prepared files. Returns the steps done.
+    public static func restoreDB(chain: [(id: String, info: SnapshotInfo)], from store: any BlobStore,
+                                 options: RestoreDBOptions) async throws -> [String] {
+        guard let datadir = options.target, !datadir.isEmpty else {
+            throw MariaDBError.refused("a MariaDB snapshot is restored into a data directory: give it as the target")
+        }
+        if !options.databases.isEmpty || options.create || options.globals {
+            throw MariaDBError.refused("a physical MariaDB backup restores the whole server: databases, create and globals do not apply")
+        }
+        let steps = MariaDBStepLog(forward: options.log)
+        let absolute = datadir.hasPrefix("/") ? datadir : FileManager.default.currentDirectoryPath + "/" + datadir
+        try await MariaDBRestore.restoreDatadir(chain: chain, from: store, datadir: absolute,
+                                                move: options.settings["copy-back"] != "1", log: { steps.add($0) })
+        steps.add("restored \(chain.count == 1 ? "snapshot" : "\(chain.count) snapshots") into \(absolute): start the server on it")
+        return steps.lines
+    }
+
     /// `restore-db`: the chain into a missing or empty data directory (see
     /// ``MariaDBRestore/restoreDatadir(chain:from:datadir:move:log:)``).
     public static func restoreDatadir(chain: [(id: String, info: SnapshotInfo)], from store: any BlobStore, datadir: String,
                                       move: Bool = true, log: (@Sendable (String) -> Void)? = nil) async throws {
         try await MariaDBRestore.restoreDatadir(chain: chain, from: store, datadir: datadir, move: move, log: log)
     }
+}
+
+/// The steps of a restore, kept and passed on as they happen.
+final class MariaDBStepLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var kept: [String] = []
+    private let forward: (@Sendable (String) -> Void)?
+    init(forward: (@Sendable (String) -> Void)?) { self.forward = forward }
+    func add(_ line: String) {
+        lock.withLock { kept.append(line) }
+        forward?(line)
+    }
+    var lines: [String] { lock.withLock { kept } }
 }

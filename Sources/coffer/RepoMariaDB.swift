@@ -62,7 +62,7 @@ extension RepoBackup {
             let (result, id) = try runBlocking { () -> (ArchiveResult, String) in
                 try await repository.locked(exclusive: false) {
                     let archiver = Archiver(store: repository.store, options: archiveOptions)
-                    let result = try await MariaDBBackup.run(request, archiver: archiver, store: repository.store)
+                    let result = try await MariaDBBackup.run(request, archiver: archiver)
                     return (result, try await repository.catalog.saveSnapshot(result.info))
                 }
             }
