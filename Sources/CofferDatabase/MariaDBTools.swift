@@ -66,8 +66,8 @@ enum MariaDBTools {
 
     /// This process's environment for a child: `ChildEnvironment` less `MYSQL_PWD` (which the
     /// client library would read as a password).
-    static func environment() -> [String] {
-        ChildEnvironment.entries().filter { !$0.hasPrefix("MYSQL_PWD=") }
+    static func environment(_ entries: [String] = ChildEnvironment.entries()) -> [String] {
+        entries.filter { !$0.hasPrefix("MYSQL_PWD=") }
     }
 
     static func errorText(_ code: Int32 = errno) -> String { String(cString: strerror(code)) }

@@ -215,6 +215,74 @@ struct CLIMariaDBServer: SuiteTrait, TestScoping {
         #expect(try s.snapshotCount() == 0)
     }
 
+    /// `restore-test` and `restore-db` of a full + incremental chain through the binary.
+    @Test func restoreTestAndRestoreDBOfAnIncrementalChain() throws {
+        let s = try Setup()
+        try server.sql("""
+            DROP DATABASE IF EXISTS rt; CREATE DATABASE rt; USE rt;
+            CREATE TABLE orders (id INT PRIMARY KEY, amount DECIMAL(10,2)) ENGINE=InnoDB;
+            INSERT INTO orders SELECT seq, seq / 100 FROM seq_1_to_10000;
+            CREATE TABLE log (id INT PRIMARY KEY, msg VARCHAR(30)) ENGINE=Aria;
+            INSERT INTO log SELECT seq, 'x' FROM seq_1_to_100;
+            """)
+        let file = try server.optionFile(s.scratch.file("my.cnf"))
+        #expect(try s.run(["backup", "--mariadb", "--mariadb-defaults-file", file, "--host", "db2"]).status == 0)
+        try server.sql("INSERT INTO orders SELECT seq, 1 FROM seq_10001_to_10250;", database: "rt")
+        let inc = try s.run(["backup", "--mariadb", "--mariadb-defaults-file", file, "--mariadb-incremental", "--host", "db2"])
+        #expect(inc.status == 0, "\(inc.stderr)")
+        let checks = try s.scratch.write(Array("""
+            -- database: rt
+            -- name: rows added after the full backup
+            -- expect: 10250 | 250
+            SELECT COUNT(*), SUM(amount = 1 AND id > 10000) FROM orders;
+            """.utf8), "checks.sql")
+        let test = try s.run(["restore-test", "latest", "--check-sql", checks, "--json"])
+        #expect(test.status == 0, "restore-test: \(test.stdoutText) \(test.stderr)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(test.stdout)) as? [String: Any])
+        #expect(report["passed"] as? Bool == true, "\(report)")
+        let listed = try s.run(["snapshots"])
+        #expect(listed.stdoutText.contains("restore-tested"), "\(listed.stdoutText)")
+
+        // A check that does not hold fails the test (exit 1).
+        let wrong = try s.scratch.write(Array("-- database: rt\n-- expect: 9999\nSELECT COUNT(*) FROM orders;\n".utf8), "wrong.sql")
+        let failed = try s.run(["restore-test", "latest", "--check-sql", wrong, "--no-save"])
+        #expect(failed.status == 1, "\(failed.stdoutText) \(failed.stderr)")
+
+        let datadir = s.scratch.file("datadir")
+        let restored = try s.run(["restore-db", "latest", "--target", datadir])
+        #expect(restored.status == 0, "restore-db: \(restored.stdoutText) \(restored.stderr)")
+        #expect(FileManager.default.fileExists(atPath: datadir + "/rt/orders.ibd"))
+        #expect(!((try? FileManager.default.contentsOfDirectory(atPath: s.scratch.path)) ?? []).contains { $0.hasPrefix(".coffer-restore-") })
+        let again = try s.run(["restore-db", "latest", "--target", datadir])
+        #expect(again.status == Exit.usage, "\(again.stderr)")
+        #expect(again.stderr.contains("not empty"), "\(again.stderr)")
+    }
+
+    /// SIGTERM to a running `restore-test`: no mariadbd and no temporary directory are left.
+    @Test func interruptedRestoreTestLeavesNothingBehind() throws {
+        let s = try Setup()
+        try server.sql("""
+            DROP DATABASE IF EXISTS big; CREATE DATABASE big; USE big;
+            CREATE TABLE t (id INT PRIMARY KEY, v VARBINARY(1000)) ENGINE=InnoDB;
+            INSERT INTO t SELECT seq, RANDOM_BYTES(1000) FROM seq_1_to_30000;
+            """)
+        let file = try server.optionFile(s.scratch.file("my.cnf"))
+        #expect(try s.run(["backup", "--mariadb", "--mariadb-defaults-file", file]).status == 0)
+        let tmp = s.scratch.file("tmp")
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        for delay in [700_000, 2_500_000] as [UInt32] {
+            let pid = try spawnInBackground(["/usr/bin/env", "TMPDIR=\(tmp)", "COFFER_REPOSITORY=\(s.repo)", cofferBinary,
+                                             "restore-test", "--key-file", s.key, "latest", "--no-save"], stdinPath: "/dev/null")
+            usleep(delay)
+            kill(pid, SIGTERM)
+            let end = waitForTermination(pid)
+            #expect(!end.exited || end.code != 0 || delay > 2_000_000, "restore-test ended by itself before the signal")
+            #expect(((try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? []).isEmpty,
+                    "left in TMPDIR: \((try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? [])")
+            #expect(!mariaDBProcessMentions(tmp), "a process working in \(tmp) survived")
+        }
+    }
+
     /// A logical dump: `backup --stdin-from-command -- mariadb-dump …`, restored with
     /// `coffer dump … | mariadb`; a failing mariadb-dump writes no snapshot.
     @Test func logicalDumpRoundTrip() throws {
@@ -242,4 +310,14 @@ struct CLIMariaDBServer: SuiteTrait, TestScoping {
         #expect(failing.status != 0)
         #expect(try s.snapshotCount() == 1)
     }
+}
+
+/// True when some process's command line mentions `text` (other than this test process).
+func mariaDBProcessMentions(_ text: String) -> Bool {
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    for entry in entries where entry.allSatisfy(\.isNumber) && Int32(entry) != getpid() {
+        guard let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
+        if String(decoding: data.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self).contains(text) { return true }
+    }
+    return false
 }
