@@ -44,7 +44,9 @@ public final class ThrowawayMariaDB: ThrowawayServer, @unchecked Sendable {
             throw MariaDBError.io(path: directory, reason: "cannot give it to \(user.name): \(reason)")
         }
         // From here on there is something to clean up: an interrupted command tears it down.
-        ThrowawayRegistry.shared.register(self)
+        guard ThrowawayRegistry.shared.register(self) else {
+            throw MariaDBError.refused("interrupted: no throwaway server is started")
+        }
     }
 
     /// A server with a fresh, empty data directory, started now.

@@ -8,9 +8,20 @@ public final class ThrowawayRegistry: @unchecked Sendable {
 
     private let lock = NSLock()
     private var servers: [ObjectIdentifier: any ThrowawayServer] = [:]
+    /// Set by ``tearDownAll()``: the process is exiting, and a server registered afterwards (by a
+    /// task still running while the signal handler exits) is torn down at once.
+    private var closed = false
 
-    public func register(_ server: any ThrowawayServer) {
-        lock.withLock { servers[ObjectIdentifier(server)] = server }
+    /// Registers `server`; returns false (and tears it down) when ``tearDownAll()`` already ran.
+    @discardableResult
+    public func register(_ server: any ThrowawayServer) -> Bool {
+        let accepted = lock.withLock { () -> Bool in
+            if closed { return false }
+            servers[ObjectIdentifier(server)] = server
+            return true
+        }
+        if !accepted { server.tearDown() }
+        return accepted
     }
 
     public func unregister(_ server: any ThrowawayServer) {
@@ -20,6 +31,7 @@ public final class ThrowawayRegistry: @unchecked Sendable {
     /// Tears down every registered server (each ``ThrowawayServer/tearDown()`` is idempotent).
     public func tearDownAll() {
         let all = lock.withLock { () -> [any ThrowawayServer] in
+            closed = true
             let list = Array(servers.values)
             servers.removeAll()
             return list
