@@ -17,6 +17,9 @@ public final class PostgresThrowaway: ThrowawayServer, @unchecked Sendable {
     let runAs: String?
     private let lock = NSLock()
     private var torn = false
+    /// Held for a whole teardown, so a second caller (the command's own cleanup while a signal
+    /// handler tears down) returns only when everything is gone.
+    private let teardownLock = NSLock()
     private var serverPID: pid_t?
 
     var dataDirectory: String { directory + "/data" }
@@ -114,6 +117,8 @@ public final class PostgresThrowaway: ThrowawayServer, @unchecked Sendable {
     }
 
     public func tearDown() {
+        teardownLock.lock()
+        defer { teardownLock.unlock() }
         let (already, pid) = lock.withLock { () -> (Bool, pid_t?) in
             defer { torn = true }
             return (torn, serverPID)

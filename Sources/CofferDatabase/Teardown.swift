@@ -40,4 +40,15 @@ public final class ThrowawayRegistry: @unchecked Sendable {
     }
 
     public var count: Int { lock.withLock { servers.count } }
+
+    private var interruptedFlag = false
+    /// Set by ``interrupt()``: the process is being interrupted; whatever still runs must not
+    /// record an outcome (the servers it used were torn down under it).
+    public var interrupted: Bool { lock.withLock { interruptedFlag } }
+
+    /// For a SIGINT/SIGTERM handler: marks the process interrupted, then tears every server down.
+    public func interrupt() {
+        lock.withLock { interruptedFlag = true }
+        tearDownAll()
+    }
 }

@@ -89,7 +89,7 @@ enum Runtime {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler {
-                ThrowawayRegistry.shared.tearDownAll()  // restore-test's servers (CofferDatabase)
+                ThrowawayRegistry.shared.interrupt()  // restore-test's servers (CofferDatabase)
                 TemporaryFiles.removeAll()
                 TerminalPrompt.restoreEcho()
                 FileHandle.standardError.write(Data("\ncoffer: interrupted; no partial output left\n".utf8))

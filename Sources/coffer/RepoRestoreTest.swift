@@ -52,6 +52,8 @@ struct RepoRestoreTest: ParsableCommand {
                     let result = try await RestoreTester.run(snapshot: record.id, chain: chain, store: repository.store, checks: checks,
                                                              hostname: host, programVersion: version,
                                                              log: { line in if !quiet { Runtime.warn(line) } })
+                    // Interrupted: the signal handler tore the server down and exits; record nothing.
+                    while ThrowawayRegistry.shared.interrupted { sleep(1) }
                     if save { try await repository.repository.saveRestoreTest(result) }
                     return result
                 }
