@@ -66,18 +66,28 @@ public final class ThrowawayMariaDB: ThrowawayServer, @unchecked Sendable {
                 try? FileManager.default.removeItem(atPath: datadir)
                 var arguments = ["--no-defaults"]
                 if let user { arguments.append("--user=\(user.name)") }
-                arguments += ["--datadir=\(datadir)", "--auth-root-authentication-method=normal", "--skip-test-db"]
+                arguments += ["--datadir=\(datadir)", "--tmpdir=\(try privateTmp())", "--auth-root-authentication-method=normal", "--skip-test-db"]
                 try tracker.run(step: "mariadb-install-db", try MariaDBTools.installDB(), arguments)
             }
             try startLocked()
         }
     }
 
+    /// The server's own temporary directory (not /tmp: concurrent bootstraps collide there).
+    private func privateTmp() throws -> String {
+        let path = directory + "/tmp"
+        if !FileManager.default.fileExists(atPath: path) {
+            guard mkdir(path, 0o700) == 0 else { throw MariaDBError.io(path: path, reason: MariaDBTools.errorText()) }
+            if let user { _ = chown(path, user.uid, user.gid) }
+        }
+        return path
+    }
+
     private func startLocked() throws {
         var arguments = ["--no-defaults"]
         if let user { arguments.append("--user=\(user.name)") }
         arguments += [
-            "--datadir=\(datadir)", "--socket=\(socket)", "--pid-file=\(directory)/mysqld.pid", "--log-error=\(errorLog)",
+            "--datadir=\(datadir)", "--tmpdir=\(try privateTmp())", "--socket=\(socket)", "--pid-file=\(directory)/mysqld.pid", "--log-error=\(errorLog)",
             "--skip-networking", "--skip-name-resolve", "--innodb-buffer-pool-size=64M", "--skip-log-bin",
         ]
         if restored { arguments.append("--skip-grant-tables") }

@@ -271,18 +271,23 @@ final class MariaDBChild: @unchecked Sendable {
         }
     }
 
-    /// Waits for the child to exit; returns its wait status.
+    /// Waits for the child to exit; returns its wait status. The lock is not held while waiting,
+    /// so ``signal(_:)`` from another thread (a teardown) is never blocked by a waiter.
     @discardableResult
     func wait() -> Int32 {
-        lock.lock()
-        defer { lock.unlock() }
-        if let status { return status }
+        if let status = lock.withLock({ status }) { return status }
         var value: Int32 = 0
+        var reaped = true
         while waitpid(pid, &value, 0) < 0 {
-            if errno != EINTR { value = -1; break }
+            if errno != EINTR { reaped = false; break }
         }
-        status = value
-        return value
+        if reaped {
+            lock.withLock { if status == nil { status = value } }
+        } else {
+            // Another thread reaped it: wait until it stored the status.
+            while lock.withLock({ status }) == nil { usleep(1000) }
+        }
+        return lock.withLock { status ?? -1 }
     }
 
     /// True while the child has not exited (reaps it when it has; ``wait()`` then returns its status).
