@@ -14,6 +14,11 @@ needed_packages=(
   openssl      # RSA keys made by 'openssl genpkey' as Coffer recipients and identities
   zlib1g-dev   # inflating the age test vectors stored with 'compressed: zlib'
   libzstd-dev  # CofferRepository compresses chunks with the system libzstd (the CZstd target)
+  mariadb-server  # mariadbd, mariadb-install-db, mariadb, mariadb-dump: the MariaDB tests start their own
+                  # servers in temp dirs (--no-defaults, private socket); the packaged service is not used
+  mariadb-backup  # mariabackup, mbstream: backup --mariadb, restore of physical backups (full + incremental)
+  python3-yaml    # parses deploy/kubernetes/*.yaml in RepoMariaDBDeployTests (no cluster here for kubectl)
+  postgresql-15  # initdb, pg_ctl, psql, pg_dump, pg_restore: backup --postgres, restore-db, restore-test (PostgresTests, RepoPostgresTests)
 )
 missing=()
 for package in "${needed_packages[@]}"; do

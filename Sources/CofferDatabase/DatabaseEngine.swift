@@ -41,4 +41,41 @@ public protocol DatabaseEngine: Sendable {
     /// (each with its id and ``SnapshotInfo``); `store` reads their files.
     static func restore(chain: [(id: String, info: SnapshotInfo)], from store: any BlobStore,
                         into server: any ThrowawayServer) async throws
+
+    /// `restore-db`: restores the snapshot into a real server or directory as `options` say and
+    /// returns one line per step done. Has a default (refusing), so an engine may leave it out.
+    static func restoreDB(chain: [(id: String, info: SnapshotInfo)], from store: any BlobStore,
+                          options: RestoreDBOptions) async throws -> [String]
+}
+
+/// What `restore-db` asks of an engine (restoring into a real server or directory, not a throwaway).
+/// Fields an engine does not use are ignored by it; engine-specific settings go into `settings`.
+public struct RestoreDBOptions: Sendable {
+    /// Where to restore: PostgreSQL, a libpq connection string; MariaDB, a target directory.
+    public var target: String?
+    /// Only these databases of the snapshot (empty: all of them).
+    public var databases: [String] = []
+    /// Create each database (PostgreSQL: `pg_restore --create`).
+    public var create = false
+    /// Also restore the server's global objects (PostgreSQL: roles and tablespaces).
+    public var globals = false
+    /// Databases restored at once.
+    public var jobs = 1
+    /// Leave object ownership to the restoring user (PostgreSQL: `--no-owner`).
+    public var noOwner = false
+    /// Engine-specific settings by name.
+    public var settings: [String: String] = [:]
+    /// Called with one line per step as the restore goes on (for the user's terminal).
+    public var log: (@Sendable (String) -> Void)?
+
+    public init() {}
+}
+
+extension DatabaseEngine {
+    /// Restores the snapshot (`chain` as for ``restore(chain:from:into:)``) as `options` say; returns
+    /// one line per step done. Engines that do not implement it refuse.
+    public static func restoreDB(chain: [(id: String, info: SnapshotInfo)], from store: any BlobStore,
+                                 options: RestoreDBOptions) async throws -> [String] {
+        throw DatabaseError.unsupported("restore-db is not implemented for \(engine.rawValue) snapshots")
+    }
 }

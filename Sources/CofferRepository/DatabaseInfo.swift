@@ -55,6 +55,12 @@ public struct DatabaseInfo: Codable, Sendable, Equatable {
         /// The path of the xbstream file in the snapshot (e.g. "/mariadb/backup.xbstream").
         public var file: String
 
+        /// Stored as from_lsn/to_lsn/last_lsn: the repository's JSON converts keys to and from
+        /// snake case, and "fromLSN" would come back as "fromLsn" (so is named that way here).
+        enum CodingKeys: String, CodingKey {
+            case backupType, fromLSN = "fromLsn", toLSN = "toLsn", lastLSN = "lastLsn", baseSnapshot, file
+        }
+
         public init(backupType: String, fromLSN: UInt64, toLSN: UInt64, lastLSN: UInt64, baseSnapshot: String?, file: String) {
             self.backupType = backupType; self.fromLSN = fromLSN; self.toLSN = toLSN; self.lastLSN = lastLSN
             self.baseSnapshot = baseSnapshot; self.file = file

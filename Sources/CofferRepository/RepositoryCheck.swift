@@ -121,6 +121,10 @@ extension Repository {
                 report.errors.append(problem(e, default: "snapshots/\(id)"))
             }
         }
+        // Restore-test results (RestoreTestResults.swift).
+        let restoreTests = try await checkRestoreTests()
+        report.errors += restoreTests.errors
+        report.warnings += restoreTests.warnings
         // Data.
         let packNames = indexed.keys.filter { stored[$0] != nil }.sorted()
         let selected: [String]

@@ -49,6 +49,8 @@ extension Repository {
         }
         let snapshots = try await listSnapshots()
         report.snapshots = snapshots.count
+        // Restore-test results of snapshots removed by an interrupted forget (RestoreTestResults.swift).
+        if !dryRun { try await removeOrphanedRestoreTests() }
         var used = Set<BlobID>()
         for s in snapshots {
             used.formUnion(try await usedBlobs(s))

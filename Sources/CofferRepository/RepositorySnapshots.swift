@@ -135,11 +135,12 @@ extension Repository {
         return try await loadSnapshot(id, verifiers: [])
     }
 
-    /// Removes a snapshot object (the data it alone needs stays until `prune`).
+    /// Removes a snapshot object and its restore-test results (the data it alone needs stays until `prune`).
     public func removeSnapshot(_ id: String) async throws {
         try requireFullAccess("snapshots")
         do { try await storage.remove(try ObjectName(.snapshots, id)) } catch StorageError.notFound {
             throw RepositoryError.notFound("no snapshot \(id)")
         }
+        try await removeRestoreTests(of: id)  // its restore-test results go with it (RestoreTestResults.swift)
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CofferCloud
+import CofferDatabase
 import CofferFiles
 import CofferFormat
 import CofferInterop
@@ -39,6 +40,7 @@ struct Coffer: ParsableCommand {
             CommandGroup(name: "Repository", subcommands: [
                 RepoInit.self, RepoBackup.self, RepoSnapshots.self, RepoLs.self, RepoRestore.self, RepoDump.self,
                 RepoDiff.self, RepoCheck.self, RepoForget.self, RepoPrune.self, RepoKey.self,
+                RepoRestoreDB.self, RepoRestoreTest.self,
             ]),
         ])
 
@@ -87,6 +89,7 @@ enum Runtime {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler {
+                ThrowawayRegistry.shared.interrupt()  // restore-test's servers (CofferDatabase)
                 TemporaryFiles.removeAll()
                 TerminalPrompt.restoreEcho()
                 FileHandle.standardError.write(Data("\ncoffer: interrupted; no partial output left\n".utf8))

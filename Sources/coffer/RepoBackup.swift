@@ -1,5 +1,6 @@
 import ArgumentParser
 import CofferFormat
+import CofferDatabase
 import CofferKeys
 import CofferRepository
 import Foundation
@@ -26,6 +27,8 @@ struct RepoBackup: ParsableCommand {
     @OptionGroup var repo: RepoOptions
     @OptionGroup var keys: KeyOptions
     @OptionGroup var signing: SignOptions
+    @OptionGroup var mariadb: MariaDBOptions
+    @OptionGroup var postgres: PostgresBackupOptions
 
     @Option(name: .customLong("tag"), help: ArgumentHelp("Add a tag to the snapshot (repeatable).", valueName: "tag"))
     var tags: [String] = []
@@ -57,13 +60,17 @@ struct RepoBackup: ParsableCommand {
     var command: [String] { stdinFromCommand ? arguments : [] }
 
     func validate() throws {
+        if mariadb.mariadb { return try validateMariaDB() }
         if stdin && stdinFromCommand { throw ValidationError("--stdin and --stdin-from-command exclude each other") }
         if stdinFromCommand && command.isEmpty { throw ValidationError("--stdin-from-command needs a command after '--'") }
         if (stdin || stdinFromCommand) && !paths.isEmpty { throw ValidationError("a stream backup takes no paths") }
-        if !stdin && !stdinFromCommand && paths.isEmpty { throw ValidationError("give at least one path to back up (or --stdin)") }
+        let database = postgres.enabled
+        if database && (stdin || stdinFromCommand || !arguments.isEmpty) { throw ValidationError("a database backup takes no paths and no --stdin") }
+        if !database && !stdin && !stdinFromCommand && paths.isEmpty { throw ValidationError("give at least one path to back up (or --stdin)") }
     }
 
     func run() throws {
+        if mariadb.mariadb { return try runMariaDB() }
         try Runtime.reporting {
             if signing.sign != nil && signing.digest != .chunkSHA256 {
                 throw ValidationError("snapshots are signed with chunk-sha256 digests: leave out --signature-digest")
@@ -77,18 +84,21 @@ struct RepoBackup: ParsableCommand {
             options.excludes = try exclude.map(PathPattern.init)
             options.programVersion = "coffer \(Coffer.configuration.version)"
             let absolute = paths.map(Self.absolute)
-            if !stdin && !stdinFromCommand && !repository.writeOnly {
+            if !stdin && !stdinFromCommand && !postgres.enabled && !repository.writeOnly {
                 options.parent = SnapshotSelection.parent(for: absolute, host: options.hostname, in: try loadSnapshots(repository))
             }
             let progress = BackupProgress(enabled: !quiet && !repo.json && isatty(2) == 1)
             options.progress = progress.callback
             let archiveOptions = options
             let (streamName, isStdin, isCommand, command) = (stdinName, stdin, stdinFromCommand, command)
+            let pg = postgres.conninfo.map { ($0, postgres.databases) }
             let (result, id) = try runBlocking { () -> (ArchiveResult, String) in
               try await repository.locked(exclusive: false) {
                 let archiver = Archiver(store: repository.store, options: archiveOptions)
                 let result: ArchiveResult
-                if isStdin {
+                if let pg {
+                    result = try await PostgresBackup.backup(conninfo: pg.0, databases: pg.1, archiver: archiver)
+                } else if isStdin {
                     result = try await archiver.backup(stream: 0, name: streamName)
                 } else if isCommand {
                     result = try await archiver.backup(command: command, name: streamName)

@@ -21,7 +21,7 @@ struct RepoSnapshots: ParsableCommand {
 
     func run() throws {
         try Runtime.reporting {
-            let (_, _, all) = try openSnapshots("snapshots", repo: repo, keys: keys, signers: signers, references: [])
+            let (repository, _, all) = try openSnapshots("snapshots", repo: repo, keys: keys, signers: signers, references: [])
             let refused = all.filter { $0.signature.refusal != nil }
             let records = all.filter { $0.signature.refusal == nil }
                 .filter { host == nil || $0.info.hostname == host }
@@ -37,8 +37,13 @@ struct RepoSnapshots: ParsableCommand {
                 }
                 if let first = refused.first { throw first.signature.refusal! }
             }
+            let tested = try runBlocking { try await repository.repository.latestRestoreTests() }
             if repo.json {
-                try printJSON(records.map(SnapshotJSON.init))
+                try printJSON(records.map { r -> SnapshotJSON in
+                    var json = SnapshotJSON(r)
+                    json.restore_test = tested[r.id].map(RestoreTestSummaryJSON.init)
+                    return json
+                })
                 try finish()
                 return
             }
@@ -47,7 +52,7 @@ struct RepoSnapshots: ParsableCommand {
             for r in records {
                 let host = r.info.hostname.padding(toLength: max(11, r.info.hostname.count), withPad: " ", startingAt: 0)
                 let tags = r.info.tags.joined(separator: ",")
-                TreeFormat.out(DisplayText.escape("\(r.shortID)  \(TreeFormat.time.string(from: r.info.time))  \(host) \(tags.padding(toLength: max(11, tags.count), withPad: " ", startingAt: 0)) \(r.info.paths.joined(separator: " "))"))
+                TreeFormat.out(DisplayText.escape("\(r.shortID)  \(TreeFormat.time.string(from: r.info.time))  \(host) \(tags.padding(toLength: max(11, tags.count), withPad: " ", startingAt: 0)) \(r.info.paths.joined(separator: " "))\(tested[r.id].map { "  restore-tested \(TreeFormat.time.string(from: $0.time)), \($0.passed ? "passed" : "FAILED")" } ?? "")"))
             }
             TreeFormat.out(String(repeating: "-", count: 72))
             TreeFormat.out("\(counted(records.count, "snapshot"))")

@@ -106,6 +106,8 @@ struct SnapshotJSON: Encodable {
     let signed_by: [String]
     /// With --verify-signer: the accepted signer whose signature verified.
     let verified_by: String?
+    /// The newest restore-test result (`snapshots`), absent when there is none.
+    var restore_test: RestoreTestSummaryJSON? = nil
 
     struct SummaryJSON: Encodable {
         let files_new, files_changed, files_unmodified, dirs_new, dirs_changed, dirs_unmodified: Int

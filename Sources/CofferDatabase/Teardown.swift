@@ -1,0 +1,54 @@
+import Foundation
+
+/// Every throwaway server this process started and has not torn down yet, so that a command can
+/// tear them all down when it is interrupted (its SIGINT/SIGTERM handler calls ``tearDownAll()``
+/// before exiting). Engines register their servers as soon as anything exists to clean up.
+public final class ThrowawayRegistry: @unchecked Sendable {
+    public static let shared = ThrowawayRegistry()
+
+    private let lock = NSLock()
+    private var servers: [ObjectIdentifier: any ThrowawayServer] = [:]
+    /// Set by ``tearDownAll()``: the process is exiting, and a server registered afterwards (by a
+    /// task still running while the signal handler exits) is torn down at once.
+    private var closed = false
+
+    /// Registers `server`; returns false (and tears it down) when ``tearDownAll()`` already ran.
+    @discardableResult
+    public func register(_ server: any ThrowawayServer) -> Bool {
+        let accepted = lock.withLock { () -> Bool in
+            if closed { return false }
+            servers[ObjectIdentifier(server)] = server
+            return true
+        }
+        if !accepted { server.tearDown() }
+        return accepted
+    }
+
+    public func unregister(_ server: any ThrowawayServer) {
+        _ = lock.withLock { servers.removeValue(forKey: ObjectIdentifier(server)) }
+    }
+
+    /// Tears down every registered server (each ``ThrowawayServer/tearDown()`` is idempotent).
+    public func tearDownAll() {
+        let all = lock.withLock { () -> [any ThrowawayServer] in
+            closed = true
+            let list = Array(servers.values)
+            servers.removeAll()
+            return list
+        }
+        for server in all { server.tearDown() }
+    }
+
+    public var count: Int { lock.withLock { servers.count } }
+
+    private var interruptedFlag = false
+    /// Set by ``interrupt()``: the process is being interrupted; whatever still runs must not
+    /// record an outcome (the servers it used were torn down under it).
+    public var interrupted: Bool { lock.withLock { interruptedFlag } }
+
+    /// For a SIGINT/SIGTERM handler: marks the process interrupted, then tears every server down.
+    public func interrupt() {
+        lock.withLock { interruptedFlag = true }
+        tearDownAll()
+    }
+}
