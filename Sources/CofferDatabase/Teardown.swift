@@ -9,8 +9,14 @@ public final class ThrowawayRegistry: @unchecked Sendable {
     private let lock = NSLock()
     private var servers: [ObjectIdentifier: any ThrowawayServer] = [:]
 
+    /// Registers a server; one registered after an interrupt is torn down at once.
     public func register(_ server: any ThrowawayServer) {
-        lock.withLock { servers[ObjectIdentifier(server)] = server }
+        let late = lock.withLock { () -> Bool in
+            if interruptedFlag { return true }
+            servers[ObjectIdentifier(server)] = server
+            return false
+        }
+        if late { server.tearDown() }
     }
 
     public func unregister(_ server: any ThrowawayServer) {
