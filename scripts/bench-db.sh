@@ -76,6 +76,7 @@ for k in A B C D E; do
     D) label="pg_dump -Fc | zstd | age";;
     E) label="coffer restore-test";;
   esac
+  [[ -n ${times[$k]:-} ]] || continue
   m=$(echo "${times[$k]}" | median)
   printf '  %-28s %8.2f s   x%.2f of pg_dump   (runs: %s)\n' "$label" "$m" "$(echo "$m / $A" | bc -l)" "${times[$k]}"
 done

@@ -224,7 +224,8 @@ extension ChildProcess {
     }
 
     /// Runs `argv` to its end with `input` on standard input; collects standard output and error.
-    public static func run(_ argv: [String], name: String, environment: [String], input: [UInt8]? = nil) async throws -> Output {
+    public static func run(_ argv: [String], name: String, environment: [String], input: [UInt8]? = nil,
+                           started: (@Sendable (pid_t?) -> Void)? = nil) async throws -> Output {
         var outPipe: [Int32] = [-1, -1]
         guard pipe(&outPipe) == 0 else { throw DatabaseError.toolFailed(step: name, status: "no pipe", stderr: "") }
         _ = fcntl(outPipe[0], F_SETFD, FD_CLOEXEC)
@@ -244,6 +245,8 @@ extension ChildProcess {
             throw error
         }
         close(outPipe[1])
+        started?(child.pid)
+        defer { started?(nil) }
         let collector = OutputCollector(fd: outPipe[0], limit: 64 << 20)
         if let input {
             close(inPipe[0])

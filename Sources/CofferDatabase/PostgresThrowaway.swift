@@ -43,6 +43,11 @@ public final class PostgresThrowaway: ThrowawayServer, @unchecked Sendable {
     /// created is removed before the error is thrown.
     public static func start() async throws -> PostgresThrowaway {
         let initdb = try PostgresTools.server("initdb"), pgctl = try PostgresTools.server("pg_ctl")
+        let port = try freePort()
+        let runAs: String? = geteuid() == 0 ? "postgres" : nil
+        if runAs != nil && getpwnam("postgres") == nil {
+            throw DatabaseError.toolMissing("the unprivileged user \"postgres\" (the server cannot run as root)")
+        }
         var template = Array((NSTemporaryDirectory().hasPrefix("/") && NSTemporaryDirectory().utf8.count < 40
                               ? NSTemporaryDirectory() : "/tmp/").utf8)
         if template.last != UInt8(ascii: "/") { template.append(UInt8(ascii: "/")) }
@@ -53,26 +58,22 @@ public final class PostgresThrowaway: ThrowawayServer, @unchecked Sendable {
         guard let directory = made else {
             throw DatabaseError.toolFailed(step: "creating the throwaway server's directory", status: "mkdtemp", stderr: String(cString: strerror(errno)))
         }
-        var runAs: String? = nil
-        if geteuid() == 0 {
-            guard let pw = getpwnam("postgres") else {
-                try? FileManager.default.removeItem(atPath: directory)
-                throw DatabaseError.toolMissing("the unprivileged user \"postgres\" (the server cannot run as root)")
-            }
-            chown(directory, pw.pointee.pw_uid, pw.pointee.pw_gid)
-            runAs = "postgres"
-        }
-        let server = PostgresThrowaway(directory: directory, port: try freePort(), runAs: runAs)
+        // Registered at once: an interrupt from here on removes the directory.
+        let server = PostgresThrowaway(directory: directory, port: port, runAs: runAs)
         ThrowawayRegistry.shared.register(server)
+        if runAs != nil, let pw = getpwnam("postgres") { chown(directory, pw.pointee.pw_uid, pw.pointee.pw_gid) }
         do {
             let environment = server.clientEnvironment
-            _ = try await ChildProcess.checked(try ChildProcess.asUser(runAs, [initdb, "-D", server.dataDirectory, "-A", "trust", "-U", "postgres",
-                                                                          "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"]),
-                                               name: "initdb", environment: environment)
+            let initdbRun = try await ChildProcess.run(try ChildProcess.asUser(runAs, [initdb, "-D", server.dataDirectory, "-A", "trust", "-U", "postgres",
+                                                                                      "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"]),
+                                                       name: "initdb", environment: environment, started: server.setupChild)
+            guard initdbRun.status == 0 else {
+                throw DatabaseError.toolFailed(step: "initdb", status: ChildProcess.describe(initdbRun.status), stderr: initdbRun.stderr)
+            }
             let options = "-p \(server.port) -k \(directory) -c listen_addresses='' -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
             let started = await ChildProcess.runCatching(try ChildProcess.asUser(runAs, [pgctl, "-D", server.dataDirectory, "-l", directory + "/server.log",
                                                                                       "-w", "-t", "60", "-o", options, "start"]),
-                                                          name: "pg_ctl start", environment: environment)
+                                                          name: "pg_ctl start", environment: environment, started: server.setupChild)
             server.readPID()
             if let failure = started {
                 let log = (try? String(contentsOfFile: directory + "/server.log", encoding: .utf8)) ?? ""
@@ -84,6 +85,11 @@ public final class PostgresThrowaway: ThrowawayServer, @unchecked Sendable {
         }
         return server
     }
+
+    /// initdb or pg_ctl while one runs (through runuser, which passes SIGTERM on): stopped by a
+    /// teardown that comes while the server is being set up (an interrupt).
+    private var setupPID: pid_t?
+    var setupChild: @Sendable (pid_t?) -> Void { { [weak self] pid in self?.lock.withLock { self?.setupPID = pid } } }
 
     private func readPID() {
         guard let text = try? String(contentsOfFile: dataDirectory + "/postmaster.pid", encoding: .utf8),
@@ -124,6 +130,11 @@ public final class PostgresThrowaway: ThrowawayServer, @unchecked Sendable {
             return (torn, serverPID)
         }
         guard !already else { return }
+        if let setup = lock.withLock({ setupPID }), PostgresThrowaway.alive(setup) {
+            kill(setup, SIGTERM)
+            var waited = 0
+            while PostgresThrowaway.alive(setup) && waited < 100 { usleep(50_000); waited += 1 }
+        }
         var target = pid
         if target == nil {
             readPID()
@@ -165,9 +176,10 @@ public final class PostgresThrowaway: ThrowawayServer, @unchecked Sendable {
 
 extension ChildProcess {
     /// Runs a tool; nil when it exited with 0, else its status and stderr (a start failure too).
-    static func runCatching(_ argv: @autoclosure () throws -> [String], name: String, environment: [String]) async -> (status: String, stderr: String)? {
+    static func runCatching(_ argv: @autoclosure () throws -> [String], name: String, environment: [String],
+                            started: (@Sendable (pid_t?) -> Void)? = nil) async -> (status: String, stderr: String)? {
         do {
-            let out = try await run(try argv(), name: name, environment: environment)
+            let out = try await run(try argv(), name: name, environment: environment, started: started)
             return out.status == 0 ? nil : (describe(out.status), out.stderr)
         } catch {
             return ("could not start", "\(error)")

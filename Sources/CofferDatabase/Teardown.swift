@@ -8,15 +8,13 @@ public final class ThrowawayRegistry: @unchecked Sendable {
 
     private let lock = NSLock()
     private var servers: [ObjectIdentifier: any ThrowawayServer] = [:]
-    /// Set by ``tearDownAll()``: the process is exiting, and a server registered afterwards (by a
-    /// task still running while the signal handler exits) is torn down at once.
-    private var closed = false
 
-    /// Registers `server`; returns false (and tears it down) when ``tearDownAll()`` already ran.
+    /// Registers `server`; returns false (and tears it down at once) when the process was already
+    /// interrupted (``interrupt()``), so a server started by a task still running then never survives.
     @discardableResult
     public func register(_ server: any ThrowawayServer) -> Bool {
         let accepted = lock.withLock { () -> Bool in
-            if closed { return false }
+            if interruptedFlag { return false }
             servers[ObjectIdentifier(server)] = server
             return true
         }
@@ -31,7 +29,6 @@ public final class ThrowawayRegistry: @unchecked Sendable {
     /// Tears down every registered server (each ``ThrowawayServer/tearDown()`` is idempotent).
     public func tearDownAll() {
         let all = lock.withLock { () -> [any ThrowawayServer] in
-            closed = true
             let list = Array(servers.values)
             servers.removeAll()
             return list

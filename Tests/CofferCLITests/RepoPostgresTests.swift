@@ -133,13 +133,14 @@ import Glibc
         #expect(try s.snapshots().isEmpty)
     }
 
-    /// SIGTERM while the restore test runs: coffer exits 143 and leaves no server process and no
-    /// temporary directory.
-    @Test func interruptedRestoreTestLeavesNothing() throws {
+    /// SIGTERM while the restore test runs (early: while initdb sets the server up; late: once the
+    /// server runs): coffer exits 143 and leaves no process and no temporary directory behind.
+    @Test(arguments: [false, true]) func interruptedRestoreTestLeavesNothing(early: Bool) throws {
         let server = try PostgresTestServer.shared()
-        try server.createSampleDatabase("cli_interrupt", rows: 50_000)
+        let database = early ? "cli_interrupt_early" : "cli_interrupt"
+        try server.createSampleDatabase(database, rows: early ? 100 : 50_000)
         let s = try Setup(server: server)
-        let backup = try s.run(["backup", "--postgres", server.conninfo, "--database", "cli_interrupt"])
+        let backup = try s.run(["backup", "--postgres", server.conninfo, "--database", database])
         #expect(backup.status == 0, "backup: \(backup.stderr)")
 
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("COFFER_") }
@@ -160,8 +161,9 @@ import Glibc
         var serverPID: pid_t = 0
         var serverDir = ""
         for _ in 0..<600 where serverPID == 0 {
-            usleep(20_000)
+            usleep(early ? 2_000 : 20_000)
             for dir in s.leftovers() {
+                if early { serverDir = dir; serverPID = -1; break }
                 if let text = try? String(contentsOfFile: s.scratch.file("\(dir)/data/postmaster.pid"), encoding: .utf8),
                    let first = text.split(separator: "\n").first, let p = pid_t(first), p > 0 {
                     serverPID = p
@@ -169,14 +171,22 @@ import Glibc
                 }
             }
         }
-        #expect(serverPID > 0, "no throwaway server appeared: \((try? String(contentsOfFile: s.scratch.file("err.txt"), encoding: .utf8)) ?? "")")
-        usleep(300_000)
+        #expect(serverPID != 0, "no throwaway server appeared: \((try? String(contentsOfFile: s.scratch.file("err.txt"), encoding: .utf8)) ?? "")")
+        if !early { usleep(300_000) }
         kill(pid, SIGTERM)
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         let stderr = (try? String(contentsOfFile: s.scratch.file("err.txt"), encoding: .utf8)) ?? ""
         #expect(status & 0x7f == 0 && (status >> 8) & 0xff == 143, "status \(status): \(stderr)")
-        #expect(!PostgresTestServer.alive(serverPID), "server \(serverPID) still runs")
+        if serverPID > 0 { #expect(!PostgresTestServer.alive(serverPID), "server \(serverPID) still runs") }
+        // No process (initdb, postgres) works in the removed directory.
+        usleep(200_000)
+        let procs = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).filter { Int($0) != nil }
+        let users = procs.filter { p in
+            guard let cmd = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(p)/cmdline")) else { return false }
+            return String(decoding: cmd, as: UTF8.self).contains(serverDir)
+        }
+        #expect(users.isEmpty, "processes still using \(serverDir): \(users)")
         #expect(!FileManager.default.fileExists(atPath: s.scratch.file(serverDir)))
         #expect(s.leftovers().isEmpty)
     }
