@@ -95,7 +95,7 @@ extension Repository {
                 } catch CofferError.signatureInvalid {
                     let signer = verifiers.first { v in signed.trailer.entries.contains { $0.keyID == v.keyID } }?.label ?? "an accepted signer"
                     signature.refusal = .invalid(snapshot: id, signer: signer)
-                } catch CofferError.signerNotAccepted(let found, _) {
+                } catch AccessError.signerNotAccepted(let found, _) {
                     signature.refusal = .notAccepted(snapshot: id, found: found, accepted: accepted)
                 }
             } else {
