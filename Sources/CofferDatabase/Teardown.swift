@@ -1,3 +1,4 @@
+import CofferRepository
 import Foundation
 
 /// Every throwaway server this process started and has not torn down yet, so that a command can
@@ -37,6 +38,11 @@ public final class ThrowawayRegistry: @unchecked Sendable {
     }
 
     public var count: Int { lock.withLock { servers.count } }
+
+    /// How many registered servers are of `engine` (tests of one engine run beside the other's).
+    public func count(of engine: DatabaseInfo.Engine) -> Int {
+        lock.withLock { servers.values.filter { $0.engine == engine }.count }
+    }
 
     private var interruptedFlag = false
     /// Set by ``interrupt()``: the process is being interrupted; whatever still runs must not

@@ -119,10 +119,13 @@ extension Repository {
     /// Appends an event at the end of the chain (reads only the newest event, to hash it). Two
     /// writers racing for one seq: the storage lets one win (no overwrite), the other retries.
     @discardableResult
-    public func appendKeyEvent(_ event: KeyEvent) async throws -> KeyEvent {
+    /// `first`: the repository was just created, so the history is known to be empty and is not
+    /// listed for the first attempt (if an event is there after all, the write is refused and the
+    /// next attempt lists as usual).
+    public func appendKeyEvent(_ event: KeyEvent, first: Bool = false) async throws -> KeyEvent {
         let key = try historyKey
-        for _ in 0..<16 {
-            let seqs = try await historySeqs()
+        for attempt in 0..<16 {
+            let seqs = first && attempt == 0 ? [] : try await historySeqs()
             var next = event
             next.seq = (seqs.last ?? 0) + 1
             if let last = seqs.last {

@@ -21,6 +21,15 @@ public struct KeyObjectInfo: Codable, Sendable, Equatable {
 
 extension Repository {
     /// The key objects, sorted by id.
+    /// What opens the key object this repository was opened (or created) with, read without listing
+    /// (a fresh repository on a server that refuses listings to this credential can still record it).
+    public func currentKeyLabels() async throws -> [String] {
+        guard let keyID else { return [] }
+        let name = try ObjectName(.keys, keyID)
+        let bytes = try await storage.load(name)
+        return describeStanzas(try CofferObject.parseHeader(bytes, object: name.description).header)
+    }
+
     public func listKeys() async throws -> [KeyObjectInfo] {
         try requireFullAccess("key objects")
         var out: [KeyObjectInfo] = []

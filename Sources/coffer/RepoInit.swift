@@ -48,8 +48,8 @@ struct RepoInit: ParsableCommand {
             let createOptions = options
             let created = try runBlocking {
                 let repository = try await Repository.create(storage: storage, keys: recipients, options: createOptions)
-                let opens = try await repository.listKeys().first { $0.current }?.keys.joined(separator: ", ")
-                try await repository.appendKeyEvent(KeyEvent(.initialized, key: repository.keyID, detail: opens, maxKeyAge: maxAge))
+                let opens = try await repository.currentKeyLabels().joined(separator: ", ")
+                try await repository.appendKeyEvent(KeyEvent(.initialized, key: repository.keyID, detail: opens, maxKeyAge: maxAge), first: true)
                 return repository
             }
             if repo.json {

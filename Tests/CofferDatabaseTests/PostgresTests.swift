@@ -93,7 +93,7 @@ let serverEnvironment: [String: String?] = {
         #expect(result.tablesCompared == 5)
         #expect(result.rowsCompared == 80_503)
         #expect(result.checks.count == 2 && result.checks.allSatisfy(\.passed))
-        #expect(ThrowawayRegistry.shared.count == 0)
+        #expect(ThrowawayRegistry.shared.count(of: .postgresql) == 0)
 
         try await repo.saveRestoreTest(result)
         #expect(try await repo.latestRestoreTests()[id]?.passed == true)
@@ -198,7 +198,7 @@ let serverEnvironment: [String: String?] = {
         let name = (largest as NSString).lastPathComponent
         #expect(result.error?.contains("data/\(name)") == true, "\(result.error ?? "no error")")
         #expect(result.error?.contains("damaged") == true)
-        #expect(ThrowawayRegistry.shared.count == 0)
+        #expect(ThrowawayRegistry.shared.count(of: .postgresql) == 0)
     }
 
     /// A throwaway server: running as `postgres` when root, in its temporary directory; tearDown
@@ -208,7 +208,7 @@ let serverEnvironment: [String: String?] = {
         let pidText = try String(contentsOfFile: server.dataDirectory + "/postmaster.pid", encoding: .utf8)
         let pid = try #require(pid_t(pidText.split(separator: "\n")[0]))
         #expect(PostgresTestServer.alive(pid))
-        #expect(ThrowawayRegistry.shared.count == 1)
+        #expect(ThrowawayRegistry.shared.count(of: .postgresql) == 1)
         if geteuid() == 0 {
             var st = stat()
             stat("/proc/\(pid)", &st)
@@ -219,6 +219,6 @@ let serverEnvironment: [String: String?] = {
         #expect(!PostgresTestServer.alive(pid))
         #expect(!FileManager.default.fileExists(atPath: server.directory))
         server.tearDown()
-        #expect(ThrowawayRegistry.shared.count == 0)
+        #expect(ThrowawayRegistry.shared.count(of: .postgresql) == 0)
     }
 }
