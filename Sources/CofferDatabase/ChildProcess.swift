@@ -177,6 +177,7 @@ public final class Child: @unchecked Sendable {
         let cEnv = environment.map { strdup($0) } + [nil]
         defer { (cArgs + cEnv).forEach { free($0) } }
         var pid: pid_t = 0
+        closeInheritedDescriptors(&actions)
         let rc = posix_spawn(&pid, argv[0], &actions, &attributes, cArgs, cEnv)
         if !inheritStderr { close(errPipe[1]) }
         guard rc == 0 else {

@@ -244,6 +244,7 @@ final class MariaDBChild: @unchecked Sendable {
         let envp = MariaDBTools.environment().map { strdup($0) } + [nil]
         defer { (argv + envp).forEach { free($0) } }
         var pid: pid_t = 0
+        closeInheritedDescriptors(&actions)
         let rc = posix_spawn(&pid, executable, &actions, nil, argv, envp)
         guard rc == 0 else {
             [captureFD, tailFD, errPipe.read, writer?.fd].compactMap { $0 }.forEach { close($0) }

@@ -149,6 +149,12 @@ public final class PostgresTestServer: @unchecked Sendable {
         let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { (cArgs + cEnv).forEach { free($0) } }
         var pid: pid_t = 0
+        // Only 0, 1 and 2 reach the child: no descriptor of this process leaks into a tool (and a
+        // process holding many descriptors cannot push the child past its open-file limit).
+        typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+        if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") {
+            _ = unsafeBitCast(symbol, to: AddCloseFrom.self)(&actions, 3)
+        }
         let rc = posix_spawn(&pid, argv[0], &actions, nil, cArgs, cEnv)
         guard rc == 0 else { throw TestServerFailure("cannot start \(argv[0]): \(String(cString: strerror(rc)))") }
         var status: Int32 = 0
