@@ -215,7 +215,9 @@ let serverEnvironment: [String: String?] = {
             #expect(st.st_uid == getpwnam("postgres").pointee.pw_uid)
         }
         #expect(try await server.query("SELECT 1, NULL, 'a,b'", database: nil) == [["1", "", "a,b"]])
-        ThrowawayRegistry.shared.tearDownAll()
+        // Its own teardown, not the registry's tearDownAll(): MariaDB suites run beside this one in
+        // the same process, and their servers are registered too.
+        server.tearDown()
         #expect(!PostgresTestServer.alive(pid))
         #expect(!FileManager.default.fileExists(atPath: server.directory))
         server.tearDown()
