@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -115,7 +116,69 @@ public final class LocalStorage: Storage {
         return stream
     }
 
+    /// Temporary files of saves that never finished (`.tmp-…` in a kind or shard directory, a
+    /// regular file, modified before `date`): a process killed between creating and publishing.
+    public func leftovers(olderThan date: Date) async throws -> [Leftover] {
+        try await blocking { try self.leftoversNow(olderThan: date) }
+    }
+
+    public func removeLeftover(_ leftover: Leftover) async throws {
+        try await blocking { try self.removeLeftoverNow(leftover) }
+    }
+
     // MARK: Blocking implementations
+
+    func leftoversNow(olderThan date: Date) throws -> [Leftover] {
+        var found: [Leftover] = []
+        func scan(_ relative: String) throws {
+            for entry in try directoryEntries(root + "/" + relative) where Self.isTemporaryName(entry) {
+                var st = Glibc.stat()
+                guard lstat(root + "/" + relative + "/" + entry, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { continue }
+                let modified = modificationDate(st)
+                if modified < date { found.append(Leftover(location: relative + "/" + entry, since: modified)) }
+            }
+        }
+        for kind in ObjectKind.allCases {
+            try scan(kind.rawValue)
+            if kind.isSharded {
+                for shard in try directoryEntries(root + "/" + kind.rawValue)
+                where shard.utf8.count == 2 && ObjectName.invalidReason(shard, kind: kind) == nil {
+                    try scan(kind.rawValue + "/" + shard)
+                }
+            }
+        }
+        return found.sorted { $0.location < $1.location }
+    }
+
+    /// `.tmp-` followed by characters of names and `-`: what ``saveNow`` makes, nothing else.
+    static func isTemporaryName(_ entry: String) -> Bool {
+        guard entry.hasPrefix(".tmp-"), entry.utf8.count > 5, entry.utf8.count <= ObjectName.maxLength + 40 else { return false }
+        return entry.utf8.dropFirst(5).allSatisfy {
+            ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z")) || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9"))
+                || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_")
+        }
+    }
+
+    func removeLeftoverNow(_ leftover: Leftover) throws {
+        // The location came from our own scan, but check its shape again: KIND[/XY]/.tmp-…, nothing
+        // else (no other directory, no "..").
+        let parts = leftover.location.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard let kind = parts.first.flatMap(ObjectKind.init(rawValue:)), let last = parts.last, Self.isTemporaryName(last),
+              parts.count == 2 || (parts.count == 3 && kind.isSharded && parts[1].utf8.count == 2
+                                   && ObjectName.invalidReason(parts[1], kind: kind) == nil) else {
+            throw StorageError.io(operation: "remove leftover", target: ObjectName.printable(leftover.location), errno: EINVAL,
+                                  reason: "not a temporary file of this repository")
+        }
+        let path = root + "/" + leftover.location
+        var st = Glibc.stat()
+        guard lstat(path, &st) == 0 else {
+            if errno == ENOENT { return }
+            throw ioError("stat", path)
+        }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { return }
+        guard unlink(path) == 0 || errno == ENOENT else { throw ioError("remove", path) }
+        try fsyncDirectory(parentDirectory(of: path))
+    }
 
     func saveNow(_ name: ObjectName, contents: [UInt8], overwrite: Bool) throws {
         let dir = directory(for: name)
@@ -239,7 +302,7 @@ public final class LocalStorage: Storage {
                 throw ioError("stat", dir + "/" + entry)
             }
             guard (st.st_mode & S_IFMT) == S_IFREG else { continue }
-            try yield(ObjectInfo(name: name, size: Int64(st.st_size)))
+            try yield(ObjectInfo(name: name, size: Int64(st.st_size), modified: modificationDate(st)))
         }
     }
 
@@ -290,6 +353,11 @@ public final class LocalStorage: Storage {
         default: return ioError("open", path)
         }
     }
+}
+
+/// A file's modification time.
+func modificationDate(_ st: Glibc.stat) -> Date {
+    Date(timeIntervalSince1970: Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9)
 }
 
 /// Set once when a listing's consumer goes away.

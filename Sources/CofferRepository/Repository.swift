@@ -101,6 +101,7 @@ public final class Repository: BlobStore, @unchecked Sendable {
         self.dataKeys = dataKeys
         self.currentPublicKey = currentPublicKey
         self._packSize = config.packSize
+        storage.useObjectLock(config.objectLock)
         self.limiter = AsyncLimiter(ProcessInfo.processInfo.activeProcessorCount)
     }
 
@@ -163,6 +164,8 @@ public final class Repository: BlobStore, @unchecked Sendable {
         public var packSize: Int = RepositoryConfig.defaultPackSize
         /// Removing keys must leave one that the recovery key opens.
         public var requireRecovery = false
+        /// Object lock: retention for every object written (an S3 bucket with object lock enabled).
+        public var objectLock: ObjectLock?
         public var hostname = ProcessInfo.processInfo.hostName
         public var username = ProcessInfo.processInfo.environment["USER"] ?? ""
         public init() {}
@@ -196,14 +199,20 @@ public final class Repository: BlobStore, @unchecked Sendable {
         if (try? await storage.stat(configName)) != nil {
             throw RepositoryError.refused("a repository already exists there (it has a config object)")
         }
+        if let reason = options.objectLock?.invalidReason { throw RepositoryError.refused(reason) }
         if options.requireRecovery && keys.recoveryKeyID == nil {
             throw RepositoryError.refused("the recovery policy is on but no recovery key is given")
         }
         let config = RepositoryConfig(version: repositoryFormatVersion, id: Hex.encode(secrets.repositoryID), created: created,
                                       chunkerMin: options.chunker.minSize, chunkerAvg: options.chunker.averageSize,
                                       chunkerMax: options.chunker.maxSize, packSize: options.packSize,
-                                      requireRecovery: options.requireRecovery, recoveryKeyId: keys.recoveryKeyID)
+                                      requireRecovery: options.requireRecovery, recoveryKeyId: keys.recoveryKeyID,
+                                      objectLock: options.objectLock)
         try config.validate()
+        if let lock = options.objectLock {
+            guard storage.supportsObjectLock else { throw RepositoryError.refused("object lock needs a storage that can lock objects (an S3 bucket with object lock enabled)") }
+            storage.useObjectLock(lock)
+        }
         let indexKey = try SymmetricObjectKey(secrets.indexKey)
         let ringKey = try SymmetricObjectKey(secrets.ringKey)
         // Data key and key object first, config last: a repository is complete once its config exists.

@@ -95,6 +95,9 @@ public struct RepositoryConfig: Codable, Sendable, Equatable {
     public var requireRecovery: Bool
     /// The key id of the recovery key given at `init` (the key id its stanzas carry), if any.
     public var recoveryKeyId: String?
+    /// Object lock (`init --object-lock-days`): every object but locks and restore-test results is
+    /// written with this retention. Omitted when off, so older configs are unchanged.
+    public var objectLock: ObjectLock? = nil
 
     public static let minPackSize = 1 << 20
     public static let maxPackSize = 128 << 20
@@ -116,6 +119,9 @@ public struct RepositoryConfig: Codable, Sendable, Equatable {
         }
         guard (Self.minPackSize...Self.maxPackSize).contains(packSize) else {
             throw RepositoryError.damaged(object: object, reason: "pack size \(packSize) outside \(Self.minPackSize)...\(Self.maxPackSize)")
+        }
+        if let reason = objectLock?.invalidReason {
+            throw RepositoryError.damaged(object: object, reason: reason)
         }
     }
 }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// The kinds of object a repository stores; each kind is a separate namespace (a directory on disk,
 /// a key prefix on S3).
 public enum ObjectKind: String, CaseIterable, Sendable, CustomStringConvertible {
@@ -66,15 +68,93 @@ extension String {
     fileprivate func leftPadded(to n: Int) -> String { String(repeating: "0", count: max(0, n - count)) + self }
 }
 
-/// An object's name and size as the storage reports them.
+/// An object's name and size as the storage reports them, and when it was last written when the
+/// storage's listing says (S3's LastModified, a file's mtime): untrusted, used only to plan (which
+/// objects may still be under retention).
 public struct ObjectInfo: Hashable, Sendable {
     public let name: ObjectName
     public let size: Int64
+    public let modified: Date?
 
-    public init(name: ObjectName, size: Int64) {
+    public init(name: ObjectName, size: Int64, modified: Date? = nil) {
         self.name = name
         self.size = size
+        self.modified = modified
     }
+
+    /// The same object and size: the listing time is information, not identity.
+    public static func == (a: ObjectInfo, b: ObjectInfo) -> Bool { a.name == b.name && a.size == b.size }
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(name)
+        hasher.combine(size)
+    }
+}
+
+/// Object lock (immutable backups, docs/S3.md "Object lock"): a repository option recorded in the
+/// config. Every object but lock objects and restore-test results is written with retention until
+/// now + `days` (S3's `x-amz-object-lock-mode` / `-retain-until-date`); the storage refuses to
+/// delete or overwrite it before then.
+public struct ObjectLock: Codable, Sendable, Equatable, CustomStringConvertible {
+    public enum Mode: String, Codable, Sendable, CaseIterable {
+        /// Nobody, not even the account's root user, can shorten the retention or delete the object.
+        case compliance
+        /// Users with `s3:BypassGovernanceRetention` can; Coffer never asks to.
+        case governance
+    }
+
+    public var mode: Mode
+    public var days: Int
+
+    /// 100 years: S3's own bound for a bucket's default retention.
+    public static let maxDays = 36_500
+
+    public init(mode: Mode, days: Int) {
+        self.mode = mode
+        self.days = days
+    }
+
+    /// Why this setting is not acceptable, or nil.
+    public var invalidReason: String? {
+        (1...Self.maxDays).contains(days) ? nil : "object lock days must be 1 to \(Self.maxDays), not \(days)"
+    }
+
+    /// The retention an object written at `date` gets.
+    public func retainUntil(writtenAt date: Date) -> Date { date.addingTimeInterval(Double(days) * 86_400) }
+
+    /// Whether an object is written under retention. Lock objects are not (they must be removable
+    /// when a command ends, and are rewritten to refresh them); restore-test results are not (a
+    /// record of a test, not needed to restore anything; removed with their snapshot). Everything
+    /// else is: config, key objects, data keys and key-history events (without them nothing opens),
+    /// packs, index objects and snapshots.
+    public static func applies(to name: ObjectName) -> Bool {
+        switch name.kind {
+        case .locks: return false
+        case .snapshots: return !name.name.contains("-restoretest-")
+        default: return true
+        }
+    }
+
+    public var description: String { "\(mode.rawValue), \(days) day\(days == 1 ? "" : "s")" }
+}
+
+/// Something a killed write left behind that is not an object: a temporary file of a local save
+/// (`.tmp-NAME-RANDOM`), an incomplete multipart upload on S3. Never listed or loaded as an object;
+/// `prune` removes those older than a safe age (``Storage/leftovers(olderThan:)``).
+public struct Leftover: Hashable, Sendable, CustomStringConvertible {
+    /// Where it is, for messages: a path below the repository, or an S3 key.
+    public let location: String
+    /// When it was made (mtime, or the upload's Initiated).
+    public let since: Date
+    /// The storage's own handle (an upload id).
+    public let token: String
+
+    public init(location: String, since: Date, token: String = "") {
+        self.location = location
+        self.since = since
+        self.token = token
+    }
+
+    public var description: String { location }
 }
 
 /// What a storage implementation can do, for callers that plan parallel work.
@@ -151,9 +231,57 @@ public protocol Storage: Sendable {
 
     /// The objects of one kind, in batches of at most `batchSize`, in no particular order.
     func list(_ kind: ObjectKind, batchSize: Int) -> AsyncThrowingStream<[ObjectInfo], Error>
+
+    /// Removes many objects (S3: DeleteObjects, 1000 a request); returns those that could not be
+    /// removed, with the reason. A missing object counts as removed.
+    func remove(_ names: [ObjectName]) async throws -> [(ObjectName, String)]
+
+    /// Leftovers of killed writes made before `date` (see ``Leftover``).
+    func leftovers(olderThan date: Date) async throws -> [Leftover]
+
+    /// Removes a leftover ``leftovers(olderThan:)`` returned.
+    func removeLeftover(_ leftover: Leftover) async throws
+
+    /// Whether objects can be kept under retention (S3 object lock); a local directory cannot.
+    var supportsObjectLock: Bool { get }
+
+    /// The retention for objects written from now on (``ObjectLock/applies(to:)`` chooses which);
+    /// nil for none. Ignored by a storage that does not support object lock.
+    func useObjectLock(_ lock: ObjectLock?)
+
+    /// The retention date the storage holds for an object now (S3: HEAD's
+    /// `x-amz-object-lock-retain-until-date`), nil when it has none.
+    func retainUntil(_ name: ObjectName) async throws -> Date?
+
+    /// Extends an object's retention to `date` (S3 PutObjectRetention, in the repository's mode).
+    /// Returns false when it was already retained at least that long (nothing changed).
+    func extendRetention(_ name: ObjectName, until date: Date) async throws -> Bool
 }
 
 extension Storage {
+    public func remove(_ names: [ObjectName]) async throws -> [(ObjectName, String)] {
+        var failed: [(ObjectName, String)] = []
+        for name in names {
+            do { try await remove(name) } catch StorageError.notFound {} catch { failed.append((name, "\(error)")) }
+        }
+        return failed
+    }
+
+    public func leftovers(olderThan date: Date) async throws -> [Leftover] { [] }
+
+    public func removeLeftover(_ leftover: Leftover) async throws {}
+
+    public var supportsObjectLock: Bool { false }
+
+    public func useObjectLock(_ lock: ObjectLock?) {}
+
+    public func retainUntil(_ name: ObjectName) async throws -> Date? { nil }
+
+    public func extendRetention(_ name: ObjectName, until date: Date) async throws -> Bool {
+        throw StorageError.io(operation: "extend retention of", target: name.description, errno: 0,
+                              reason: "this storage cannot lock objects")
+    }
+
     public func save(_ name: ObjectName, contents: [UInt8]) async throws {
         try await save(name, contents: contents, overwrite: false)
     }

@@ -3,6 +3,7 @@ import CofferRepository
 import Crypto
 import Foundation
 import NIOHTTP1
+import Synchronization
 
 /// A repository in an S3 bucket, under the URI's prefix, with the same layout as on disk:
 /// `PREFIX/KIND/NAME`, data packs under `PREFIX/data/XX/NAME` (XX = the name's first two
@@ -25,8 +26,9 @@ public final class S3Storage: Storage {
     public var uri: S3URI { client.uri }
     public var options: S3Options { client.options }
     public let properties: StorageProperties
-    /// Sent with every object written (object lock), when set.
-    let retention: Retention?
+    /// Sent with every object written under retention (object lock), when set.
+    var retention: Retention? { retentionState.withLock { $0 } }
+    private let retentionState: Mutex<Retention?>
 
     /// Object lock retention for every object written: mode and how long.
     public struct Retention: Sendable, Equatable {
@@ -41,7 +43,7 @@ public final class S3Storage: Storage {
 
     public init(client: S3Client, retention: Retention? = nil) {
         self.client = client
-        self.retention = retention
+        self.retentionState = Mutex(retention)
         properties = StorageProperties(connections: client.options.connections, hasAtomicReplace: true)
     }
 
@@ -51,10 +53,95 @@ public final class S3Storage: Storage {
         self.init(client: try S3Client(uri: uri, options: options, environment: environment))
     }
 
-    /// For `init`: the bucket is made when it does not exist (in the URI's region).
+    /// For `init`: the bucket is made when it does not exist (in the URI's region), with object
+    /// lock enabled when asked; an existing bucket must then have object lock enabled.
     public func prepareBucket(objectLock: Bool = false) async throws {
-        if try await client.bucketExists() { return }
+        if try await client.bucketExists() {
+            if objectLock, try await !objectLockEnabled() {
+                throw S3Error(.refused, "bucket \(uri.bucket) does not have object lock enabled: object lock can only be enabled on a versioned bucket (PutObjectLockConfiguration with ObjectLockEnabled, or a new bucket made with it), and retention on objects needs it")
+            }
+            return
+        }
         try await client.createBucket(objectLock: objectLock)
+    }
+
+    /// Whether the bucket has object lock enabled (GetObjectLockConfiguration).
+    public func objectLockEnabled() async throws -> Bool {
+        let request = S3Client.Request(method: .GET, key: nil, query: [("object-lock", "")], operation: "GET-LOCK-CONFIG")
+        let response = try await client.perform(request)
+        if response.status == 404 || response.errorCode == "ObjectLockConfigurationNotFoundError" { return false }
+        try client.expectSuccess(response, request)
+        guard let document = try? S3XML.parse(response.body), document.name == "ObjectLockConfiguration" else {
+            throw S3Error(.invalidResponse, "\(client.describe(request)): not an <ObjectLockConfiguration>")
+        }
+        return document.childText("ObjectLockEnabled") == "Enabled"
+    }
+
+    // MARK: Object lock
+
+    public var supportsObjectLock: Bool { true }
+
+    public func useObjectLock(_ lock: ObjectLock?) {
+        let retention = lock.map { Retention(mode: $0.mode == .compliance ? .compliance : .governance, days: $0.days) }
+        retentionState.withLock { $0 = retention }
+    }
+
+    /// HEAD's `x-amz-object-lock-retain-until-date`.
+    public func retainUntil(_ name: ObjectName) async throws -> Date? {
+        let request = S3Client.Request(method: .HEAD, key: key(name), operation: "HEAD")
+        let response = try await client.perform(request)
+        if response.status == 404 { throw StorageError.notFound(name) }
+        try mapped(name) { () throws(S3Error) in try client.expectSuccess(response, request) }
+        guard let text = response.header("x-amz-object-lock-retain-until-date") else { return nil }
+        guard let date = Self.parseDate(text) else {
+            throw S3Error(.invalidResponse, "\(client.describe(request)): a retention date that is not a date")
+        }
+        return date
+    }
+
+    /// PutObjectRetention (`PUT KEY?retention`) in the repository's mode. S3 refuses to shorten a
+    /// retention: a refusal when the object is already retained until `date` or later is "nothing
+    /// to do" (false).
+    public func extendRetention(_ name: ObjectName, until date: Date) async throws -> Bool {
+        guard let retention else {
+            throw S3Error(.refused, "extend retention of \(name): the repository has no object lock")
+        }
+        let body = Array(("<Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Mode>\(retention.mode.rawValue)</Mode>"
+            + "<RetainUntilDate>\(Self.iso8601(date))</RetainUntilDate></Retention>").utf8)
+        let request = S3Client.Request(method: .PUT, key: key(name), query: [("retention", "")],
+                                       headers: [("Content-Type", "application/xml"), ("Content-MD5", base64(Insecure.MD5.hash(data: body)))],
+                                       body: body, operation: "PUT-RETENTION")
+        let response = try await client.perform(request)
+        if response.status == 404 { throw StorageError.notFound(name) }
+        if (200..<300).contains(response.status) { return true }
+        if response.status == 400 || response.status == 403, let current = try await retainUntil(name), current >= date.addingTimeInterval(-1) {
+            return false
+        }
+        try mapped(name) { () throws(S3Error) in try client.expectSuccess(response, request) }
+        return true
+    }
+
+    /// Incomplete multipart uploads under the prefix started before `date`.
+    public func leftovers(olderThan date: Date) async throws -> [Leftover] {
+        let prefix = uri.objectKey("")
+        return try await incompleteUploads().compactMap { upload in
+            // Untrusted listing: only keys under our prefix, with a start time we can read.
+            guard upload.key.hasPrefix(prefix), let since = Self.parseDate(upload.initiated), since < date else { return nil }
+            return Leftover(location: "s3://\(uri.bucket)/\(upload.key) (upload started \(Self.iso8601(since)))", since: since,
+                            token: upload.key + "\n" + upload.uploadID)
+        }
+    }
+
+    /// Aborts the upload (AbortMultipartUpload); one already gone is fine.
+    public func removeLeftover(_ leftover: Leftover) async throws {
+        let parts = leftover.token.split(separator: "\n", maxSplits: 1).map(String.init)
+        guard parts.count == 2, parts[0].hasPrefix(uri.objectKey("")) else {
+            throw S3Error(.refused, "abort upload: \(S3Client.printable(leftover.location)) is not an upload under this repository's prefix")
+        }
+        let request = S3Client.Request(method: .DELETE, key: parts[0], query: [("uploadId", parts[1])], operation: "MULTIPART-ABORT")
+        let response = try await client.perform(request)
+        if response.status == 404 { return }
+        try client.expectSuccess(response, request)
     }
 
     // MARK: Keys
@@ -88,7 +175,7 @@ public final class S3Storage: Storage {
             ("x-amz-sdk-checksum-algorithm", "SHA256"),
             ("x-amz-checksum-sha256", base64(sha)),
         ]
-        headers += writeHeaders()
+        headers += writeHeaders(for: name)
         if !overwrite && options.conditionalWrites { headers.append(("If-None-Match", "*")) }
         let request = S3Client.Request(method: .PUT, key: key(name), headers: headers, body: contents, operation: "PUT")
         let response = try await client.perform(request)
@@ -273,7 +360,7 @@ public final class S3Storage: Storage {
                 nameText = rest
             }
             guard let name = try? ObjectName(kind, String(nameText)) else { continue }
-            batch.append(ObjectInfo(name: name, size: size))
+            batch.append(ObjectInfo(name: name, size: size, modified: entry.childText("LastModified").flatMap(Self.parseDate)))
         }
         let truncated = document.childText("IsTruncated") == "true"
         guard truncated else { return (batch, nil) }
@@ -289,7 +376,7 @@ public final class S3Storage: Storage {
         if !overwrite, try await exists(name) { throw StorageError.alreadyExists(name) }
         let objectKey = key(name)
         let start = S3Client.Request(method: .POST, key: objectKey, query: [("uploads", "")],
-                                     headers: [("Content-Type", "application/octet-stream")] + writeHeaders(), operation: "MULTIPART-CREATE")
+                                     headers: [("Content-Type", "application/octet-stream")] + writeHeaders(for: name), operation: "MULTIPART-CREATE")
         let created = try await client.perform(start)
         try client.expectSuccess(created, start)
         guard let document = try? S3XML.parse(created.body), document.name == "InitiateMultipartUploadResult",
@@ -343,6 +430,10 @@ public final class S3Storage: Storage {
                 return  // completed by an attempt whose answer was lost
             }
             try mapped(name) { () throws(S3Error) in try client.expectSuccess(response, complete) }
+            if retention != nil && ObjectLock.applies(to: name) {
+                // Some servers (moto) ignore lock headers on CreateMultipartUpload: set it again.
+                _ = try await extendRetention(name, until: Date().addingTimeInterval(Double(retention!.days) * 86400))
+            }
             if created.attempts > 1 {
                 // A create whose answer was lost left an upload nobody will complete: abort it.
                 for upload in (try? await incompleteUploads(under: objectKey)) ?? [] where upload.key == objectKey {
@@ -401,11 +492,12 @@ public final class S3Storage: Storage {
 
     // MARK: Helpers
 
-    /// Headers of every object written: storage class, object lock retention.
-    func writeHeaders() -> [(String, String)] {
+    /// Headers of every object written: storage class, object lock retention (for the objects
+    /// ``ObjectLock/applies(to:)`` names; `nil`: any such object).
+    func writeHeaders(for name: ObjectName? = nil) -> [(String, String)] {
         var headers: [(String, String)] = []
         if let storageClass = uri.storageClass { headers.append(("x-amz-storage-class", storageClass)) }
-        if let retention {
+        if let retention, name.map(ObjectLock.applies(to:)) ?? true {
             let until = Date().addingTimeInterval(Double(retention.days) * 86400)
             headers.append(("x-amz-object-lock-mode", retention.mode.rawValue))
             headers.append(("x-amz-object-lock-retain-until-date", Self.iso8601(until)))
@@ -418,6 +510,15 @@ public final class S3Storage: Storage {
         formatter.formatOptions = [.withInternetDateTime]
         formatter.timeZone = TimeZone(identifier: "UTC")
         return formatter.string(from: date)
+    }
+
+    /// An S3 time (`2026-12-03T07:40:00.123Z`, fractional seconds optional).
+    static func parseDate(_ text: String) -> Date? {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        if let date = formatter.date(from: text) { return date }
+        formatter.formatOptions = [.withInternetDateTime]
+        return formatter.date(from: text)
     }
 
     func exists(_ name: ObjectName) async throws -> Bool {

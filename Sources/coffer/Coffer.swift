@@ -40,7 +40,7 @@ struct Coffer: ParsableCommand {
             CommandGroup(name: "Repository", subcommands: [
                 RepoInit.self, RepoBackup.self, RepoSnapshots.self, RepoLs.self, RepoRestore.self, RepoDump.self,
                 RepoDiff.self, RepoCheck.self, RepoForget.self, RepoPrune.self, RepoKey.self,
-                RepoRestoreDB.self, RepoRestoreTest.self,
+                RepoRestoreDB.self, RepoRestoreTest.self, RepoLock.self,
             ]),
         ])
 

@@ -74,27 +74,36 @@ struct RepoForget: ParsableCommand {
                     remove += g.remove
                 }
             }
+            let toRemove = remove.map(\.id)
+            let explicit = !snapshots.isEmpty
+            let dryRun = self.dryRun
+            let outcome = try runBlocking {
+                try await repository.repository.removeSnapshots(toRemove, skipLocked: !explicit, dryRun: dryRun)
+            }
+            let lockedRecords = remove.filter { outcome.locked[$0.id] != nil }
             if repo.json {
-                struct Result: Encodable { let keep: [SnapshotJSON]; let remove: [SnapshotJSON]; let dry_run: Bool }
-                try printJSON(Result(keep: keep.map(SnapshotJSON.init), remove: remove.map(SnapshotJSON.init), dry_run: dryRun))
+                struct Locked: Encodable { let id: String; let short_id: String; let until: Date }
+                struct Result: Encodable { let keep: [SnapshotJSON]; let remove: [SnapshotJSON]; let locked: [Locked]; let dry_run: Bool }
+                try printJSON(Result(keep: keep.map(SnapshotJSON.init), remove: remove.filter { outcome.locked[$0.id] == nil }.map(SnapshotJSON.init),
+                                     locked: lockedRecords.map { Locked(id: $0.id, short_id: $0.shortID, until: outcome.locked[$0.id]!) },
+                                     dry_run: dryRun))
+            } else {
+                for r in lockedRecords {
+                    TreeFormat.out("locked \(r.shortID): under object lock until \(TreeFormat.time.string(from: outcome.locked[r.id]!)), kept until a forget after that")
+                }
             }
             guard !dryRun else {
-                if !repo.json { TreeFormat.out("dry run: \(counted(remove.count, "snapshot")) would be removed") }
+                if !repo.json { TreeFormat.out("dry run: \(counted(outcome.removed.count, "snapshot")) would be removed\(lockedRecords.isEmpty ? "" : ", \(lockedRecords.count) locked")") }
                 return
-            }
-            let toRemove = remove
-            try runBlocking {
-                try await repository.locked(exclusive: true) {
-                    for r in toRemove { try await repository.catalog.removeSnapshot(id: r.id) }
-                }
             }
             if prune {
                 let report = try runBlocking { try await repository.prune() }
                 if repo.json { try printJSON(report) } else {
                     Runtime.warn("prune: \(counted(report.packsRemoved, "pack")) removed, \(report.packsRepacked) repacked, \(counted(report.blobsRemoved, "blob")) removed (\(ProgressLine.bytes(UInt64(max(0, report.bytesRemoved)))))")
+                    for line in RepoPrune.lockLines(report) { Runtime.warn("prune: " + line.trimmingCharacters(in: .whitespaces)) }
                 }
             }
-            if !repo.json { TreeFormat.out("removed \(counted(remove.count, "snapshot"))\(prune ? ", pruned unused data" : "")") }
+            if !repo.json { TreeFormat.out("removed \(counted(outcome.removed.count, "snapshot"))\(lockedRecords.isEmpty ? "" : ", \(lockedRecords.count) kept under object lock")\(prune ? ", pruned unused data" : "")") }
         }
     }
 }

@@ -1,0 +1,253 @@
+import CofferCloud
+import CofferKeys
+@testable import CofferRepository
+@testable import CofferS3
+import CofferTestServers
+import Foundation
+import Testing
+
+/// Object lock, prune's clean-up and batched removal against a real moto_server 5.2.1. What moto
+/// enforces: a DELETE of a retained object *version* (AccessDenied); retention on a single PUT; a
+/// bucket's object-lock configuration. What it does not: lock headers on CreateMultipartUpload
+/// (S3Storage sets the retention again after completing), refusing to shorten a COMPLIANCE
+/// retention (Coffer asks first and never sends a shorter one: tested on the requests sent).
+@Suite("S3 object lock and prune's clean-up against a real moto_server", .serialized)
+struct S3ObjectLockTests {
+    static func head(_ storage: S3Storage, _ name: ObjectName) async throws -> S3Client.Response {
+        try await storage.client.perform(S3Client.Request(method: .HEAD, key: storage.key(name), operation: "HEAD"))
+    }
+
+    static func lockedRepository(_ fixture: S3Fixture, days: Int = 3, mode: ObjectLock.Mode = .compliance,
+                                 stats: S3RequestStats = S3RequestStats()) async throws -> (Repository, S3Storage, SymmetricKeyFile) {
+        try await fixture.createBucket(objectLock: true)
+        let storage = S3Storage(client: try S3Client(uri: try fixture.uri(), options: S3Fixture.fastOptions,
+                                                     environment: Moto.environment, stats: stats))
+        let key = SymmetricKeyFile.generate()
+        var options = Repository.CreateOptions()
+        options.objectLock = ObjectLock(mode: mode, days: days)
+        let repo = try await Repository.create(storage: storage, keys: KeyObjectRecipients(recipients: [key]), options: options)
+        repo.packSize = 64 << 10
+        return (repo, storage, key)
+    }
+
+    static func blob(_ repo: Repository, _ bytes: [UInt8], kind: BlobKind = .data) async throws -> BlobID {
+        let id = bytes.withUnsafeBytes { repo.blobID(of: $0) }
+        try await repo.save(kind, id: id, plaintext: bytes)
+        return id
+    }
+
+    static func snapshot(_ repo: Repository, tree: BlobID) async throws -> String {
+        try await repo.saveSnapshot(SnapshotInfo(time: Date(), tree: tree, paths: ["/data"], hostname: "h", username: "u", tags: [],
+                                                 parent: nil, programVersion: "test", summary: .init()))
+    }
+
+    @Test("init with object lock on a new bucket: the bucket has object lock; config, keys, packs, index and snapshots carry the retention, lock objects and restore-test results none")
+    func retentionOnEveryObject() async throws {
+        let fixture = try S3Fixture()
+        defer { fixture.server.stop() }
+        let (repo, storage, _) = try await Self.lockedRepository(fixture, days: 3)
+        #expect(try await storage.objectLockEnabled())
+        let tree = try await Self.blob(repo, Array("tree".utf8), kind: .tree)
+        _ = try await Self.blob(repo, pattern(50_000, seed: 3))
+        try await repo.flush()
+        _ = try await Self.snapshot(repo, tree: tree)
+        var names: [ObjectName] = []
+        for kind in [ObjectKind.config, .keys, .data, .index, .snapshots] { names += try await storage.listAll(kind).map(\.name) }
+        #expect(names.count >= 6, "\(names)")
+        for name in names {
+            let head = try await Self.head(storage, name)
+            #expect(head.header("x-amz-object-lock-mode") == "COMPLIANCE", "\(name)")
+            let until = try #require(try await storage.retainUntil(name), "\(name)")
+            #expect(abs(until.timeIntervalSinceNow - 3 * 86_400) < 120, "\(name): \(until)")
+        }
+        // The listing carries LastModified: the lower bound forget/prune use without a HEAD.
+        for info in try await storage.listAll(.snapshots) {
+            let modified = try #require(info.modified)
+            #expect(abs(modified.timeIntervalSinceNow) < 120)
+        }
+        // Lock objects and restore-test results are written without retention.
+        let lockName = try ObjectName(.locks, String(repeating: "ab", count: 32))
+        try await storage.save(lockName, contents: [1])
+        #expect(try await storage.retainUntil(lockName) == nil)
+        let result = try ObjectName(.snapshots, String(repeating: "cd", count: 32) + "-restoretest-0123456789abcdef")
+        try await storage.save(result, contents: [2])
+        #expect(try await storage.retainUntil(result) == nil)
+        try await storage.remove(lockName)
+        try await storage.remove(result)
+    }
+
+    @Test("a multipart object gets its retention too (moto ignores it on CreateMultipartUpload: PutObjectRetention follows)")
+    func multipartRetention() async throws {
+        let fixture = try S3Fixture()
+        defer { fixture.server.stop() }
+        try await fixture.createBucket(objectLock: true)
+        var options = S3Fixture.fastOptions
+        options.multipartThreshold = 6 << 20
+        options.timeoutSeconds = 60
+        let storage = S3Storage(client: try S3Client(uri: try fixture.uri(), options: options, environment: Moto.environment, stats: S3RequestStats()))
+        storage.useObjectLock(ObjectLock(mode: .governance, days: 2))
+        let big = try ObjectName(.data, "ee0big")
+        try await storage.save(big, contents: pattern(7 << 20))
+        let until = try #require(try await storage.retainUntil(big))
+        #expect(abs(until.timeIntervalSinceNow - 2 * 86_400) < 120)
+        #expect(try await Self.head(storage, big).header("x-amz-object-lock-mode") == "GOVERNANCE")
+    }
+
+    @Test("moto refuses to DELETE a retained object version; a DELETE without a version only adds a delete marker (which is why Coffer never sends one for a retained object)")
+    func deleteOfLockedVersionRefused() async throws {
+        let fixture = try S3Fixture()
+        defer { fixture.server.stop() }
+        try await fixture.createBucket(objectLock: true)
+        let storage = try fixture.storage()
+        storage.useObjectLock(ObjectLock(mode: .compliance, days: 1))
+        let name = try ObjectName(.snapshots, "0123abcd")
+        try await storage.save(name, contents: [7, 7, 7])
+        let version = try #require(try await Self.head(storage, name).header("x-amz-version-id"))
+        let deleteVersion = S3Client.Request(method: .DELETE, key: storage.key(name), query: [("versionId", version)], operation: "DELETE")
+        let refused = try await storage.client.perform(deleteVersion)
+        #expect(refused.status == 403 && refused.errorCode == "AccessDenied", "HTTP \(refused.status) \(refused.errorCode ?? "")")
+        // Without a version: a delete marker; the object is gone from listings, the version stays.
+        try await storage.remove(name)
+        #expect(try await storage.listAll(.snapshots).isEmpty)
+        let getVersion = S3Client.Request(method: .GET, key: storage.key(name), query: [("versionId", version)], operation: "GET")
+        let old = try await storage.client.perform(getVersion)
+        #expect(old.status == 200 && old.body == [7, 7, 7])
+    }
+
+    @Test("extendRetention moves retain-until (PutObjectRetention); the request sent names the mode and the date")
+    func extendMovesRetention() async throws {
+        let fixture = try S3Fixture()
+        defer { fixture.server.stop() }
+        try await fixture.createBucket(objectLock: true)
+        let storage = try fixture.storage()
+        storage.useObjectLock(ObjectLock(mode: .compliance, days: 1))
+        let name = try ObjectName(.index, "4455")
+        try await storage.save(name, contents: [1, 2])
+        let before = try #require(try await storage.retainUntil(name))
+        let target = Date().addingTimeInterval(9 * 86_400)
+        #expect(try await storage.extendRetention(name, until: target))
+        let after = try #require(try await storage.retainUntil(name))
+        #expect(abs(after.timeIntervalSince(target)) < 2 && after > before.addingTimeInterval(7 * 86_400))
+        // (A missing key: S3 answers 404 NoSuchKey, which is StorageError.notFound; moto 5.2.1
+        // answers 500 there, so it is not tested against moto.)
+        // Without a lock configured there is no mode to send: refused before any request.
+        let plain = try fixture.storage()
+        await #expect(throws: S3Error.self) { _ = try await plain.extendRetention(name, until: target) }
+    }
+
+    @Test("init with object lock on an existing bucket without it is refused with a clear error")
+    func existingBucketWithoutLock() async throws {
+        let fixture = try S3Fixture()
+        defer { fixture.server.stop() }
+        try await fixture.createBucket(objectLock: false)
+        let storage = try fixture.storage()
+        #expect(try await !storage.objectLockEnabled())
+        do {
+            try await storage.prepareBucket(objectLock: true)
+            Issue.record("a bucket without object lock was accepted")
+        } catch let error as S3Error {
+            #expect(error.kind == .refused && error.description.contains("object lock"), "\(error)")
+        }
+        try await storage.prepareBucket(objectLock: false)  // without the lock: fine
+    }
+
+    @Test("forget and prune on a locked S3 repository: nothing retained is deleted (no DELETE sent); prune reports when it becomes removable; lock extend moves retain-until of what snapshots need")
+    func forgetPruneExtend() async throws {
+        let fixture = try S3Fixture()
+        defer { fixture.server.stop() }
+        let stats = S3RequestStats()
+        let (repo, storage, _) = try await Self.lockedRepository(fixture, days: 2, stats: stats)
+        let tree = try await Self.blob(repo, Array("tree".utf8), kind: .tree)
+        let kept = try await Self.blob(repo, pattern(70_000, seed: 5))
+        try await repo.flush()
+        let id = try await Self.snapshot(repo, tree: tree)
+        // Data no snapshot needs (an interrupted backup's): its packs are candidates, but retained.
+        _ = try await Self.blob(repo, pattern(70_000, seed: 6))
+        _ = try await Self.blob(repo, pattern(70_000, seed: 7))
+        try await repo.flush()
+        let walk: @Sendable (Snapshot) async throws -> Set<BlobID> = { _ in [tree, kept] }
+        // forget: the snapshot is retained.
+        do {
+            _ = try await repo.removeSnapshots([id], skipLocked: false)
+            Issue.record("a retained snapshot was removed")
+        } catch let error as RepositoryError {
+            #expect("\(error)".contains("object lock until"), "\(error)")
+        }
+        let skipped = try await repo.removeSnapshots([id], skipLocked: true)
+        #expect(skipped.removed.isEmpty && skipped.locked[id] != nil)
+        let packs = try await storage.listAll(.data).count
+        let report = try await repo.prune(usedBlobs: walk)
+        #expect(report.lockedPacks >= 1 && report.packsRemoved == 0 && report.bytesRemoved == 0, "\(report)")
+        let group = try #require(report.removableFrom.first)
+        #expect(abs(group.until.timeIntervalSinceNow - 2 * 86_400) < 300, "\(group)")
+        #expect(try await storage.listAll(.data).count == packs)
+        #expect(stats.requests["DELETE-MULTI"] == nil, "no DeleteObjects: \(stats.summary)")
+        // No DELETE of a retained object either (it would leave a delete marker and hide it).
+        #expect(try await storage.listAll(.snapshots).count == 1)
+        #expect(try await storage.listAll(.index).count >= 2)
+        #expect(try await repo.check(readData: .all).ok)
+        // lock extend: everything the snapshot needs gets now + 10 days; twice sends nothing more.
+        let snapshotName = try ObjectName(.snapshots, id)
+        let first = try await repo.extendLocks(days: 10, usedBlobs: walk)
+        #expect(first.extended == first.objects && first.snapshots == 1 && first.packs >= 1, "\(first)")
+        let until = try #require(try await storage.retainUntil(snapshotName))
+        #expect(abs(until.timeIntervalSinceNow - 10 * 86_400) < 120)
+        let retentionPuts = stats.requests["PUT-RETENTION"] ?? 0
+        let second = try await repo.extendLocks(days: 10, usedBlobs: walk)
+        #expect(second.extended == 0 && second.alreadyRetained == second.objects, "\(second)")
+        #expect((stats.requests["PUT-RETENTION"] ?? 0) == retentionPuts, "no retention sent the second time")
+        // A shorter retention is never sent (moto would apply it; S3 refuses it).
+        let shorter = try await repo.extendLocks(days: 1, usedBlobs: walk)
+        #expect(shorter.extended == 0)
+        #expect(try await storage.retainUntil(snapshotName) == until)
+        // The packs only the unneeded blobs are in were not extended.
+        for info in try await storage.listAll(.data) {
+            let packUntil = try #require(try await storage.retainUntil(info.name))
+            #expect(packUntil.timeIntervalSinceNow < 3 * 86_400 || packUntil.timeIntervalSinceNow > 9 * 86_400)
+        }
+        #expect(first.packs < packs, "the unneeded packs are not extended: \(first.packs) of \(packs)")
+    }
+
+    @Test("prune without object lock removes packs with batched DeleteObjects and aborts incomplete uploads older than the safe age, leaving a fresh one")
+    func pruneBatchesAndAborts() async throws {
+        let fixture = try S3Fixture()
+        defer { fixture.server.stop() }
+        try await fixture.createBucket()
+        let stats = S3RequestStats()
+        let storage = S3Storage(client: try S3Client(uri: try fixture.uri(), options: S3Fixture.fastOptions,
+                                                     environment: Moto.environment, stats: stats))
+        let repo = try await Repository.create(storage: storage, keys: KeyObjectRecipients(recipients: [SymmetricKeyFile.generate()]))
+        repo.packSize = 64 << 10
+        let tree = try await Self.blob(repo, Array("tree".utf8), kind: .tree)
+        try await repo.flush()
+        _ = try await Self.snapshot(repo, tree: tree)
+        for seed in 20..<26 { _ = try await Self.blob(repo, pattern(70_000, seed: UInt8(seed))) }
+        try await repo.flush()
+        // Two uploads a crashed writer left: one "old" (older than the age given), one fresh.
+        func startUpload(_ name: String) async throws -> String {
+            let request = S3Client.Request(method: .POST, key: storage.uri.objectKey("data/\(name.prefix(2))/\(name)"),
+                                           query: [("uploads", "")], operation: "MULTIPART-CREATE")
+            let response = try await storage.client.perform(request)
+            return try #require(try S3XML.parse(response.body).childText("UploadId"))
+        }
+        let old = try await startUpload("aa01")
+        try await Task.sleep(nanoseconds: 2_500_000_000)
+        let fresh = try await startUpload("bb02")
+        let leftovers = try await storage.leftovers(olderThan: Date().addingTimeInterval(-1.2))
+        #expect(leftovers.count == 1 && leftovers.first?.token.hasSuffix(old) == true, "\(leftovers)")
+        let packs = try await storage.listAll(.data).count
+        let report = try await repo.prune(leftoverAge: 1.2) { _ in [tree] }
+        #expect(report.leftoversRemoved == 1, "\(report)")
+        let remaining = try await storage.incompleteUploads().map(\.uploadID)
+        #expect(remaining == [fresh], "\(remaining)")
+        #expect(report.packsRemoved >= 2 && report.lockedPacks == 0, "\(report)")
+        #expect(try await storage.listAll(.data).count == packs - report.packsRemoved - report.packsRepacked - report.unreferencedPacksRemoved)
+        #expect((stats.requests["DELETE-MULTI"] ?? 0) >= 1, "\(stats.summary)")
+        #expect((stats.requests["DELETE"] ?? 0) <= 4, "packs and index objects go in batches, not one DELETE each: \(stats.summary)")
+        #expect(try await repo.check(readData: .all).ok)
+        // The default age (24 h) leaves the fresh upload alone.
+        let second = try await repo.prune { _ in [tree] }
+        #expect(second.leftoversRemoved == 0)
+        #expect(try await storage.incompleteUploads().count == 1)
+    }
+}
