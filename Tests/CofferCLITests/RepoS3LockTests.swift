@@ -7,6 +7,13 @@ import Glibc
 
 private func json(_ r: RunResult) -> Any? { try? JSONSerialization.jsonObject(with: Data(r.stdout)) }
 
+extension RepoS3Tests.Setup {
+    /// `coffer lock extend …` (a subcommand of a subcommand: the options go after both names).
+    func lockExtend(_ args: [String], repo: String? = nil) throws -> RunResult {
+        try coffer(["lock", "extend", "--key-file", key, "--repo", repo ?? uri()] + args, environment: environment)
+    }
+}
+
 /// Object lock through the real binary against a real moto_server (the retention on each object,
 /// moto's refusals and the requests sent are checked in CofferS3Tests/S3ObjectLockTests).
 @Suite("object lock on s3:// repositories through the CLI", .serialized)
@@ -45,13 +52,13 @@ struct RepoS3LockTests {
         #expect(report?["locked_packs"] as? Int == 0 && report?["removable_from"] as? [Any] != nil, "\(pruned.stdoutText)")
         #expect(report?["leftovers_removed"] as? Int == 0)
 
-        let extended = try s.run(["lock", "extend", "--days", "5", "--json"])
+        let extended = try s.lockExtend(["--days", "5", "--json"])
         #expect(extended.status == 0, "lock extend: \(extended.stderr)")
         let first = json(extended) as? [String: Any]
         let objects = first?["objects"] as? Int ?? 0
         #expect(objects >= 8 && first?["extended"] as? Int == objects && first?["snapshots"] as? Int == 2, "\(extended.stdoutText)")
         #expect(first?["days"] as? Int == 5 && first?["until"] is String)
-        let again = try s.run(["lock", "extend", "--days", "5"])
+        let again = try s.lockExtend(["--days", "5"])
         #expect(again.status == 0, "\(again.stderr)")
         #expect(again.stdoutText.contains("extended 0, already retained that long \(objects)"), "\(again.stdoutText)")
         let checked = try s.run(["check", "--read-data"])
@@ -75,9 +82,9 @@ struct RepoS3LockTests {
         #expect(try s.run(["init"], repo: s.uri("plain")).status == 0)
         let refused = try s.run(["init", "--object-lock-days", "2"], repo: s.uri("locked"))
         #expect(refused.status == 5 && refused.stderr.contains("object lock"), "\(refused.status) \(refused.stderr)")
-        let noLock = try s.run(["lock", "extend"], repo: s.uri("plain"))
+        let noLock = try s.lockExtend([], repo: s.uri("plain"))
         #expect(noLock.status == 64 && noLock.stderr.contains("without object lock"), "\(noLock.stderr)")
-        #expect(try s.run(["lock", "extend", "--days", "0"], repo: s.uri("plain")).status == 64)
+        #expect(try s.lockExtend(["--days", "0"], repo: s.uri("plain")).status == 64)
 
         let other = try RepoS3Tests.Setup(files: 1)
         defer { other.moto.stop() }
@@ -85,7 +92,7 @@ struct RepoS3LockTests {
         #expect(governance.status == 0, "\(governance.stderr)")
         #expect(governance.stdoutText.contains("object lock: governance, 1 day"), "\(governance.stdoutText)")
         #expect(try other.run(["backup", other.source]).status == 0)
-        let extended = try other.run(["lock", "extend", "--json"])
+        let extended = try other.lockExtend(["--json"])
         #expect(extended.status == 0 && (json(extended) as? [String: Any])?["days"] as? Int == 1, "\(extended.stderr)")
     }
 }
@@ -109,14 +116,22 @@ struct RepoLeftoverTests {
         _ = try scratch.write(pseudoRandom(48 << 20, seed: 5), "src/big.bin")
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("COFFER_") }
         env["COFFER_REPOSITORY"] = repo
-        // Kill at growing delays until a kill lands inside a save (between creating and publishing).
+        // Watch the repository and kill the backup the moment a temporary file appears (a save
+        // between creating and publishing: writing and fsyncing an 8 MiB pack takes milliseconds).
         var leftovers: [String] = []
         var attempt = 0
-        while leftovers.isEmpty && attempt < 40 {
-            let pid = try spawnQuietly([cofferBinary, "backup", "--key-file", key, "--compression", "off", scratch.file("src")], environment: env)
-            usleep(UInt32(150_000 + (attempt % 10) * 60_000))
-            kill(pid, SIGKILL)
-            _ = waitForTermination(pid)
+        while leftovers.isEmpty && attempt < 10 {
+            let pid = try spawnQuietly([cofferBinary, "backup", "--key-file", key, scratch.file("src")], environment: env)
+            var polls = 0, reaped = false
+            while Self.temporaries(repo).isEmpty && polls < 120_000 {
+                usleep(200)
+                polls += 1
+                if polls % 500 == 0, waitpid(pid, nil, WNOHANG) == pid { reaped = true; break }
+            }
+            if !reaped {
+                kill(pid, SIGKILL)
+                _ = waitForTermination(pid)
+            }
             leftovers = Self.temporaries(repo)
             attempt += 1
         }

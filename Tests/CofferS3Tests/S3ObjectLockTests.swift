@@ -223,31 +223,58 @@ struct S3ObjectLockTests {
         _ = try await Self.snapshot(repo, tree: tree)
         for seed in 20..<26 { _ = try await Self.blob(repo, pattern(70_000, seed: UInt8(seed))) }
         try await repo.flush()
-        // Two uploads a crashed writer left: one "old" (older than the age given), one fresh.
+        // Two uploads a crashed writer left. moto 5.2.1 reports a fixed Initiated time
+        // (2010-11-10T20:48:33.000Z) for every upload, so against moto both are "old" and the
+        // age split is tested below against a server answering with real times.
         func startUpload(_ name: String) async throws -> String {
             let request = S3Client.Request(method: .POST, key: storage.uri.objectKey("data/\(name.prefix(2))/\(name)"),
                                            query: [("uploads", "")], operation: "MULTIPART-CREATE")
             let response = try await storage.client.perform(request)
             return try #require(try S3XML.parse(response.body).childText("UploadId"))
         }
-        let old = try await startUpload("aa01")
-        try await Task.sleep(nanoseconds: 2_500_000_000)
-        let fresh = try await startUpload("bb02")
-        let leftovers = try await storage.leftovers(olderThan: Date().addingTimeInterval(-1.2))
-        #expect(leftovers.count == 1 && leftovers.first?.token.hasSuffix(old) == true, "\(leftovers)")
+        _ = try await startUpload("aa01")
+        _ = try await startUpload("bb02")
+        #expect(try await storage.leftovers(olderThan: Date().addingTimeInterval(-86_400)).count == 2)
         let packs = try await storage.listAll(.data).count
-        let report = try await repo.prune(leftoverAge: 1.2) { _ in [tree] }
-        #expect(report.leftoversRemoved == 1, "\(report)")
-        let remaining = try await storage.incompleteUploads().map(\.uploadID)
-        #expect(remaining == [fresh], "\(remaining)")
+        let report = try await repo.prune { _ in [tree] }
+        #expect(report.leftoversRemoved == 2, "\(report)")
+        #expect(try await storage.incompleteUploads().isEmpty)
         #expect(report.packsRemoved >= 2 && report.lockedPacks == 0, "\(report)")
         #expect(try await storage.listAll(.data).count == packs - report.packsRemoved - report.packsRepacked - report.unreferencedPacksRemoved)
         #expect((stats.requests["DELETE-MULTI"] ?? 0) >= 1, "\(stats.summary)")
         #expect((stats.requests["DELETE"] ?? 0) <= 4, "packs and index objects go in batches, not one DELETE each: \(stats.summary)")
         #expect(try await repo.check(readData: .all).ok)
-        // The default age (24 h) leaves the fresh upload alone.
-        let second = try await repo.prune { _ in [tree] }
-        #expect(second.leftoversRemoved == 0)
-        #expect(try await storage.incompleteUploads().count == 1)
+    }
+
+    @Test("leftovers on S3: only uploads under the prefix started before the cut-off; a fresh one (a backup running elsewhere), a foreign key and an unreadable time are left; removal is AbortMultipartUpload of that upload")
+    func uploadAges() async throws {
+        let now = Date()
+        let listing = """
+            <?xml version="1.0" encoding="UTF-8"?><ListMultipartUploadsResult><Bucket>b</Bucket><IsTruncated>false</IsTruncated>\
+            <Upload><Key>repo/data/aa/aa01</Key><UploadId>OLD-1</UploadId><Initiated>\(S3Storage.iso8601(now.addingTimeInterval(-2 * 86_400)))</Initiated></Upload>\
+            <Upload><Key>repo/data/bb/bb02</Key><UploadId>FRESH-2</UploadId><Initiated>\(S3Storage.iso8601(now.addingTimeInterval(-60)))</Initiated></Upload>\
+            <Upload><Key>other/data/cc/cc03</Key><UploadId>FOREIGN-3</UploadId><Initiated>2020-01-01T00:00:00.000Z</Initiated></Upload>\
+            <Upload><Key>repo/index/dd04</Key><UploadId>BADTIME-4</UploadId><Initiated>yesterday</Initiated></Upload>\
+            </ListMultipartUploadsResult>
+            """
+        let listener = try LoggingListener { _, request in
+            if request.method == "GET" { return .answer(status: 200, headers: [("Content-Type", "application/xml")], body: Array(listing.utf8)) }
+            return .answer(status: 204, headers: [], body: [])
+        }
+        defer { listener.stop() }
+        let storage = S3Storage(client: try S3Client(uri: try S3URI(parsing: "s3://bucket1/repo?AWS_REGION=us-east-1&AWS_ENDPOINT=\(listener.endpoint)"),
+                                                     options: S3Fixture.fastOptions, environment: Moto.environment, stats: S3RequestStats()))
+        let found = try await storage.leftovers(olderThan: now.addingTimeInterval(-86_400))
+        #expect(found.count == 1 && found.first?.token == "repo/data/aa/aa01\nOLD-1", "\(found)")
+        #expect(found.first.map { abs($0.since.timeIntervalSince(now) + 2 * 86_400) < 2 } == true)
+        try await storage.removeLeftover(try #require(found.first))
+        let aborts = listener.requests.filter { $0.method == "DELETE" }
+        #expect(aborts.count == 1 && aborts.first?.path.contains("uploadId=OLD-1") == true && aborts.first?.path.contains("/repo/data/aa/aa01") == true,
+                "\(aborts.map(\.path))")
+        // A leftover naming a key outside the prefix is refused before any request.
+        await #expect(throws: S3Error.self) {
+            try await storage.removeLeftover(Leftover(location: "x", since: now, token: "other/data/cc/cc03\nFOREIGN-3"))
+        }
+        #expect(listener.requests.filter { $0.method == "DELETE" }.count == 1)
     }
 }
