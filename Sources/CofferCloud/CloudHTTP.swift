@@ -4,31 +4,27 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 
-/// What went wrong talking to a key service, in words a user can act on, with its cause kept:
-/// the HTTP status and the service's own error code (AWS's `__type`, Vault's first error) when
-/// the service answered, the transport error's text when it did not.
-public struct KeyServiceError: CategorizedError, Equatable {
-    public enum Kind: String, Sendable, Equatable {
-        case noCredentials = "no credentials"
-        case badCredentials = "bad credentials"
-        case accessDenied = "access denied"
-        case keyNotFound = "key not found"
-        case keyDisabled = "key disabled"
-        case invalidCiphertext = "invalid ciphertext"
-        case wrongRegion = "wrong region"
-        case throttled = "throttled"
-        case serverError = "server error"
-        case unreachable = "unreachable"
-        case timeout = "timed out"
-        case invalidResponse = "invalid response"
-        case refused = "refused"
-    }
+/// The kinds of failure of one HTTP service (a key service, S3), and what they mean for retries
+/// and exit codes.
+public protocol ServiceErrorKind: RawRepresentable, Hashable, Sendable where RawValue == String {
+    /// The kinds worth another try: the next one may succeed.
+    static var transient: Set<Self> { get }
+    /// The category of every failure of this service.
+    static var category: ErrorCategory { get }
+    /// What a description starts with ("S3 "), or "".
+    static var label: String { get }
+}
 
+/// What went wrong talking to an HTTP service, in words a user can act on, with its cause kept:
+/// the HTTP status and the service's own error code (AWS's `__type`, Vault's first error, S3's
+/// `<Code>`) when the service answered, the transport's reason when it did not. Never a secret,
+/// a signature or a request header.
+public struct ServiceError<Kind: ServiceErrorKind>: CategorizedError, Equatable {
     public let kind: Kind
     public let message: String
     /// The HTTP status of the service's answer, when there was one.
     public let httpStatus: Int?
-    /// The service's error code ("NotFoundException", "InvalidCiphertextException"), when it gave one.
+    /// The service's error code ("NotFoundException", "SlowDown"), when it gave one.
     public let serviceCode: String?
 
     public init(_ kind: Kind, _ message: String, httpStatus: Int? = nil, serviceCode: String? = nil) {
@@ -38,6 +34,44 @@ public struct KeyServiceError: CategorizedError, Equatable {
         self.serviceCode = serviceCode
     }
 
+    /// Worth another try: the next one may succeed.
+    public var isTransient: Bool { Kind.transient.contains(kind) }
+
+    public var category: ErrorCategory { Kind.category }
+
+    public var description: String { "\(Kind.label)\(kind.rawValue): \(message)" }
+
+    /// The same error with more words, its cause unchanged.
+    public func with(message: String) -> ServiceError {
+        ServiceError(kind, message, httpStatus: httpStatus, serviceCode: serviceCode)
+    }
+}
+
+/// A key service's failures (AWS KMS, Vault/OpenBao Transit): every one is a key error, the key
+/// could not be used.
+public enum KeyServiceErrorKind: String, ServiceErrorKind {
+    case noCredentials = "no credentials"
+    case badCredentials = "bad credentials"
+    case accessDenied = "access denied"
+    case keyNotFound = "key not found"
+    case keyDisabled = "key disabled"
+    case invalidCiphertext = "invalid ciphertext"
+    case wrongRegion = "wrong region"
+    case throttled = "throttled"
+    case serverError = "server error"
+    case unreachable = "unreachable"
+    case timeout = "timed out"
+    case invalidResponse = "invalid response"
+    case refused = "refused"
+
+    public static let transient: Set<KeyServiceErrorKind> = [.throttled, .serverError, .unreachable, .timeout]
+    public static var category: ErrorCategory { .key }
+    public static var label: String { "" }
+}
+
+public typealias KeyServiceError = ServiceError<KeyServiceErrorKind>
+
+extension ServiceError where Kind == KeyServiceErrorKind {
     /// An error answer of a service: `status` is its HTTP status, `code` its error code.
     init(_ kind: Kind, status: Int, code: String?, _ message: String) {
         self.init(kind, message, httpStatus: status, serviceCode: code)
@@ -46,19 +80,6 @@ public struct KeyServiceError: CategorizedError, Equatable {
     init(_ kind: Kind, httpStatus: Int, _ message: String) {
         self.init(kind, message, httpStatus: httpStatus, serviceCode: nil)
     }
-
-    /// The same error with more words, its cause unchanged.
-    func with(message: String) -> KeyServiceError {
-        KeyServiceError(kind, message, httpStatus: httpStatus, serviceCode: serviceCode)
-    }
-
-    /// Worth another try: the next one may succeed.
-    public var isTransient: Bool { [.throttled, .serverError, .unreachable, .timeout].contains(kind) }
-
-    /// Every key-service failure is a key error: the key could not be used.
-    public var category: ErrorCategory { .key }
-
-    public var description: String { "\(kind.rawValue): \(message)" }
 }
 
 /// Retries with exponential backoff and equal jitter, and a deadline per attempt: the policy of

@@ -6,48 +6,30 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 
-/// What went wrong talking to S3, in words a user can act on: the HTTP status and S3's error code
-/// when the server answered, the transport's reason when it did not. Never a secret, a signature or
-/// a request header.
-public struct S3Error: CategorizedError, Equatable {
-    public enum Kind: String, Sendable, Equatable {
-        case noCredentials = "no credentials"
-        case badCredentials = "bad credentials"
-        case accessDenied = "access denied"
-        case noSuchBucket = "no such bucket"
-        case notFound = "not found"
-        case preconditionFailed = "precondition failed"
-        case wrongRegion = "wrong region"
-        case badDigest = "checksum mismatch"
-        case throttled = "throttled"
-        case serverError = "server error"
-        case unreachable = "unreachable"
-        case timeout = "timed out"
-        case invalidResponse = "invalid response"
-        case refused = "refused"
-    }
+/// S3's failures: the repository's storage could not be used, an I/O failure (exit 5).
+public enum S3ErrorKind: String, ServiceErrorKind {
+    case noCredentials = "no credentials"
+    case badCredentials = "bad credentials"
+    case accessDenied = "access denied"
+    case noSuchBucket = "no such bucket"
+    case notFound = "not found"
+    case preconditionFailed = "precondition failed"
+    case wrongRegion = "wrong region"
+    case badDigest = "checksum mismatch"
+    case throttled = "throttled"
+    case serverError = "server error"
+    case unreachable = "unreachable"
+    case timeout = "timed out"
+    case invalidResponse = "invalid response"
+    case refused = "refused"
 
-    public let kind: Kind
-    public let message: String
-    public let httpStatus: Int?
-    /// S3's error code ("NoSuchKey", "SlowDown", "AccessDenied"), when it gave one.
-    public let serviceCode: String?
-
-    public init(_ kind: Kind, _ message: String, httpStatus: Int? = nil, serviceCode: String? = nil) {
-        self.kind = kind
-        self.message = message
-        self.httpStatus = httpStatus
-        self.serviceCode = serviceCode
-    }
-
-    /// Worth another try: the next one may succeed.
-    public var isTransient: Bool { [.throttled, .serverError, .unreachable, .timeout, .badDigest, .invalidResponse].contains(kind) }
-
-    /// The repository's storage could not be used: an I/O failure (exit 5).
-    public var category: ErrorCategory { .io }
-
-    public var description: String { "S3 \(kind.rawValue): \(message)" }
+    public static let transient: Set<S3ErrorKind> = [.throttled, .serverError, .unreachable, .timeout, .badDigest, .invalidResponse]
+    public static var category: ErrorCategory { .io }
+    public static var label: String { "S3 " }
 }
+
+/// What went wrong talking to S3 (see ``ServiceError``).
+public typealias S3Error = ServiceError<S3ErrorKind>
 
 /// Retries with exponential backoff and equal jitter, a deadline per request, and a bound on the
 /// requests in flight. COFFER_S3_ATTEMPTS, COFFER_S3_TIMEOUT (seconds) override the defaults.
