@@ -51,6 +51,10 @@ public struct S3Options: Sendable {
     /// `save` without overwrite uses `If-None-Match: *` (AWS S3 since 2024, MinIO, moto). When off,
     /// it checks with HEAD first, which two racing writers can both pass.
     public var conditionalWrites: Bool = true
+    /// The client's connections in a pool of its own, closed by ``S3Client/shutdown()`` (for a
+    /// process that opens and closes many repositories, and for tests that count descriptors);
+    /// otherwise they are in the process-wide pool, which lives as long as the process.
+    public var ownConnectionPool: Bool = false
 
     public init() {}
 
@@ -109,9 +113,13 @@ public final class S3Client: Sendable {
     let slots: AsyncLimiter
     public let stats: S3RequestStats
 
-    /// One client per process (see ``HTTPTransport/makeClient(connectTimeout:connectionsPerHost:)``):
+    /// The process-wide HTTP client (see ``HTTPTransport/makeClient(connectTimeout:connectionsPerHost:)``):
     /// a pool big enough for any `--connections`; ``slots`` bounds the requests.
-    static let http = HTTPTransport.makeClient(connectTimeout: .seconds(10), connectionsPerHost: 64)
+    static let sharedHTTP = makeHTTPClient()
+    static func makeHTTPClient() -> HTTPClient { HTTPTransport.makeClient(connectTimeout: .seconds(10), connectionsPerHost: 64) }
+
+    /// ``sharedHTTP``, or this client's own (``S3Options/ownConnectionPool``).
+    let http: HTTPClient
 
     /// Credentials from the URI (AUTH=specified) or the chain (environment, AWS_PROFILE, ~/.aws).
     public init(uri: S3URI, options: S3Options = S3Options(),
@@ -128,6 +136,19 @@ public final class S3Client: Sendable {
         }
         slots = AsyncLimiter(options.connections)
         self.stats = stats
+        http = options.ownConnectionPool ? Self.makeHTTPClient() : Self.sharedHTTP
+    }
+
+    deinit {
+        // An own pool not shut down yet closes in the background (a second shutdown is refused, harmlessly).
+        if options.ownConnectionPool { http.shutdown(queue: .global()) { _ in } }
+    }
+
+    /// Closes this client's own connections (``S3Options/ownConnectionPool``); the process-wide
+    /// pool is left alone. The client cannot send after it.
+    public func shutdown() async throws {
+        guard options.ownConnectionPool else { return }
+        try await http.shutdown()
     }
 
     // MARK: Requests
@@ -214,7 +235,7 @@ public final class S3Client: Sendable {
             await slots.acquire()
             let answer: HTTPAnswer
             do {
-                answer = try await HTTPTransport.exchange(http, on: Self.http, timeout: policy.timeout, bodyLimit: request.bodyLimit,
+                answer = try await HTTPTransport.exchange(http, on: self.http, timeout: policy.timeout, bodyLimit: request.bodyLimit,
                                                           refuseDeclaredOverLimit: request.method != .HEAD)
             } catch let tooLong as HTTPAnswerTooLong {
                 await slots.release()
