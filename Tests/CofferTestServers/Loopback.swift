@@ -6,7 +6,7 @@ import Glibc
 /// TCP on 127.0.0.1 for the test servers (``LoggingListener``, ``FaultProxy``, ``TestServer``'s
 /// readiness probe): addresses, connecting, a listening socket with its accept thread, and the
 /// little HTTP/1.1 they read and relay.
-enum Loopback {
+public enum Loopback {
     /// 127.0.0.1:`port` (0: the kernel picks a port when binding).
     static func address(port: Int) -> sockaddr_in {
         var address = sockaddr_in()
@@ -36,7 +36,7 @@ enum Loopback {
 
     /// A socket (close-on-exec) bound to 127.0.0.1 on a port the kernel picked, listening when
     /// `backlog` is given; returns it and the port.
-    static func bind(listen backlog: Int32?) throws -> (fd: Int32, port: Int) {
+    public static func bind(listen backlog: Int32?) throws -> (fd: Int32, port: Int) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw ServerError("socket: \(errno)") }
         var one: Int32 = 1
