@@ -39,10 +39,10 @@ public final class FaultProxy: @unchecked Sendable {
         self.stallSeconds = stallSeconds
         signal(SIGPIPE, SIG_IGN)
         socket = try LoopbackServerSocket(backlog: 128) { [unowned self] client in
-            handlers.enter()
+            self.handlers.enter()
             let thread = Thread { [self] in
-                defer { handlers.leave() }
-                handle(client)
+                defer { self.handlers.leave() }
+                self.handle(client)
             }
             thread.stackSize = 1 << 20
             thread.start()

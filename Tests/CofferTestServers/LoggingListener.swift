@@ -56,12 +56,12 @@ public final class LoggingListener: @unchecked Sendable {
         self.reply = reply
         // One connection at a time: the socket's thread handles each before it accepts the next.
         socket = try LoopbackServerSocket(backlog: 16) { [unowned self] client in
-            let index = lock.withLock { () -> Int in
-                connectionCount += 1
-                return log.count
+            let index = self.lock.withLock { () -> Int in
+                self.connectionCount += 1
+                return self.log.count
             }
             Loopback.setReceiveTimeout(client, seconds: 10)
-            handle(client, index: index)
+            self.handle(client, index: index)
             close(client)
         }
     }
