@@ -19,7 +19,9 @@ public protocol ServiceErrorKind: RawRepresentable, Hashable, Sendable where Raw
 /// the HTTP status and the service's own error code (AWS's `__type`, Vault's first error, S3's
 /// `<Code>`) when the service answered, the transport's reason when it did not. Never a secret,
 /// a signature or a request header.
-public struct ServiceError<Kind: ServiceErrorKind>: CategorizedError, Equatable {
+public struct ServiceError<K: ServiceErrorKind>: CategorizedError, Equatable {
+    public typealias Kind = K
+
     public let kind: Kind
     public let message: String
     /// The HTTP status of the service's answer, when there was one.
@@ -71,7 +73,7 @@ public enum KeyServiceErrorKind: String, ServiceErrorKind {
 
 public typealias KeyServiceError = ServiceError<KeyServiceErrorKind>
 
-extension ServiceError where Kind == KeyServiceErrorKind {
+extension ServiceError where K == KeyServiceErrorKind {
     /// An error answer of a service: `status` is its HTTP status, `code` its error code.
     init(_ kind: Kind, status: Int, code: String?, _ message: String) {
         self.init(kind, message, httpStatus: status, serviceCode: code)

@@ -68,11 +68,13 @@ final class LoopbackServerSocket: @unchecked Sendable {
         let thread = Thread { [self] in
             defer { done.signal() }
             while true {
-                let client = accept4(fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+                let client = accept(fd, nil, nil)
                 if client < 0 {
                     if errno == EINTR { continue }
                     return
                 }
+                // Close-on-exec (accept4 is not in the Glibc module): a process spawned meanwhile keeps none.
+                _ = fcntl(client, F_SETFD, FD_CLOEXEC)
                 if isStopped { close(client); return }
                 handle(client)
             }
