@@ -31,17 +31,24 @@ struct DescriptorTests {
         let storage = S3Storage(client: client)
         try await storage.prepareBucket(objectLock: false)
         let names = try (0..<48).map { try ObjectName(.data, String(format: "%02x", $0) + "cafe") }
-        var peak = 0
+        // Sample the sockets on the server's port while the saves run (moto closes each connection
+        // after its answer, so only requests in flight hold one).
+        let sampler = Task { () -> Int in
+            var peak = 0
+            while !Task.isCancelled {
+                peak = max(peak, Descriptors.tcpSockets(port: port).count)
+                try? await Task.sleep(nanoseconds: 2_000_000)
+            }
+            return peak
+        }
         try await withThrowingTaskGroup(of: Void.self) { group in
             for (n, name) in names.enumerated() {
                 group.addTask { try await storage.save(name, contents: pattern(20_000, seed: UInt8(n)), overwrite: false) }
             }
-            // Sample while the saves are in flight.
-            while group.isEmpty == false {
-                peak = max(peak, Descriptors.tcpSockets(port: port).count)
-                if try await group.next() == nil { break }
-            }
+            try await group.waitForAll()
         }
+        sampler.cancel()
+        let peak = await sampler.value
         for name in names.prefix(4) { #expect(try await storage.load(name, range: nil).count == 20_000) }
         #expect(peak >= 2, "the requests ran on several connections (peak \(peak))")
         try await client.shutdown()
