@@ -54,7 +54,9 @@ func pipeSource(_ bytes: [UInt8]) -> ByteSource {
         }
         close(writeEnd)
     }
-    return ByteSource(fd: fds[0], path: "pipe")
+    // The source closes its end when the test drops it: thousands of sources (one per size,
+    // thread count and cipher) must not stay open in the test process.
+    return ByteSource(fd: fds[0], path: "pipe", ownsDescriptor: true)
 }
 
 /// A source over a regular file holding `bytes` (positioned, parallel reads).
