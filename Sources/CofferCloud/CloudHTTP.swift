@@ -4,31 +4,29 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 
-/// What went wrong talking to a key service, in words a user can act on, with its cause kept:
-/// the HTTP status and the service's own error code (AWS's `__type`, Vault's first error) when
-/// the service answered, the transport error's text when it did not.
-public struct KeyServiceError: CategorizedError, Equatable {
-    public enum Kind: String, Sendable, Equatable {
-        case noCredentials = "no credentials"
-        case badCredentials = "bad credentials"
-        case accessDenied = "access denied"
-        case keyNotFound = "key not found"
-        case keyDisabled = "key disabled"
-        case invalidCiphertext = "invalid ciphertext"
-        case wrongRegion = "wrong region"
-        case throttled = "throttled"
-        case serverError = "server error"
-        case unreachable = "unreachable"
-        case timeout = "timed out"
-        case invalidResponse = "invalid response"
-        case refused = "refused"
-    }
+/// The kinds of failure of one HTTP service (a key service, S3), and what they mean for retries
+/// and exit codes.
+public protocol ServiceErrorKind: RawRepresentable, Hashable, Sendable where RawValue == String {
+    /// The kinds worth another try: the next one may succeed.
+    static var transient: Set<Self> { get }
+    /// The category of every failure of this service.
+    static var category: ErrorCategory { get }
+    /// What a description starts with ("S3 "), or "".
+    static var label: String { get }
+}
+
+/// What went wrong talking to an HTTP service, in words a user can act on, with its cause kept:
+/// the HTTP status and the service's own error code (AWS's `__type`, Vault's first error, S3's
+/// `<Code>`) when the service answered, the transport's reason when it did not. Never a secret,
+/// a signature or a request header.
+public struct ServiceError<K: ServiceErrorKind>: CategorizedError, Equatable {
+    public typealias Kind = K
 
     public let kind: Kind
     public let message: String
     /// The HTTP status of the service's answer, when there was one.
     public let httpStatus: Int?
-    /// The service's error code ("NotFoundException", "InvalidCiphertextException"), when it gave one.
+    /// The service's error code ("NotFoundException", "SlowDown"), when it gave one.
     public let serviceCode: String?
 
     public init(_ kind: Kind, _ message: String, httpStatus: Int? = nil, serviceCode: String? = nil) {
@@ -38,6 +36,44 @@ public struct KeyServiceError: CategorizedError, Equatable {
         self.serviceCode = serviceCode
     }
 
+    /// Worth another try: the next one may succeed.
+    public var isTransient: Bool { Kind.transient.contains(kind) }
+
+    public var category: ErrorCategory { Kind.category }
+
+    public var description: String { "\(Kind.label)\(kind.rawValue): \(message)" }
+
+    /// The same error with more words, its cause unchanged.
+    public func with(message: String) -> ServiceError {
+        ServiceError(kind, message, httpStatus: httpStatus, serviceCode: serviceCode)
+    }
+}
+
+/// A key service's failures (AWS KMS, Vault/OpenBao Transit): every one is a key error, the key
+/// could not be used.
+public enum KeyServiceErrorKind: String, ServiceErrorKind {
+    case noCredentials = "no credentials"
+    case badCredentials = "bad credentials"
+    case accessDenied = "access denied"
+    case keyNotFound = "key not found"
+    case keyDisabled = "key disabled"
+    case invalidCiphertext = "invalid ciphertext"
+    case wrongRegion = "wrong region"
+    case throttled = "throttled"
+    case serverError = "server error"
+    case unreachable = "unreachable"
+    case timeout = "timed out"
+    case invalidResponse = "invalid response"
+    case refused = "refused"
+
+    public static let transient: Set<KeyServiceErrorKind> = [.throttled, .serverError, .unreachable, .timeout]
+    public static var category: ErrorCategory { .key }
+    public static var label: String { "" }
+}
+
+public typealias KeyServiceError = ServiceError<KeyServiceErrorKind>
+
+extension ServiceError where K == KeyServiceErrorKind {
     /// An error answer of a service: `status` is its HTTP status, `code` its error code.
     init(_ kind: Kind, status: Int, code: String?, _ message: String) {
         self.init(kind, message, httpStatus: status, serviceCode: code)
@@ -46,23 +82,11 @@ public struct KeyServiceError: CategorizedError, Equatable {
     init(_ kind: Kind, httpStatus: Int, _ message: String) {
         self.init(kind, message, httpStatus: httpStatus, serviceCode: nil)
     }
-
-    /// The same error with more words, its cause unchanged.
-    func with(message: String) -> KeyServiceError {
-        KeyServiceError(kind, message, httpStatus: httpStatus, serviceCode: serviceCode)
-    }
-
-    /// Worth another try: the next one may succeed.
-    public var isTransient: Bool { [.throttled, .serverError, .unreachable, .timeout].contains(kind) }
-
-    /// Every key-service failure is a key error: the key could not be used.
-    public var category: ErrorCategory { .key }
-
-    public var description: String { "\(kind.rawValue): \(message)" }
 }
 
-/// Retries with exponential backoff and full jitter, and a deadline per attempt.
-/// COFFER_KMS_ATTEMPTS and COFFER_KMS_TIMEOUT (seconds) override the defaults.
+/// Retries with exponential backoff and equal jitter, and a deadline per attempt: the policy of
+/// every HTTP service Coffer speaks to (key services here, S3 in CofferS3, with its own defaults).
+/// For key services, COFFER_KMS_ATTEMPTS and COFFER_KMS_TIMEOUT (seconds) override the defaults.
 public struct RetryPolicy: Sendable {
     public var attempts: Int
     public var timeout: TimeAmount
@@ -86,9 +110,135 @@ public struct RetryPolicy: Sendable {
     /// Equal jitter: a uniform delay in [cap/2, cap] with cap = min(max, base·2^attempt), so
     /// clients that failed together do not retry together, and every retry does wait (at least
     /// half the cap: full jitter's delays near zero would hit a struggling server at once).
-    func delay(afterAttempt attempt: Int) -> Double {
+    public func delay(afterAttempt attempt: Int) -> Double {
         let cap = min(maxDelay, baseDelay * pow(2, Double(attempt)))
         return Double.random(in: (cap / 2)...cap)
+    }
+
+    /// Runs `attempt` (given its number, from 0) up to ``attempts`` times, sleeping
+    /// ``delay(afterAttempt:)`` before each retry (`beforeRetry` is told first). The first `.done`
+    /// is the result; an error `attempt` throws ends the loop at once (not worth retrying); when
+    /// every attempt asked for a retry, the last one's error, passed through `exhausted`, is thrown
+    /// (`firstError` when no attempt ran).
+    public func retrying<T, E: Error>(firstError: E, beforeRetry: () -> Void = {}, exhausted: (E) -> E,
+                                      _ attempt: (Int) async throws(E) -> RetryStep<T, E>) async throws(E) -> T {
+        var last = firstError
+        for number in 0..<attempts {
+            if number > 0 {
+                beforeRetry()
+                try? await Task.sleep(nanoseconds: UInt64(delay(afterAttempt: number - 1) * 1e9))
+            }
+            switch try await attempt(number) {
+            case .done(let value): return value
+            case .retry(let error): last = error
+            }
+        }
+        throw exhausted(last)
+    }
+}
+
+/// What one attempt of ``RetryPolicy/retrying(firstError:beforeRetry:exhausted:_:)`` came to.
+public enum RetryStep<T, E: Error> {
+    case done(T)
+    /// A transient failure: the next attempt may succeed.
+    case retry(E)
+}
+
+extension RetryStep: Sendable where T: Sendable, E: Sendable {}
+
+/// An HTTP answer read whole: status, headers, body.
+public struct HTTPAnswer: Sendable {
+    public var status: Int
+    public var headers: [(String, String)]
+    public var body: [UInt8]
+    /// The answer's Content-Length, when it gave one.
+    public var declaredLength: Int?
+
+    public init(status: Int, headers: [(String, String)], body: [UInt8], declaredLength: Int? = nil) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.declaredLength = declaredLength
+    }
+
+    /// The first header of that name (any case).
+    public func header(_ name: String) -> String? { Self.header(name, in: headers) }
+
+    public static func header(_ name: String, in headers: [(String, String)]) -> String? {
+        headers.first { $0.0.lowercased() == name.lowercased() }?.1
+    }
+}
+
+/// An answer whose Content-Length is above the body limit of ``HTTPTransport/exchange(_:on:timeout:bodyLimit:refuseDeclaredOverLimit:)``:
+/// its body was not read.
+public struct HTTPAnswerTooLong: Error, Sendable {
+    public let declaredLength: Int
+    public let status: Int
+}
+
+/// The HTTP client set-up and exchange shared by the key services (``CloudHTTP``) and S3
+/// (CofferS3's `S3Client`): each makes one client per process with ``makeClient(connectTimeout:connectionsPerHost:)``
+/// and sends through ``exchange(_:on:timeout:bodyLimit:refuseDeclaredOverLimit:)``; a failure to
+/// get an answer is sorted by ``TransportFailure``.
+public enum HTTPTransport {
+    /// A client that lives as long as the process (never shut down). The pool's own connection
+    /// retries are off: they would keep retrying a refused connection until the request's
+    /// deadline, where failing fast lets the caller's ``RetryPolicy`` back off (and a key client
+    /// move on to the next region or server). Redirects are never followed: a request carries a
+    /// token or a signature, and a redirect would take it to an address the user did not give.
+    public static func makeClient(connectTimeout: TimeAmount, connectionsPerHost: Int? = nil) -> HTTPClient {
+        var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = .disallow
+        configuration.connectionPool.retryConnectionEstablishment = false
+        if let connectionsPerHost { configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = connectionsPerHost }
+        configuration.timeout.connect = connectTimeout
+        configuration.decompression = .disabled
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }
+
+    /// Sends `request` and reads its answer whole, at most `bodyLimit` bytes of body (more is a
+    /// `NIOTooManyBytesError`). With `refuseDeclaredOverLimit`, an answer whose Content-Length is
+    /// above the limit is refused before its body is read (``HTTPAnswerTooLong``).
+    public static func exchange(_ request: HTTPClientRequest, on client: HTTPClient, timeout: TimeAmount, bodyLimit: Int,
+                                refuseDeclaredOverLimit: Bool = false) async throws -> HTTPAnswer {
+        let raw = try await client.execute(request, timeout: timeout)
+        let declared = raw.headers.first(name: "Content-Length").flatMap(Int.init)
+        if refuseDeclaredOverLimit, let declared, declared > bodyLimit {
+            throw HTTPAnswerTooLong(declaredLength: declared, status: Int(raw.status.code))
+        }
+        var buffer = try await raw.body.collect(upTo: bodyLimit)
+        return HTTPAnswer(status: Int(raw.status.code), headers: raw.headers.map { ($0.name, $0.value) },
+                          body: buffer.readBytes(length: buffer.readableBytes) ?? [], declaredLength: declared)
+    }
+}
+
+/// Why an exchange got no answer, sorted for messages and retries.
+public enum TransportFailure: Sendable, Equatable {
+    /// The connection or the answer took longer than allowed.
+    case timedOut
+    /// Another failure of the HTTP client (its own description).
+    case client(String)
+    /// The answer's body was longer than the limit (the error's description).
+    case tooLong(String)
+    /// The connection was refused.
+    case refused
+    /// Anything else (the error's description).
+    case other(String)
+
+    public init(_ error: Error) {
+        if let client = error as? HTTPClientError {
+            if client == .deadlineExceeded || client == .readTimeout || client == .connectTimeout {
+                self = .timedOut
+            } else {
+                self = .client("\(client)")
+            }
+        } else if error is NIOTooManyBytesError {
+            self = .tooLong("\(error)")
+        } else if "\(error)".lowercased().contains("refused") {
+            self = .refused
+        } else {
+            self = .other("\(error)")
+        }
     }
 }
 
@@ -118,46 +268,24 @@ public final class KMSCallStats: @unchecked Sendable {
 
 /// One HTTP exchange with a key service, with retries.
 struct CloudHTTP: Sendable {
-    struct Response: Sendable {
-        var status: Int
-        var headers: [(String, String)]
-        var body: [UInt8]
-
-        func header(_ name: String) -> String? {
-            headers.first { $0.0.lowercased() == name.lowercased() }?.1
-        }
-    }
-
-    enum Outcome<T: Sendable>: Sendable {
-        case done(T)
-        case retry(KeyServiceError)
-    }
+    typealias Response = HTTPAnswer
+    typealias Outcome<T> = RetryStep<T, KeyServiceError>
 
     var policy: RetryPolicy
 
-    /// One client for the process (never shut down: it lives as long as the process). The pool's
-    /// own connection retries are off: they would keep retrying a refused connection until the
-    /// request's deadline, where failing fast lets ``perform`` back off and the caller move on
-    /// to the next region or server. Redirects are never followed: a request carries a token or
-    /// a signature, and a redirect would take it to an address the user did not give.
-    static let client: HTTPClient = {
-        var configuration = HTTPClient.Configuration()
-        configuration.redirectConfiguration = .disallow
-        configuration.connectionPool.retryConnectionEstablishment = false
-        configuration.timeout.connect = .seconds(5)
-        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
-    }()
+    /// One client for the process (see ``HTTPTransport/makeClient(connectTimeout:connectionsPerHost:)``).
+    static let client = HTTPTransport.makeClient(connectTimeout: .seconds(5))
 
     /// Sends the request made by `build` (called again for each attempt, so a signature is fresh)
     /// and lets `interpret` decide: a result, a transient error to retry, or a final error (thrown).
     func perform<T: Sendable>(operation: String, url: String,
                               build: @Sendable () throws(KeyServiceError) -> (method: HTTPMethod, headers: [(String, String)], body: [UInt8]),
                               interpret: @Sendable (Response) throws(KeyServiceError) -> Outcome<T>) async throws(KeyServiceError) -> T {
-        var last = KeyServiceError(.unreachable, "no attempt made")
-        for attempt in 0..<policy.attempts {
-            if attempt > 0 {
-                try? await Task.sleep(nanoseconds: UInt64(policy.delay(afterAttempt: attempt - 1) * 1e9))
-            }
+        let policy = self.policy
+        return try await policy.retrying(firstError: KeyServiceError(.unreachable, "no attempt made"), exhausted: { last in
+            KMSCallStats.shared.record("\(operation) (failed)")
+            return policy.attempts > 1 ? last.with(message: "\(last.message) (after \(policy.attempts) attempts)") : last
+        }) { (_: Int) async throws(KeyServiceError) -> Outcome<T> in
             let (method, headers, body) = try build()
             var request = HTTPClientRequest(url: url)
             request.method = method
@@ -166,47 +294,29 @@ struct CloudHTTP: Sendable {
             KMSCallStats.shared.recordRequest()
             let response: Response
             do {
-                let raw = try await Self.client.execute(request, timeout: policy.timeout)
-                var buffer = try await raw.body.collect(upTo: 1 << 20)
-                response = Response(status: Int(raw.status.code), headers: raw.headers.map { ($0.name, $0.value) },
-                                    body: buffer.readBytes(length: buffer.readableBytes) ?? [])
+                response = try await HTTPTransport.exchange(request, on: Self.client, timeout: policy.timeout, bodyLimit: 1 << 20)
             } catch {
-                last = Self.transportError(error, url: url)
-                continue
+                return .retry(Self.transportError(error, url: url))
             }
             if (300..<400).contains(response.status) {
-                // Not followed (see ``client``), and not retried: the same request gets the same answer.
+                // Not followed (see ``HTTPTransport/makeClient(connectTimeout:connectionsPerHost:)``),
+                // and not retried: the same request gets the same answer.
                 let target = response.header("Location").map { " to \($0.prefix(200))" } ?? ""
                 KMSCallStats.shared.record("\(operation) (failed)")
                 throw KeyServiceError(.refused, httpStatus: response.status, "\(url) answered HTTP \(response.status), a redirect\(target); redirects are not followed (credentials go only to the address given)")
             }
-            switch try interpret(response) {
-            case .done(let value):
-                KMSCallStats.shared.record(operation)
-                return value
-            case .retry(let error):
-                last = error
-            }
+            let outcome = try interpret(response)
+            if case .done = outcome { KMSCallStats.shared.record(operation) }
+            return outcome
         }
-        KMSCallStats.shared.record("\(operation) (failed)")
-        if policy.attempts > 1 {
-            throw last.with(message: "\(last.message) (after \(policy.attempts) attempts)")
-        }
-        throw last
     }
 
     static func transportError(_ error: Error, url: String) -> KeyServiceError {
-        if let client = error as? HTTPClientError {
-            if client == .deadlineExceeded || client == .readTimeout || client == .connectTimeout {
-                return KeyServiceError(.timeout, "\(url) did not answer in time")
-            }
-            return KeyServiceError(.unreachable, "\(url): \(client)")
+        switch TransportFailure(error) {
+        case .timedOut: return KeyServiceError(.timeout, "\(url) did not answer in time")
+        case .refused: return KeyServiceError(.unreachable, "\(url): connection refused")
+        case .client(let text), .tooLong(let text), .other(let text): return KeyServiceError(.unreachable, "\(url): \(text)")
         }
-        let text = "\(error)"
-        if text.lowercased().contains("refused") {
-            return KeyServiceError(.unreachable, "\(url): connection refused")
-        }
-        return KeyServiceError(.unreachable, "\(url): \(text)")
     }
 }
 

@@ -28,23 +28,14 @@ public enum KMSKeyURI: Sendable, Equatable, CustomStringConvertible {
                               "a key URI has an empty host: write \(scheme):///KEY (three slashes), the endpoint goes in \(scheme == "vault" ? "ADDR" : "AWS_ENDPOINT")")
         }
         let pathAndQuery = rest.dropFirst()
+        let q = pathAndQuery.firstIndex(of: "?")
         let key: String
         var parameters: [String: String] = [:]
-        if let q = pathAndQuery.firstIndex(of: "?") {
-            key = String(decoding: try percentDecodeStrict(pathAndQuery[..<q], uri: text, part: "key"), as: UTF8.self)
-            for pair in pathAndQuery[pathAndQuery.index(after: q)...].split(separator: "&", omittingEmptySubsequences: false) {
-                guard let eq = pair.firstIndex(of: "="), eq != pair.startIndex else {
-                    // Shown only when it is a parameter's name: it may be a secret pasted without its name.
-                    let known = KeyURIFields.allKnown.contains(String(pair))
-                    throw KeyURIError(text, part: "parameter '\(known ? String(pair) : "(not shown)")'", "expected NAME=VALUE")
-                }
-                let name = String(pair[..<eq])
-                let value = String(decoding: try percentDecodeStrict(pair[pair.index(after: eq)...], uri: text, part: name), as: UTF8.self)
-                guard parameters[name] == nil else { throw KeyURIError(text, part: KeyURIFields.displayName(name), "given twice") }
-                parameters[name] = value
-            }
-        } else {
-            key = String(decoding: try percentDecodeStrict(pathAndQuery[...], uri: text, part: "key"), as: UTF8.self)
+        do throws(URIQuery.Problem) {
+            key = try URIQuery.decode(pathAndQuery[..<(q ?? pathAndQuery.endIndex)], part: "key")
+            if let q { parameters = try URIQuery.parameters(pathAndQuery[pathAndQuery.index(after: q)...], known: KeyURIFields.allKnown) }
+        } catch {
+            throw KeyURIError(text, error)
         }
         guard !key.isEmpty else { throw KeyURIError(text, part: "key", "missing: write \(scheme):///KEY?…") }
         if scheme == "vault" { return .vault(try VaultKeyURI(key: key, parameters: parameters, uri: text)) }
@@ -60,23 +51,6 @@ public enum KMSKeyURI: Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String { redacted }
-
-    /// `%XX` to bytes; a `%` not followed by two hex digits is refused.
-    static func percentDecodeStrict(_ text: Substring, uri: String, part: String) throws(KeyURIError) -> [UInt8] {
-        let bytes = Array(text.utf8)
-        var i = 0
-        while i < bytes.count {
-            if bytes[i] == UInt8(ascii: "%") {
-                guard i + 2 < bytes.count, SigV4Signer.hexValue(bytes[i + 1]) != nil, SigV4Signer.hexValue(bytes[i + 2]) != nil else {
-                    throw KeyURIError(uri, part: part, "has a '%' not followed by two hex digits")
-                }
-                i += 3
-            } else {
-                i += 1
-            }
-        }
-        return SigV4Signer.percentDecode(bytes)
-    }
 }
 
 /// A malformed key URI: the part that is wrong and why. The URI shown has its secrets removed.
@@ -89,6 +63,10 @@ public struct KeyURIError: Error, Equatable, Sendable, CustomStringConvertible {
         self.uri = KeyURIFields.redact(uri)
         self.part = part
         self.reason = reason
+    }
+
+    init(_ uri: String, _ problem: URIQuery.Problem) {
+        self.init(uri, part: problem.part, problem.reason)
     }
 
     public var description: String { "key URI \(uri): \(part) \(reason)" }
@@ -119,7 +97,7 @@ public struct AWSKeyURI: Sendable, Equatable {
         for name in parameters.keys.sorted() where !Self.known.contains(name) {
             let normal = KeyURIFields.normalizedName(name)
             let hint = Self.known.first { $0 == normal }.map { " (did you mean \($0)?)" } ?? ""
-            throw KeyURIError(uri, part: "parameter \(KeyURIFields.displayName(name))", "is not known\(hint); known: \(Self.known.joined(separator: ", "))")
+            throw KeyURIError(uri, part: "parameter \(URIQuery.displayName(name))", "is not known\(hint); known: \(Self.known.joined(separator: ", "))")
         }
         keyID = key
         original = uri
@@ -143,37 +121,11 @@ public struct AWSKeyURI: Sendable, Equatable {
         } else if key.contains("/") && !key.hasPrefix("alias/") {
             throw KeyURIError(uri, part: "key '\(key)'", "is not a key id, key ARN, alias/NAME or alias ARN")
         }
-        let keyIDParameter = parameters["AWS_ACCESS_KEY_ID"]
-        let secret = parameters["AWS_SECRET_ACCESS_KEY"]
-        switch parameters["AUTH"] {
-        case nil:
-            auth = keyIDParameter != nil || secret != nil ? .specified : .implicit
-        case let value?:
-            guard let parsed = Auth(rawValue: value) else {
-                throw KeyURIError(uri, part: "AUTH=\(value)", "must be implicit or specified")
-            }
-            auth = parsed
-        }
-        switch auth {
-        case .implicit:
-            for name in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] where parameters[name] != nil {
-                throw KeyURIError(uri, part: name, "is given with AUTH=implicit: drop it, or use AUTH=specified")
-            }
-            credentials = nil
-        case .specified:
-            guard let keyIDParameter, !keyIDParameter.isEmpty else {
-                throw KeyURIError(uri, part: "AWS_ACCESS_KEY_ID", "is missing (AUTH=specified needs it and AWS_SECRET_ACCESS_KEY)")
-            }
-            guard let secret, !secret.isEmpty else {
-                throw KeyURIError(uri, part: "AWS_SECRET_ACCESS_KEY", "is missing (AUTH=specified needs it and AWS_ACCESS_KEY_ID)")
-            }
-            credentials = AWSCredentials(accessKeyID: keyIDParameter, secretAccessKey: secret,
-                                         sessionToken: parameters["AWS_SESSION_TOKEN"], source: "the key URI (AUTH=specified)")
-        }
-        if let endpoint = parameters["AWS_ENDPOINT"] {
-            self.endpoint = try Self.checkEndpoint(endpoint, uri: uri, part: "AWS_ENDPOINT")
-        } else {
-            self.endpoint = nil
+        do throws(URIQuery.Problem) {
+            (auth, credentials) = try URIQuery.awsCredentials(parameters, source: "the key URI (AUTH=specified)")
+            if let value = parameters["AWS_ENDPOINT"] { endpoint = try URIQuery.endpoint(value, part: "AWS_ENDPOINT") } else { endpoint = nil }
+        } catch {
+            throw KeyURIError(uri, error)
         }
     }
 
@@ -193,15 +145,6 @@ public struct AWSKeyURI: Sendable, Equatable {
         credentials = nil
         self.endpoint = endpoint
         original = display
-    }
-
-    static func checkEndpoint(_ value: String, uri: String, part: String) throws(KeyURIError) -> HTTPEndpoint {
-        do {
-            return try HTTPEndpoint(parsing: value)
-        } catch {
-            // A URL with user information may carry a password: then the value is not shown.
-            throw KeyURIError(uri, part: value.contains("@") ? part : "\(part)=\(value)", "\(error)")
-        }
     }
 
     /// The endpoint to call: AWS_ENDPOINT, or the region's public KMS endpoint over HTTPS.
@@ -225,7 +168,7 @@ public struct VaultKeyURI: Sendable, Equatable {
 
     init(key: String, parameters: [String: String], uri: String) throws(KeyURIError) {
         for name in parameters.keys.sorted() where !Self.known.contains(name) {
-            let shown = KeyURIFields.displayName(name)
+            let shown = URIQuery.displayName(name)
             if ["TOKEN", "VAULT_TOKEN", "X_VAULT_TOKEN"].contains(KeyURIFields.normalizedName(name)) {
                 throw KeyURIError(uri, part: "parameter \(shown)", "is refused: a Vault token never goes in a URI; set VAULT_TOKEN or write it to ~/.vault-token")
             }
@@ -237,7 +180,8 @@ public struct VaultKeyURI: Sendable, Equatable {
         guard let address = parameters["ADDR"], !address.isEmpty else {
             throw KeyURIError(uri, part: "ADDR", "is missing: add ?ADDR=https://vault.example:8200")
         }
-        let server = try AWSKeyURI.checkEndpoint(address, uri: uri, part: "ADDR")
+        let server: HTTPEndpoint
+        do throws(URIQuery.Problem) { server = try URIQuery.endpoint(address, part: "ADDR") } catch { throw KeyURIError(uri, error) }
         try self.init(key: key, server: server, mount: parameters["MOUNT"] ?? "transit",
                       namespace: parameters["NAMESPACE"].flatMap { $0.isEmpty ? nil : $0 }, uri: uri)
     }
@@ -292,14 +236,6 @@ public enum KeyURIFields {
     static let allKnown = Set(AWSKeyURI.known + VaultKeyURI.known)
     static let shownParameters: Set<String> = ["REGION", "AUTH", "AWS_ACCESS_KEY_ID", "AWS_ENDPOINT", "ADDR", "MOUNT", "NAMESPACE"]
 
-    /// A parameter name as a message may show it: as written when it is a plain name (letters,
-    /// digits, `_`, `-`, `.`, up to 64), else not at all (it may hold a secret meant as its value).
-    static func displayName(_ name: some StringProtocol) -> String {
-        let plain = !name.isEmpty && name.utf8.count <= 64
-            && name.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "_-.".unicodeScalars.contains($0)) }
-        return plain ? String(name) : "(name not shown: it has other characters)"
-    }
-
     /// A parameter name decoded, trimmed, upper-cased, with `-` as `_`: how a hint recognises
     /// `aws_secret_access_key`, `AWS_SECRET_ACCESS_KEY ` or `AWS%5FSESSION%5FTOKEN`.
     static func normalizedName(_ name: String) -> String {
@@ -308,19 +244,5 @@ public enum KeyURIFields {
     }
 
     /// The URI with every value that may be secret replaced by REDACTED.
-    public static func redact(_ uri: String) -> String {
-        // A fragment could hold anything: drop it.
-        let withoutFragment = uri.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
-        let fragment = withoutFragment.count < uri.count ? "#REDACTED" : ""
-        guard let q = withoutFragment.firstIndex(of: "?") else { return withoutFragment + fragment }
-        let kept = withoutFragment[withoutFragment.index(after: q)...].split(separator: "&", omittingEmptySubsequences: false).map { pair -> String in
-            guard let eq = pair.firstIndex(of: "=") else { return pair.isEmpty ? "" : "REDACTED" }
-            let name = String(pair[..<eq])
-            let value = pair[pair.index(after: eq)...]
-            // A shown parameter's value with user information (`https://user:password@host`) is not shown either.
-            let userInfo = value.contains("@") || value.lowercased().contains("%40")
-            return shownParameters.contains(name) && !userInfo ? String(pair) : "\(name)=REDACTED"
-        }
-        return String(withoutFragment[..<q]) + "?" + kept.joined(separator: "&") + fragment
-    }
+    public static func redact(_ uri: String) -> String { URIQuery.redact(uri, shown: shownParameters) }
 }

@@ -63,11 +63,22 @@ public final class ByteSource {
     /// The descriptor's file offset when this source was made (nil for pipes and terminals).
     let initialOffset: UInt64?
 
-    public init(fd: Int32, path: String) {
+    /// Whether this source closes its descriptor when it goes away (``close()`` not called).
+    private let ownsDescriptor: Bool
+    private var closed = false
+
+    /// A source on `fd`; with `ownsDescriptor`, the source closes it when it goes away if
+    /// ``close()`` has not (the descriptor must then be this source's alone).
+    public init(fd: Int32, path: String, ownsDescriptor: Bool = false) {
         self.fd = fd
         self.path = path
+        self.ownsDescriptor = ownsDescriptor
         let offset = lseek(fd, 0, SEEK_CUR)
         initialOffset = offset >= 0 ? UInt64(offset) : nil
+    }
+
+    deinit {
+        if ownsDescriptor { close() }
     }
 
     /// For a regular file: its size, and the file offset of the next byte this source will yield.
@@ -90,8 +101,10 @@ public final class ByteSource {
         return ByteSource(fd: fd, path: path)
     }
 
+    /// Closes the descriptor (not 0, 1 or 2); a second call does nothing.
     public func close() {
-        if fd > 2 { Glibc.close(fd) }
+        if fd > 2 && !closed { Glibc.close(fd) }
+        closed = true
     }
 
     /// The size of a regular file, or nil for pipes, terminals and sockets.

@@ -129,10 +129,7 @@ public final class KMSIdentity: Identity, @unchecked Sendable {
     public func describe(_ stanza: Stanza) -> String? { KeyTypes.describe(stanza) }
 
     public func unwrap(stanzas: [Stanza]) throws -> [UInt8]? {
-        for stanza in stanzas where KMSStanza.types.contains(stanza.type) {
-            if let fileKey = try unwrap(stanza) { return fileKey }
-        }
-        return nil
+        try stanzas.firstFileKey(where: { KMSStanza.types.contains($0.type) }) { try unwrap($0) }
     }
 
     enum Parsed {

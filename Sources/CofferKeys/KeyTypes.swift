@@ -52,3 +52,14 @@ public enum KeyTypes {
         (recipient as? any NamedRecipient)?.keyID
     }
 }
+
+extension Array where Element == Stanza {
+    /// The file key of the first stanza (of those `where` picks) that `unwrap` opens, in header
+    /// order; nil when none does. An error `unwrap` throws (a malformed stanza) ends the search.
+    func firstFileKey(where pick: (Stanza) -> Bool = { _ in true }, _ unwrap: (Stanza) throws -> [UInt8]?) rethrows -> [UInt8]? {
+        for stanza in self where pick(stanza) {
+            if let fileKey = try unwrap(stanza) { return fileKey }
+        }
+        return nil
+    }
+}

@@ -151,10 +151,7 @@ public final class AgeScrypt: Identity, Recipient, @unchecked Sendable {
     }
 
     public func unwrap(stanzas: [Stanza]) throws -> [UInt8]? {
-        for stanza in stanzas where stanza.type == Self.stanzaType {
-            if let fileKey = try unwrap(stanza) { return fileKey }
-        }
-        return nil
+        try stanzas.firstFileKey(where: { $0.type == Self.stanzaType }) { try unwrap($0) }
     }
 
     func unwrap(_ stanza: Stanza) throws -> [UInt8]? {

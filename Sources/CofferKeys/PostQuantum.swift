@@ -91,10 +91,7 @@ public struct HybridIdentity: KeyPair {
     public func describe(_ stanza: Stanza) -> String? { KeyTypes.describe(stanza) }
 
     public func unwrap(stanzas: [Stanza]) throws -> [UInt8]? {
-        for stanza in stanzas where stanza.type == HybridRecipient.stanzaType {
-            if let fileKey = try unwrap(stanza) { return fileKey }
-        }
-        return nil
+        try stanzas.firstFileKey(where: { $0.type == HybridRecipient.stanzaType }) { try unwrap($0) }
     }
 
     func unwrap(_ stanza: Stanza) throws -> [UInt8]? {

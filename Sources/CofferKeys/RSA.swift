@@ -73,10 +73,7 @@ public struct RSAIdentity: KeyPair, @unchecked Sendable {
     public func describe(_ stanza: Stanza) -> String? { KeyTypes.describe(stanza) }
 
     public func unwrap(stanzas: [Stanza]) throws -> [UInt8]? {
-        for stanza in stanzas where stanza.type == RSARecipient.stanzaType {
-            if let fileKey = try unwrap(stanza) { return fileKey }
-        }
-        return nil
+        try stanzas.firstFileKey(where: { $0.type == RSARecipient.stanzaType }) { try unwrap($0) }
     }
 
     func unwrap(_ stanza: Stanza) throws -> [UInt8]? {

@@ -209,10 +209,7 @@ public struct SSHIdentity: KeyPair {
     /// Opens age's `ssh-ed25519` stanzas made for this key. ssh-rsa keys are read but open nothing:
     /// their stanzas need RSA-OAEP with a label, which swift-crypto cannot set.
     public func unwrap(stanzas: [Stanza]) throws -> [UInt8]? {
-        for stanza in stanzas {
-            if let fileKey = try unwrap(stanza) { return fileKey }
-        }
-        return nil
+        try stanzas.firstFileKey { try unwrap($0) }
     }
 
     func unwrap(_ stanza: Stanza) throws -> [UInt8]? {

@@ -68,10 +68,7 @@ public struct X25519Identity: KeyPair {
     public func describe(_ stanza: Stanza) -> String? { KeyTypes.describe(stanza) }
 
     public func unwrap(stanzas: [Stanza]) throws -> [UInt8]? {
-        for stanza in stanzas where stanza.type == X25519Recipient.stanzaType {
-            if let fileKey = try unwrap(stanza) { return fileKey }
-        }
-        return nil
+        try stanzas.firstFileKey(where: { $0.type == X25519Recipient.stanzaType }) { try unwrap($0) }
     }
 
     func unwrap(_ stanza: Stanza) throws -> [UInt8]? {

@@ -6,48 +6,30 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 
-/// What went wrong talking to S3, in words a user can act on: the HTTP status and S3's error code
-/// when the server answered, the transport's reason when it did not. Never a secret, a signature or
-/// a request header.
-public struct S3Error: CategorizedError, Equatable {
-    public enum Kind: String, Sendable, Equatable {
-        case noCredentials = "no credentials"
-        case badCredentials = "bad credentials"
-        case accessDenied = "access denied"
-        case noSuchBucket = "no such bucket"
-        case notFound = "not found"
-        case preconditionFailed = "precondition failed"
-        case wrongRegion = "wrong region"
-        case badDigest = "checksum mismatch"
-        case throttled = "throttled"
-        case serverError = "server error"
-        case unreachable = "unreachable"
-        case timeout = "timed out"
-        case invalidResponse = "invalid response"
-        case refused = "refused"
-    }
+/// S3's failures: the repository's storage could not be used, an I/O failure (exit 5).
+public enum S3ErrorKind: String, ServiceErrorKind {
+    case noCredentials = "no credentials"
+    case badCredentials = "bad credentials"
+    case accessDenied = "access denied"
+    case noSuchBucket = "no such bucket"
+    case notFound = "not found"
+    case preconditionFailed = "precondition failed"
+    case wrongRegion = "wrong region"
+    case badDigest = "checksum mismatch"
+    case throttled = "throttled"
+    case serverError = "server error"
+    case unreachable = "unreachable"
+    case timeout = "timed out"
+    case invalidResponse = "invalid response"
+    case refused = "refused"
 
-    public let kind: Kind
-    public let message: String
-    public let httpStatus: Int?
-    /// S3's error code ("NoSuchKey", "SlowDown", "AccessDenied"), when it gave one.
-    public let serviceCode: String?
-
-    public init(_ kind: Kind, _ message: String, httpStatus: Int? = nil, serviceCode: String? = nil) {
-        self.kind = kind
-        self.message = message
-        self.httpStatus = httpStatus
-        self.serviceCode = serviceCode
-    }
-
-    /// Worth another try: the next one may succeed.
-    public var isTransient: Bool { [.throttled, .serverError, .unreachable, .timeout, .badDigest, .invalidResponse].contains(kind) }
-
-    /// The repository's storage could not be used: an I/O failure (exit 5).
-    public var category: ErrorCategory { .io }
-
-    public var description: String { "S3 \(kind.rawValue): \(message)" }
+    public static let transient: Set<S3ErrorKind> = [.throttled, .serverError, .unreachable, .timeout, .badDigest, .invalidResponse]
+    public static var category: ErrorCategory { .io }
+    public static var label: String { "S3 " }
 }
+
+/// What went wrong talking to S3 (see ``ServiceError``).
+public typealias S3Error = ServiceError<S3ErrorKind>
 
 /// Retries with exponential backoff and equal jitter, a deadline per request, and a bound on the
 /// requests in flight. COFFER_S3_ATTEMPTS, COFFER_S3_TIMEOUT (seconds) override the defaults.
@@ -69,6 +51,10 @@ public struct S3Options: Sendable {
     /// `save` without overwrite uses `If-None-Match: *` (AWS S3 since 2024, MinIO, moto). When off,
     /// it checks with HEAD first, which two racing writers can both pass.
     public var conditionalWrites: Bool = true
+    /// The client's connections in a pool of its own, closed by ``S3Client/shutdown()`` (for a
+    /// process that opens and closes many repositories, and for tests that count descriptors);
+    /// otherwise they are in the process-wide pool, which lives as long as the process.
+    public var ownConnectionPool: Bool = false
 
     public init() {}
 
@@ -79,9 +65,9 @@ public struct S3Options: Sendable {
         return options
     }
 
-    func delay(afterAttempt attempt: Int) -> Double {
-        let cap = min(maxDelay, baseDelay * pow(2, Double(attempt)))
-        return Double.random(in: (cap / 2)...cap)
+    /// The retries and deadline of each request, as the key services' clients run them.
+    var retryPolicy: RetryPolicy {
+        RetryPolicy(attempts: attempts, timeoutSeconds: timeoutSeconds, baseDelay: baseDelay, maxDelay: maxDelay)
     }
 }
 
@@ -115,23 +101,6 @@ public final class S3RequestStats: @unchecked Sendable {
     }
 }
 
-/// Bounds the requests in flight.
-actor AsyncSemaphore {
-    private var available: Int
-    private var waiters: [CheckedContinuation<Void, Never>] = []
-
-    init(_ count: Int) { available = max(1, count) }
-
-    func acquire() async {
-        if available > 0 { available -= 1; return }
-        await withCheckedContinuation { waiters.append($0) }
-    }
-
-    func release() {
-        if waiters.isEmpty { available += 1 } else { waiters.removeFirst().resume() }
-    }
-}
-
 /// An S3 bucket spoken to over its REST API, SigV4-signed (service `s3`), path-style or
 /// virtual-hosted as the URI says. Every request goes through ``perform(_:)``: a slot among
 /// `connections`, a fresh signature, a deadline, and retries of what may succeed next time
@@ -140,20 +109,17 @@ public final class S3Client: Sendable {
     public let uri: S3URI
     public let options: S3Options
     let credentials: AWSCredentials
-    let slots: AsyncSemaphore
+    /// Bounds the requests in flight.
+    let slots: AsyncLimiter
     public let stats: S3RequestStats
 
-    /// One client per process: a pool big enough for any `--connections`; the semaphore bounds
-    /// the requests. Redirects are never followed (a signed request goes only where the user said).
-    static let http: HTTPClient = {
-        var configuration = HTTPClient.Configuration()
-        configuration.redirectConfiguration = .disallow
-        configuration.connectionPool.retryConnectionEstablishment = false
-        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 64
-        configuration.timeout.connect = .seconds(10)
-        configuration.decompression = .disabled
-        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
-    }()
+    /// The process-wide HTTP client (see ``HTTPTransport/makeClient(connectTimeout:connectionsPerHost:)``):
+    /// a pool big enough for any `--connections`; ``slots`` bounds the requests.
+    static let sharedHTTP = makeHTTPClient()
+    static func makeHTTPClient() -> HTTPClient { HTTPTransport.makeClient(connectTimeout: .seconds(10), connectionsPerHost: 64) }
+
+    /// ``sharedHTTP``, or this client's own (``S3Options/ownConnectionPool``).
+    let http: HTTPClient
 
     /// Credentials from the URI (AUTH=specified) or the chain (environment, AWS_PROFILE, ~/.aws).
     public init(uri: S3URI, options: S3Options = S3Options(),
@@ -168,8 +134,21 @@ public final class S3Client: Sendable {
                 throw S3Error(.noCredentials, error.message)
             }
         }
-        slots = AsyncSemaphore(options.connections)
+        slots = AsyncLimiter(options.connections)
         self.stats = stats
+        http = options.ownConnectionPool ? Self.makeHTTPClient() : Self.sharedHTTP
+    }
+
+    deinit {
+        // An own pool not shut down yet closes in the background (a second shutdown is refused, harmlessly).
+        if options.ownConnectionPool { http.shutdown(queue: .global()) { _ in } }
+    }
+
+    /// Closes this client's own connections (``S3Options/ownConnectionPool``); the process-wide
+    /// pool is left alone. The client cannot send after it.
+    public func shutdown() async throws {
+        guard options.ownConnectionPool else { return }
+        try await http.shutdown()
     }
 
     // MARK: Requests
@@ -194,7 +173,7 @@ public final class S3Client: Sendable {
         /// How many tries it took (1 = the first).
         var attempts: Int
 
-        func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
+        func header(_ name: String) -> String? { HTTPAnswer.header(name, in: headers) }
         var errorDocument: XMLElement? { body.isEmpty ? nil : try? S3XML.parse(body, maxBytes: 1 << 20) }
         var errorCode: String? { errorDocument.flatMap { $0.name == "Error" ? $0.childText("Code") : nil } }
     }
@@ -232,14 +211,15 @@ public final class S3Client: Sendable {
     /// status may be any: the caller interprets 404, 412…). `accept` may call an answer truncated
     /// or inconsistent (thrown as a transient ``S3Error``), which is retried too.
     func perform(_ request: Request, accept: @Sendable (Response) throws(S3Error) -> Void = { _ throws(S3Error) in }) async throws(S3Error) -> Response {
-        var last = S3Error(.unreachable, "\(describe(request)): no attempt made")
         let (url, host, path) = target(request.key, query: request.query)
         let signer = SigV4Signer(credentials: credentials, region: uri.region, service: "s3")
-        for attempt in 0..<options.attempts {
-            if attempt > 0 {
-                stats.recordRetry()
-                try? await Task.sleep(nanoseconds: UInt64(options.delay(afterAttempt: attempt - 1) * 1e9))
-            }
+        let policy = options.retryPolicy
+        let stats = self.stats
+        return try await policy.retrying(firstError: S3Error(.unreachable, "\(describe(request)): no attempt made"),
+                                         beforeRetry: { stats.recordRetry() }, exhausted: { last in
+            S3Error(last.kind, "\(last.message) (after \(policy.attempts) attempt\(policy.attempts == 1 ? "" : "s"))",
+                    httpStatus: last.httpStatus, serviceCode: last.serviceCode)
+        }) { (attempt: Int) async throws(S3Error) -> RetryStep<Response, S3Error> in
             let signed = signer.signHeaders(
                 SigV4Signer.Request(method: request.method.rawValue, path: path,
                                     query: request.query.map { (name: $0.0, value: $0.1) },
@@ -253,34 +233,26 @@ public final class S3Client: Sendable {
                 http.body = .bytes(ByteBuffer(bytes: request.body))
             }
             await slots.acquire()
-            var response: Response
+            let answer: HTTPAnswer
             do {
-                let raw = try await Self.http.execute(http, timeout: .seconds(options.timeoutSeconds))
-                let expected = raw.headers.first(name: "Content-Length").flatMap(Int.init)
-                if let expected, expected > request.bodyLimit, request.method != .HEAD {
-                    await slots.release()
-                    stats.record(request.operation, sent: request.body.count, received: 0)
-                    throw S3Error(.invalidResponse, "\(describe(request)): answer of \(expected) bytes, more than the \(request.bodyLimit) expected",
-                                  httpStatus: Int(raw.status.code))
-                }
-                var buffer = try await raw.body.collect(upTo: request.bodyLimit)
-                let body = buffer.readBytes(length: buffer.readableBytes) ?? []
+                answer = try await HTTPTransport.exchange(http, on: self.http, timeout: policy.timeout, bodyLimit: request.bodyLimit,
+                                                          refuseDeclaredOverLimit: request.method != .HEAD)
+            } catch let tooLong as HTTPAnswerTooLong {
                 await slots.release()
-                stats.record(request.operation, sent: request.body.count, received: body.count)
-                response = Response(status: Int(raw.status.code), headers: raw.headers.map { ($0.name, $0.value) },
-                                    body: body, attempts: attempt + 1)
-                if let expected, expected != body.count, request.method != .HEAD {
-                    last = S3Error(.invalidResponse, "\(describe(request)): answer truncated (\(body.count) of \(expected) bytes)",
-                                   httpStatus: response.status)
-                    continue
-                }
-            } catch let error as S3Error {
-                throw error
+                stats.record(request.operation, sent: request.body.count, received: 0)
+                throw S3Error(.invalidResponse, "\(describe(request)): answer of \(tooLong.declaredLength) bytes, more than the \(request.bodyLimit) expected",
+                              httpStatus: tooLong.status)
             } catch {
                 await slots.release()
                 stats.record(request.operation, sent: request.body.count, received: 0)
-                last = transportError(error, request)
-                continue
+                return .retry(transportError(error, request))
+            }
+            await slots.release()
+            stats.record(request.operation, sent: request.body.count, received: answer.body.count)
+            let response = Response(status: answer.status, headers: answer.headers, body: answer.body, attempts: attempt + 1)
+            if let expected = answer.declaredLength, expected != answer.body.count, request.method != .HEAD {
+                return .retry(S3Error(.invalidResponse, "\(describe(request)): answer truncated (\(answer.body.count) of \(expected) bytes)",
+                                      httpStatus: response.status))
             }
             if (300..<400).contains(response.status) && response.status != 304 {
                 let code = response.errorCode
@@ -289,36 +261,30 @@ public final class S3Client: Sendable {
                               httpStatus: response.status, serviceCode: code)
             }
             if let error = classify(response, request), error.isTransient {
-                last = error
-                continue
+                return .retry(error)
             }
             do throws(S3Error) {
                 try accept(response)
             } catch where error.isTransient {
-                last = error
-                continue
+                return .retry(error)
             }
-            return response
+            return .done(response)
         }
-        throw S3Error(last.kind, "\(last.message) (after \(options.attempts) attempt\(options.attempts == 1 ? "" : "s"))",
-                      httpStatus: last.httpStatus, serviceCode: last.serviceCode)
     }
 
     func transportError(_ error: Error, _ request: Request) -> S3Error {
-        if let client = error as? HTTPClientError {
-            if client == .deadlineExceeded || client == .readTimeout || client == .connectTimeout {
-                return S3Error(.timeout, "\(describe(request)): no answer within \(options.timeoutSeconds) s")
-            }
-            return S3Error(.unreachable, "\(describe(request)): \(uri.serviceEndpoint): \(client)")
-        }
-        if let nio = error as? NIOTooManyBytesError {
-            return S3Error(.invalidResponse, "\(describe(request)): answer longer than expected (\(nio))")
-        }
-        let text = "\(error)"
-        if text.lowercased().contains("refused") {
+        switch TransportFailure(error) {
+        case .timedOut:
+            return S3Error(.timeout, "\(describe(request)): no answer within \(options.timeoutSeconds) s")
+        case .client(let text):
+            return S3Error(.unreachable, "\(describe(request)): \(uri.serviceEndpoint): \(text)")
+        case .tooLong(let text):
+            return S3Error(.invalidResponse, "\(describe(request)): answer longer than expected (\(text))")
+        case .refused:
             return S3Error(.unreachable, "\(describe(request)): \(uri.serviceEndpoint): connection refused")
+        case .other(let text):
+            return S3Error(.unreachable, "\(describe(request)): \(uri.serviceEndpoint): \(text.prefix(200))")
         }
-        return S3Error(.unreachable, "\(describe(request)): \(uri.serviceEndpoint): \(text.prefix(200))")
     }
 
     /// The error an answer stands for, or nil for a success (2xx) or for 404/412, which the

@@ -48,20 +48,13 @@ public struct S3URI: Sendable, Equatable, CustomStringConvertible {
         let location = q.map { rest[..<$0] } ?? rest
         var parameters: [String: String] = [:]
         if let q {
-            for pair in rest[rest.index(after: q)...].split(separator: "&", omittingEmptySubsequences: false) {
-                guard let eq = pair.firstIndex(of: "="), eq != pair.startIndex else {
-                    let known = Self.known.contains(String(pair))
-                    throw S3URIError(text, part: "parameter '\(known ? String(pair) : "(not shown)")'", "expected NAME=VALUE")
-                }
-                let name = String(pair[..<eq])
-                let value = try Self.decode(pair[pair.index(after: eq)...], uri: text, part: Self.displayName(name))
-                guard parameters[name] == nil else { throw S3URIError(text, part: Self.displayName(name), "given twice") }
-                parameters[name] = value
+            do throws(URIQuery.Problem) { parameters = try URIQuery.parameters(rest[rest.index(after: q)...], known: Set(Self.known)) } catch {
+                throw S3URIError(text, error)
             }
         }
         for name in parameters.keys.sorted() where !Self.known.contains(name) {
             let hint = name == "REGION" ? " (an s3:// URI spells it AWS_REGION)" : ""
-            throw S3URIError(text, part: "parameter \(Self.displayName(name))", "is not known\(hint); known: \(Self.known.joined(separator: ", "))")
+            throw S3URIError(text, part: "parameter \(URIQuery.displayName(name))", "is not known\(hint); known: \(Self.known.joined(separator: ", "))")
         }
         // BUCKET[/PREFIX]
         let slash = location.firstIndex(of: "/")
@@ -72,7 +65,8 @@ public struct S3URI: Sendable, Equatable, CustomStringConvertible {
         var prefixText = slash.map { String(location[location.index(after: $0)...]) } ?? ""
         while prefixText.hasSuffix("/") { prefixText.removeLast() }
         if !prefixText.isEmpty {
-            let decoded = String(decoding: try Self.decode(prefixText[...], uri: text, part: "prefix").utf8, as: UTF8.self)
+            let decoded: String
+            do throws(URIQuery.Problem) { decoded = try URIQuery.decode(prefixText[...], part: "prefix") } catch { throw S3URIError(text, error) }
             guard decoded.utf8.count <= 512,
                   decoded.split(separator: "/", omittingEmptySubsequences: false).allSatisfy(HTTPEndpoint.isPathSegment) else {
                 throw S3URIError(text, part: "prefix", "must be segments of letters, digits, '-', '.', '_' or '~' separated by single '/' (no '.' or '..' segment)")
@@ -87,38 +81,11 @@ public struct S3URI: Sendable, Equatable, CustomStringConvertible {
             throw S3URIError(text, part: "AWS_REGION '\(region.prefix(40))'", "is not a region name such as us-east-1")
         }
         self.region = region
-        let id = parameters["AWS_ACCESS_KEY_ID"], secret = parameters["AWS_SECRET_ACCESS_KEY"]
-        switch parameters["AUTH"] {
-        case nil: auth = id != nil || secret != nil ? .specified : .implicit
-        case let value?:
-            guard let parsed = AWSKeyURI.Auth(rawValue: value) else {
-                throw S3URIError(text, part: "AUTH=\(value.prefix(20))", "must be implicit or specified")
-            }
-            auth = parsed
-        }
-        switch auth {
-        case .implicit:
-            for name in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] where parameters[name] != nil {
-                throw S3URIError(text, part: name, "is given with AUTH=implicit: drop it, or use AUTH=specified")
-            }
-            credentials = nil
-        case .specified:
-            guard let id, !id.isEmpty else {
-                throw S3URIError(text, part: "AWS_ACCESS_KEY_ID", "is missing (AUTH=specified needs it and AWS_SECRET_ACCESS_KEY)")
-            }
-            guard let secret, !secret.isEmpty else {
-                throw S3URIError(text, part: "AWS_SECRET_ACCESS_KEY", "is missing (AUTH=specified needs it and AWS_ACCESS_KEY_ID)")
-            }
-            credentials = AWSCredentials(accessKeyID: id, secretAccessKey: secret,
-                                         sessionToken: parameters["AWS_SESSION_TOKEN"].flatMap { $0.isEmpty ? nil : $0 },
-                                         source: "the repository URI (AUTH=specified)")
-        }
-        if let value = parameters["AWS_ENDPOINT"] {
-            do { endpoint = try HTTPEndpoint(parsing: value) } catch {
-                throw S3URIError(text, part: value.contains("@") ? "AWS_ENDPOINT" : "AWS_ENDPOINT=\(value.prefix(200))", "\(error)")
-            }
-        } else {
-            endpoint = nil
+        do throws(URIQuery.Problem) {
+            (auth, credentials) = try URIQuery.awsCredentials(parameters, source: "the repository URI (AUTH=specified)")
+            if let value = parameters["AWS_ENDPOINT"] { endpoint = try URIQuery.endpoint(value, part: "AWS_ENDPOINT") } else { endpoint = nil }
+        } catch {
+            throw S3URIError(text, error)
         }
         if let value = parameters["S3_STORAGE_CLASS"] {
             guard !value.isEmpty, value.utf8.count <= 64, value.allSatisfy({ $0.isASCII && ($0.isUppercase || $0.isNumber || $0 == "_") }) else {
@@ -171,50 +138,7 @@ public struct S3URI: Sendable, Equatable, CustomStringConvertible {
 
     /// The URI with every value that may be secret (any parameter not known to be harmless,
     /// whatever its spelling) replaced by REDACTED.
-    public static func redact(_ uri: String) -> String {
-        let withoutFragment = uri.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
-        let fragment = withoutFragment.count < uri.count ? "#REDACTED" : ""
-        guard let q = withoutFragment.firstIndex(of: "?") else { return withoutFragment + fragment }
-        let kept = withoutFragment[withoutFragment.index(after: q)...].split(separator: "&", omittingEmptySubsequences: false).map { pair -> String in
-            guard let eq = pair.firstIndex(of: "=") else { return pair.isEmpty ? "" : "REDACTED" }
-            let name = String(pair[..<eq])
-            let value = pair[pair.index(after: eq)...]
-            let userInfo = value.contains("@") || value.lowercased().contains("%40")
-            return shown.contains(name) && !userInfo ? String(pair) : "\(displayName(name))=REDACTED"
-        }
-        return String(withoutFragment[..<q]) + "?" + kept.joined(separator: "&") + fragment
-    }
-
-    static func displayName(_ name: some StringProtocol) -> String {
-        let plain = !name.isEmpty && name.utf8.count <= 64
-            && name.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "_-.".unicodeScalars.contains($0)) }
-        return plain ? String(name) : "(name not shown)"
-    }
-
-    /// `%XX` to bytes; a `%` not followed by two hex digits, or bytes that are not UTF-8, are refused.
-    static func decode(_ text: Substring, uri: String, part: String) throws(S3URIError) -> String {
-        let bytes = Array(text.utf8)
-        var i = 0
-        while i < bytes.count {
-            if bytes[i] == UInt8(ascii: "%") {
-                guard i + 2 < bytes.count, isHex(bytes[i + 1]), isHex(bytes[i + 2]) else {
-                    throw S3URIError(uri, part: part, "has a '%' not followed by two hex digits")
-                }
-                i += 3
-            } else {
-                i += 1
-            }
-        }
-        let decoded = SigV4Signer.percentDecode(bytes)
-        guard let string = String(validating: decoded, as: UTF8.self) else {
-            throw S3URIError(uri, part: part, "is not UTF-8")
-        }
-        return string
-    }
-
-    private static func isHex(_ b: UInt8) -> Bool {
-        (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66)
-    }
+    public static func redact(_ uri: String) -> String { URIQuery.redact(uri, shown: shown) }
 }
 
 /// A malformed s3:// URI: the part that is wrong and why; the URI shown has its secrets removed.
@@ -227,6 +151,10 @@ public struct S3URIError: CategorizedError, Equatable {
         self.uri = S3URI.redact(uri)
         self.part = part
         self.reason = reason
+    }
+
+    init(_ uri: String, _ problem: URIQuery.Problem) {
+        self.init(uri, part: problem.part, problem.reason)
     }
 
     public var category: ErrorCategory { .usage }

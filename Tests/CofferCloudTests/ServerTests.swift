@@ -287,19 +287,8 @@ struct RetryTests {
     @Test("a server that accepts but never answers times out")
     func silentServer() async throws {
         // A listening socket that is never read: connections complete, requests get no answer.
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let (fd, port) = try Loopback.bind(listen: 8)
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let listening = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, length) == 0 && listen(fd, 8) == 0 && getsockname(fd, $0, &length) == 0
-            }
-        }
-        try #require(listening)
-        let port = Int(UInt16(bigEndian: address.sin_port))
         guard case .aws(let key) = try KMSKeyURI.parse("aws:///alias/k?REGION=us-east-1&AWS_ENDPOINT=http://127.0.0.1:\(port)") else { return }
         let client = try AWSKMSClient(key: key, environment: Moto.environment, policy: RetryPolicy(attempts: 1, timeoutSeconds: 1))
         do {

@@ -66,6 +66,36 @@ struct S3URITests {
             #expect("\(error)".contains(part), "\(error)")
         }
     }
+
+    @Test("an s3:// URI and a key URI refuse the same malformed query with the same part and reason (one parser)", arguments: [
+        ("AUTH=maybe", "AUTH=maybe", "must be implicit or specified"),
+        ("AUTH=implicit&AWS_SECRET_ACCESS_KEY=x", "AWS_SECRET_ACCESS_KEY", "is given with AUTH=implicit: drop it, or use AUTH=specified"),
+        ("AWS_SECRET_ACCESS_KEY=x", "AWS_ACCESS_KEY_ID", "is missing (AUTH=specified needs it and AWS_SECRET_ACCESS_KEY)"),
+        ("AWS_ACCESS_KEY_ID=AKID", "AWS_SECRET_ACCESS_KEY", "is missing (AUTH=specified needs it and AWS_ACCESS_KEY_ID)"),
+        ("AWS_ENDPOINT=http://u:pw@h/x%", "AWS_ENDPOINT", "has a '%' not followed by two hex digits"),
+        ("AUTH=implicit&AUTH=implicit", "AUTH", "given twice"),
+        ("AUTH=%ZZ", "AUTH", "has a '%' not followed by two hex digits"),
+        ("AUTH=%C3%28", "AUTH", "is not UTF-8"),
+        ("s3cr3t", "parameter '(not shown)'", "expected NAME=VALUE"),
+    ])
+    func sameRulesAsKeyURIs(query: String, part: String, reason: String) {
+        var s3: S3URIError?
+        do { _ = try S3URI(parsing: "s3://bucket1?AWS_REGION=us-east-1&\(query)") } catch { s3 = error }
+        var key: KeyURIError?
+        do { _ = try KMSKeyURI.parse("aws:///alias/k?REGION=us-east-1&\(query)") } catch { key = error }
+        #expect(s3?.part == part && s3?.reason == reason, "\(String(describing: s3))")
+        #expect(key?.part == part && key?.reason == reason, "\(String(describing: key))")
+    }
+
+    @Test("an endpoint that is not http(s) is refused by both parsers with the same reason")
+    func sameEndpointRule() {
+        var s3: S3URIError?
+        do { _ = try S3URI(parsing: "s3://bucket1?AWS_REGION=us-east-1&AWS_ENDPOINT=ftp://h") } catch { s3 = error }
+        var key: KeyURIError?
+        do { _ = try KMSKeyURI.parse("aws:///alias/k?REGION=us-east-1&AWS_ENDPOINT=ftp://h") } catch { key = error }
+        #expect(s3?.part == "AWS_ENDPOINT=ftp://h" && key?.part == "AWS_ENDPOINT=ftp://h")
+        #expect(s3 != nil && s3?.reason == key?.reason)
+    }
 }
 
 @Suite("S3 XML reader")

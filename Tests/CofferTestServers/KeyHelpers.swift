@@ -33,9 +33,9 @@ public enum Moto {
 
 extension Moto {
     /// On a server started with INITIAL_NO_AUTH_ACTION_COUNT=3: the three unauthenticated calls
-    /// make an IAM user, its access key and a policy allowing kms:*; returns the key. Every call
-    /// after them has its SigV4 signature checked against this key.
-    public static func createSigningUser(_ server: TestServer, name: String = "backup") async throws -> AWSCredentials {
+    /// make an IAM user, its access key and an inline policy allowing `service:*` (kms, s3);
+    /// returns the key. Every call after them has its SigV4 signature checked against this key.
+    public static func createSigningUser(_ server: TestServer, name: String = "backup", allowing service: String = "kms") async throws -> AWSCredentials {
         let bootstrap = AWSCredentials(accessKeyID: "anything", secretAccessKey: "anything")
         func iam(_ parameters: [(String, String)]) async throws -> String {
             let (status, body) = try await AWSQueryRequest.post(endpoint: server.endpoint, service: "iam", region: "us-east-1",
@@ -45,8 +45,8 @@ extension Moto {
         }
         _ = try await iam([("Action", "CreateUser"), ("UserName", name)])
         let made = try await iam([("Action", "CreateAccessKey"), ("UserName", name)])
-        _ = try await iam([("Action", "PutUserPolicy"), ("UserName", name), ("PolicyName", "kms"),
-                           ("PolicyDocument", #"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["kms:*"],"Resource":"*"}]}"#)])
+        _ = try await iam([("Action", "PutUserPolicy"), ("UserName", name), ("PolicyName", service),
+                           ("PolicyDocument", #"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["\#(service):*"],"Resource":"*"}]}"#)])
         func element(_ tag: String) throws -> String {
             guard let open = made.range(of: "<\(tag)>"), let close = made.range(of: "</\(tag)>") else {
                 throw ServerError("CreateAccessKey answered without \(tag): \(made)")

@@ -94,41 +94,16 @@ public final class TestServer: @unchecked Sendable {
 
     /// A port the kernel picked on 127.0.0.1, released for the server to take.
     static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw ServerError("socket: \(errno)") }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Bool in
-                bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
-            }
-        }
-        guard bound else { throw ServerError("bind: \(errno)") }
-        return Int(UInt16(bigEndian: address.sin_port))
+        let (fd, port) = try Loopback.bind(listen: nil)
+        close(fd)
+        return port
     }
 
     static func spawnServer(name: String, argv: [String], port: Int, environment: [String: String]) throws -> TestServer {
         let directory = NSTemporaryDirectory() + "coffer-\(name)-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let logPath = "\(directory)/server.log"
-        var env = ProcessInfo.processInfo.environment
-        env.merge(environment) { $1 }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        let cArgs = argv.map { strdup($0) } + [nil]
-        let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { (cArgs + cEnv).forEach { free($0) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, argv[0], &actions, nil, cArgs, cEnv)
-        guard rc == 0 else { throw ServerError("cannot start \(argv[0]): error \(rc)") }
+        let pid = try TestSpawn.start(argv, environment: environment, stdout: logPath, stderr: nil)
         return TestServer(name: name, port: port, pid: pid, logPath: logPath, directory: directory)
     }
 
@@ -150,19 +125,8 @@ public final class TestServer: @unchecked Sendable {
 
     /// The status of `GET path` on 127.0.0.1:port, or nil when nothing answers.
     public static func httpStatus(port: Int, path: String) -> Int? {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return nil }
+        guard let fd = Loopback.connect(port: port) else { return nil }
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = UInt16(port).bigEndian
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-            }
-        }
-        guard connected else { return nil }
         let request = Array("GET \(path) HTTP/1.0\r\nHost: 127.0.0.1:\(port)\r\n\r\n".utf8)
         guard request.withUnsafeBytes({ write(fd, $0.baseAddress!, $0.count) }) == request.count else { return nil }
         var buffer = [UInt8](repeating: 0, count: 64)
@@ -170,6 +134,45 @@ public final class TestServer: @unchecked Sendable {
         guard n >= 12 else { return nil }
         // "HTTP/1.x NNN"
         return Int(String(decoding: buffer[9..<12], as: UTF8.self))
+    }
+}
+
+/// Starting the servers' and tools' processes.
+public enum TestSpawn {
+    /// Starts `argv` (argv[0] a path) with this process's environment plus `environment`: stdin
+    /// from /dev/null, stdout to the file `stdout`, stderr to the file `stderr` (nil: with stdout).
+    /// Only 0, 1 and 2 reach the child: no descriptor of the test process leaks into a server
+    /// (a listening socket it kept open would outlive the test's own close), and a test process
+    /// holding many descriptors cannot push the child past its open-file limit.
+    public static func start(_ argv: [String], environment: [String: String], stdout: String, stderr: String?) throws -> pid_t {
+        var env = ProcessInfo.processInfo.environment
+        env.merge(environment) { $1 }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        if let stderr {
+            posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        } else {
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        }
+        guard closeInheritedDescriptors(&actions) else { throw ServerError("posix_spawn_file_actions_addclosefrom_np is missing (glibc 2.34 or later)") }
+        let cArgs = argv.map { strdup($0) } + [nil]
+        let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { (cArgs + cEnv).forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, argv[0], &actions, nil, cArgs, cEnv)
+        guard rc == 0 else { throw ServerError("cannot start \(argv[0]): \(String(cString: strerror(rc)))") }
+        return pid
+    }
+
+    /// Adds glibc's addclosefrom_np(3) for descriptors 3 and up (looked up at run time: it is
+    /// glibc 2.34's, and the Swift Glibc module may not declare it); false when it is missing.
+    static func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) -> Bool {
+        typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return false }
+        return unsafeBitCast(symbol, to: AddCloseFrom.self)(&actions, 3) == 0
     }
 }
 
