@@ -55,9 +55,6 @@ public final class Archiver: @unchecked Sendable {
     /// Chunks read and not yet saved, over every file and stream at once (each holds a chunk of at
     /// most the chunker's maximum size and, while it is compressed, its compressed copy).
     private let chunkSlots: Limiter
-    /// Bytes the chunker asks of a file or stream per read (its buffer is the maximum chunk size
-    /// plus this).
-    static let readSize = 256 << 10
     /// Files whose content was read (not taken from the parent snapshot), for tests.
     var filesRead: Int { lock.withLock { readCount } }
     private var readCount = 0
@@ -346,7 +343,7 @@ public final class Archiver: @unchecked Sendable {
     /// read so far after each chunk (streams).
     func chunkAndSave(_ source: some ChunkSource, sizeHint: Int? = nil,
                       progress: ((UInt64) -> Void)? = nil) async throws -> ([BlobID], UInt64) {
-        let chunker = StreamChunker(source: source, cdc: store.makeChunker(), readSize: Self.readSize, sizeHint: sizeHint)
+        let chunker = StreamChunker(source: source, cdc: store.makeChunker(), sizeHint: sizeHint)
         let slots = chunkSlots
         await slots.acquire()
         var held = true  // a slot this task holds for the chunk it reads next
