@@ -41,13 +41,13 @@ enum RepositoryJSON {
         return d
     }
 
-    /// "2025-12-03T00:00:00.000Z": UTC, milliseconds (truncated), as ISO8601DateFormatter with
+    /// "2025-12-03T00:00:00.000Z": UTC, milliseconds (rounded), as ISO8601DateFormatter with
     /// `[.withInternetDateTime, .withFractionalSeconds]` writes it. Computed here with gmtime_r:
     /// that formatter goes through ICU, whose calendar and time-zone data it pulls in cost every
     /// repository command ~5 MiB of resident memory (measured: `RssFile` of lib_FoundationICU).
     static func formatDate(_ date: Date) -> String {
-        // The formatter's arithmetic: milliseconds since 1970 as a double, rounded down.
-        let millis = ((date.timeIntervalSinceReferenceDate + 978_307_200) * 1000).rounded(.down)
+        // The formatter's arithmetic: milliseconds since 1970, rounded to the nearest.
+        let millis = ((date.timeIntervalSinceReferenceDate + 978_307_200) * 1000).rounded()
         guard millis.isFinite, abs(millis) < 1e17 else { return "1970-01-01T00:00:00.000Z" }
         let total = Int64(millis)
         let seconds = total >= 0 ? total / 1000 : -((999 - total) / 1000)  // rounded down
