@@ -17,7 +17,7 @@ import Glibc
 /// `scripts/bench-repo.sh --rss-check`. COFFER_RSS_LIMIT_MIB overrides the bound (a release binary
 /// through COFFER_BIN: 64).
 @Suite(.serialized) struct RepoMemory {
-    static let limitMiB: Int = ProcessInfo.processInfo.environment["COFFER_RSS_LIMIT_MIB"].flatMap { Int($0) } ??? 80
+    static let limitMiB: Int = ProcessInfo.processInfo.environment["COFFER_RSS_LIMIT_MIB"].flatMap { Int($0) } ?? 80
 
     /// Runs coffer with standard input from `stdinPath` (or /dev/null) and standard output to
     /// `stdoutPath` (or /dev/null); returns the exit status, the standard error and the peak RSS in KiB.
