@@ -32,11 +32,14 @@
 #   --s3            afterwards, run scripts/bench-s3.sh (when it exists) with the same options
 #   --perf PHASE    record `perf record -g` of Coffer's PHASE (full|incr|restore|check) into the
 #                   work directory's perf-PHASE.data (one run)
+#   --rss-check     issue 12's memory target on its own: Coffer only, one run, plus a `backup --stdin`
+#                   of the dump; exits 1 unless every Coffer process peaked at <= 64 MiB RSS
+#                   (combine with --quick for a short run, --coffer BIN for a given build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-runs=3 dump_size=1073741824 random_size=536870912 tools="coffer restic borg" baseline="" coffer="" data="" s3=0 perf=""
+runs=3 dump_size=1073741824 random_size=536870912 tools="coffer restic borg" baseline="" coffer="" data="" s3=0 perf="" rss_check=0
 all_args=("$@")
 while (($#)); do
   case "$1" in
@@ -50,10 +53,12 @@ while (($#)); do
     --data) data=$2; shift 2 ;;
     --s3) s3=1; shift ;;
     --perf) perf=$2; shift 2 ;;
+    --rss-check) rss_check=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 64 ;;
   esac
 done
+((rss_check)) && { tools=coffer runs=1 baseline=""; }
 [[ -n $baseline ]] && tools="$tools base"
 
 tools_dir="$root/../shared/tools"
@@ -123,6 +128,7 @@ command_of() {
         onefile) echo "$b dump $k latest $onefile" ;;
         ls) echo "$b ls $k latest" ;;
         check) echo "$b check $k --read-data" ;;
+        stdin) echo "$b backup $k --quiet --stdin --stdin-name dump.sql" ;;   # stdin: the dump (measure)
       esac ;;
     restic)
       local c="restic -q --repo $repo"
@@ -149,20 +155,21 @@ command_of() {
 
 # Runs phase $2 of tool $1 in run $3 and appends "run tool phase wall_s rss_kib load1" to results.
 measure() {
-  local tool=$1 phase=$2 run=$3 dir=$work cmd out=/dev/null
+  local tool=$1 phase=$2 run=$3 dir=$work cmd out=/dev/null in=/dev/null
   cmd=$(command_of "$tool" "$phase")
   if [[ $phase == restore ]]; then
     rm -rf "$work/restore-$tool"; mkdir -p "$work/restore-$tool"
     [[ $tool == borg ]] && dir=$work/restore-$tool
   fi
   [[ $phase == onefile ]] && out=$work/onefile-$tool
+  [[ $phase == stdin ]] && in=$tree/dump.sql
   local load t0 t1 rss prefix=""
   load=$(cut -d' ' -f1 /proc/loadavg)
   if [[ -n $perf && $phase == "$perf" && ($tool == coffer) && $run == 1 ]]; then
     prefix="perf record -g -o $work/perf-$phase.data --"
   fi
   t0=$(date +%s%N)
-  if ! (cd "$dir" && /usr/bin/time -f "%M %U %S" -o "$work/rss" $prefix $cmd > "$out" 2> "$work/stderr"); then
+  if ! (cd "$dir" && /usr/bin/time -f "%M %U %S" -o "$work/rss" $prefix $cmd < "$in" > "$out" 2> "$work/stderr"); then
     echo "FAILED ($tool $phase): $cmd" >&2; cat "$work/stderr" >&2; exit 1
   fi
   t1=$(date +%s%N)
@@ -225,6 +232,7 @@ for ((run = 1; run <= runs; run++)); do
   for phase in restore onefile ls check; do
     for tool in "${order[@]}"; do measure "$tool" "$phase" "$run"; done
   done
+  ((rss_check)) && measure coffer stdin "$run"
   python3 "$tools_dir/mutate_tree.py" revert "$tree" "$state" >/dev/null
   for tool in "${order[@]}"; do rm -rf "$(repo_of "$tool")"; done
 done
@@ -293,4 +301,10 @@ if ((s3)); then
   else
     echo "== --s3: scripts/bench-s3.sh does not exist (yet): skipped"
   fi
+fi
+
+if ((rss_check)); then
+  peak=$(awk -F'\t' '$2 == "coffer" && $3 !~ /^size_/ { if ($5 > m) m = $5 } END { print m + 0 }' "$results")
+  echo "== --rss-check: peak RSS of any coffer command $((peak / 1024)) MiB ($peak KiB), target <= 64 MiB (load $(cut -d' ' -f1-3 /proc/loadavg))"
+  ((peak <= 64 * 1024)) || { echo "== --rss-check: FAILED" >&2; exit 1; }
 fi

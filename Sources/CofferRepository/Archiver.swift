@@ -52,6 +52,9 @@ public final class Archiver: @unchecked Sendable {
     private var summary = SnapshotInfo.Summary()
     private var warnings: [String] = []
     private let limiter: Limiter
+    /// Chunks read and not yet saved, over every file and stream at once (each holds a chunk of at
+    /// most the chunker's maximum size and, while it is compressed, its compressed copy).
+    private let chunkSlots: Limiter
     /// Files whose content was read (not taken from the parent snapshot), for tests.
     var filesRead: Int { lock.withLock { readCount } }
     private var readCount = 0
@@ -60,10 +63,12 @@ public final class Archiver: @unchecked Sendable {
         self.store = store
         self.options = options
         limiter = Limiter(options.concurrency)
+        chunkSlots = Limiter(2 * max(1, options.concurrency))
     }
 
     private func warn(_ message: String) { lock.withLock { warnings.append(message) } }
-    private func count(_ update: (inout SnapshotInfo.Summary) -> Void) { lock.withLock { update(&summary) } }
+    func count(_ update: (inout SnapshotInfo.Summary) -> Void) { lock.withLock { update(&summary) } }
+    var processedFiles: Int { lock.withLock { summary.totalFilesProcessed } }
 
     // MARK: Paths
 
@@ -131,7 +136,7 @@ public final class Archiver: @unchecked Sendable {
         return saved.id
     }
 
-    private func commit(tree: BlobID, paths: [String]) async throws -> ArchiveResult {
+    func commit(tree: BlobID, paths: [String]) async throws -> ArchiveResult {
         // What the new data blobs take in their packs, taken before the flush clears the count.
         if let sizes = store as? UnflushedSizeReporting {
             let packed = sizes.unflushedStoredBytes(.data)
@@ -330,15 +335,24 @@ public final class Archiver: @unchecked Sendable {
     }
 
     /// Cuts `source` into chunks and saves the ones the store does not have. The chunking task reads
-    /// and cuts; each chunk's id (keyed hash), compression and packing run on concurrent tasks, at
-    /// most `2 · concurrency` chunks in flight (each at most the chunker's maximum size), so a single
-    /// large file or stream uses every core with bounded memory. An input of one chunk (a small file)
-    /// is saved on the calling task. `sizeHint`: the file's size, to size the chunker's buffer.
-    private func chunkAndSave(_ source: some ChunkSource, sizeHint: Int? = nil) async throws -> ([BlobID], UInt64) {
+    /// and cuts; each chunk's id (keyed hash), compression and packing run on concurrent tasks. Every
+    /// chunk read holds one of the archiver's `2 · concurrency` chunk slots until it is saved, over
+    /// all files and streams at once, so a large file, a stream or many files use every core with
+    /// bounded memory. An input of one chunk (a small file) is saved on the calling task.
+    /// `sizeHint`: the file's size, to size the chunker's buffer; `progress`: called with the bytes
+    /// read so far after each chunk (streams).
+    func chunkAndSave(_ source: some ChunkSource, sizeHint: Int? = nil,
+                      progress: ((UInt64) -> Void)? = nil) async throws -> ([BlobID], UInt64) {
         let chunker = StreamChunker(source: source, cdc: store.makeChunker(), sizeHint: sizeHint)
+        let slots = chunkSlots
+        await slots.acquire()
+        var held = true  // a slot this task holds for the chunk it reads next
+        defer { if held { Task { await slots.release() } } }
         guard let first = try chunker.nextChunk() else { return ([], 0) }
         if chunker.isFinished {
-            return ([try await saveChunk(first)], UInt64(first.count))
+            let id = try await saveChunk(first)
+            progress?(UInt64(first.count))
+            return ([id], UInt64(first.count))
         }
         let window = max(2, 2 * options.concurrency)
         return try await withThrowingTaskGroup(of: (Int, BlobID).self) { group in
@@ -354,8 +368,15 @@ public final class Archiver: @unchecked Sendable {
                 let index = content.count
                 content.append(nil)
                 size += UInt64(bytes.count)
-                group.addTask { (index, try await self.saveChunk(bytes)) }
+                held = false  // the saving task releases it
+                group.addTask {
+                    defer { Task { await slots.release() } }
+                    return (index, try await self.saveChunk(bytes))
+                }
                 inFlight += 1
+                progress?(size)
+                await slots.acquire()
+                held = true
                 chunk = try chunker.nextChunk()
             }
             for try await (index, id) in group { content[index] = id }
@@ -391,50 +412,22 @@ public final class Archiver: @unchecked Sendable {
     }
 
     /// Runs `command` (no shell; the environment less every variable that may hold a secret, as
-    /// for decompressors) and backs up its standard output as `name`. A command that cannot start
-    /// or exits with a failure status fails the backup before anything is flushed, so no snapshot
-    /// can be written for it.
+    /// for decompressors; no descriptor but 0-2) and backs up its standard output as `name`: a
+    /// one-stream ``backup(streams:)``. A command that cannot start or exits with a failure status
+    /// fails the backup before anything is flushed, so no snapshot can be written for it.
     public func backup(command: [String], name: String) async throws -> ArchiveResult {
         guard let tool = command.first else { throw TreeError.invalidRequest("no command given") }
         let executable = try StreamCommand.executable(tool)
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw TreeError.commandFailed("cannot create a pipe: \(FS.errorText())") }
-        let readEnd = Descriptor(fds[0])
-        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
-        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
-        let pid: pid_t
-        do {
-            pid = try StreamCommand.spawn(executable, arguments: Array(command.dropFirst()), stdout: fds[1])
-        } catch {
-            Glibc.close(fds[1])
-            throw error
-        }
-        Glibc.close(fds[1])
-        let result: ArchiveResult
-        do {
-            let nameBytes = Array(name.utf8)
-            if let reason = TreeNode.invalidNameReason(nameBytes) { throw TreeError.invalidRequest("stream name refused: \(reason)") }
-            let (content, size) = try await chunkAndSave(DescriptorSource(fd: readEnd.fd, path: name))
-            let status = StreamCommand.wait(pid)
-            guard status == 0 else {
-                throw TreeError.commandFailed("\(tool) exited with status \(StreamCommand.describe(status))")
-            }
-            let now = Int64(options.time.timeIntervalSince1970 * 1e9)
-            let node = TreeNode(name: nameBytes, kind: .file, mode: 0o600, uid: getuid(), gid: getgid(),
-                                user: owners.user(getuid()), group: owners.group(getgid()), mtimeNanos: now, ctimeNanos: now,
-                                size: size, content: content)
-            count { $0.filesNew += 1; $0.totalFilesProcessed += 1; $0.totalBytesProcessed += Int64(size) }
-            let saved = try await store.saveTree(try Tree(nodes: [node]))
-            if saved.added { count { $0.treeBlobs += 1 } }
-            result = try await commit(tree: saved.id, paths: ["/" + name])
-        } catch {
-            kill(pid, SIGTERM)
-            _ = StreamCommand.wait(pid)
-            throw error
-        }
-        return result
+        let nameBytes = Array(name.utf8)
+        if let reason = TreeNode.invalidNameReason(nameBytes) { throw TreeError.invalidRequest("stream name refused: \(reason)") }
+        let producer = StreamCommand.Producer(tool: tool, executable: executable, arguments: Array(command.dropFirst()))
+        return try await backup(streams: [StreamSpec(path: "/" + name, producer: producer)])
     }
 }
+
+/// glibc's posix_spawn_file_actions_addclosefrom_np (2.34+; not in Swift's Glibc module).
+@_silgen_name("posix_spawn_file_actions_addclosefrom_np")
+private func spawnAddCloseFrom(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ from: Int32) -> Int32
 
 enum StreamCommand {
     static func executable(_ tool: String) throws -> String {
@@ -450,11 +443,40 @@ enum StreamCommand {
         throw TreeError.commandFailed("command \(tool) not found")
     }
 
+    /// A command whose standard output is a stream of ``Archiver/backup(streams:)``.
+    struct Producer: StreamProducer {
+        let tool: String
+        let executable: String
+        let arguments: [String]
+
+        func start(writingTo fd: Int32) async throws -> any RunningStream {
+            Running(tool: tool, pid: try StreamCommand.spawn(executable, arguments: arguments, stdout: fd))
+        }
+    }
+
+    struct Running: RunningStream {
+        let tool: String
+        let pid: pid_t
+
+        func finish() async throws {
+            let status = StreamCommand.wait(pid)
+            guard status == 0 else { throw TreeError.commandFailed("\(tool) exited with status \(StreamCommand.describe(status))") }
+        }
+
+        func cancel() {
+            kill(pid, SIGTERM)
+            _ = StreamCommand.wait(pid)
+        }
+    }
+
     static func spawn(_ executable: String, arguments: [String], stdout: Int32) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, stdout, 1)
+        // Only descriptors 0-2 reach the command (glibc 2.34+): none of this process's files,
+        // pipes or repository descriptors.
+        _ = spawnAddCloseFrom(&actions, 3)
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         let envp = ChildEnvironment.entries().map { strdup($0) } + [nil]
         defer { (argv + envp).forEach { free($0) } }

@@ -35,6 +35,7 @@ public struct StreamSpec: Sendable {
 
 extension Archiver {
     /// Backs up several streams as files of one snapshot, one after the other, each at its path
+    /// and each through the archiver's parallel chunk pipeline (``chunkAndSave``)
     /// (directories on the way are created in the snapshot with mode 0700). Nothing is flushed and no
     /// snapshot is returned unless every producer finished successfully: a failing stream fails the
     /// whole backup (the chunks already saved stay unreferenced until `prune`).
@@ -62,8 +63,8 @@ extension Archiver {
         let owners = OwnerNames()
         let now = Int64(options.time.timeIntervalSince1970 * 1e9)
         let uid = getuid(), gid = getgid()
-        var summary = SnapshotInfo.Summary()
         let root = VirtualDirectory(node: nil)
+        var done: Int64 = 0  // bytes of the streams already finished, for the progress callback
         for (spec, components) in zip(streams, parsed) {
             var fds: [Int32] = [-1, -1]
             guard pipe(&fds) == 0 else { throw TreeError.commandFailed("cannot create a pipe: \(FS.errorText())") }
@@ -78,30 +79,25 @@ extension Archiver {
                 throw error
             }
             Glibc.close(fds[1])
-            var content: [BlobID] = []
-            var size: UInt64 = 0
+            let content: [BlobID]
+            let size: UInt64
             do {
-                let chunker = StreamChunker(source: DescriptorSource(fd: readEnd.fd, path: spec.path), cdc: store.makeChunker())
-                while let (id, bytes, length) = try chunker.next({ chunk -> (BlobID, [UInt8]?, Int) in
-                    let id = store.blobID(of: chunk)
-                    return (id, store.contains(.data, id) ? nil : Array(chunk), chunk.count)
-                }) {
-                    if let bytes, try await store.save(.data, id: id, plaintext: bytes) {
-                        summary.dataBlobs += 1
-                        summary.dataAdded += Int64(length)
-                    }
-                    content.append(id)
-                    size += UInt64(length)
-                    if let progress = options.progress { progress(summary.totalFilesProcessed, summary.totalBytesProcessed + Int64(size)) }
+                // The same parallel pipeline as files: hashing, compression and packing on every core.
+                let progress = options.progress.map { report in
+                    { (bytes: UInt64) in report(self.processedFiles, done + Int64(bytes)) }
                 }
+                (content, size) = try await chunkAndSave(DescriptorSource(fd: readEnd.fd, path: spec.path), progress: progress)
             } catch {
                 running.cancel()
                 throw error
             }
             try await running.finish()
-            summary.filesNew += 1
-            summary.totalFilesProcessed += 1
-            summary.totalBytesProcessed += Int64(size)
+            done += Int64(size)
+            count {
+                $0.filesNew += 1
+                $0.totalFilesProcessed += 1
+                $0.totalBytesProcessed += Int64(size)
+            }
             var directory = root
             for c in components.dropLast() {
                 if let existing = directory.children[c] {
@@ -118,26 +114,22 @@ extension Archiver {
                                                            user: owners.user(uid), group: owners.group(gid),
                                                            mtimeNanos: now, ctimeNanos: now, size: size, content: content)
         }
-        let tree = try await saveVirtual(root, summary: &summary)
-        try await store.flush()
+        let tree = try await saveVirtual(root)
         var tops: [String] = []
         for c in parsed where !tops.contains("/" + TreeNode.display(c[0])) { tops.append("/" + TreeNode.display(c[0])) }
-        let info = SnapshotInfo(time: options.time, tree: tree, paths: tops.sorted(), hostname: options.hostname,
-                                username: options.username, tags: options.tags, parent: options.parent?.id,
-                                programVersion: options.programVersion, summary: summary)
-        return ArchiveResult(info: info, warnings: [])
+        return try await commit(tree: tree, paths: tops.sorted())
     }
 
-    private func saveVirtual(_ directory: VirtualDirectory, summary: inout SnapshotInfo.Summary) async throws -> BlobID {
+    private func saveVirtual(_ directory: VirtualDirectory) async throws -> BlobID {
         var nodes = Array(directory.leaves.values)
         for (_, child) in directory.children {
             var node = child.node!
-            node.subtree = try await saveVirtual(child, summary: &summary)
-            summary.dirsNew += 1
+            node.subtree = try await saveVirtual(child)
+            count { $0.dirsNew += 1 }
             nodes.append(node)
         }
         let saved = try await store.saveTree(try Tree(nodes: nodes))
-        if saved.added { summary.treeBlobs += 1 }
+        if saved.added { count { $0.treeBlobs += 1 } }
         return saved.id
     }
 }

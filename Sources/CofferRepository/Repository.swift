@@ -34,8 +34,11 @@ public final class Repository: BlobStore, @unchecked Sendable {
     public private(set) var damagedIndexObjects: [String: String] = [:]
     var pending: [BlobKey: PendingBlob] = [:]
     var openPack: PackBuilder?
-    /// Plaintext of packs being sealed or uploaded, so their blobs can be loaded meanwhile.
+    /// Plaintext of full packs until they are sealed, so their blobs can be loaded meanwhile.
     var sealing: [String: [UInt8]] = [:]
+    /// Packs sealed and being stored (their plaintext is freed once sealed): a load of one of their
+    /// blobs waits until the pack is stored, then reads it from the storage.
+    var uploading: Set<String> = []
     var finishedPacks: [IndexedPack] = []
     var tasks: [Task<Void, Error>] = []
     var headerCache: [String: CofferObject.Opened] = [:]
@@ -44,9 +47,10 @@ public final class Repository: BlobStore, @unchecked Sendable {
     /// Full packs not yet stored; at `maxPacksInFlight`, ``save`` waits (bounds memory).
     private let packGate = PackGate(limit: Repository.maxPacksInFlight)
     /// Full packs being sealed and stored at once: each holds its plaintext and its sealed copy
-    /// (2 × 8 MiB at the default pack size). Two let one pack be stored while the next is sealed;
-    /// more only add memory (sealing runs at GB/s, far faster than compressing a pack's worth of
-    /// chunks).
+    /// (2 × 4 MiB at the default pack size). Two let one pack be stored while the next is sealed
+    /// (one makes every save wait while a pack is sealed and written: an idle core, measured ~25 %
+    /// slower); more only add memory (sealing runs at GB/s, far faster than compressing a pack's
+    /// worth of chunks). With the open pack, a backup holds at most 5 × the pack size in packs.
     static let maxPacksInFlight = 2
 
     /// How new blobs are compressed (default: zstd level 3, raw when that does not shrink a blob).
@@ -80,6 +84,9 @@ public final class Repository: BlobStore, @unchecked Sendable {
             self.name = name
             buffer.reserveCapacity(capacity)
         }
+
+        /// The pack's plaintext size with one more blob of `length` bytes and the trailer.
+        func size(adding length: Int) -> Int { buffer.count + length + (blobs.count + 1) * PackedBlob.encodedSize + 8 }
 
         /// Appends the trailer in place (no copy of the blob area); blob offsets stay valid.
         mutating func sealTrailer() { buffer += PackTrailer.encode(blobs) }
@@ -442,44 +449,65 @@ public final class Repository: BlobStore, @unchecked Sendable {
         }
         let full: PackBuilder? = stateLock.withLock {
             compressors.append(compressor)
-            // Taken out of `openPack` so that appending does not copy the buffer.
-            var pack = openPack ?? PackBuilder(name: randomObjectName(), capacity: _packSize + chunkerParameters.maxSize + (512 << 10))
-            openPack = nil
             let bytes = stored.bytes
+            // A pack never grows past the pack size (blobs, trailer included) unless one blob alone
+            // does: a blob that does not fit any more seals the open pack and starts the next one,
+            // so the buffer reserved for a pack is never outgrown (no reallocation, no doubling).
+            var full: PackBuilder? = nil
+            let mustSeal = openPack.map { !$0.blobs.isEmpty && $0.size(adding: bytes.count) > _packSize } ?? false
+            if mustSeal, var done = openPack {
+                openPack = nil  // first, so that the trailer is appended to a buffer held once (no copy)
+                done.sealTrailer()
+                sealing[done.name] = done.buffer
+                full = done
+            }
+            // Taken out of `openPack` so that appending does not copy the buffer.
+            var pack = openPack ?? PackBuilder(name: randomObjectName(), capacity: max(_packSize, bytes.count + PackedBlob.encodedSize + 8))
+            openPack = nil
             let blob = PackedBlob(kind: kind, id: id, offset: UInt32(pack.buffer.count), length: UInt32(bytes.count),
                                   rawLength: UInt32(plaintext.count), compressed: { if case .zstd = stored { return true }; return false }())
             pack.buffer += bytes
             pack.blobs.append(blob)
             pending[key] = PendingBlob(pack: pack.name, blob: blob)
-            if pack.buffer.count >= _packSize {
-                openPack = nil
-                pack.sealTrailer()
-                sealing[pack.name] = pack.buffer
-                return pack
-            }
             openPack = pack
-            return nil
+            return full
         }
         if let full { try await submit(full) }
         return true
     }
 
-    /// Seals and uploads a full pack on a background task (at most one per core at a time).
+    /// Seals and uploads a full pack on a background task (at most one per core at a time). The
+    /// plaintext (in `sealing`) is freed as soon as the pack is sealed, so a pack being stored costs
+    /// only its sealed bytes.
     private func submit(_ pack: PackBuilder) async throws {
         await packGate.packStarted()
         await limiter.acquire()
+        let (name, blobs) = (pack.name, pack.blobs)  // the task must not hold the buffer
         let task = Task.detached { [self] in
-            defer { Task { await self.limiter.release(); await self.packGate.packDone() } }
-            let plaintext = pack.buffer  // blobs and trailer (sealTrailer)
-            let fileKey = FileKey.random()
-            let publicKey = stateLock.withLock { currentPublicKey }
-            let name = try ObjectName(.data, pack.name)
-            let sealed = try CofferObject.seal(plaintext, objectName: name.description, fileKey: fileKey,
-                                               stanzas: try publicKey.stanzas(for: fileKey), chunkSize: CofferObject.packChunkSize)
-            try await storage.save(name, contents: sealed)
+            defer {
+                stateLock.withLock {
+                    _ = sealing.removeValue(forKey: name)
+                    _ = uploading.remove(name)
+                }
+                Task { await self.limiter.release(); await self.packGate.packDone() }
+            }
+            let objectName = try ObjectName(.data, name)
+            let sealed: [UInt8] = try {
+                guard let plaintext = stateLock.withLock({ sealing[name] }) else {  // blobs and trailer (sealTrailer)
+                    preconditionFailure("pack \(name) submitted without its plaintext")
+                }
+                let fileKey = FileKey.random()
+                let publicKey = stateLock.withLock { currentPublicKey }
+                return try CofferObject.seal(plaintext, objectName: objectName.description, fileKey: fileKey,
+                                             stanzas: try publicKey.stanzas(for: fileKey), chunkSize: CofferObject.packChunkSize)
+            }()
             stateLock.withLock {
-                finishedPacks.append(IndexedPack(name: pack.name, size: Int64(sealed.count), blobs: pack.blobs))
-                _ = sealing.removeValue(forKey: pack.name)
+                _ = sealing.removeValue(forKey: name)
+                uploading.insert(name)
+            }
+            try await storage.save(objectName, contents: sealed)
+            stateLock.withLock {
+                finishedPacks.append(IndexedPack(name: name, size: Int64(sealed.count), blobs: blobs))
             }
         }
         stateLock.withLock { tasks.append(task) }
@@ -529,29 +557,34 @@ public final class Repository: BlobStore, @unchecked Sendable {
     public func load(_ kind: BlobKind, _ id: BlobID) async throws -> [UInt8] {
         try requireFullAccess("blobs")
         let key = BlobKey(kind, id)
-        enum Source { case pack(String, Int64, BlobLocation), memory([UInt8], PackedBlob, String) }
-        let source: Source? = stateLock.withLock {
-            if let hit = index.lookup(kind, id) { return .pack(hit.pack, hit.size, hit.location) }
-            if let p = pending[key], let blob = p.blob {
-                let buffer = openPack?.name == p.pack ? openPack?.buffer : sealing[p.pack]
-                if let buffer { return .memory(Array(buffer[Int(blob.offset)..<Int(blob.offset + blob.length)]), blob, p.pack) }
-                // Uploaded, not yet in an index object: read it from its pack.
-                if let done = finishedPacks.first(where: { $0.name == p.pack }) {
-                    return .pack(done.name, done.size, BlobLocation(pack: 0, offset: blob.offset, length: blob.length,
-                                                                    rawLength: blob.rawLength, compressed: blob.compressed))
+        enum Source { case pack(String, Int64, BlobLocation), memory([UInt8], PackedBlob, String), uploading }
+        while true {
+            let source: Source? = stateLock.withLock {
+                if let hit = index.lookup(kind, id) { return .pack(hit.pack, hit.size, hit.location) }
+                if let p = pending[key], let blob = p.blob {
+                    let buffer = openPack?.name == p.pack ? openPack?.buffer : sealing[p.pack]
+                    if let buffer { return .memory(Array(buffer[Int(blob.offset)..<Int(blob.offset + blob.length)]), blob, p.pack) }
+                    // Uploaded, not yet in an index object: read it from its pack.
+                    if let done = finishedPacks.first(where: { $0.name == p.pack }) {
+                        return .pack(done.name, done.size, BlobLocation(pack: 0, offset: blob.offset, length: blob.length,
+                                                                        rawLength: blob.rawLength, compressed: blob.compressed))
+                    }
+                    if uploading.contains(p.pack) { return .uploading }
                 }
+                return nil
             }
-            return nil
-        }
-        switch source {
-        case nil:
-            throw RepositoryError.notFound("\(kind) blob \(id.hex) is not in the repository's index")
-        case .memory(let bytes, let blob, let pack):
-            return try unpack(bytes, blob: blob, object: "data/\(pack)")
-        case .pack(let pack, let size, let loc):
-            let bytes = try await readStored(pack: pack, size: size, offset: Int(loc.offset), length: Int(loc.length))
-            return try unpack(bytes, blob: PackedBlob(kind: kind, id: id, offset: loc.offset, length: loc.length,
-                                                      rawLength: loc.rawLength, compressed: loc.compressed), object: "data/\(pack)")
+            switch source {
+            case nil:
+                throw RepositoryError.notFound("\(kind) blob \(id.hex) is not in the repository's index")
+            case .uploading:
+                try await Task.sleep(nanoseconds: 1_000_000)  // rare: a blob of a pack being stored
+            case .memory(let bytes, let blob, let pack):
+                return try unpack(bytes, blob: blob, object: "data/\(pack)")
+            case .pack(let pack, let size, let loc):
+                let bytes = try await readStored(pack: pack, size: size, offset: Int(loc.offset), length: Int(loc.length))
+                return try unpack(bytes, blob: PackedBlob(kind: kind, id: id, offset: loc.offset, length: loc.length,
+                                                          rawLength: loc.rawLength, compressed: loc.compressed), object: "data/\(pack)")
+            }
         }
     }
 

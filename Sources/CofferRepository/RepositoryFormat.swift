@@ -1,6 +1,9 @@
 import Crypto
 import CofferFormat
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 // The byte layouts of the repository's objects (docs/REPOSITORY.md): JSON documents for config,
 // key objects, data-key objects, locks, snapshots and the writer key file; binary for the pack
@@ -38,19 +41,81 @@ enum RepositoryJSON {
         return d
     }
 
+    /// "2025-12-03T00:00:00.000Z": UTC, milliseconds (rounded), as ISO8601DateFormatter with
+    /// `[.withInternetDateTime, .withFractionalSeconds]` writes it. Computed here with gmtime_r:
+    /// that formatter goes through ICU, whose calendar and time-zone data it pulls in cost every
+    /// repository command ~5 MiB of resident memory (measured: `RssFile` of lib_FoundationICU).
     static func formatDate(_ date: Date) -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        f.timeZone = TimeZone(identifier: "UTC")
-        return f.string(from: date)
+        // The formatter's arithmetic: milliseconds since 1970, rounded to the nearest.
+        let millis = ((date.timeIntervalSinceReferenceDate + 978_307_200) * 1000).rounded()
+        guard millis.isFinite, abs(millis) < 1e17 else { return "1970-01-01T00:00:00.000Z" }
+        let total = Int64(millis)
+        let seconds = total >= 0 ? total / 1000 : -((999 - total) / 1000)  // rounded down
+        let ms = total - seconds * 1000
+        var t = time_t(seconds)
+        var parts = tm()
+        guard gmtime_r(&t, &parts) != nil else { return "1970-01-01T00:00:00.000Z" }
+        func pad(_ v: Int32, _ width: Int) -> String {
+            let digits = String(abs(Int(v)))
+            return (v < 0 ? "-" : "") + String(repeating: "0", count: max(0, width - digits.count)) + digits
+        }
+        return pad(parts.tm_year + 1900, 4) + "-" + pad(parts.tm_mon + 1, 2) + "-" + pad(parts.tm_mday, 2) + "T"
+            + pad(parts.tm_hour, 2) + ":" + pad(parts.tm_min, 2) + ":" + pad(parts.tm_sec, 2) + "." + pad(Int32(ms), 3) + "Z"
     }
 
+    /// Parses "YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)" (RFC 3339, what ``formatDate`` and earlier
+    /// versions wrote); the fraction is read to the millisecond, as ISO8601DateFormatter does.
     static func parseDate(_ text: String) -> Date? {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        if let d = f.date(from: text) { return d }
-        f.formatOptions = [.withInternetDateTime]
-        return f.date(from: text)
+        let b = Array(text.utf8)
+        func number(_ at: Int, _ count: Int) -> Int? {
+            guard at + count <= b.count else { return nil }
+            var v = 0
+            for c in b[at..<(at + count)] {
+                guard c >= 0x30 && c <= 0x39 else { return nil }
+                v = v * 10 + Int(c - 0x30)
+            }
+            return v
+        }
+        func at(_ i: Int, _ c: Character) -> Bool { i < b.count && b[i] == c.asciiValue! }
+        guard let year = number(0, 4), at(4, "-"), let month = number(5, 2), at(7, "-"), let day = number(8, 2), at(10, "T"),
+              let hour = number(11, 2), at(13, ":"), let minute = number(14, 2), at(16, ":"), let second = number(17, 2),
+              (1...12).contains(month), (1...31).contains(day), hour < 24, minute < 60, second < 60 else { return nil }
+        var i = 19
+        var millis = 0
+        if at(i, ".") {
+            i += 1
+            var digits = 0
+            while i < b.count, b[i] >= 0x30, b[i] <= 0x39 {
+                if digits < 3 { millis = millis * 10 + Int(b[i] - 0x30) }
+                digits += 1
+                i += 1
+            }
+            guard digits > 0 else { return nil }
+            for _ in digits..<max(digits, 3) { millis *= 10 }
+        }
+        var offset = 0
+        if at(i, "Z") {
+            i += 1
+        } else if at(i, "+") || at(i, "-") {
+            guard let oh = number(i + 1, 2), at(i + 3, ":"), let om = number(i + 4, 2), oh < 24, om < 60 else { return nil }
+            offset = (oh * 3600 + om * 60) * (at(i, "-") ? -1 : 1)
+            i += 6
+        } else {
+            return nil
+        }
+        guard i == b.count else { return nil }
+        var parts = tm()
+        parts.tm_year = Int32(year - 1900)
+        parts.tm_mon = Int32(month - 1)
+        parts.tm_mday = Int32(day)
+        parts.tm_hour = Int32(hour)
+        parts.tm_min = Int32(minute)
+        parts.tm_sec = Int32(second)
+        let seconds = Int64(timegm(&parts))
+        // A day the month does not have (timegm normalises 02-30 to 03-02): refused.
+        guard parts.tm_mday == Int32(day), parts.tm_mon == Int32(month - 1) else { return nil }
+        let udate = Double((seconds - Int64(offset)) * 1000 + Int64(millis))
+        return Date(timeIntervalSinceReferenceDate: udate / 1000 - 978_307_200)
     }
 
     static func encode<T: Encodable>(_ value: T) throws -> [UInt8] { Array(try encoder().encode(value)) }
@@ -101,7 +166,10 @@ public struct RepositoryConfig: Codable, Sendable, Equatable {
 
     public static let minPackSize = 1 << 20
     public static let maxPackSize = 128 << 20
-    public static let defaultPackSize = 8 << 20
+    /// 4 MiB: a backup holds up to five packs' worth of buffers (the open one, two being sealed,
+    /// each with its sealed copy), and `check --read-data` two per core; at 8 MiB that alone was
+    /// 40 MiB of the 64 MiB memory target (docs/REPOSITORY.md, "Chunking").
+    public static let defaultPackSize = 4 << 20
 
     var chunkerParameters: ChunkerParameters {
         get throws { try ChunkerParameters(minSize: chunkerMin, averageSize: chunkerAvg, maxSize: chunkerMax) }
