@@ -663,19 +663,3 @@ actor PackGate {
         for w in woken { w.resume() }
     }
 }
-
-/// A counting semaphore for async code.
-actor AsyncLimiter {
-    private var available: Int
-    private var waiters: [CheckedContinuation<Void, Never>] = []
-    init(_ count: Int) { available = max(1, count) }
-
-    func acquire() async {
-        if available > 0 { available -= 1; return }
-        await withCheckedContinuation { waiters.append($0) }
-    }
-
-    func release() {
-        if waiters.isEmpty { available += 1 } else { waiters.removeFirst().resume() }
-    }
-}
