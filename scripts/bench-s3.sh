@@ -7,7 +7,7 @@
 # compare the clients' request patterns on that server, not S3's throughput.
 # Requests per GB are counted for both tools from moto's request log (and Coffer's also from
 # COFFER_S3_STATS); the load average is printed with the figures.
-# Usage: scripts/bench-s3.sh [--quick] [--mib N] [--runs N] [--connections N] [--dir DIR] [--debug | --bin PATH]
+# Usage: scripts/bench-s3.sh [--quick] [--mib N] [--runs N] [--connections N] [--dir DIR] [--debug | --bin PATH | --coffer PATH]
 #   --quick: 32 MiB, one run (checks that the script works end to end).
 #   Without --bin, the release binary is built (or brought up to date) first.
 set -euo pipefail
@@ -21,7 +21,9 @@ while (($#)); do
     --connections) connections=$2; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
     --debug) config=debug; shift ;;
-    --bin) bin=$2; shift 2 ;;
+    --bin|--coffer) bin=$2; shift 2 ;;
+    # Options of scripts/bench-repo.sh, which passes its own on (--s3): not used here.
+    --tools|--baseline|--size|--random|--data|--perf) echo "bench-s3.sh: $1 $2 ignored" >&2; shift 2 ;;
     -h|--help) sed -n 2,14p "$0"; exit 0 ;;
     *) echo "bench-s3.sh: unknown option $1" >&2; exit 64 ;;
   esac
@@ -30,7 +32,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 coffer=${bin:-$repo/.build/$config/coffer}
 if [[ -z $bin ]]; then (cd "$repo" && swift build -c "$config" --product coffer 2>&1 | tail -n 1); fi
 [[ -x $coffer ]] || { echo "bench-s3.sh: no binary at $coffer" >&2; exit 1; }
-echo "coffer: $coffer ($config); $(uptime | sed 's/.*load/load/')"
+echo "coffer: $coffer ($([[ -n $bin ]] && echo "given with --bin" || echo "$config build")); $(uptime | sed 's/.*load/load/')"
 venv=${COFFER_TEST_VENV:-$HOME/.cache/coffer-test-venv}
 moto=${COFFER_MOTO_SERVER:-$(command -v moto_server || echo "$venv/bin/moto_server")}
 command -v restic >/dev/null || { echo "bench-s3.sh: restic not found (apt-get install restic)" >&2; exit 1; }

@@ -7,13 +7,14 @@ import Glibc
 public struct RestoreOptions: Sendable {
     /// Only entries matching one of these (or below a matching directory) are restored; all when empty.
     public var includes: [PathPattern] = []
-    /// Parallelism of the content reads: up to `concurrency + 1` segments (below) are read ahead
-    /// of the file being written.
-    public var concurrency = ProcessInfo.processInfo.activeProcessorCount
+    /// Segments (below) read or held at once: the one being written and the next ones read
+    /// ahead. Parallelism comes from the ranges of a segment (``RangeReads/parallel``).
+    public var concurrency = 2
     /// The files' content is read in segments of about this many plaintext bytes, in the order the
     /// files are written (their blobs, de-duplicated, read with ``RangeReads`` by ``BlobStore/loadBatch(_:_:reads:)``).
-    /// Bounds memory: at most `concurrency + 1` segments are held at once.
-    public var segmentBytes = 4 << 20
+    /// Bounds memory: at most `concurrency` segments are held at once. Larger segments let more
+    /// neighbouring blobs share a read: files backed up together interleave their chunks in packs.
+    public var segmentBytes = 8 << 20
     /// How the blobs of one segment are grouped into ranged reads of their packs.
     public var reads = RangeReads()
     /// Which recorded extended attributes are set: none, the `user.` namespace (default), or
@@ -439,7 +440,7 @@ public final class Restorer: @unchecked Sendable {
 /// them: the blobs of consecutive files are cut into segments of about
 /// ``RestoreOptions/segmentBytes`` plaintext bytes; each segment's distinct blobs are loaded with
 /// one ``BlobStore/loadBatch(_:_:reads:)`` (neighbours in a pack in one ranged read, ranges in
-/// parallel), and up to `concurrency + 1` segments are loaded or held at once. Used by one writer
+/// parallel), and up to `concurrency` (at least 2) segments are loaded or held at once. Used by one writer
 /// task at a time, which asks for chunks in increasing (file, chunk) order; files it skips (failed
 /// before their content) are simply passed over.
 final class ContentFeed: @unchecked Sendable {
@@ -463,7 +464,7 @@ final class ContentFeed: @unchecked Sendable {
         self.store = store
         self.files = files
         self.options = options
-        ahead = max(2, options.concurrency + 1)
+        ahead = max(2, options.concurrency)
         cursor = normalized(cursor)
     }
 
