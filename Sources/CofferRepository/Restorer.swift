@@ -254,21 +254,36 @@ public final class Restorer: @unchecked Sendable {
 
     /// The selected part of a tree, or nil when nothing below it is selected.
     /// A subtree that cannot be loaded is recorded as a failure of its directory (below the root).
-    private func plan(_ id: BlobID, path: [UInt8], matched: Bool, depth: Int, counter: inout TreeWalkLimits.Counter) async throws -> PlanDirectory? {
+    /// Subtrees of one directory loaded together (in parallel, neighbours in one ranged read).
+    static let subtreeBatch = 32
+
+    private func plan(_ id: BlobID, preloaded: Result<[UInt8], Error>? = nil, path: [UInt8], matched: Bool, depth: Int,
+                      counter: inout TreeWalkLimits.Counter) async throws -> PlanDirectory? {
         guard depth < Restorer.maxDepth else { throw TreeError.malformedTree("trees nested deeper than \(Restorer.maxDepth)") }
         let tree: Tree
-        do { tree = try await store.loadTree(id) } catch {
+        do {
+            if let preloaded { tree = try Tree(decoding: try preloaded.get()) } else { tree = try await store.loadTree(id) }
+        } catch {
             guard depth > 0 else { throw error }
             fail(TreeNode.display(path), error)
             return nil
         }
         let directory = PlanDirectory(node: nil)
+        let subtrees = tree.nodes.compactMap { $0.kind == .directory ? $0.subtree : nil }
+        var loaded: [BlobID: Result<[UInt8], Error>] = [:]
+        var entered = 0
         for node in tree.nodes {
             let childPath = path + [0x2f] + node.name
             let selected = matched || options.includes.contains { $0.matches(path: childPath, name: node.name) }
             if selected || node.kind == .directory { try counter.add(node) }
             if node.kind == .directory {
-                if let sub = try await plan(node.subtree!, path: childPath, matched: selected, depth: depth + 1, counter: &counter) {
+                if entered % Restorer.subtreeBatch == 0 && subtrees.count > 1 {
+                    let batch = Array(subtrees[entered..<min(entered + Restorer.subtreeBatch, subtrees.count)])
+                    loaded = await store.loadBatch(.tree, batch, reads: options.reads)
+                }
+                entered += 1
+                if let sub = try await plan(node.subtree!, preloaded: loaded[node.subtree!], path: childPath, matched: selected,
+                                            depth: depth + 1, counter: &counter) {
                     let child = PlanDirectory(node: node)
                     child.entries = sub.entries
                     directory.entries.append(.directory(child))
