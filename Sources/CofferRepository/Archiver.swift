@@ -18,6 +18,11 @@ public struct ArchiveOptions: Sendable {
     public var concurrency = ProcessInfo.processInfo.activeProcessorCount
     /// Called after each file with the running file count and bytes (for a progress line).
     public var progress: (@Sendable (Int, Int64) -> Void)?
+    /// Record extended attributes (ArchiverFileSystem.swift, `Xattr`).
+    public var xattrs = true
+    /// Told about attributes not recorded (outside the known namespaces, or too large); the
+    /// entries themselves are backed up.
+    public var xattrNotice: (@Sendable (String) -> Void)?
 
     public init(hostname: String, username: String) {
         self.hostname = hostname
@@ -168,7 +173,7 @@ public final class Archiver: @unchecked Sendable {
         guard fd >= 0 else { throw TreeError.readFailed(path: path, reason: FS.errorText()) }
         let descriptor = Descriptor(fd)
         guard let st = FS.status(fd: fd) else { throw TreeError.readFailed(path: path, reason: FS.errorText()) }
-        var node = metadata(st, name: name)
+        var node = metadata(st, name: name, xattrs: xattrs(of: fd, display: path))
         switch st.st_mode & S_IFMT {
         case S_IFDIR:
             let parentTree = try await parentTree(of: parentNode)
@@ -199,7 +204,7 @@ public final class Archiver: @unchecked Sendable {
         }
     }
 
-    func metadata(_ st: stat, name: [UInt8]) -> TreeNode {
+    func metadata(_ st: stat, name: [UInt8], xattrs: [ExtendedAttribute] = []) -> TreeNode {
         let kind: TreeNode.Kind
         switch st.st_mode & S_IFMT {
         case S_IFDIR: kind = .directory
@@ -209,7 +214,8 @@ public final class Archiver: @unchecked Sendable {
         return TreeNode(name: name, kind: kind, mode: UInt32(st.st_mode & 0o7777), uid: st.st_uid, gid: st.st_gid,
                         user: owners.user(st.st_uid), group: owners.group(st.st_gid),
                         mtimeNanos: FS.nanos(st.st_mtim), ctimeNanos: FS.nanos(st.st_ctim),
-                        size: kind == .directory ? 0 : UInt64(st.st_size), inode: UInt64(st.st_ino), device: UInt64(st.st_dev))
+                        size: kind == .directory ? 0 : UInt64(st.st_size), inode: UInt64(st.st_ino), device: UInt64(st.st_dev),
+                        xattrs: xattrs, links: kind == .file && st.st_nlink > 1 ? UInt32(clamping: st.st_nlink) : 0)
     }
 
     /// One directory: its entries in name order, files read by concurrent tasks, subdirectories
@@ -234,7 +240,7 @@ public final class Archiver: @unchecked Sendable {
                     continue
                 }
                 let parentNode = parent?.node(named: name)
-                var node = metadata(st, name: name)
+                var node = metadata(st, name: name, xattrs: xattrs(of: name, in: directory.fd, display: childDisplay))
                 switch st.st_mode & S_IFMT {
                 case S_IFREG:
                     if let old = parentNode, old.kind == .file, old.size == node.size, old.mtimeNanos == node.mtimeNanos,
@@ -261,7 +267,7 @@ public final class Archiver: @unchecked Sendable {
                     }
                     _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
                     let descriptor = Descriptor(fd)
-                    let fileNode = metadata(fst, name: name)
+                    let fileNode = metadata(fst, name: name, xattrs: node.xattrs)
                     group.addTask {
                         defer { Task { await self.limiter.release() } }
                         do {
@@ -283,7 +289,7 @@ public final class Archiver: @unchecked Sendable {
                         continue
                     }
                     let descriptor = Descriptor(fd)
-                    node = metadata(dst, name: name)
+                    node = metadata(dst, name: name, xattrs: node.xattrs)
                     let tree = try await archiveDirectory(descriptor, path: childPath, parent: try await parentTree(of: parentNode))
                     node.subtree = tree
                     countDirectory(tree, parent: parentNode)

@@ -186,3 +186,123 @@ public struct PathPattern: Sendable {
         withCName(bytes) { p in withCName(matchesName ? name : path) { fnmatch(p, $0, 0) == 0 } }
     }
 }
+
+/// Extended attributes through glibc's `*xattr` calls, looked up with `dlsym` (Swift's Glibc
+/// module does not import <sys/xattr.h>). Entries are named relative to an open directory through
+/// `/proc/self/fd/DIR/NAME` with the `l*` calls (the last component is never followed), or by an
+/// open descriptor with the `f*` calls.
+enum Xattr {
+    typealias ListPath = @convention(c) (UnsafePointer<CChar>?, UnsafeMutablePointer<CChar>?, Int) -> Int
+    typealias GetPath = @convention(c) (UnsafePointer<CChar>?, UnsafePointer<CChar>?, UnsafeMutableRawPointer?, Int) -> Int
+    typealias SetPath = @convention(c) (UnsafePointer<CChar>?, UnsafePointer<CChar>?, UnsafeRawPointer?, Int, Int32) -> Int32
+    typealias ListFD = @convention(c) (Int32, UnsafeMutablePointer<CChar>?, Int) -> Int
+    typealias GetFD = @convention(c) (Int32, UnsafePointer<CChar>?, UnsafeMutableRawPointer?, Int) -> Int
+    typealias SetFD = @convention(c) (Int32, UnsafePointer<CChar>?, UnsafeRawPointer?, Int, Int32) -> Int32
+
+    private static func symbol<T>(_ name: String, _ type: T.Type) -> T? {
+        guard let p = dlsym(UnsafeMutableRawPointer(bitPattern: 0), name) else { return nil }
+        return unsafeBitCast(p, to: type)
+    }
+    static let llist = symbol("llistxattr", ListPath.self)
+    static let lget = symbol("lgetxattr", GetPath.self)
+    static let lset = symbol("lsetxattr", SetPath.self)
+    static let flist = symbol("flistxattr", ListFD.self)
+    static let fget = symbol("fgetxattr", GetFD.self)
+    static let fset = symbol("fsetxattr", SetFD.self)
+
+    /// Where an entry of an open directory is reached by path.
+    static func procPath(_ directory: Int32, _ name: [UInt8]) -> [UInt8] {
+        Array("/proc/self/fd/\(directory)/".utf8) + name
+    }
+
+    /// What reading an entry's attributes gave: the attributes kept, and why others were not.
+    struct Read {
+        var attributes: [ExtendedAttribute] = []
+        var skipped: [String] = []
+    }
+
+    /// The attributes of `name` in `directory` (or of `fd` when given), sorted by name, bounded by
+    /// ``ExtendedAttribute``'s limits: an attribute outside the known namespaces, too large, or
+    /// past the total is skipped and said so. No attributes (or a file system without them): empty.
+    static func read(directory: Int32, name: [UInt8], fd: Int32? = nil) -> Read {
+        var out = Read()
+        let path = procPath(directory, name)
+        func list(_ buffer: UnsafeMutablePointer<CChar>?, _ size: Int) -> Int {
+            if let fd { return flist?(fd, buffer, size) ?? -1 }
+            return withCName(path) { llist?($0, buffer, size) ?? -1 }
+        }
+        func get(_ attribute: UnsafePointer<CChar>, _ buffer: UnsafeMutableRawPointer?, _ size: Int) -> Int {
+            if let fd { return fget?(fd, attribute, buffer, size) ?? -1 }
+            return withCName(path) { lget?($0, attribute, buffer, size) ?? -1 }
+        }
+        var names: [CChar] = []
+        for _ in 0..<4 {
+            let size = list(nil, 0)
+            guard size > 0 else { return out }
+            names = [CChar](repeating: 0, count: size)
+            let n = names.withUnsafeMutableBufferPointer { list($0.baseAddress, size) }
+            if n >= 0 { names.removeLast(size - n); break }
+            if errno != ERANGE { return out }
+            names = []
+        }
+        var total = 0
+        for raw in names.split(separator: 0, omittingEmptySubsequences: true) {
+            let attribute = raw.map { UInt8(bitPattern: $0) }
+            let shown = TreeNode.display(attribute)
+            if let reason = ExtendedAttribute.invalidNameReason(attribute) { out.skipped.append(reason); continue }
+            var value: [UInt8] = []
+            var ok = false, tooLarge = false
+            withCName(attribute) { cname in
+                for _ in 0..<4 {
+                    let size = get(cname, nil, 0)
+                    guard size >= 0 else { return }
+                    guard size <= ExtendedAttribute.maxValueLength else { tooLarge = true; return }
+                    value = [UInt8](repeating: 0, count: size)
+                    let n = value.withUnsafeMutableBytes { get(cname, $0.baseAddress, size) }
+                    if n >= 0 { value.removeLast(size - n); ok = true; return }
+                    if errno != ERANGE { return }
+                }
+            }
+            if tooLarge { out.skipped.append("attribute \(shown) is larger than \(ExtendedAttribute.maxValueLength) bytes") }
+            guard ok else { continue }
+            guard total + attribute.count + value.count <= ExtendedAttribute.maxTotalBytes, out.attributes.count < ExtendedAttribute.maxCount else {
+                out.skipped.append("attribute \(shown) is past the limit of \(ExtendedAttribute.maxTotalBytes) bytes or \(ExtendedAttribute.maxCount) attributes per entry")
+                continue
+            }
+            total += attribute.count + value.count
+            out.attributes.append(ExtendedAttribute(name: attribute, value: value))
+        }
+        out.attributes.sort { $0.name.lexicographicallyPrecedes($1.name) }
+        return out
+    }
+
+    /// Sets one attribute on `fd`, or on `name` in `directory` (not following it); the errno on failure.
+    static func set(_ attribute: ExtendedAttribute, directory: Int32, name: [UInt8], fd: Int32?) -> Int32? {
+        let rc: Int32 = withCName(attribute.name) { cname in
+            attribute.value.withUnsafeBytes { value in
+                if let fd { return fset?(fd, cname, value.baseAddress, value.count, 0) ?? -1 }
+                return withCName(procPath(directory, name)) { lset?($0, cname, value.baseAddress, value.count, 0) ?? -1 }
+            }
+        }
+        return rc == 0 ? nil : (lset == nil ? ENOTSUP : errno)
+    }
+}
+
+extension Archiver {
+    /// The recorded attributes of `name` in `directory` (or of the open `fd`), when the options ask
+    /// for them; attributes left out are told to ``ArchiveOptions/xattrNotice``.
+    func xattrs(of name: [UInt8], in directory: Int32, display: String) -> [ExtendedAttribute] {
+        guard options.xattrs else { return [] }
+        return noticed(Xattr.read(directory: directory, name: name), display)
+    }
+
+    func xattrs(of fd: Int32, display: String) -> [ExtendedAttribute] {
+        guard options.xattrs else { return [] }
+        return noticed(Xattr.read(directory: -1, name: [], fd: fd), display)
+    }
+
+    private func noticed(_ read: Xattr.Read, _ display: String) -> [ExtendedAttribute] {
+        for reason in read.skipped { options.xattrNotice?("\(display): \(reason): not recorded") }
+        return read.attributes
+    }
+}

@@ -61,6 +61,14 @@ public protocol BlobStore: Sendable {
     /// A blob's plaintext, authenticated and checked against its id. Throws for a write-only host.
     func load(_ kind: BlobKind, _ id: BlobID) async throws -> [UInt8]
 
+    /// Several blobs, each one's plaintext or the error `load` would have thrown for it alone.
+    /// `Repository` reads neighbouring blobs of one pack with one ranged read (``RangeReads``);
+    /// the default loads them one by one (BatchLoad.swift).
+    func loadBatch(_ kind: BlobKind, _ ids: [BlobID], reads: RangeReads) async -> [BlobID: Result<[UInt8], Error>]
+
+    /// A blob's plaintext length as the index records it, without reading it; nil when unknown.
+    func indexedLength(_ kind: BlobKind, _ id: BlobID) -> Int?
+
     /// Finishes open packs and writes their index, so every blob saved so far is durable and found
     /// by later readers. A snapshot may be written only after this returns.
     func flush() async throws

@@ -85,15 +85,20 @@ public struct TreeNode: Sendable, Equatable {
     public var content: [BlobID]
     /// The directory's tree blob (directories only).
     public var subtree: BlobID?
+    /// Extended attributes, sorted by name (empty when none were recorded).
+    public var xattrs: [ExtendedAttribute] = []
+    /// A file's link count when it had other hard links at backup time (≥ 2); 0 when not recorded.
+    /// Files of one snapshot with equal (device, inode) and a link count are one file.
+    public var links: UInt32 = 0
 
     public init(name: [UInt8], kind: Kind, mode: UInt32 = 0o644, uid: UInt32 = 0, gid: UInt32 = 0,
                 user: [UInt8] = [], group: [UInt8] = [], mtimeNanos: Int64 = 0, ctimeNanos: Int64 = 0,
                 size: UInt64 = 0, inode: UInt64 = 0, device: UInt64 = 0, linkTarget: [UInt8] = [],
-                content: [BlobID] = [], subtree: BlobID? = nil) {
+                content: [BlobID] = [], subtree: BlobID? = nil, xattrs: [ExtendedAttribute] = [], links: UInt32 = 0) {
         self.name = name; self.kind = kind; self.mode = mode; self.uid = uid; self.gid = gid
         self.user = user; self.group = group; self.mtimeNanos = mtimeNanos; self.ctimeNanos = ctimeNanos
         self.size = size; self.inode = inode; self.device = device; self.linkTarget = linkTarget
-        self.content = content; self.subtree = subtree
+        self.content = content; self.subtree = subtree; self.xattrs = xattrs; self.links = links
     }
 
     /// The name for messages (invalid UTF-8 and control characters escaped).
@@ -144,6 +149,37 @@ public struct TreeNode: Sendable, Equatable {
     }
 }
 
+/// One extended attribute: its full name ("user.comment") and value.
+public struct ExtendedAttribute: Sendable, Equatable {
+    public var name: [UInt8]
+    public var value: [UInt8]
+    public init(name: [UInt8], value: [UInt8]) { self.name = name; self.value = value }
+
+    /// The namespaces a tree may name, and of them the one restore sets unless asked for more.
+    public static let namespaces = ["user.", "trusted.", "security.", "system."]
+    public static let maxNameLength = 255
+    public static let maxValueLength = 65_536
+    public static let maxCount = 1024
+    /// Names and values of one entry together.
+    public static let maxTotalBytes = 1 << 20
+
+    /// Why `name` cannot be an attribute's name, or nil: 1–255 bytes, no NUL, in one of the
+    /// ``namespaces`` with at least one byte after the prefix.
+    public static func invalidNameReason(_ name: [UInt8]) -> String? {
+        if name.isEmpty || name.count > maxNameLength { return "attribute name of \(name.count) bytes" }
+        if name.contains(0) { return "attribute name contains NUL" }
+        guard namespaces.contains(where: { name.count > $0.utf8.count && name.starts(with: Array($0.utf8)) }) else {
+            return "attribute \"\(TreeNode.display(name))\" is not in the user, trusted, security or system namespace"
+        }
+        return nil
+    }
+
+    /// The attribute's namespace ("user", "trusted", "security", "system").
+    public var namespace: String {
+        String(decoding: name.prefix { $0 != 0x2e }, as: UTF8.self)
+    }
+}
+
 public enum TreeLimits {
     public static let maxNameLength = 255
     public static let maxOwnerNameLength = 255
@@ -189,6 +225,30 @@ public struct Tree: Sendable, Equatable {
                   !node.user.contains(0), !node.group.contains(0) else {
                 throw TreeError.malformedTree("owner or group name of \"\(node.displayName)\" is invalid")
             }
+            if !node.xattrs.isEmpty {
+                guard node.xattrs.count <= ExtendedAttribute.maxCount else {
+                    throw TreeError.malformedTree("\"\(node.displayName)\" has more than \(ExtendedAttribute.maxCount) extended attributes")
+                }
+                var total = 0
+                for (j, x) in node.xattrs.enumerated() {
+                    if let reason = ExtendedAttribute.invalidNameReason(x.name) {
+                        throw TreeError.malformedTree("\"\(node.displayName)\": \(reason)")
+                    }
+                    guard x.value.count <= ExtendedAttribute.maxValueLength else {
+                        throw TreeError.malformedTree("\"\(node.displayName)\": attribute value longer than \(ExtendedAttribute.maxValueLength) bytes")
+                    }
+                    guard j == 0 || node.xattrs[j - 1].name.lexicographicallyPrecedes(x.name) else {
+                        throw TreeError.malformedTree("\"\(node.displayName)\": extended attributes not sorted or repeated")
+                    }
+                    total += x.name.count + x.value.count
+                }
+                guard total <= ExtendedAttribute.maxTotalBytes else {
+                    throw TreeError.malformedTree("\"\(node.displayName)\": extended attributes of more than \(ExtendedAttribute.maxTotalBytes) bytes")
+                }
+            }
+            guard node.links == 0 || (node.kind == .file && node.links >= 2) else {
+                throw TreeError.malformedTree("\"\(node.displayName)\": link count \(node.links) on a \(node.kind == .file ? "file" : "non-file")")
+            }
             switch node.kind {
             case .file:
                 guard node.subtree == nil, node.linkTarget.isEmpty else {
@@ -224,7 +284,8 @@ public struct Tree: Sendable, Equatable {
         u32(UInt32(nodes.count))
         for n in nodes {
             u16(n.name.count); out += n.name
-            out.append(n.kind.rawValue)
+            let flags: UInt8 = (n.xattrs.isEmpty ? 0 : Tree.hasXattrs) | (n.links == 0 ? 0 : Tree.hasLinks)
+            out.append(n.kind.rawValue | (flags == 0 ? 0 : Tree.extended))
             u32(n.mode); u32(n.uid); u32(n.gid)
             u16(n.user.count); out += n.user
             u16(n.group.count); out += n.group
@@ -239,9 +300,26 @@ public struct Tree: Sendable, Equatable {
             case .symlink:
                 u16(n.linkTarget.count); out += n.linkTarget
             }
+            if flags != 0 {
+                out.append(flags)
+                if n.links != 0 { u32(n.links) }
+                if !n.xattrs.isEmpty {
+                    u16(n.xattrs.count)
+                    for x in n.xattrs {
+                        out.append(UInt8(x.name.count)); out += x.name
+                        u32(UInt32(x.value.count)); out += x.value
+                    }
+                }
+            }
         }
         return out
     }
+
+    /// Kind byte bit: the entry has an extension block after its kind-specific tail.
+    static let extended: UInt8 = 0x80
+    /// Extension flags: a link count follows; extended attributes follow.
+    static let hasLinks: UInt8 = 0x01
+    static let hasXattrs: UInt8 = 0x02
 
     /// Parses a tree blob, refusing anything that does not follow the encoding exactly: wrong
     /// magic, truncation, trailing bytes, unknown kinds, invalid or duplicate or unsorted names,
@@ -261,7 +339,8 @@ public struct Tree: Sendable, Equatable {
             let nameLength = Int(try reader.u16())
             guard nameLength >= 1, nameLength <= TreeLimits.maxNameLength else { throw TreeError.malformedTree("name length \(nameLength)") }
             let name = try reader.take(nameLength)
-            guard let kind = TreeNode.Kind(rawValue: try reader.u8()) else { throw TreeError.malformedTree("unknown entry kind") }
+            let kindByte = try reader.u8()
+            guard let kind = TreeNode.Kind(rawValue: kindByte & ~Tree.extended) else { throw TreeError.malformedTree("unknown entry kind") }
             let mode = try reader.u32(), uid = try reader.u32(), gid = try reader.u32()
             let userLength = Int(try reader.u16())
             guard userLength <= TreeLimits.maxOwnerNameLength else { throw TreeError.malformedTree("owner name too long") }
@@ -285,6 +364,38 @@ public struct Tree: Sendable, Equatable {
                 let length = Int(try reader.u16())
                 guard length >= 1, length <= TreeLimits.maxLinkTargetLength else { throw TreeError.malformedTree("link target length \(length)") }
                 node.linkTarget = try reader.take(length)
+            }
+            if kindByte & Tree.extended != 0 {
+                let flags = try reader.u8()
+                guard flags != 0, flags & ~(Tree.hasLinks | Tree.hasXattrs) == 0 else {
+                    throw TreeError.malformedTree("unknown extension flags \(flags)")
+                }
+                if flags & Tree.hasLinks != 0 {
+                    node.links = try reader.u32()
+                    guard node.links >= 2 else { throw TreeError.malformedTree("link count \(node.links)") }
+                }
+                if flags & Tree.hasXattrs != 0 {
+                    let count = Int(try reader.u16())
+                    // The smallest attribute is 1 + 6 + 4 bytes ("user.x", empty value).
+                    guard count >= 1, count <= ExtendedAttribute.maxCount, count <= reader.remaining / 11 else {
+                        throw TreeError.malformedTree("extended attribute count \(count) does not fit the blob")
+                    }
+                    var total = 0
+                    node.xattrs.reserveCapacity(count)
+                    for _ in 0..<count {
+                        let nameLength = Int(try reader.u8())
+                        let name = try reader.take(nameLength)
+                        let valueLength = Int(try reader.u32())
+                        guard valueLength <= ExtendedAttribute.maxValueLength else {
+                            throw TreeError.malformedTree("extended attribute value of \(valueLength) bytes")
+                        }
+                        total += nameLength + valueLength
+                        guard total <= ExtendedAttribute.maxTotalBytes else {
+                            throw TreeError.malformedTree("extended attributes of more than \(ExtendedAttribute.maxTotalBytes) bytes")
+                        }
+                        node.xattrs.append(ExtendedAttribute(name: name, value: try reader.take(valueLength)))
+                    }
+                }
             }
             nodes.append(node)
         }

@@ -52,6 +52,9 @@ struct RepoBackup: ParsableCommand {
     @Flag(help: "Print only errors and the snapshot id.")
     var quiet = false
 
+    @Flag(name: .customLong("no-xattrs"), help: "Do not record extended attributes.")
+    var noXattrs = false
+
     @Argument(help: ArgumentHelp("Files and directories to back up; with --stdin-from-command, the command and its arguments (after '--').",
                                  valueName: "path"))
     var arguments: [String] = []
@@ -89,6 +92,8 @@ struct RepoBackup: ParsableCommand {
             }
             let progress = BackupProgress(enabled: !quiet && !repo.json && isatty(2) == 1)
             options.progress = progress.callback
+            options.xattrs = !noXattrs
+            options.xattrNotice = { Runtime.warn("warning: \(DisplayText.escape($0))") }
             let archiveOptions = options
             let (streamName, isStdin, isCommand, command) = (stdinName, stdin, stdinFromCommand, command)
             let pg = postgres.conninfo.map { ($0, postgres.databases) }

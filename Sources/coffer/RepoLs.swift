@@ -31,6 +31,10 @@ struct RepoLs: ParsableCommand {
         let size: UInt64?
         let mode: UInt32
         let mtime: Date
+        /// Names of the recorded extended attributes (absent when none; values are not shown).
+        let xattrs: [String]?
+        /// A file's link count when it had hard links at backup time (absent otherwise).
+        let links: UInt32?
         let struct_type = "node"
     }
 
@@ -50,7 +54,9 @@ struct RepoLs: ParsableCommand {
                         let type = node.kind == .file ? "file" : node.kind == .directory ? "dir" : "symlink"
                         try printJSON(NodeJSON(name: TreeNode.display(node.name), type: type, path: shown, uid: node.uid, gid: node.gid,
                                                size: node.kind == .file ? node.size : nil, mode: node.mode,
-                                               mtime: Date(timeIntervalSince1970: Double(node.mtimeNanos) / 1e9)))
+                                               mtime: Date(timeIntervalSince1970: Double(node.mtimeNanos) / 1e9),
+                                               xattrs: node.xattrs.isEmpty ? nil : node.xattrs.map { TreeNode.display($0.name) },
+                                               links: node.links == 0 ? nil : node.links))
                     } else if long {
                         let kind = node.kind == .directory ? "d" : node.kind == .symlink ? "l" : "-"
                         let mode = kind + RepoLs.permissions(node.mode)

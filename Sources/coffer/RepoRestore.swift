@@ -25,8 +25,18 @@ struct RepoRestore: ParsableCommand {
                                valueName: "pattern"))
     var include: [String] = []
 
+    @Flag(name: .customLong("no-xattrs"), help: "Do not restore extended attributes.")
+    var noXattrs = false
+
+    @Flag(name: .customLong("all-xattrs"), help: "Restore extended attributes of every namespace the system allows (trusted., security., system.), not only user.")
+    var allXattrs = false
+
     @Argument(help: ArgumentHelp("A snapshot: id, unique prefix, or 'latest'.", valueName: "snapshot"))
     var snapshot: String
+
+    func validate() throws {
+        if noXattrs && allXattrs { throw ValidationError("--no-xattrs and --all-xattrs exclude each other") }
+    }
 
     func run() throws {
         try Runtime.reporting {
@@ -34,6 +44,7 @@ struct RepoRestore: ParsableCommand {
             let record = chosen[0]
             var options = RestoreOptions()
             options.includes = try include.map(PathPattern.init)
+            options.xattrs = noXattrs ? .none : allXattrs ? .all : .user
             let (target, restoreOptions) = (self.target, options)
             // A failing entry does not stop the others: every failure is reported at the end.
             var failure: TreeError?
@@ -48,14 +59,26 @@ struct RepoRestore: ParsableCommand {
                 result = partial
                 failure = e
             }
+            for w in result.warnings { Runtime.warn("warning: \(DisplayText.escape(w.path)): \(DisplayText.escape(w.reason))") }
+            if result.warningCount > result.warnings.count {
+                Runtime.warn("warning: \(result.warningCount - result.warnings.count) more metadata warnings")
+            }
+            if result.xattrsSkipped > 0 {
+                Runtime.warn("warning: \(result.xattrsSkipped) extended attributes outside user. were not restored (--all-xattrs restores them)")
+            }
             if result.droppedSpecialBits > 0 {
                 Runtime.warn("warning: setuid/setgid bits of \(result.droppedSpecialBits) entries were not restored")
             }
             if repo.json {
                 struct Failure: Encodable { let path: String; let error: String }
-                struct Summary: Encodable { let message_type = "summary"; let files_restored: Int; let dirs_restored: Int; let symlinks_restored: Int; let bytes_restored: Int64; let errors: [Failure] }
+                struct Summary: Encodable {
+                    let message_type = "summary"; let files_restored: Int; let dirs_restored: Int; let symlinks_restored: Int
+                    let hard_links_restored: Int; let xattrs_restored: Int; let bytes_restored: Int64; let errors: [Failure]; let warnings: [Failure]
+                }
                 try printJSON(Summary(files_restored: result.files, dirs_restored: result.directories, symlinks_restored: result.symlinks,
-                                      bytes_restored: result.bytes, errors: result.failures.map { Failure(path: $0.path, error: $0.reason) }))
+                                      hard_links_restored: result.hardLinks, xattrs_restored: result.xattrsSet,
+                                      bytes_restored: result.bytes, errors: result.failures.map { Failure(path: $0.path, error: $0.reason) },
+                                      warnings: result.warnings.map { Failure(path: $0.path, error: $0.reason) }))
             } else {
                 Runtime.warn("restored snapshot \(record.shortID): \(counted(result.files, "file")), \(counted(result.directories, "directory", plural: "directories")), \(counted(result.symlinks, "symbolic link")), \(ProgressLine.bytes(UInt64(result.bytes)))")
             }

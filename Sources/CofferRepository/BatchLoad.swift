@@ -1,0 +1,159 @@
+import Foundation
+
+/// How blobs read together are grouped into ranged reads of their packs (``BlobStore/loadBatch(_:_:reads:)``).
+///
+/// The blobs of one pack are sorted by offset; neighbours separated by at most `maxGap` unneeded
+/// bytes are read with one ranged read, as long as the range stays within `maxRange` plaintext
+/// bytes. On S3 a GET costs a round trip, so a few hundred KiB read for nothing is cheaper than a
+/// second request; the cap bounds the memory of each read.
+public struct RangeReads: Sendable, Equatable {
+    /// Longest span of a pack's plaintext read at once (a single larger blob is read alone).
+    public var maxRange: Int = 4 << 20
+    /// Largest run of unneeded bytes between two blobs that are still read in one range (files
+    /// backed up at the same time interleave their chunks, of 1 MiB on average, in a pack).
+    public var maxGap: Int = 1 << 20
+    /// Ranged reads at once (further bounded by the storage's connections).
+    public var parallel: Int = 8
+    public init() {}
+}
+
+/// One ranged read: `blobs` (sorted by offset) of `pack`, spanning `start..<end` of its plaintext.
+struct PackRange: Sendable, Equatable {
+    let pack: String
+    let packSize: Int64
+    let start: Int
+    let end: Int
+    let blobs: [PackedBlob]
+
+    /// Groups each pack's blobs into ranges (``RangeReads``); ranges ordered by pack, then offset.
+    static func plan(_ packs: [(name: String, size: Int64, blobs: [PackedBlob])], _ reads: RangeReads) -> [PackRange] {
+        var out: [PackRange] = []
+        for pack in packs {
+            let sorted = pack.blobs.sorted { $0.offset < $1.offset }
+            var run: [PackedBlob] = []
+            var start = 0, end = 0
+            func close() {
+                if !run.isEmpty { out.append(PackRange(pack: pack.name, packSize: pack.size, start: start, end: end, blobs: run)) }
+                run = []
+            }
+            for blob in sorted {
+                let s = Int(blob.offset), e = Int(blob.offset) + Int(blob.length)
+                if !run.isEmpty && s - end <= reads.maxGap && max(e, end) - start <= reads.maxRange {
+                    run.append(blob)
+                    end = max(end, e)
+                } else {
+                    close()
+                    run = [blob]
+                    start = s; end = e
+                }
+            }
+            close()
+        }
+        return out
+    }
+}
+
+extension BlobStore {
+    /// One `load` per distinct blob, up to `reads.parallel` at once.
+    public func loadBatch(_ kind: BlobKind, _ ids: [BlobID], reads: RangeReads) async -> [BlobID: Result<[UInt8], Error>] {
+        var seen = Set<BlobID>()
+        let unique = ids.filter { seen.insert($0).inserted }
+        var results: [BlobID: Result<[UInt8], Error>] = [:]
+        await withTaskGroup(of: (BlobID, Result<[UInt8], Error>).self) { group in
+            var next = 0
+            func start() {
+                guard next < unique.count else { return }
+                let id = unique[next]
+                next += 1
+                group.addTask {
+                    do { return (id, .success(try await self.load(kind, id))) } catch { return (id, .failure(error)) }
+                }
+            }
+            for _ in 0..<max(1, reads.parallel) { start() }
+            while let (id, result) = await group.next() {
+                results[id] = result
+                start()
+            }
+        }
+        return results
+    }
+
+    public func indexedLength(_ kind: BlobKind, _ id: BlobID) -> Int? { nil }
+}
+
+extension Repository {
+    public func indexedLength(_ kind: BlobKind, _ id: BlobID) -> Int? {
+        stateLock.withLock { index.lookup(kind, id).map { Int($0.location.rawLength) } }
+    }
+
+    /// Reads the blobs of each pack in as few ranged reads as ``RangeReads`` allows: the header
+    /// of each pack once (then cached), then every range (in parallel), each split into its blobs,
+    /// which are decompressed and checked against their ids one by one. A range that fails to
+    /// read or decrypt is retried blob by blob, so a damaged STREAM chunk fails only the blobs in
+    /// it, with the error a single load names. Blobs not in a stored pack (written in this
+    /// session, or unknown) are loaded alone.
+    public func loadBatch(_ kind: BlobKind, _ ids: [BlobID], reads: RangeReads) async -> [BlobID: Result<[UInt8], Error>] {
+        var results: [BlobID: Result<[UInt8], Error>] = [:]
+        do { try requireFullAccess("blobs") } catch {
+            for id in ids { results[id] = .failure(error) }
+            return results
+        }
+        var seen = Set<BlobID>()
+        var packs: [String: (size: Int64, blobs: [PackedBlob])] = [:]
+        var order: [String] = []
+        var alone: [BlobID] = []
+        stateLock.withLock {
+            for id in ids where seen.insert(id).inserted {
+                guard let hit = index.lookup(kind, id) else { alone.append(id); continue }
+                let blob = PackedBlob(kind: kind, id: id, offset: hit.location.offset, length: hit.location.length,
+                                      rawLength: hit.location.rawLength, compressed: hit.location.compressed)
+                if packs[hit.pack] == nil { order.append(hit.pack); packs[hit.pack] = (hit.size, []) }
+                packs[hit.pack]!.blobs.append(blob)
+            }
+        }
+        let ranges = PackRange.plan(order.map { ($0, packs[$0]!.size, packs[$0]!.blobs) }, reads)
+        // Headers first, one per pack, so ranges of one pack loading at once do not each read it.
+        let uncached = order.filter { name in stateLock.withLock { headerCache[name] == nil } }.map { HeaderToRead(name: $0, size: packs[$0]!.size) }
+        try? await forEachConcurrently(uncached, width: reads.parallel, { pack in
+            _ = try await self.packHeader(try ObjectName(.data, pack.name), size: pack.size)
+        }, consume: { _, _ in })  // a failure here is met again, and reported, by the range's read
+
+        enum Work: Sendable { case range(PackRange), alone(BlobID) }
+        let work = ranges.map(Work.range) + alone.map(Work.alone)
+        try? await forEachConcurrently(work, width: reads.parallel, { item -> [(BlobID, Result<[UInt8], Error>)] in
+            switch item {
+            case .alone(let id):
+                do { return [(id, .success(try await self.load(kind, id)))] } catch { return [(id, .failure(error))] }
+            case .range(let range):
+                return await self.loadRange(kind, range)
+            }
+        }, consume: { _, result in
+            if case .success(let pairs) = result { for (id, r) in pairs { results[id] = r } }
+        })
+        return results
+    }
+
+    private struct HeaderToRead: Sendable { let name: String; let size: Int64 }
+
+    private func loadRange(_ kind: BlobKind, _ range: PackRange) async -> [(BlobID, Result<[UInt8], Error>)] {
+        let object = "data/\(range.pack)"
+        let plain: [UInt8]
+        do {
+            plain = try await readStored(pack: range.pack, size: range.packSize, offset: range.start, length: range.end - range.start)
+        } catch {
+            var out: [(BlobID, Result<[UInt8], Error>)] = []
+            for blob in range.blobs {
+                do { out.append((blob.id, .success(try await load(kind, blob.id)))) } catch { out.append((blob.id, .failure(error))) }
+            }
+            return out
+        }
+        return range.blobs.map { blob in
+            let from = Int(blob.offset) - range.start
+            do {
+                return (blob.id, .success(try unpack(Array(plain[from..<from + Int(blob.length)]), blob: blob, object: object)))
+            } catch {
+                return (blob.id, .failure(error))
+            }
+        }
+    }
+}
