@@ -83,11 +83,7 @@ public enum ChildProcess {
         return [try find("runuser", in: ["/usr/sbin", "/sbin"]), "-u", user, "--"] + argv
     }
 
-    static func describe(_ status: Int32) -> String {
-        if status < 0 { return "could not be waited for" }
-        if status & 0x7f == 0 { return "exit status \((status >> 8) & 0xff)" }
-        return "killed by signal \(status & 0x7f)"
-    }
+    static func describe(_ status: Int32) -> String { ChildSpawn.describe(status) }
 }
 
 /// The last bytes a descriptor delivered, read on a thread of its own until end of file.
@@ -134,58 +130,23 @@ public final class Child: @unchecked Sendable {
     private let lock = NSLock()
     private var status: Int32?
 
-    /// Starts `argv` (argv[0] a path) with `environment`; `stdin`/`stdout` are descriptors to give
-    /// it (nil: /dev/null for stdin, a collector for stdout is the caller's business). Standard error
-    /// is collected unless `inheritStderr`.
+    /// Starts `argv` (argv[0] a path) with `environment` through ``ChildSpawn`` (descriptors 3 and
+    /// up closed, default signal dispositions); `stdin`/`stdout` are descriptors to give it (nil:
+    /// /dev/null). Standard error is collected unless `inheritStderr`.
     init(_ argv: [String], name: String, environment: [String], stdin: Int32? = nil, stdout: Int32? = nil,
          inheritStderr: Bool = false, newProcessGroup: Bool = false) throws {
         self.name = name
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        if let stdin { posix_spawn_file_actions_adddup2(&actions, stdin, 0) }
-        else { posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0) }
-        if let stdout { posix_spawn_file_actions_adddup2(&actions, stdout, 1) }
-        else { posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0) }
-        var errPipe: [Int32] = [-1, -1]
-        if !inheritStderr {
-            guard pipe(&errPipe) == 0 else { throw DatabaseError.toolFailed(step: name, status: "no pipe", stderr: String(cString: strerror(errno))) }
-            _ = fcntl(errPipe[0], F_SETFD, FD_CLOEXEC)
-            _ = fcntl(errPipe[1], F_SETFD, FD_CLOEXEC)
-            posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        let started: ChildSpawn.Started
+        do {
+            started = try ChildSpawn.start(argv, environment: environment, stdin: stdin.map { .fd($0) } ?? .null,
+                                           stdout: stdout.map { .fd($0) } ?? .null, stderr: .inherit,
+                                           captureStderr: !inheritStderr, newProcessGroup: newProcessGroup)
+        } catch let failure as ChildSpawn.Failure {
+            throw DatabaseError.toolFailed(step: name, status: failure.call == "pipe" ? "no pipe" : "could not start",
+                                           stderr: String(cString: strerror(failure.code)))
         }
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        // Default signal dispositions (the parent ignores SIGPIPE; the tools must not).
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        sigaddset(&defaults, SIGPIPE)
-        sigaddset(&defaults, SIGINT)
-        sigaddset(&defaults, SIGTERM)
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        var flags = Int32(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK)
-        if newProcessGroup {
-            flags |= Int32(POSIX_SPAWN_SETPGROUP)
-            posix_spawnattr_setpgroup(&attributes, 0)
-        }
-        posix_spawnattr_setflags(&attributes, Int16(flags))
-        let cArgs = argv.map { strdup($0) } + [nil]
-        let cEnv = environment.map { strdup($0) } + [nil]
-        defer { (cArgs + cEnv).forEach { free($0) } }
-        var pid: pid_t = 0
-        closeInheritedDescriptors(&actions)
-        let rc = posix_spawn(&pid, argv[0], &actions, &attributes, cArgs, cEnv)
-        if !inheritStderr { close(errPipe[1]) }
-        guard rc == 0 else {
-            if !inheritStderr { close(errPipe[0]) }
-            throw DatabaseError.toolFailed(step: name, status: "could not start", stderr: String(cString: strerror(rc)))
-        }
-        self.pid = pid
-        stderr = inheritStderr ? nil : OutputCollector(fd: errPipe[0])
+        self.pid = started.pid
+        stderr = started.stderrPipe.map { OutputCollector(fd: $0) }
     }
 
     /// Waits for the process (on a thread, not the caller's task) and returns its wait status.

@@ -28,6 +28,11 @@ public final class ThrowawayMariaDB: ThrowawayServer, @unchecked Sendable {
     private var pageSize: Int?
     private var tornDown = false
     let tracker = MariaDBChildTracker()
+    /// Held for a whole teardown and for the restore's removal of its work directory: two
+    /// recursive removals of one tree at once (the signal handler's teardown, the restore task's
+    /// cleanup and its own teardown) each stop at the first file the other removed first, and
+    /// together leave part of the tree behind.
+    private let removal = NSLock()
 
     /// How clients reach this server (root over the private socket, no option file read).
     public var connection: MariaDBConnection {
@@ -133,7 +138,7 @@ public final class ThrowawayMariaDB: ThrowawayServer, @unchecked Sendable {
         let scratch = directory + "/restore"
         try? fm.removeItem(atPath: scratch)
         guard mkdir(scratch, 0o700) == 0 else { throw MariaDBError.io(path: scratch, reason: MariaDBTools.errorText()) }
-        defer { try? fm.removeItem(atPath: scratch) }
+        defer { removal.withLock { MariaDBTools.removeTree(scratch) } }
         let prepared = try await MariaDBRestore.restore(chain: chain, from: store, datadir: datadir, scratch: scratch, move: true,
                                                         owner: user.map { ($0.uid, $0.gid) }, tracker: tracker, log: log)
         try lock.withLock {
@@ -154,18 +159,20 @@ public final class ThrowawayMariaDB: ThrowawayServer, @unchecked Sendable {
         return try MariaDBClient(connection: connection).query(sql, database: database)
     }
 
-    /// Kills running restore steps, stops the server, removes the directory. Idempotent.
+    /// Kills running restore steps and waits for each to exit, stops the server, removes the
+    /// directory. Idempotent, and serialised: a second caller (the restore task's own teardown
+    /// while the signal handler's runs) waits for the first to finish, then finds nothing left.
     public func tearDown() {
-        let first = lock.withLock { () -> Bool in
-            defer { tornDown = true }
-            return !tornDown
+        removal.withLock {
+            let first = lock.withLock { () -> Bool in
+                defer { tornDown = true }
+                return !tornDown
+            }
+            tracker.killAll()
+            stopServer()
+            MariaDBTools.removeTree(directory)
+            if first { ThrowawayRegistry.shared.unregister(self) }
         }
-        tracker.killAll()
-        stopServer()
-        if first || FileManager.default.fileExists(atPath: directory) {
-            try? FileManager.default.removeItem(atPath: directory)
-        }
-        if first { ThrowawayRegistry.shared.unregister(self) }
     }
 
     deinit { tearDown() }
