@@ -16,7 +16,7 @@ import Glibc
 extension PostgresTests {
     /// A small real backup, and a way to store variants of it with a rewritten `DatabaseInfo`.
     struct Hostile {
-        let scratch = ScratchRepository()
+        let scratch: ScratchRepository
         let repo: Repository
         let info: SnapshotInfo
 
@@ -34,7 +34,7 @@ extension PostgresTests {
         let scratch = ScratchRepository()
         let repo = try await scratch.create()
         let (_, info) = try await backup(repo, databases: [name])
-        return Hostile(repo: repo, info: info)
+        return Hostile(scratch: scratch, repo: repo, info: info)
     }
 
     /// The test server's connection string without a dbname.
