@@ -61,11 +61,11 @@ psql -X -q -d bench -c "CREATE TABLE notes AS SELECT g AS id, md5(random()::text
 SIZE=$(psql -X -A -t -d bench -c "SELECT pg_size_pretty(pg_database_size('bench'))")
 echo "database: $SIZE" >&2
 
-"$COFFER" keygen --symmetric -o "$T/key" >/dev/null
+"$COFFER" keygen --symmetric -o "$T/key" >/dev/null 2>&1
 printf 'bench-passphrase\n' > "$T/gpgpass"
 age-keygen -o "$T/age.key" 2>/dev/null
 AGE_RECIPIENT=$(age-keygen -y "$T/age.key")
-export GNUPGHOME=$T/gnupg; mkdir -m 700 "$GNUPGHOME"
+export GNUPGHOME=$T/gnupg; mkdir -m 700 "$GNUPGHOME"; gpg --list-keys >/dev/null 2>&1 || true
 CONN="host=$T port=$PORT user=postgres"
 
 now() { date +%s.%N; }
@@ -82,10 +82,10 @@ for round in $(seq "$ROUNDS"); do
   rm -rf "$T/repo"
   COFFER_REPOSITORY=$T/repo "$COFFER" init --key-file "$T/key" >/dev/null 2>&1
   measure A bash -c 'pg_dump -Fc bench > /dev/null'
-  measure B env COFFER_REPOSITORY="$T/repo" "$COFFER" backup --key-file "$T/key" --quiet --postgres "$CONN" --database bench
+  measure B env COFFER_REPOSITORY="$T/repo" "$COFFER" backup --key-file "$T/key" --quiet --postgres "$CONN" --database bench >/dev/null
   measure C bash -c "pg_dump bench | gzip | gpg -c --batch --pinentry-mode loopback --passphrase-file '$T/gpgpass' > /dev/null"
   measure D bash -c "pg_dump -Fc bench | zstd -q | age -r '$AGE_RECIPIENT' > /dev/null"
-  measure E env COFFER_REPOSITORY="$T/repo" "$COFFER" restore-test --key-file "$T/key" --no-save latest
+  measure E env COFFER_REPOSITORY="$T/repo" "$COFFER" restore-test --key-file "$T/key" --no-save --json latest >/dev/null
 done
 gpgconf --kill gpg-agent >/dev/null 2>&1 || true
 
