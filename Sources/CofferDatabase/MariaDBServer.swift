@@ -138,7 +138,7 @@ public final class ThrowawayMariaDB: ThrowawayServer, @unchecked Sendable {
         let scratch = directory + "/restore"
         try? fm.removeItem(atPath: scratch)
         guard mkdir(scratch, 0o700) == 0 else { throw MariaDBError.io(path: scratch, reason: MariaDBTools.errorText()) }
-        defer { removal.withLock { MariaDBTools.removeTree(scratch) } }
+        defer { removal.withLock { WorkDirectory.remove(scratch) } }
         let prepared = try await MariaDBRestore.restore(chain: chain, from: store, datadir: datadir, scratch: scratch, move: true,
                                                         owner: user.map { ($0.uid, $0.gid) }, tracker: tracker, log: log)
         try lock.withLock {
@@ -170,7 +170,7 @@ public final class ThrowawayMariaDB: ThrowawayServer, @unchecked Sendable {
             }
             tracker.killAll()
             stopServer()
-            MariaDBTools.removeTree(directory)
+            WorkDirectory.remove(directory)
             if first { ThrowawayRegistry.shared.unregister(self) }
         }
     }

@@ -94,41 +94,6 @@ enum MariaDBTools {
         return String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
-    /// Removes `path` and everything below it (symbolic links themselves, never what they point
-    /// to), going on past entries that vanish meanwhile, and trying again (up to 20 passes) while
-    /// something is left: FileManager's removal stops at the first entry another remover took.
-    static func removeTree(_ path: String) {
-        for _ in 0..<20 {
-            var st = stat()
-            guard lstat(path, &st) == 0 else { return }
-            removeEntry(path, isDirectory: (st.st_mode & S_IFMT) == S_IFDIR)
-            if lstat(path, &st) != 0 { return }
-            usleep(5_000)
-        }
-    }
-
-    private static func removeEntry(_ path: String, isDirectory: Bool) {
-        guard isDirectory else { _ = unlink(path); return }
-        if let dir = opendir(path) {
-            var names: [String] = []
-            while let entry = readdir(dir) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                    String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-                }
-                if name == "." || name == ".." { continue }
-                names.append(name)
-            }
-            closedir(dir)
-            for name in names {
-                let child = "\(path)/\(name)"
-                var st = stat()
-                guard lstat(child, &st) == 0 else { continue }
-                removeEntry(child, isDirectory: (st.st_mode & S_IFMT) == S_IFDIR)
-            }
-        }
-        _ = rmdir(path)
-    }
-
     /// Changes the owner of `path` and everything below it (symbolic links themselves, never
     /// what they point to).
     static func chownRecursive(_ path: String, uid: uid_t, gid: gid_t) throws {

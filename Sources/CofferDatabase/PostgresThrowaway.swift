@@ -150,7 +150,7 @@ public final class PostgresThrowaway: ThrowawayServer, @unchecked Sendable {
                 while PostgresThrowaway.alive(pid) && waited < 100 { usleep(50_000); waited += 1 }
             }
         }
-        try? FileManager.default.removeItem(atPath: directory)
+        WorkDirectory.remove(directory)
         ThrowawayRegistry.shared.unregister(self)
     }
 
