@@ -186,8 +186,10 @@ extension ChildProcess {
     }
 
     /// Runs `argv` to its end with `input` on standard input; collects standard output and error.
+    /// `started` is told the child's pid (then nil when it ended); with `gate`, the start and that
+    /// call happen under the gate's lock, and no child starts once the gate is closed.
     public static func run(_ argv: [String], name: String, environment: [String], input: [UInt8]? = nil,
-                           started: (@Sendable (pid_t?) -> Void)? = nil) async throws -> Output {
+                           started: (@Sendable (pid_t?) -> Void)? = nil, gate: SpawnGate? = nil) async throws -> Output {
         var outPipe: [Int32] = [-1, -1]
         guard pipe(&outPipe) == 0 else { throw DatabaseError.toolFailed(step: name, status: "no pipe", stderr: "") }
         _ = fcntl(outPipe[0], F_SETFD, FD_CLOEXEC)
@@ -200,14 +202,18 @@ extension ChildProcess {
         }
         let child: Child
         do {
-            child = try Child(argv, name: name, environment: environment, stdin: input == nil ? nil : inPipe[0], stdout: outPipe[1])
+            let start = { () throws -> Child in
+                let c = try Child(argv, name: name, environment: environment, stdin: input == nil ? nil : inPipe[0], stdout: outPipe[1])
+                started?(c.pid)
+                return c
+            }
+            child = try gate.map { try $0.spawn(name, start) } ?? start()
         } catch {
             close(outPipe[0]); close(outPipe[1])
             if input != nil { close(inPipe[0]); close(inPipe[1]) }
             throw error
         }
         close(outPipe[1])
-        started?(child.pid)
         defer { started?(nil) }
         let collector = OutputCollector(fd: outPipe[0], limit: 64 << 20)
         if let input {
@@ -236,6 +242,27 @@ extension ChildProcess {
         guard out.status == 0 else { throw DatabaseError.toolFailed(step: name, status: describe(out.status), stderr: out.stderr) }
         return out
     }
+}
+
+/// The door through which a throwaway server's setup starts its children: a start and the
+/// recording of its pid happen under one lock with the check, so a teardown, which closes the
+/// gate first, either finds the child's pid (and stops it) or the start is refused. Without it, a
+/// tool started just after a teardown (initdb creates its directory's parents) could recreate the
+/// directory the teardown removed and outlive the command.
+public final class SpawnGate: @unchecked Sendable {
+    private let lock = NSLock()
+    private var closed = false
+    public init() {}
+
+    func spawn<T>(_ name: String, _ body: () throws -> T) throws -> T {
+        try lock.withLock {
+            guard !closed else { throw DatabaseError.toolFailed(step: name, status: "not started", stderr: "the throwaway server was torn down") }
+            return try body()
+        }
+    }
+
+    /// No child starts after this returns (a start in progress finishes first).
+    public func close() { lock.withLock { closed = true } }
 }
 
 /// A child process whose standard output is a stream of the backup.

@@ -21,6 +21,8 @@ public final class PostgresThrowaway: ThrowawayServer, @unchecked Sendable {
     /// handler tears down) returns only when everything is gone.
     private let teardownLock = NSLock()
     private var serverPID: pid_t?
+    /// initdb and pg_ctl start through it; closed first by a teardown.
+    let gate = SpawnGate()
 
     var dataDirectory: String { directory + "/data" }
 
@@ -66,14 +68,14 @@ public final class PostgresThrowaway: ThrowawayServer, @unchecked Sendable {
             let environment = server.clientEnvironment
             let initdbRun = try await ChildProcess.run(try ChildProcess.asUser(runAs, [initdb, "-D", server.dataDirectory, "-A", "trust", "-U", "postgres",
                                                                                       "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"]),
-                                                       name: "initdb", environment: environment, started: server.setupChild)
+                                                       name: "initdb", environment: environment, started: server.setupChild, gate: server.gate)
             guard initdbRun.status == 0 else {
                 throw DatabaseError.toolFailed(step: "initdb", status: ChildProcess.describe(initdbRun.status), stderr: initdbRun.stderr)
             }
             let options = "-p \(server.port) -k \(directory) -c listen_addresses='' -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
             let started = await ChildProcess.runCatching(try ChildProcess.asUser(runAs, [pgctl, "-D", server.dataDirectory, "-l", directory + "/server.log",
                                                                                       "-w", "-t", "60", "-o", options, "start"]),
-                                                          name: "pg_ctl start", environment: environment, started: server.setupChild)
+                                                          name: "pg_ctl start", environment: environment, started: server.setupChild, gate: server.gate)
             server.readPID()
             if let failure = started {
                 let log = (try? String(contentsOfFile: directory + "/server.log", encoding: .utf8)) ?? ""
@@ -125,6 +127,7 @@ public final class PostgresThrowaway: ThrowawayServer, @unchecked Sendable {
     public func tearDown() {
         teardownLock.lock()
         defer { teardownLock.unlock() }
+        gate.close()  // no initdb/pg_ctl starts from now on; one starting now is in setupPID below
         let (already, pid) = lock.withLock { () -> (Bool, pid_t?) in
             defer { torn = true }
             return (torn, serverPID)
@@ -177,9 +180,9 @@ public final class PostgresThrowaway: ThrowawayServer, @unchecked Sendable {
 extension ChildProcess {
     /// Runs a tool; nil when it exited with 0, else its status and stderr (a start failure too).
     static func runCatching(_ argv: @autoclosure () throws -> [String], name: String, environment: [String],
-                            started: (@Sendable (pid_t?) -> Void)? = nil) async -> (status: String, stderr: String)? {
+                            started: (@Sendable (pid_t?) -> Void)? = nil, gate: SpawnGate? = nil) async -> (status: String, stderr: String)? {
         do {
-            let out = try await run(try argv(), name: name, environment: environment, started: started)
+            let out = try await run(try argv(), name: name, environment: environment, started: started, gate: gate)
             return out.status == 0 ? nil : (describe(out.status), out.stderr)
         } catch {
             return ("could not start", "\(error)")
