@@ -40,23 +40,33 @@ public final class ThrowawayMariaDB: ThrowawayServer, @unchecked Sendable {
     }
 
     /// Creates the directory; the server starts on first use.
-    public init() throws {
-        directory = try MariaDBTools.temporaryDirectory("coffer-mariadb")
+    private init(directory: String) {
+        self.directory = directory
         user = MariaDBTools.serverUser()
-        if let user, chown(directory, user.uid, user.gid) != 0 {
+    }
+
+    /// Creates the directory and registers the server (one step an interrupt waits for, so an
+    /// interrupt never misses the directory); the server starts on first use.
+    public static func make() throws -> ThrowawayMariaDB {
+        let server = try ThrowawayRegistry.shared.creating { () throws -> ThrowawayMariaDB in
+            let server = ThrowawayMariaDB(directory: try MariaDBTools.temporaryDirectory("coffer-mariadb"))
+            // From here on there is something to clean up: an interrupted command tears it down.
+            guard ThrowawayRegistry.shared.register(server) else {
+                throw MariaDBError.refused("interrupted: no throwaway server is started")
+            }
+            return server
+        }
+        if let user = server.user, chown(server.directory, user.uid, user.gid) != 0 {
             let reason = MariaDBTools.errorText()
-            try? FileManager.default.removeItem(atPath: directory)
-            throw MariaDBError.io(path: directory, reason: "cannot give it to \(user.name): \(reason)")
+            server.tearDown()
+            throw MariaDBError.io(path: server.directory, reason: "cannot give it to \(user.name): \(reason)")
         }
-        // From here on there is something to clean up: an interrupted command tears it down.
-        guard ThrowawayRegistry.shared.register(self) else {
-            throw MariaDBError.refused("interrupted: no throwaway server is started")
-        }
+        return server
     }
 
     /// A server with a fresh, empty data directory, started now.
     public static func start() throws -> ThrowawayMariaDB {
-        let server = try ThrowawayMariaDB()
+        let server = try ThrowawayMariaDB.make()
         do { try server.ensureStarted() } catch { server.tearDown(); throw error }
         return server
     }
@@ -208,7 +218,7 @@ public struct MariaDBEngine: DatabaseEngine {
     public static var engine: DatabaseInfo.Engine { .mariadb }
 
     public static func startThrowaway() async throws -> any ThrowawayServer {
-        try ThrowawayMariaDB()
+        try ThrowawayMariaDB.make()
     }
 
     public static func restore(chain: [(id: String, info: SnapshotInfo)], from store: any BlobStore,

@@ -50,19 +50,23 @@ public final class PostgresThrowaway: ThrowawayServer, @unchecked Sendable {
         if runAs != nil && getpwnam("postgres") == nil {
             throw DatabaseError.toolMissing("the unprivileged user \"postgres\" (the server cannot run as root)")
         }
-        var template = Array((NSTemporaryDirectory().hasPrefix("/") && NSTemporaryDirectory().utf8.count < 40
-                              ? NSTemporaryDirectory() : "/tmp/").utf8)
-        if template.last != UInt8(ascii: "/") { template.append(UInt8(ascii: "/")) }
-        template += Array("coffer-pg-XXXXXX".utf8) + [0]
-        let made: String? = template.withUnsafeMutableBufferPointer { buffer in
-            buffer.withMemoryRebound(to: CChar.self) { mkdtemp($0.baseAddress!).map { String(cString: $0) } }
+        // Created and registered as one step an interrupt waits for: from here on, an interrupt removes the directory.
+        let server = try ThrowawayRegistry.shared.creating { () throws -> PostgresThrowaway in
+            var template = Array((NSTemporaryDirectory().hasPrefix("/") && NSTemporaryDirectory().utf8.count < 40
+                                  ? NSTemporaryDirectory() : "/tmp/").utf8)
+            if template.last != UInt8(ascii: "/") { template.append(UInt8(ascii: "/")) }
+            template += Array("coffer-pg-XXXXXX".utf8) + [0]
+            let made: String? = template.withUnsafeMutableBufferPointer { buffer in
+                buffer.withMemoryRebound(to: CChar.self) { mkdtemp($0.baseAddress!).map { String(cString: $0) } }
+            }
+            guard let directory = made else {
+                throw DatabaseError.toolFailed(step: "creating the throwaway server's directory", status: "mkdtemp", stderr: String(cString: strerror(errno)))
+            }
+            let server = PostgresThrowaway(directory: directory, port: port, runAs: runAs)
+            ThrowawayRegistry.shared.register(server)
+            return server
         }
-        guard let directory = made else {
-            throw DatabaseError.toolFailed(step: "creating the throwaway server's directory", status: "mkdtemp", stderr: String(cString: strerror(errno)))
-        }
-        // Registered at once: an interrupt from here on removes the directory.
-        let server = PostgresThrowaway(directory: directory, port: port, runAs: runAs)
-        ThrowawayRegistry.shared.register(server)
+        let directory = server.directory
         if runAs != nil, let pw = getpwnam("postgres") { chown(directory, pw.pointee.pw_uid, pw.pointee.pw_gid) }
         do {
             let environment = server.clientEnvironment

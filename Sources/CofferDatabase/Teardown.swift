@@ -52,9 +52,26 @@ public final class ThrowawayRegistry: @unchecked Sendable {
     /// record an outcome (the servers it used were torn down under it).
     public var interrupted: Bool { lock.withLock { interruptedFlag } }
 
-    /// For a SIGINT/SIGTERM handler: marks the process interrupted, then tears every server down.
+    private var creations = 0
+
+    /// Runs `body`, which creates a server's directory and registers the server, so that an
+    /// interrupt waits for it: without this, a signal between the directory's creation and the
+    /// registration found nothing to tear down and the process exited leaving the directory.
+    /// Refused once the process is interrupted.
+    public func creating<T>(_ body: () throws -> T) throws -> T {
+        try lock.withLock {
+            if interruptedFlag { throw DatabaseError.toolFailed(step: "starting a throwaway server", status: "interrupted", stderr: "") }
+            creations += 1
+        }
+        defer { lock.withLock { creations -= 1 } }
+        return try body()
+    }
+
+    /// For a SIGINT/SIGTERM handler: marks the process interrupted, waits (up to 10 s) for servers
+    /// being created to be registered, then tears every server down.
     public func interrupt() {
         lock.withLock { interruptedFlag = true }
+        for _ in 0..<1000 where lock.withLock({ creations }) > 0 { usleep(10_000) }
         tearDownAll()
     }
 }
