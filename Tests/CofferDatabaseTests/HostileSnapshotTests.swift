@@ -114,7 +114,7 @@ extension PostgresTests {
         let result = try await RestoreTester.run(snapshot: id, chain: [(id, info)], store: h.repo, checks: [], hostname: "h", programVersion: "t")
         #expect(!result.passed)
         #expect(result.error?.contains("not a physical MariaDB backup") == true, "\(result)")
-        #expect(ThrowawayRegistry.shared.count(of: .mariadb) == 0)
+        // (No registry count here: MariaDB suites run beside this one in the same process.)
 
         let work = h.scratch.dir + "/mariadb-target"
         for file in ["/mariadb/../../etc/passwd", "/etc/passwd", "/mariadb/", "/mariadb//x", "mariadb/backup.xbstream"] {
