@@ -83,11 +83,7 @@ public enum ChildProcess {
         return [try find("runuser", in: ["/usr/sbin", "/sbin"]), "-u", user, "--"] + argv
     }
 
-    static func describe(_ status: Int32) -> String {
-        if status < 0 { return "could not be waited for" }
-        if status & 0x7f == 0 { return "exit status \((status >> 8) & 0xff)" }
-        return "killed by signal \(status & 0x7f)"
-    }
+    static func describe(_ status: Int32) -> String { ChildSpawn.describe(status) }
 }
 
 /// The last bytes a descriptor delivered, read on a thread of its own until end of file.
@@ -134,58 +130,23 @@ public final class Child: @unchecked Sendable {
     private let lock = NSLock()
     private var status: Int32?
 
-    /// Starts `argv` (argv[0] a path) with `environment`; `stdin`/`stdout` are descriptors to give
-    /// it (nil: /dev/null for stdin, a collector for stdout is the caller's business). Standard error
-    /// is collected unless `inheritStderr`.
+    /// Starts `argv` (argv[0] a path) with `environment` through ``ChildSpawn`` (descriptors 3 and
+    /// up closed, default signal dispositions); `stdin`/`stdout` are descriptors to give it (nil:
+    /// /dev/null). Standard error is collected unless `inheritStderr`.
     init(_ argv: [String], name: String, environment: [String], stdin: Int32? = nil, stdout: Int32? = nil,
          inheritStderr: Bool = false, newProcessGroup: Bool = false) throws {
         self.name = name
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        if let stdin { posix_spawn_file_actions_adddup2(&actions, stdin, 0) }
-        else { posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0) }
-        if let stdout { posix_spawn_file_actions_adddup2(&actions, stdout, 1) }
-        else { posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0) }
-        var errPipe: [Int32] = [-1, -1]
-        if !inheritStderr {
-            guard pipe(&errPipe) == 0 else { throw DatabaseError.toolFailed(step: name, status: "no pipe", stderr: String(cString: strerror(errno))) }
-            _ = fcntl(errPipe[0], F_SETFD, FD_CLOEXEC)
-            _ = fcntl(errPipe[1], F_SETFD, FD_CLOEXEC)
-            posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        let started: ChildSpawn.Started
+        do {
+            started = try ChildSpawn.start(argv, environment: environment, stdin: stdin.map { .fd($0) } ?? .null,
+                                           stdout: stdout.map { .fd($0) } ?? .null, stderr: .inherit,
+                                           captureStderr: !inheritStderr, newProcessGroup: newProcessGroup)
+        } catch let failure as ChildSpawn.Failure {
+            throw DatabaseError.toolFailed(step: name, status: failure.call == "pipe" ? "no pipe" : "could not start",
+                                           stderr: String(cString: strerror(failure.code)))
         }
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        // Default signal dispositions (the parent ignores SIGPIPE; the tools must not).
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        sigaddset(&defaults, SIGPIPE)
-        sigaddset(&defaults, SIGINT)
-        sigaddset(&defaults, SIGTERM)
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        var flags = Int32(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK)
-        if newProcessGroup {
-            flags |= Int32(POSIX_SPAWN_SETPGROUP)
-            posix_spawnattr_setpgroup(&attributes, 0)
-        }
-        posix_spawnattr_setflags(&attributes, Int16(flags))
-        let cArgs = argv.map { strdup($0) } + [nil]
-        let cEnv = environment.map { strdup($0) } + [nil]
-        defer { (cArgs + cEnv).forEach { free($0) } }
-        var pid: pid_t = 0
-        closeInheritedDescriptors(&actions)
-        let rc = posix_spawn(&pid, argv[0], &actions, &attributes, cArgs, cEnv)
-        if !inheritStderr { close(errPipe[1]) }
-        guard rc == 0 else {
-            if !inheritStderr { close(errPipe[0]) }
-            throw DatabaseError.toolFailed(step: name, status: "could not start", stderr: String(cString: strerror(rc)))
-        }
-        self.pid = pid
-        stderr = inheritStderr ? nil : OutputCollector(fd: errPipe[0])
+        self.pid = started.pid
+        stderr = started.stderrPipe.map { OutputCollector(fd: $0) }
     }
 
     /// Waits for the process (on a thread, not the caller's task) and returns its wait status.
@@ -225,8 +186,10 @@ extension ChildProcess {
     }
 
     /// Runs `argv` to its end with `input` on standard input; collects standard output and error.
+    /// `started` is told the child's pid (then nil when it ended); with `gate`, the start and that
+    /// call happen under the gate's lock, and no child starts once the gate is closed.
     public static func run(_ argv: [String], name: String, environment: [String], input: [UInt8]? = nil,
-                           started: (@Sendable (pid_t?) -> Void)? = nil) async throws -> Output {
+                           started: (@Sendable (pid_t?) -> Void)? = nil, gate: SpawnGate? = nil) async throws -> Output {
         var outPipe: [Int32] = [-1, -1]
         guard pipe(&outPipe) == 0 else { throw DatabaseError.toolFailed(step: name, status: "no pipe", stderr: "") }
         _ = fcntl(outPipe[0], F_SETFD, FD_CLOEXEC)
@@ -239,14 +202,18 @@ extension ChildProcess {
         }
         let child: Child
         do {
-            child = try Child(argv, name: name, environment: environment, stdin: input == nil ? nil : inPipe[0], stdout: outPipe[1])
+            let start = { () throws -> Child in
+                let c = try Child(argv, name: name, environment: environment, stdin: input == nil ? nil : inPipe[0], stdout: outPipe[1])
+                started?(c.pid)
+                return c
+            }
+            child = try gate.map { try $0.spawn(name, start) } ?? start()
         } catch {
             close(outPipe[0]); close(outPipe[1])
             if input != nil { close(inPipe[0]); close(inPipe[1]) }
             throw error
         }
         close(outPipe[1])
-        started?(child.pid)
         defer { started?(nil) }
         let collector = OutputCollector(fd: outPipe[0], limit: 64 << 20)
         if let input {
@@ -275,6 +242,27 @@ extension ChildProcess {
         guard out.status == 0 else { throw DatabaseError.toolFailed(step: name, status: describe(out.status), stderr: out.stderr) }
         return out
     }
+}
+
+/// The door through which a throwaway server's setup starts its children: a start and the
+/// recording of its pid happen under one lock with the check, so a teardown, which closes the
+/// gate first, either finds the child's pid (and stops it) or the start is refused. Without it, a
+/// tool started just after a teardown (initdb creates its directory's parents) could recreate the
+/// directory the teardown removed and outlive the command.
+public final class SpawnGate: @unchecked Sendable {
+    private let lock = NSLock()
+    private var closed = false
+    public init() {}
+
+    func spawn<T>(_ name: String, _ body: () throws -> T) throws -> T {
+        try lock.withLock {
+            guard !closed else { throw DatabaseError.toolFailed(step: name, status: "not started", stderr: "the throwaway server was torn down") }
+            return try body()
+        }
+    }
+
+    /// No child starts after this returns (a start in progress finishes first).
+    public func close() { lock.withLock { closed = true } }
 }
 
 /// A child process whose standard output is a stream of the backup.

@@ -90,6 +90,7 @@ public enum MariaDBRestore {
                     throw MariaDBError.refused("snapshot \(short) does not continue snapshot \(previous.id.prefix(8)) (LSN \(physical.fromLSN) vs \(previous.info.database?.physical?.toLSN ?? 0))")
                 }
             }
+            _ = try streamPath(link)
         }
         _ = first
     }
@@ -137,14 +138,22 @@ public enum MariaDBRestore {
         return prepared
     }
 
+    /// The path in the snapshot of a link's xbstream file, as tree names: below /mariadb/ (where
+    /// backups write it), every component a valid name. The snapshot is authenticated, but its
+    /// writer (a writer key is enough) chooses this path.
+    static func streamPath(_ link: (id: String, info: SnapshotInfo)) throws -> [[UInt8]] {
+        let file = link.info.database?.physical?.file ?? MariaDBBackup.filePath
+        let components = file.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map { Array($0.utf8) }
+        guard file.hasPrefix("/mariadb/"), components.count >= 2, components.allSatisfy({ TreeNode.invalidNameReason($0) == nil }) else {
+            throw MariaDBError.refused("snapshot \(link.id.prefix(8)) names an invalid stream file")
+        }
+        return components
+    }
+
     /// Streams one snapshot's xbstream file into `mbstream -x -C directory`.
     static func extract(_ link: (id: String, info: SnapshotInfo), from store: any BlobStore, into directory: String,
                         tool: String, tracker: MariaDBChildTracker) async throws {
-        let file = link.info.database?.physical?.file ?? MariaDBBackup.filePath
-        let components = file.split(separator: "/").map { Array($0.utf8) }
-        guard !components.isEmpty, components.allSatisfy({ TreeNode.invalidNameReason($0) == nil }) else {
-            throw MariaDBError.refused("snapshot \(link.id.prefix(8)) names an invalid stream file")
-        }
+        let components = try streamPath(link)
         let pipe = try MariaDBTools.pipe()
         let child: MariaDBChild
         do {

@@ -28,6 +28,11 @@ public final class ThrowawayMariaDB: ThrowawayServer, @unchecked Sendable {
     private var pageSize: Int?
     private var tornDown = false
     let tracker = MariaDBChildTracker()
+    /// Held for a whole teardown and for the restore's removal of its work directory: two
+    /// recursive removals of one tree at once (the signal handler's teardown, the restore task's
+    /// cleanup and its own teardown) each stop at the first file the other removed first, and
+    /// together leave part of the tree behind.
+    private let removal = NSLock()
 
     /// How clients reach this server (root over the private socket, no option file read).
     public var connection: MariaDBConnection {
@@ -35,23 +40,33 @@ public final class ThrowawayMariaDB: ThrowawayServer, @unchecked Sendable {
     }
 
     /// Creates the directory; the server starts on first use.
-    public init() throws {
-        directory = try MariaDBTools.temporaryDirectory("coffer-mariadb")
+    private init(directory: String) {
+        self.directory = directory
         user = MariaDBTools.serverUser()
-        if let user, chown(directory, user.uid, user.gid) != 0 {
+    }
+
+    /// Creates the directory and registers the server (one step an interrupt waits for, so an
+    /// interrupt never misses the directory); the server starts on first use.
+    public static func make() throws -> ThrowawayMariaDB {
+        let server = try ThrowawayRegistry.shared.creating { () throws -> ThrowawayMariaDB in
+            let server = ThrowawayMariaDB(directory: try MariaDBTools.temporaryDirectory("coffer-mariadb"))
+            // From here on there is something to clean up: an interrupted command tears it down.
+            guard ThrowawayRegistry.shared.register(server) else {
+                throw MariaDBError.refused("interrupted: no throwaway server is started")
+            }
+            return server
+        }
+        if let user = server.user, chown(server.directory, user.uid, user.gid) != 0 {
             let reason = MariaDBTools.errorText()
-            try? FileManager.default.removeItem(atPath: directory)
-            throw MariaDBError.io(path: directory, reason: "cannot give it to \(user.name): \(reason)")
+            server.tearDown()
+            throw MariaDBError.io(path: server.directory, reason: "cannot give it to \(user.name): \(reason)")
         }
-        // From here on there is something to clean up: an interrupted command tears it down.
-        guard ThrowawayRegistry.shared.register(self) else {
-            throw MariaDBError.refused("interrupted: no throwaway server is started")
-        }
+        return server
     }
 
     /// A server with a fresh, empty data directory, started now.
     public static func start() throws -> ThrowawayMariaDB {
-        let server = try ThrowawayMariaDB()
+        let server = try ThrowawayMariaDB.make()
         do { try server.ensureStarted() } catch { server.tearDown(); throw error }
         return server
     }
@@ -133,7 +148,7 @@ public final class ThrowawayMariaDB: ThrowawayServer, @unchecked Sendable {
         let scratch = directory + "/restore"
         try? fm.removeItem(atPath: scratch)
         guard mkdir(scratch, 0o700) == 0 else { throw MariaDBError.io(path: scratch, reason: MariaDBTools.errorText()) }
-        defer { try? fm.removeItem(atPath: scratch) }
+        defer { removal.withLock { WorkDirectory.remove(scratch) } }
         let prepared = try await MariaDBRestore.restore(chain: chain, from: store, datadir: datadir, scratch: scratch, move: true,
                                                         owner: user.map { ($0.uid, $0.gid) }, tracker: tracker, log: log)
         try lock.withLock {
@@ -154,18 +169,20 @@ public final class ThrowawayMariaDB: ThrowawayServer, @unchecked Sendable {
         return try MariaDBClient(connection: connection).query(sql, database: database)
     }
 
-    /// Kills running restore steps, stops the server, removes the directory. Idempotent.
+    /// Kills running restore steps and waits for each to exit, stops the server, removes the
+    /// directory. Idempotent, and serialised: a second caller (the restore task's own teardown
+    /// while the signal handler's runs) waits for the first to finish, then finds nothing left.
     public func tearDown() {
-        let first = lock.withLock { () -> Bool in
-            defer { tornDown = true }
-            return !tornDown
+        removal.withLock {
+            let first = lock.withLock { () -> Bool in
+                defer { tornDown = true }
+                return !tornDown
+            }
+            tracker.killAll()
+            stopServer()
+            WorkDirectory.remove(directory)
+            if first { ThrowawayRegistry.shared.unregister(self) }
         }
-        tracker.killAll()
-        stopServer()
-        if first || FileManager.default.fileExists(atPath: directory) {
-            try? FileManager.default.removeItem(atPath: directory)
-        }
-        if first { ThrowawayRegistry.shared.unregister(self) }
     }
 
     deinit { tearDown() }
@@ -201,7 +218,7 @@ public struct MariaDBEngine: DatabaseEngine {
     public static var engine: DatabaseInfo.Engine { .mariadb }
 
     public static func startThrowaway() async throws -> any ThrowawayServer {
-        try ThrowawayMariaDB()
+        try ThrowawayMariaDB.make()
     }
 
     public static func restore(chain: [(id: String, info: SnapshotInfo)], from store: any BlobStore,

@@ -74,16 +74,13 @@ enum MariaDBTools {
 
     /// A pipe whose two ends are closed on exec (a child gets only the end it is given as 0/1/2).
     static func pipe() throws -> (read: Int32, write: Int32) {
-        var fds: [Int32] = [0, 0]
-        guard mariaDBPipe2(&fds, O_CLOEXEC) == 0 else { throw MariaDBError.io(path: "pipe", reason: errorText()) }
-        return (fds[0], fds[1])
+        do { return try ChildSpawn.pipe() } catch let failure as ChildSpawn.Failure {
+            throw MariaDBError.io(path: "pipe", reason: errorText(failure.code))
+        }
     }
 
     /// "exit status 3" / "killed by signal 9".
-    static func describe(_ status: Int32) -> String {
-        if status & 0x7f == 0 { return "exit status \((status >> 8) & 0xff)" }
-        return "killed by signal \(status & 0x7f)"
-    }
+    static func describe(_ status: Int32) -> String { ChildSpawn.describe(status) }
 
     /// A fresh private directory (mode 0700) under the temporary directory (TMPDIR, else /tmp),
     /// or under /tmp when TMPDIR is so long that a socket path inside would not fit.
@@ -208,51 +205,47 @@ final class MariaDBChild: @unchecked Sendable {
     private let lock = NSLock()
     private var status: Int32?
 
+    /// Starts the child through ``ChildSpawn`` (descriptors 3 and up closed, default signal
+    /// dispositions, the environment of ``MariaDBTools/environment(_:)``), standard error captured.
     init(_ executable: String, _ arguments: [String], stdin: Input = .null, stdout: Output = .tail) throws {
         self.executable = executable
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
         var closeAfter: [Int32] = []
         var writer: (fd: Int32, bytes: [UInt8])?
         defer { closeAfter.forEach { close($0) } }
 
+        let stdinDescriptor: ChildSpawn.Descriptor
         switch stdin {
-        case .null: posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        case .fd(let fd): posix_spawn_file_actions_adddup2(&actions, fd, 0)
+        case .null: stdinDescriptor = .null
+        case .fd(let fd): stdinDescriptor = .fd(fd)
         case .bytes(let bytes):
             let p = try MariaDBTools.pipe()
-            posix_spawn_file_actions_adddup2(&actions, p.read, 0)
+            stdinDescriptor = .fd(p.read)
             closeAfter.append(p.read)
             writer = (p.write, bytes)
         }
         var captureFD: Int32?
         var tailFD: Int32?
+        let stdoutDescriptor: ChildSpawn.Descriptor
         switch stdout {
-        case .fd(let fd): posix_spawn_file_actions_adddup2(&actions, fd, 1)
+        case .fd(let fd): stdoutDescriptor = .fd(fd)
         case .capture, .tail:
-            let p = try MariaDBTools.pipe()
-            posix_spawn_file_actions_adddup2(&actions, p.write, 1)
+            let p: (read: Int32, write: Int32)
+            do { p = try MariaDBTools.pipe() } catch { writer.map { _ = close($0.fd) }; throw error }
+            stdoutDescriptor = .fd(p.write)
             closeAfter.append(p.write)
             if case .capture = stdout { captureFD = p.read } else { tailFD = p.read }
         }
-        let errPipe = try MariaDBTools.pipe()
-        posix_spawn_file_actions_adddup2(&actions, errPipe.write, 2)
-        closeAfter.append(errPipe.write)
-
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        let envp = MariaDBTools.environment().map { strdup($0) } + [nil]
-        defer { (argv + envp).forEach { free($0) } }
-        var pid: pid_t = 0
-        closeInheritedDescriptors(&actions)
-        let rc = posix_spawn(&pid, executable, &actions, nil, argv, envp)
-        guard rc == 0 else {
-            [captureFD, tailFD, errPipe.read, writer?.fd].compactMap { $0 }.forEach { close($0) }
+        let started: ChildSpawn.Started
+        do {
+            started = try ChildSpawn.start([executable] + arguments, environment: MariaDBTools.environment(),
+                                           stdin: stdinDescriptor, stdout: stdoutDescriptor, captureStderr: true)
+        } catch let failure as ChildSpawn.Failure {
+            [captureFD, tailFD, writer?.fd].compactMap { $0 }.forEach { close($0) }
             throw MariaDBError.stepFailed(step: (executable as NSString).lastPathComponent, status: "cannot start",
-                                          output: MariaDBTools.errorText(rc))
+                                          output: MariaDBTools.errorText(failure.code))
         }
-        self.pid = pid
-        stderrTail = MariaDBOutputTail(fd: errPipe.read)
+        self.pid = started.pid
+        stderrTail = MariaDBOutputTail(fd: started.stderrPipe!)
         stdoutCapture = captureFD.map { MariaDBOutputCapture(fd: $0) }
         stdoutTail = tailFD.map { MariaDBOutputTail(fd: $0) }
         if let writer {
@@ -328,7 +321,3 @@ final class MariaDBChild: @unchecked Sendable {
         return captured
     }
 }
-
-/// pipe2(2) is behind _GNU_SOURCE in Glibc's headers, so Swift does not import it.
-@_silgen_name("pipe2")
-private func mariaDBPipe2(_ fds: UnsafeMutablePointer<Int32>, _ flags: Int32) -> Int32

@@ -21,6 +21,8 @@ public final class PostgresThrowaway: ThrowawayServer, @unchecked Sendable {
     /// handler tears down) returns only when everything is gone.
     private let teardownLock = NSLock()
     private var serverPID: pid_t?
+    /// initdb and pg_ctl start through it; closed first by a teardown.
+    let gate = SpawnGate()
 
     var dataDirectory: String { directory + "/data" }
 
@@ -48,32 +50,36 @@ public final class PostgresThrowaway: ThrowawayServer, @unchecked Sendable {
         if runAs != nil && getpwnam("postgres") == nil {
             throw DatabaseError.toolMissing("the unprivileged user \"postgres\" (the server cannot run as root)")
         }
-        var template = Array((NSTemporaryDirectory().hasPrefix("/") && NSTemporaryDirectory().utf8.count < 40
-                              ? NSTemporaryDirectory() : "/tmp/").utf8)
-        if template.last != UInt8(ascii: "/") { template.append(UInt8(ascii: "/")) }
-        template += Array("coffer-pg-XXXXXX".utf8) + [0]
-        let made: String? = template.withUnsafeMutableBufferPointer { buffer in
-            buffer.withMemoryRebound(to: CChar.self) { mkdtemp($0.baseAddress!).map { String(cString: $0) } }
+        // Created and registered as one step an interrupt waits for: from here on, an interrupt removes the directory.
+        let server = try ThrowawayRegistry.shared.creating { () throws -> PostgresThrowaway in
+            var template = Array((NSTemporaryDirectory().hasPrefix("/") && NSTemporaryDirectory().utf8.count < 40
+                                  ? NSTemporaryDirectory() : "/tmp/").utf8)
+            if template.last != UInt8(ascii: "/") { template.append(UInt8(ascii: "/")) }
+            template += Array("coffer-pg-XXXXXX".utf8) + [0]
+            let made: String? = template.withUnsafeMutableBufferPointer { buffer in
+                buffer.withMemoryRebound(to: CChar.self) { mkdtemp($0.baseAddress!).map { String(cString: $0) } }
+            }
+            guard let directory = made else {
+                throw DatabaseError.toolFailed(step: "creating the throwaway server's directory", status: "mkdtemp", stderr: String(cString: strerror(errno)))
+            }
+            let server = PostgresThrowaway(directory: directory, port: port, runAs: runAs)
+            ThrowawayRegistry.shared.register(server)
+            return server
         }
-        guard let directory = made else {
-            throw DatabaseError.toolFailed(step: "creating the throwaway server's directory", status: "mkdtemp", stderr: String(cString: strerror(errno)))
-        }
-        // Registered at once: an interrupt from here on removes the directory.
-        let server = PostgresThrowaway(directory: directory, port: port, runAs: runAs)
-        ThrowawayRegistry.shared.register(server)
+        let directory = server.directory
         if runAs != nil, let pw = getpwnam("postgres") { chown(directory, pw.pointee.pw_uid, pw.pointee.pw_gid) }
         do {
             let environment = server.clientEnvironment
             let initdbRun = try await ChildProcess.run(try ChildProcess.asUser(runAs, [initdb, "-D", server.dataDirectory, "-A", "trust", "-U", "postgres",
                                                                                       "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"]),
-                                                       name: "initdb", environment: environment, started: server.setupChild)
+                                                       name: "initdb", environment: environment, started: server.setupChild, gate: server.gate)
             guard initdbRun.status == 0 else {
                 throw DatabaseError.toolFailed(step: "initdb", status: ChildProcess.describe(initdbRun.status), stderr: initdbRun.stderr)
             }
             let options = "-p \(server.port) -k \(directory) -c listen_addresses='' -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
             let started = await ChildProcess.runCatching(try ChildProcess.asUser(runAs, [pgctl, "-D", server.dataDirectory, "-l", directory + "/server.log",
                                                                                       "-w", "-t", "60", "-o", options, "start"]),
-                                                          name: "pg_ctl start", environment: environment, started: server.setupChild)
+                                                          name: "pg_ctl start", environment: environment, started: server.setupChild, gate: server.gate)
             server.readPID()
             if let failure = started {
                 let log = (try? String(contentsOfFile: directory + "/server.log", encoding: .utf8)) ?? ""
@@ -125,6 +131,7 @@ public final class PostgresThrowaway: ThrowawayServer, @unchecked Sendable {
     public func tearDown() {
         teardownLock.lock()
         defer { teardownLock.unlock() }
+        gate.close()  // no initdb/pg_ctl starts from now on; one starting now is in setupPID below
         let (already, pid) = lock.withLock { () -> (Bool, pid_t?) in
             defer { torn = true }
             return (torn, serverPID)
@@ -150,7 +157,7 @@ public final class PostgresThrowaway: ThrowawayServer, @unchecked Sendable {
                 while PostgresThrowaway.alive(pid) && waited < 100 { usleep(50_000); waited += 1 }
             }
         }
-        try? FileManager.default.removeItem(atPath: directory)
+        WorkDirectory.remove(directory)
         ThrowawayRegistry.shared.unregister(self)
     }
 
@@ -177,9 +184,9 @@ public final class PostgresThrowaway: ThrowawayServer, @unchecked Sendable {
 extension ChildProcess {
     /// Runs a tool; nil when it exited with 0, else its status and stderr (a start failure too).
     static func runCatching(_ argv: @autoclosure () throws -> [String], name: String, environment: [String],
-                            started: (@Sendable (pid_t?) -> Void)? = nil) async -> (status: String, stderr: String)? {
+                            started: (@Sendable (pid_t?) -> Void)? = nil, gate: SpawnGate? = nil) async -> (status: String, stderr: String)? {
         do {
-            let out = try await run(try argv(), name: name, environment: environment, started: started)
+            let out = try await run(try argv(), name: name, environment: environment, started: started, gate: gate)
             return out.status == 0 ? nil : (describe(out.status), out.stderr)
         } catch {
             return ("could not start", "\(error)")

@@ -44,7 +44,9 @@ public enum RestoreTester {
                 for table in db.tables {
                     let key = "\(table.schema).\(table.name)"
                     result.tablesCompared += 1
-                    result.rowsCompared += table.rows
+                    // Saturating: the counts come from the snapshot, whose writer may claim anything.
+                    let (sum, overflow) = result.rowsCompared.addingReportingOverflow(max(0, table.rows))
+                    result.rowsCompared = overflow ? Int64.max : sum
                     guard let rows = gotTables[key] else {
                         result.mismatches.append("\(db.name): table \(key) (\(table.rows) rows recorded) is missing after the restore")
                         continue

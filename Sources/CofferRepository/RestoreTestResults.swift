@@ -59,10 +59,78 @@ public struct RestoreTestResult: Codable, Sendable, Equatable {
     }
 }
 
-/// A stored restore-test result and its object's name.
+/// A stored restore-test result, its object's name and its signature.
 public struct StoredRestoreTest: Sendable, Equatable {
     public let object: String
     public let result: RestoreTestResult
+    public var signature = RestoreTestSignature()
+    public init(object: String, result: RestoreTestResult, signature: RestoreTestSignature = RestoreTestSignature()) {
+        self.object = object; self.result = result; self.signature = signature
+    }
+    /// Counts for a reader that requires `verifiers`: no verifiers, or a signature by one verified.
+    public var accepted: Bool { signature.refusal == nil }
+}
+
+/// A restore-test result's producer signature (docs/REPOSITORY.md, "Restore-test results"): the
+/// same signed-object rules as snapshot signatures.
+public struct RestoreTestSignature: Sendable, Equatable {
+    /// The signers the trailer names, as claimed (checked only with verifiers); empty: unsigned.
+    public var signers: [String] = []
+    /// With verifiers: the accepted signer whose signature verified.
+    public var verifiedBy: String?
+    /// With verifiers: why the result does not count (unsigned, other signers, altered).
+    public var refusal: RestoreTestSignatureError?
+    public init() {}
+}
+
+/// Why a restore-test result does not count when a signer is required.
+public enum RestoreTestSignatureError: CategorizedError, Equatable {
+    /// Unsigned (`found` empty) or signed only by keys not accepted.
+    case notAccepted(object: String, found: [String], accepted: [String])
+    /// A signature by an accepted signer that does not verify: altered after signing.
+    case invalid(object: String, signer: String)
+
+    public var category: ErrorCategory {
+        switch self {
+        case .notAccepted: return .key
+        case .invalid: return .integrity
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .notAccepted(let object, let found, let accepted):
+            let want = accepted.joined(separator: ", ")
+            if found.isEmpty { return "restore-test result \(object) is not signed; a signature by \(want) is required" }
+            return "restore-test result \(object) is signed by \(found.joined(separator: ", ")), not by an accepted signer (\(want))"
+        case .invalid(let object, let signer):
+            return "restore-test result \(object): the signature by \(signer) does not match the object: it was altered after signing"
+        }
+    }
+}
+
+/// What a signed repository object's trailer says and, with verifiers, whether it verifies: the
+/// check of docs/REPOSITORY.md, "Snapshot signatures" (structure checked by
+/// ``CofferObject/signature(of:_:object:)`` for every reader; digest recomputed and the slot of an
+/// accepted key verified only when verifiers are given).
+enum SignedObjectCheck {
+    enum Outcome: Equatable { case unchecked, verified(String), notAccepted(found: [String]), invalid(signer: String) }
+
+    static func check(stored: [UInt8], object: String, verifiers: [SignatureVerifier]) throws -> (signers: [String], outcome: Outcome) {
+        let parsed = try CofferObject.parseHeader(stored, object: object)
+        let signed = try CofferObject.signature(of: stored, parsed, object: object)
+        let signers = signed?.trailer.signerLabels ?? []
+        guard !verifiers.isEmpty else { return (signers, .unchecked) }
+        guard let signed else { return (signers, .notAccepted(found: [])) }
+        do {
+            return (signers, .verified(try signed.trailer.verify(signed.payload, parameters: signed.parameters, verifiers: verifiers).label))
+        } catch CofferError.signatureInvalid {
+            let signer = verifiers.first { v in signed.trailer.entries.contains { $0.keyID == v.keyID } }?.label ?? "an accepted signer"
+            return (signers, .invalid(signer: signer))
+        } catch AccessError.signerNotAccepted(let found, _) {
+            return (signers, .notAccepted(found: found))
+        }
+    }
 }
 
 extension Repository {
@@ -79,15 +147,21 @@ extension Repository {
 
     /// Stores a restore-test result for its snapshot (which must exist) as object
     /// `snapshots/<snapshot id>-restoretest-<16 random hex digits>`; returns the object name.
+    /// With `signer`, the object is a signed Coffer object exactly as a signed snapshot is
+    /// (``saveSnapshot(_:signer:)``): the signature covers its name, so the snapshot it belongs
+    /// to, and every stored payload byte.
     @discardableResult
-    public func saveRestoreTest(_ result: RestoreTestResult) async throws -> String {
+    public func saveRestoreTest(_ result: RestoreTestResult, signer: PayloadSigner? = nil) async throws -> String {
         try requireFullAccess("snapshots")
         guard Self.isKeyObjectName(result.snapshot) else { throw RepositoryError.refused("a restore-test result needs a full snapshot id") }
         _ = try await loadSnapshot(result.snapshot)
-        let name = result.snapshot + Self.restoreTestMarker + Hex.encode(randomBytes(8))
+        let name = try ObjectName(.snapshots, result.snapshot + Self.restoreTestMarker + Hex.encode(randomBytes(8)))
         let publicKey = currentDataPublicKey
-        _ = try await writeObject(try ObjectName(.snapshots, name), try RepositoryJSON.encode(result)) { try publicKey.stanzas(for: $0) }
-        return name
+        let fileKey = FileKey.random()
+        let sealed = try CofferObject.seal(try RepositoryJSON.encode(result), objectName: name.description, fileKey: fileKey,
+                                           stanzas: try publicKey.stanzas(for: fileKey), signer: signer)
+        try await storage.save(name, contents: sealed, overwrite: false)
+        return name.name
     }
 
     /// The names of every restore-test result object and the snapshot each belongs to.
@@ -100,23 +174,41 @@ extension Repository {
     /// One result, authenticated, bound to its object name and checked to name the snapshot its
     /// object name names.
     public func loadRestoreTest(_ name: String) async throws -> RestoreTestResult {
+        try await loadRestoreTest(name, verifiers: []).result
+    }
+
+    /// One result with its signature. With `verifiers`, the signature is checked: the answer's
+    /// `signature.verifiedBy` or `signature.refusal` says how it went (a refused result is still
+    /// returned, so a listing can name it; it must not count as a test done).
+    public func loadRestoreTest(_ name: String, verifiers: [SignatureVerifier]) async throws -> StoredRestoreTest {
         try requireFullAccess("snapshots")
         guard let snapshot = Self.restoreTestSnapshot(name) else { throw RepositoryError.refused("\(name) is not a restore-test result name") }
         let object = try ObjectName(.snapshots, name)
         let ring = try dataKeyring
-        let (plain, _, _) = try await Self.readObject(storage, object) { try ring.fileKey(for: $0, object: object.description) }
+        let (plain, _, stored) = try await Self.readObject(storage, object) { try ring.fileKey(for: $0, object: object.description) }
         let result = try RepositoryJSON.decode(RestoreTestResult.self, plain, object: object.description)
         guard result.snapshot == snapshot else {
             throw RepositoryError.damaged(object: object.description, reason: "it is the result of snapshot \(result.snapshot.prefix(8)), not of \(snapshot.prefix(8))")
         }
-        return result
+        var signature = RestoreTestSignature()
+        let (signers, outcome) = try SignedObjectCheck.check(stored: stored, object: object.description, verifiers: verifiers)
+        signature.signers = signers
+        let accepted = verifiers.map(\.label)
+        switch outcome {
+        case .unchecked: break
+        case .verified(let label): signature.verifiedBy = label
+        case .notAccepted(let found): signature.refusal = .notAccepted(object: object.description, found: found, accepted: accepted)
+        case .invalid(let signer): signature.refusal = .invalid(object: object.description, signer: signer)
+        }
+        return StoredRestoreTest(object: name, result: result, signature: signature)
     }
 
-    /// Every stored result, oldest first (damaged ones fail the listing).
-    public func listRestoreTests() async throws -> [StoredRestoreTest] {
+    /// Every stored result, oldest first (damaged ones fail the listing). With `verifiers`, each
+    /// result's signature is checked (see ``loadRestoreTest(_:verifiers:)``).
+    public func listRestoreTests(verifiers: [SignatureVerifier] = []) async throws -> [StoredRestoreTest] {
         var out: [StoredRestoreTest] = []
         for (name, _) in try await restoreTestNames() {
-            out.append(StoredRestoreTest(object: name, result: try await loadRestoreTest(name)))
+            out.append(try await loadRestoreTest(name, verifiers: verifiers))
         }
         return out.sorted { ($0.result.time, $0.object) < ($1.result.time, $1.object) }
     }
@@ -124,12 +216,21 @@ extension Repository {
     /// The newest result of each snapshot that has one. Results that fail to authenticate are left
     /// out (`check` reports them), so one damaged result does not hide the snapshot list.
     public func latestRestoreTests() async throws -> [String: RestoreTestResult] {
-        var out: [String: RestoreTestResult] = [:]
+        try await latestRestoreTests(verifiers: []).mapValues(\.result)
+    }
+
+    /// The newest result of each snapshot among those that count: with `verifiers`, only results
+    /// whose signature by an accepted signer verifies (an unsigned, otherwise signed or altered
+    /// result is passed over, so a forged "passed" never shows); without, every result that
+    /// authenticates.
+    public func latestRestoreTests(verifiers: [SignatureVerifier]) async throws -> [String: StoredRestoreTest] {
+        var out: [String: StoredRestoreTest] = [:]
         for (name, _) in try await restoreTestNames() {
-            let result: RestoreTestResult
-            do { result = try await loadRestoreTest(name) } catch RepositoryError.damaged { continue }
-            if let known = out[result.snapshot], known.time > result.time { continue }
-            out[result.snapshot] = result
+            let stored: StoredRestoreTest
+            do { stored = try await loadRestoreTest(name, verifiers: verifiers) } catch RepositoryError.damaged { continue }
+            guard stored.accepted else { continue }
+            if let known = out[stored.result.snapshot], (known.result.time, known.object) > (stored.result.time, stored.object) { continue }
+            out[stored.result.snapshot] = stored
         }
         return out
     }

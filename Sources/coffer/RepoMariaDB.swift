@@ -42,10 +42,12 @@ extension RepoBackup {
     /// `backup --mariadb`: a physical backup into a new snapshot (incremental on request).
     func runMariaDB() throws {
         try Runtime.reporting {
-            if signing.sign != nil {
-                throw TreeError.invalidRequest("signing snapshots is not implemented yet: back up without a signing key")
+            if signing.sign != nil && signing.digest != .chunkSHA256 {
+                throw ValidationError("snapshots are signed with chunk-sha256 digests: leave out --signature-digest")
             }
-            let repository = try openTreeRepository(repo, keys: keys, forWriting: true)
+            var opened = try openTreeRepository(repo, keys: keys, forWriting: true)
+            opened.signer = try signing.signer(keys: keys)
+            let repository = opened
             var options = ArchiveOptions.current()
             if let host { options.hostname = host }
             options.tags = tags

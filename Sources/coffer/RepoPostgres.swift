@@ -6,7 +6,7 @@ import Foundation
 /// `coffer backup --postgres CONNINFO [--database DB]...` (RepoBackup adds these options).
 struct PostgresBackupOptions: ParsableArguments {
     @Option(name: .customLong("postgres"),
-            help: ArgumentHelp("Back up a PostgreSQL server: a libpq connection string of keyword=value pairs (e.g. 'host=/run/postgresql user=backup'); the password only from PGPASSFILE, ~/.pgpass or PGPASSWORD, never in the string.",
+            help: ArgumentHelp("Back up a PostgreSQL server: a libpq connection string of keyword=value pairs (e.g. 'host=/run/postgresql user=backup') or a postgresql:// URI; the password only from PGPASSFILE, ~/.pgpass or PGPASSWORD, never in the string.",
                                valueName: "conninfo"))
     var conninfo: String?
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CofferDatabase
+import CofferFormat
 import CofferRepository
 import Foundation
 
@@ -17,6 +18,13 @@ struct RepoRestoreDB: ParsableCommand {
         restored, into the target's dbname. --globals first restores roles and tablespaces \
         (statements that fail, such as roles that exist, are reported and skipped). pg_restore -j \
         cannot read a pipe, so --jobs N restores up to N databases at once, each with one pg_restore.
+
+        MariaDB snapshots (backup --mariadb): --copy-back DATADIR or --move-back DATADIR (or \
+        --target DATADIR, which moves) restores the snapshot and the incremental ones below it: \
+        each is extracted with mbstream -x, the full backup prepared with mariabackup --prepare, \
+        each incremental applied in order, and the result copied (or moved) into DATADIR, which \
+        must be missing or empty (the server using it stopped); the files are given to the owner \
+        of an existing DATADIR, or to 'mysql' when run as root. A failing step shows its output.
         """)
 
     @OptionGroup var repo: RepoOptions
@@ -25,8 +33,14 @@ struct RepoRestoreDB: ParsableCommand {
     @Argument(help: ArgumentHelp("A snapshot: id, unique prefix, or 'latest'.", valueName: "snapshot"))
     var snapshot: String
 
-    @Option(help: ArgumentHelp("Where to restore (PostgreSQL: a libpq connection string).", valueName: "target"))
-    var target: String
+    @Option(help: ArgumentHelp("Where to restore (PostgreSQL: a libpq connection string; MariaDB: a data directory, moved into).", valueName: "target"))
+    var target: String?
+
+    @Option(name: .customLong("copy-back"), help: ArgumentHelp("MariaDB: prepare the backup and copy it into this data directory (missing or empty).", valueName: "datadir"))
+    var copyBack: String?
+
+    @Option(name: .customLong("move-back"), help: ArgumentHelp("MariaDB: prepare the backup and move it into this data directory (missing or empty).", valueName: "datadir"))
+    var moveBack: String?
 
     @Option(name: .customLong("database"), help: ArgumentHelp("Restore only this database (repeatable; default: all in the snapshot).", valueName: "name"))
     var databases: [String] = []
@@ -45,6 +59,9 @@ struct RepoRestoreDB: ParsableCommand {
 
     func validate() throws {
         if jobs < 1 { throw ValidationError("--jobs must be at least 1") }
+        let given = [target, copyBack, moveBack].compactMap { $0 }
+        if given.count != 1 { throw ValidationError("give exactly one of --target, --copy-back DATADIR and --move-back DATADIR") }
+        if given[0].isEmpty { throw ValidationError("the target must not be empty") }
     }
 
     func run() throws {
@@ -54,17 +71,24 @@ struct RepoRestoreDB: ParsableCommand {
             let records = try loadSnapshots(repository)
             let record = try SnapshotSelection.resolve(snapshot, in: records)
             let chain = try databaseChain(record, in: records)
-            _ = try DatabaseEngines.engine(for: record.info)
+            let engine = try DatabaseEngines.engine(for: record.info)
             let info = record.info
             var options = RestoreDBOptions()
-            options.target = target
+            options.target = target ?? copyBack ?? moveBack
+            if copyBack != nil || moveBack != nil {
+                guard engine.engine == .mariadb else {
+                    throw ValidationError("--copy-back and --move-back restore physical MariaDB backups; snapshot \(record.shortID) is a \(engine.engine.rawValue) backup: use --target")
+                }
+                options.settings["copy-back"] = copyBack != nil ? "1" : "0"
+            }
             options.databases = databases
             options.create = create
             options.globals = globals
             options.noOwner = noOwner
             options.jobs = jobs
             let quiet = repo.json
-            options.log = { line in if !quiet { TreeFormat.out(line) } }
+            // Lines name databases from the snapshot: escaped before they reach the terminal.
+            options.log = { line in if !quiet { TreeFormat.out(DisplayText.escape(line)) } }
             let finalOptions = options
             let lines = try runBlocking {
                 try await repository.locked(exclusive: false) {

@@ -15,7 +15,9 @@ struct RepoRestoreTest: ParsableCommand {
         at backup time, runs the queries of each --check-sql file and compares their rows with the \
         file's '-- expect:' lines (format: docs/DATABASES.md), then stops the server and removes \
         the directory, also on failure and on SIGINT/SIGTERM. The result is stored in the \
-        repository with the snapshot (unless --no-save) and shown by 'coffer snapshots'.
+        repository with the snapshot (unless --no-save) and shown by 'coffer snapshots'; with \
+        --sign KEY the stored result is signed (as 'backup --sign' signs snapshots), and \
+        'snapshots --verify-signer KEY.pub' then shows only results that key signed.
 
         Exit status: 0 the test passed; 1 it failed (restore error, damaged data, a row count or a \
         check that differs: the report says which); other codes as for every command (e.g. 5 when \
@@ -24,6 +26,7 @@ struct RepoRestoreTest: ParsableCommand {
 
     @OptionGroup var repo: RepoOptions
     @OptionGroup var keys: KeyOptions
+    @OptionGroup var signing: SignOptions
 
     @Argument(help: ArgumentHelp("A snapshot: id, unique prefix, or 'latest'.", valueName: "snapshot"))
     var snapshot: String
@@ -37,6 +40,12 @@ struct RepoRestoreTest: ParsableCommand {
     func run() throws {
         try Runtime.reporting {
             try repo.refuseWriterKey("restore-test")
+            if signing.sign != nil && signing.digest != .chunkSHA256 {
+                throw ValidationError("restore-test results are signed with chunk-sha256 digests: leave out --signature-digest")
+            }
+            if signing.sign != nil && noSave { throw ValidationError("--sign signs the stored result: it does not go with --no-save") }
+            // Opened before anything runs, so a wrong passphrase or key fails at once.
+            let signer = try signing.signer(keys: keys)
             let checks = try checkFiles.map(CheckFile.load)
             let repository = try openTreeRepository(repo, keys: keys)
             let records = try loadSnapshots(repository)
@@ -54,7 +63,7 @@ struct RepoRestoreTest: ParsableCommand {
                                                              log: { line in if !quiet { Runtime.warn(line) } })
                     // Interrupted: the signal handler tore the server down and exits; record nothing.
                     while ThrowawayRegistry.shared.interrupted { sleep(1) }
-                    if save { try await repository.repository.saveRestoreTest(result) }
+                    if save { try await repository.repository.saveRestoreTest(result, signer: signer) }
                     return result
                 }
             }
@@ -68,7 +77,7 @@ struct RepoRestoreTest: ParsableCommand {
     }
 
     static func printReport(_ r: RestoreTestResult, shortID: String) {
-        TreeFormat.out("restore test of snapshot \(shortID) (\(r.engine), \(r.databases.joined(separator: ", "))): \(r.passed ? "PASSED" : "FAILED")")
+        TreeFormat.out(DisplayText.escape("restore test of snapshot \(shortID) (\(r.engine), \(r.databases.joined(separator: ", "))): \(r.passed ? "PASSED" : "FAILED")"))
         if let error = r.error { TreeFormat.out(DisplayText.escape("  error: \(error)")) }
         TreeFormat.out("  row counts: \(counted(r.tablesCompared, "table")) compared (\(r.rowsCompared) rows), \(counted(r.mismatches.count, "difference"))")
         for m in r.mismatches { TreeFormat.out(DisplayText.escape("    \(m)")) }
@@ -91,11 +100,29 @@ struct RepoRestoreTest: ParsableCommand {
     }
 }
 
-/// The restore-test column of `snapshots --json`: the newest result of the snapshot.
+/// The restore-test column of `snapshots --json`: the newest result of the snapshot (with
+/// --verify-signer: the newest one an accepted signer signed).
 struct RestoreTestSummaryJSON: Encodable {
     let time: Date
     let passed: Bool
     let tables_compared: Int
     let checks: Int
-    init(_ r: RestoreTestResult) { time = r.time; passed = r.passed; tables_compared = r.tablesCompared; checks = r.checks.count }
+    /// The signers the result's signature names (checked only with --verify-signer); empty: unsigned.
+    let signed_by: [String]
+    /// With --verify-signer: the accepted signer whose signature verified.
+    let verified_by: String?
+    init(_ stored: StoredRestoreTest) {
+        let r = stored.result
+        time = r.time; passed = r.passed; tables_compared = r.tablesCompared; checks = r.checks.count
+        signed_by = stored.signature.signers; verified_by = stored.signature.verifiedBy
+    }
+
+    /// The text `snapshots` shows: "restore-tested TIME, passed[, signed by LABEL]".
+    static func text(_ stored: StoredRestoreTest) -> String {
+        let r = stored.result
+        var text = "restore-tested \(TreeFormat.time.string(from: r.time)), \(r.passed ? "passed" : "FAILED")"
+        if let verified = stored.signature.verifiedBy { text += ", signed by \(verified)" }
+        else if !stored.signature.signers.isEmpty { text += ", signed by \(stored.signature.signers.joined(separator: ", ")) (not verified)" }
+        return text
+    }
 }

@@ -37,7 +37,8 @@ struct RepoSnapshots: ParsableCommand {
                 }
                 if let first = refused.first { throw first.signature.refusal! }
             }
-            let tested = try runBlocking { try await repository.repository.latestRestoreTests() }
+            let verifiers = repository.verifiers
+            let tested = try runBlocking { try await repository.repository.latestRestoreTests(verifiers: verifiers) }
             if repo.json {
                 try printJSON(records.map { r -> SnapshotJSON in
                     var json = SnapshotJSON(r)
@@ -52,7 +53,7 @@ struct RepoSnapshots: ParsableCommand {
             for r in records {
                 let host = r.info.hostname.padding(toLength: max(11, r.info.hostname.count), withPad: " ", startingAt: 0)
                 let tags = r.info.tags.joined(separator: ",")
-                TreeFormat.out(DisplayText.escape("\(r.shortID)  \(TreeFormat.time.string(from: r.info.time))  \(host) \(tags.padding(toLength: max(11, tags.count), withPad: " ", startingAt: 0)) \(r.info.paths.joined(separator: " "))\(tested[r.id].map { "  restore-tested \(TreeFormat.time.string(from: $0.time)), \($0.passed ? "passed" : "FAILED")" } ?? "")"))
+                TreeFormat.out(DisplayText.escape("\(r.shortID)  \(TreeFormat.time.string(from: r.info.time))  \(host) \(tags.padding(toLength: max(11, tags.count), withPad: " ", startingAt: 0)) \(r.info.paths.joined(separator: " "))\(tested[r.id].map { "  " + RestoreTestSummaryJSON.text($0) } ?? "")"))
             }
             TreeFormat.out(String(repeating: "-", count: 72))
             TreeFormat.out("\(counted(records.count, "snapshot"))")

@@ -187,7 +187,8 @@ import Glibc
             return String(decoding: cmd, as: UTF8.self).contains(serverDir)
         }
         #expect(users.isEmpty, "processes still using \(serverDir): \(users)")
-        #expect(!FileManager.default.fileExists(atPath: s.scratch.file(serverDir)))
-        #expect(s.leftovers().isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: s.scratch.file(serverDir)),
+                "left: \(((try? FileManager.default.subpathsOfDirectory(atPath: s.scratch.file(serverDir))) ?? []).prefix(20)); stderr: \(stderr.suffix(600))")
+        #expect(s.leftovers().isEmpty, "found \(serverDir) first; left: \(s.leftovers().map { ($0, ((try? FileManager.default.subpathsOfDirectory(atPath: s.scratch.file($0))) ?? []).prefix(10)) }); stderr: \(stderr.suffix(400))")
     }
 }

@@ -153,7 +153,7 @@ func processMentioning(_ text: String) -> Bool {
         #expect(chain.map(\.id) == [full.id, incremental.id, second.id])
 
         let expected = try await checksum(server, "inc")
-        let target = try ThrowawayMariaDB()
+        let target = try ThrowawayMariaDB.make()
         defer { target.tearDown() }
         try await MariaDBEngine.restore(chain: chain, from: repo.repository, into: target)
         #expect(try await target.query("SELECT COUNT(*) FROM added; SELECT msg FROM audit WHERE id = 9999;", database: "inc")
@@ -198,7 +198,7 @@ func processMentioning(_ text: String) -> Bool {
         #expect(try await repo.records().isEmpty)
 
         // Server down: the backup fails before mariabackup starts, and writes no snapshot.
-        let down = try ThrowawayMariaDB()
+        let down = try ThrowawayMariaDB.make()
         defer { down.tearDown() }
         await #expect(throws: MariaDBError.self) { _ = try await repo.backup(down.connection) }
         #expect(try await repo.records().isEmpty)
@@ -212,7 +212,7 @@ func processMentioning(_ text: String) -> Bool {
         let snapshot = try await repo.backup(server.connection)
         let chain = try MariaDBRestore.chain(ending: snapshot, in: try await repo.records())
         for delay in [300_000, 1_500_000] as [UInt32] {
-            let target = try ThrowawayMariaDB()
+            let target = try ThrowawayMariaDB.make()
             let directory = target.directory
             let restore = Task { try await MariaDBEngine.restore(chain: chain, from: repo.repository, into: target) }
             usleep(delay)

@@ -7,13 +7,32 @@ import Testing
     @Test func connInfoRefusesPasswordsAndURIs() throws {
         #expect(throws: DatabaseError.self) { try PostgresConnInfo(parsing: "host=/tmp password=x") }
         #expect(throws: DatabaseError.self) { try PostgresConnInfo(parsing: "host=/tmp PASSWORD = 'a b'") }
-        #expect(throws: DatabaseError.self) { try PostgresConnInfo(parsing: "postgresql://u:pw@h/db") }
+        #expect(throws: DatabaseError.self) { try PostgresConnInfo(parsing: "postgresql://u:pw@h/db") }  // a password in a URI
         #expect(throws: DatabaseError.self) { try PostgresConnInfo(parsing: "host=/tmp dbname='unterminated") }
         #expect(throws: DatabaseError.self) { try PostgresConnInfo(parsing: "host") }
         do {
             _ = try PostgresConnInfo(parsing: "password=hunter2")
         } catch {
             #expect(!"\(error)".contains("hunter2"), "the refusal must not repeat the password")
+        }
+    }
+
+    @Test("postgresql:// URIs become keyword pairs (percent-decoded, IPv6, several hosts, parameters); a password in one is refused without being repeated")
+    func connInfoURIs() throws {
+        func pairs(_ text: String) throws -> [String] { try PostgresConnInfo(parsing: text).pairs.map { "\($0.0)=\($0.1)" } }
+        #expect(try pairs("postgresql://backup@%2Frun%2Fpostgresql:5433/shop?sslmode=disable&application_name=coffer")
+                == ["user=backup", "host=/run/postgresql", "port=5433", "dbname=shop", "sslmode=disable", "application_name=coffer"])
+        #expect(try pairs("postgres://") == [])
+        #expect(try pairs("postgresql://db1/it%27s") == ["host=db1", "dbname=it's"])
+        #expect(try pairs("postgresql://[::1]:5432,db2:6543/x") == ["host=::1,db2", "port=5432,6543", "dbname=x"])
+        #expect(try pairs("postgresql:///shop?host=/run/postgresql") == ["dbname=shop", "host=/run/postgresql"])
+        let c = try PostgresConnInfo(parsing: "postgresql://u@h/db")
+        #expect(c.string(database: "other") == "user='u' host='h' dbname='other'")
+        for bad in ["postgresql://u:hunter2@h/db", "postgresql://h/db?password=hunter2", "postgres://u:@h", "postgresql://h/db?PassWord=hunter2",
+                    "postgresql://h:port/db", "postgresql://h/db?noequals", "postgresql://[::1/db", "postgresql://h/db#frag", "postgresql://h/%zz"] {
+            let error = #expect(throws: DatabaseError.self, "\(bad)") { try PostgresConnInfo(parsing: bad) }
+            #expect(!"\(error.map { "\($0)" } ?? "")".contains("hunter2"), "the refusal must not repeat the password")
+            #expect(error?.category == .usage)
         }
     }
 
