@@ -431,10 +431,6 @@ public final class Archiver: @unchecked Sendable {
     }
 }
 
-/// glibc's posix_spawn_file_actions_addclosefrom_np (2.34+; not in Swift's Glibc module).
-@_silgen_name("posix_spawn_file_actions_addclosefrom_np")
-private func spawnAddCloseFrom(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ from: Int32) -> Int32
-
 enum StreamCommand {
     static func executable(_ tool: String) throws -> String {
         if tool.contains("/") {
@@ -475,34 +471,21 @@ enum StreamCommand {
         }
     }
 
+    /// Starts the command through ``ChildSpawn`` (no shell, descriptors 3 and up closed, signal
+    /// defaults, Coffer's secrets removed from the environment); standard input stays the caller's.
     static func spawn(_ executable: String, arguments: [String], stdout: Int32) throws -> pid_t {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, stdout, 1)
-        // Only descriptors 0-2 reach the command (glibc 2.34+): none of this process's files,
-        // pipes or repository descriptors.
-        _ = spawnAddCloseFrom(&actions, 3)
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        let envp = ChildEnvironment.entries().map { strdup($0) } + [nil]
-        defer { (argv + envp).forEach { free($0) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, executable, &actions, nil, argv, envp)
-        guard rc == 0 else { throw TreeError.commandFailed("cannot start \(executable): \(FS.errorText(rc))") }
-        return pid
+        do {
+            return try ChildSpawn.start([executable] + arguments, stdin: .inherit, stdout: .fd(stdout), stderr: .inherit).pid
+        } catch let failure as ChildSpawn.Failure {
+            throw TreeError.commandFailed("cannot start \(executable): \(FS.errorText(failure.code))")
+        }
     }
 
-    static func wait(_ pid: pid_t) -> Int32 {
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 {
-            if errno != EINTR { return -1 }
-        }
-        return status
-    }
+    static func wait(_ pid: pid_t) -> Int32 { ChildSpawn.wait(pid) }
 
     static func describe(_ status: Int32) -> String {
-        if status & 0x7f == 0 { return "\((status >> 8) & 0xff)" }
-        return "killed by signal \(status & 0x7f)"
+        if status >= 0 && status & 0x7f == 0 { return "\((status >> 8) & 0xff)" }
+        return ChildSpawn.describe(status)
     }
 }
 
