@@ -8,12 +8,12 @@ import Foundation
 /// second request; the cap bounds the memory of each read.
 public struct RangeReads: Sendable, Equatable {
     /// Longest span of a pack's plaintext read at once (a single larger blob is read alone).
-    public var maxRange: Int = 4 << 20
+    public var maxRange: Int = 2 << 20
     /// Largest run of unneeded bytes between two blobs that are still read in one range (files
     /// backed up at the same time interleave their chunks, of 1 MiB on average, in a pack).
     public var maxGap: Int = 1 << 20
     /// Ranged reads at once (further bounded by the storage's connections).
-    public var parallel: Int = 8
+    public var parallel: Int = 4
     public init() {}
 }
 

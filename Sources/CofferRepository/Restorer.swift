@@ -14,7 +14,7 @@ public struct RestoreOptions: Sendable {
     /// files are written (their blobs, de-duplicated, read with ``RangeReads`` by ``BlobStore/loadBatch(_:_:reads:)``).
     /// Bounds memory: at most `concurrency` segments are held at once. Larger segments let more
     /// neighbouring blobs share a read: files backed up together interleave their chunks in packs.
-    public var segmentBytes = 4 << 20
+    public var segmentBytes = 2 << 20
     /// How the blobs of one segment are grouped into ranged reads of their packs.
     public var reads = RangeReads()
     /// Which recorded extended attributes are set: none, the `user.` namespace (default), or
