@@ -160,9 +160,9 @@ extension PostgresTools {
 }
 
 /// `pg_dump -Fc` of one database, consistent with the row counts recorded for it: a psql session
-/// holds a REPEATABLE READ transaction, exports its snapshot (`pg_export_snapshot()`), counts every
-/// table's rows in it, and pg_dump runs with `--snapshot=` that snapshot; the session ends after
-/// pg_dump did.
+/// holds a REPEATABLE READ transaction, exports its snapshot (`pg_export_snapshot()`), pg_dump runs
+/// with `--snapshot=` that snapshot while the session counts every table's rows in it; the session
+/// ends after pg_dump and the counting did.
 final class PostgresDumpProducer: StreamProducer, @unchecked Sendable {
     let database: String
     let conninfo: String
@@ -183,11 +183,15 @@ final class PostgresDumpProducer: StreamProducer, @unchecked Sendable {
             guard let id = snapshot.last, !id.isEmpty, id.allSatisfy({ $0.isHexDigit || $0 == "-" }) else {
                 throw DatabaseError.unexpectedOutput("pg_export_snapshot() printed no snapshot id")
             }
-            let tables = try PostgresTools.parseCounts(try await session.run(PostgresTools.countRowsSQL))
-            lock.withLock { counted = tables }
             let dump = try Child([try PostgresTools.client("pg_dump"), "-Fc", "--snapshot=\(id)", "-d", conninfo],
                                  name: "pg_dump (database \(database))", environment: environment, stdout: fd)
-            return PostgresDumpStream(dump: dump, session: session)
+            // The rows are counted in the exporting transaction while pg_dump runs in the same
+            // snapshot: the counts match the dump, and their table scans overlap the dump's.
+            let counting = Task { [self] in
+                let tables = try PostgresTools.parseCounts(try await session.run(PostgresTools.countRowsSQL))
+                lock.withLock { counted = tables }
+            }
+            return PostgresDumpStream(dump: dump, session: session, counting: counting)
         } catch {
             session.kill()
             throw error
@@ -198,14 +202,22 @@ final class PostgresDumpProducer: StreamProducer, @unchecked Sendable {
 struct PostgresDumpStream: RunningStream {
     let dump: Child
     let session: PsqlSession
+    let counting: Task<Void, Error>
     func finish() async throws {
         do { try await dump.check() } catch {
+            counting.cancel()
+            session.kill()
+            _ = await counting.result
+            throw error
+        }
+        do { try await counting.value } catch {
             session.kill()
             throw error
         }
         try await session.finish()
     }
     func cancel() {
+        counting.cancel()
         dump.terminate()
         Task { _ = await dump.wait() }
         session.kill()
