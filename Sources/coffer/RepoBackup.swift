@@ -72,20 +72,27 @@ struct RepoBackup: ParsableCommand {
         if !database && !stdin && !stdinFromCommand && paths.isEmpty { throw ValidationError("give at least one path to back up (or --stdin)") }
     }
 
+    /// The start of every kind of backup run: the signature digest checked, the repository opened
+    /// for writing with the `--sign` signer, and the archive options of the shared flags.
+    func openForBackup() throws -> (TreeRepository, ArchiveOptions) {
+        if signing.sign != nil && signing.digest != .chunkSHA256 {
+            throw ValidationError("snapshots are signed with chunk-sha256 digests: leave out --signature-digest")
+        }
+        var opened = try openTreeRepository(repo, keys: keys, forWriting: true)
+        opened.signer = try signing.signer(keys: keys)
+        var options = ArchiveOptions.current()
+        if let host { options.hostname = host }
+        options.tags = tags
+        options.excludes = try exclude.map(PathPattern.init)
+        options.programVersion = "coffer \(Coffer.configuration.version)"
+        return (opened, options)
+    }
+
     func run() throws {
         if mariadb.mariadb { return try runMariaDB() }
         try Runtime.reporting {
-            if signing.sign != nil && signing.digest != .chunkSHA256 {
-                throw ValidationError("snapshots are signed with chunk-sha256 digests: leave out --signature-digest")
-            }
-            var opened = try openTreeRepository(repo, keys: keys, forWriting: true)
-            opened.signer = try signing.signer(keys: keys)
-            let repository = opened
-            var options = ArchiveOptions.current()
-            if let host { options.hostname = host }
-            options.tags = tags
-            options.excludes = try exclude.map(PathPattern.init)
-            options.programVersion = "coffer \(Coffer.configuration.version)"
+            let (repository, start) = try openForBackup()
+            var options = start
             let absolute = paths.map(Self.absolute)
             if !stdin && !stdinFromCommand && !postgres.enabled && !repository.writeOnly {
                 options.parent = SnapshotSelection.parent(for: absolute, host: options.hostname, in: try loadSnapshots(repository))

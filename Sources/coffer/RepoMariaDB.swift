@@ -42,16 +42,7 @@ extension RepoBackup {
     /// `backup --mariadb`: a physical backup into a new snapshot (incremental on request).
     func runMariaDB() throws {
         try Runtime.reporting {
-            if signing.sign != nil && signing.digest != .chunkSHA256 {
-                throw ValidationError("snapshots are signed with chunk-sha256 digests: leave out --signature-digest")
-            }
-            var opened = try openTreeRepository(repo, keys: keys, forWriting: true)
-            opened.signer = try signing.signer(keys: keys)
-            let repository = opened
-            var options = ArchiveOptions.current()
-            if let host { options.hostname = host }
-            options.tags = tags
-            options.programVersion = "coffer \(Coffer.configuration.version)"
+            let (repository, options) = try openForBackup()
             var base: SnapshotRecord?
             if mariadb.incremental {
                 if repository.writeOnly {
