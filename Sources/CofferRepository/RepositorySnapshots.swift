@@ -47,6 +47,30 @@ public enum SnapshotSignatureError: CategorizedError, Equatable {
     }
 }
 
+/// What a signed repository object's trailer says and, with verifiers, whether it verifies: the
+/// check of docs/REPOSITORY.md, "Snapshot signatures", for snapshots and restore-test results
+/// (structure checked by ``CofferObject/signature(of:_:object:)`` for every reader; digest
+/// recomputed and the slot of an accepted key verified only when verifiers are given).
+enum SignedObjectCheck {
+    enum Outcome: Equatable { case unchecked, verified(String), notAccepted(found: [String]), invalid(signer: String) }
+
+    static func check(stored: [UInt8], object: String, verifiers: [SignatureVerifier]) throws -> (signers: [String], outcome: Outcome) {
+        let parsed = try CofferObject.parseHeader(stored, object: object)
+        let signed = try CofferObject.signature(of: stored, parsed, object: object)
+        let signers = signed?.trailer.signerLabels ?? []
+        guard !verifiers.isEmpty else { return (signers, .unchecked) }
+        guard let signed else { return (signers, .notAccepted(found: [])) }
+        do {
+            return (signers, .verified(try signed.trailer.verify(signed.payload, parameters: signed.parameters, verifiers: verifiers).label))
+        } catch CofferError.signatureInvalid {
+            let signer = verifiers.first { v in signed.trailer.entries.contains { $0.keyID == v.keyID } }?.label ?? "an accepted signer"
+            return (signers, .invalid(signer: signer))
+        } catch AccessError.signerNotAccepted(let found, _) {
+            return (signers, .notAccepted(found: found))
+        }
+    }
+}
+
 extension Repository {
     /// Stores a snapshot: the commit point of a backup. Call ``flush()`` first, so that every blob
     /// it names is durable. Wrapped to the current data public key, so a writer key can save
@@ -84,23 +108,14 @@ extension Repository {
         let (plain, _, stored) = try await Self.readObject(storage, name) { try ring.fileKey(for: $0, object: name.description) }
         let info = try RepositoryJSON.decode(SnapshotInfo.self, plain, object: name.description)
         var signature = SnapshotSignature()
-        let parsed = try CofferObject.parseHeader(stored, object: name.description)
-        let signed = try CofferObject.signature(of: stored, parsed, object: name.description)
-        signature.signers = signed?.trailer.signerLabels ?? []
-        if !verifiers.isEmpty {
-            let accepted = verifiers.map(\.label)
-            if let signed {
-                do {
-                    signature.verifiedBy = try signed.trailer.verify(signed.payload, parameters: signed.parameters, verifiers: verifiers).label
-                } catch CofferError.signatureInvalid {
-                    let signer = verifiers.first { v in signed.trailer.entries.contains { $0.keyID == v.keyID } }?.label ?? "an accepted signer"
-                    signature.refusal = .invalid(snapshot: id, signer: signer)
-                } catch AccessError.signerNotAccepted(let found, _) {
-                    signature.refusal = .notAccepted(snapshot: id, found: found, accepted: accepted)
-                }
-            } else {
-                signature.refusal = .notAccepted(snapshot: id, found: [], accepted: accepted)
-            }
+        let (signers, outcome) = try SignedObjectCheck.check(stored: stored, object: name.description, verifiers: verifiers)
+        signature.signers = signers
+        let accepted = verifiers.map(\.label)
+        switch outcome {
+        case .unchecked: break
+        case .verified(let signer): signature.verifiedBy = signer
+        case .invalid(let signer): signature.refusal = .invalid(snapshot: id, signer: signer)
+        case .notAccepted(let found): signature.refusal = .notAccepted(snapshot: id, found: found, accepted: accepted)
         }
         return Snapshot(id: id, info: info, signature: signature)
     }

@@ -109,30 +109,6 @@ public enum RestoreTestSignatureError: CategorizedError, Equatable {
     }
 }
 
-/// What a signed repository object's trailer says and, with verifiers, whether it verifies: the
-/// check of docs/REPOSITORY.md, "Snapshot signatures" (structure checked by
-/// ``CofferObject/signature(of:_:object:)`` for every reader; digest recomputed and the slot of an
-/// accepted key verified only when verifiers are given).
-enum SignedObjectCheck {
-    enum Outcome: Equatable { case unchecked, verified(String), notAccepted(found: [String]), invalid(signer: String) }
-
-    static func check(stored: [UInt8], object: String, verifiers: [SignatureVerifier]) throws -> (signers: [String], outcome: Outcome) {
-        let parsed = try CofferObject.parseHeader(stored, object: object)
-        let signed = try CofferObject.signature(of: stored, parsed, object: object)
-        let signers = signed?.trailer.signerLabels ?? []
-        guard !verifiers.isEmpty else { return (signers, .unchecked) }
-        guard let signed else { return (signers, .notAccepted(found: [])) }
-        do {
-            return (signers, .verified(try signed.trailer.verify(signed.payload, parameters: signed.parameters, verifiers: verifiers).label))
-        } catch CofferError.signatureInvalid {
-            let signer = verifiers.first { v in signed.trailer.entries.contains { $0.keyID == v.keyID } }?.label ?? "an accepted signer"
-            return (signers, .invalid(signer: signer))
-        } catch AccessError.signerNotAccepted(let found, _) {
-            return (signers, .notAccepted(found: found))
-        }
-    }
-}
-
 extension Repository {
     /// The marker between the snapshot id and the random part of a result's object name.
     static let restoreTestMarker = "-restoretest-"
