@@ -86,6 +86,23 @@ public enum ChildProcess {
     static func describe(_ status: Int32) -> String { ChildSpawn.describe(status) }
 }
 
+/// Reads `fd` on a thread of its own until end of file (or an error), handing each read to
+/// `deliver`, then closes `fd` and signals `done`. The collectors of children's output use it.
+func drainOnThread(_ fd: Int32, bufferSize: Int, done: DispatchSemaphore, _ deliver: @escaping @Sendable (ArraySlice<UInt8>) -> Void) {
+    let thread = Thread {
+        var buffer = [UInt8](repeating: 0, count: bufferSize)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            deliver(buffer[0..<n])
+        }
+        close(fd)
+        done.signal()
+    }
+    thread.start()
+}
+
 /// The last bytes a descriptor delivered, read on a thread of its own until end of file.
 final class OutputCollector: @unchecked Sendable {
     private let lock = NSLock()
@@ -95,21 +112,12 @@ final class OutputCollector: @unchecked Sendable {
 
     init(fd: Int32, limit: Int = 64 * 1024) {
         self.limit = limit
-        let thread = Thread { [self] in
-            var buffer = [UInt8](repeating: 0, count: 16384)
-            while true {
-                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { break }
-                lock.withLock {
-                    bytes += buffer[0..<n]
-                    if bytes.count > 2 * limit { bytes.removeFirst(bytes.count - limit) }
-                }
+        drainOnThread(fd, bufferSize: 16384, done: done) { [self] read in
+            lock.withLock {
+                bytes += read
+                if bytes.count > 2 * limit { bytes.removeFirst(bytes.count - limit) }
             }
-            close(fd)
-            done.signal()
         }
-        thread.start()
     }
 
     /// Everything read (at most the last `limit` bytes), after end of file.

@@ -125,18 +125,7 @@ final class MariaDBOutputTail: @unchecked Sendable {
 
     init(fd: Int32, limit: Int = 30) {
         self.limit = limit
-        let thread = Thread { [self] in
-            var buffer = [UInt8](repeating: 0, count: 65536)
-            while true {
-                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { break }
-                append(buffer[0..<n])
-            }
-            close(fd)
-            done.signal()
-        }
-        thread.start()
+        drainOnThread(fd, bufferSize: 65536, done: done) { [self] read in append(read) }
     }
 
     private func append(_ bytes: ArraySlice<UInt8>) {
@@ -169,18 +158,8 @@ final class MariaDBOutputCapture: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
 
     init(fd: Int32) {
-        let thread = Thread { [self] in
-            var buffer = [UInt8](repeating: 0, count: 65536)
-            while true {
-                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { break }
-                data += buffer[0..<n]
-            }
-            close(fd)
-            done.signal()
-        }
-        thread.start()
+        // `data` is written by the reading thread only, and read after `done`.
+        drainOnThread(fd, bufferSize: 65536, done: done) { [self] read in data += read }
     }
 
     func finish() -> [UInt8] {
