@@ -34,10 +34,8 @@ public final class Repository: BlobStore, @unchecked Sendable {
     public private(set) var damagedIndexObjects: [String: String] = [:]
     var pending: [BlobKey: PendingBlob] = [:]
     var openPack: PackBuilder?
-    /// Plaintext of full packs until they are sealed, so their blobs can be loaded meanwhile.
-    var sealing: [String: [UInt8]] = [:]
-    /// Packs sealed and being stored (their plaintext is freed once sealed): a load of one of their
-    /// blobs waits until the pack is stored, then reads it from the storage.
+    /// Full packs being sealed (in their own buffer: their plaintext is overwritten) and stored: a
+    /// load of one of their blobs waits until the pack is stored, then reads it from the storage.
     var uploading: Set<String> = []
     var finishedPacks: [IndexedPack] = []
     var tasks: [Task<Void, Error>] = []
@@ -46,12 +44,19 @@ public final class Repository: BlobStore, @unchecked Sendable {
     private let limiter: AsyncLimiter
     /// Full packs not yet stored; at `maxPacksInFlight`, ``save`` waits (bounds memory).
     private let packGate = PackGate(limit: Repository.maxPacksInFlight)
-    /// Full packs being sealed and stored at once: each holds its plaintext and its sealed copy
-    /// (2 × 4 MiB at the default pack size). Two let one pack be stored while the next is sealed
+    /// Full packs being sealed and stored at once: each holds one buffer of the pack size (sealed in
+    /// place: ``CofferObject/sealInPlace(_:_:)``). Two let one pack be stored while the next is sealed
     /// (one makes every save wait while a pack is sealed and written: an idle core, measured ~25 %
     /// slower); more only add memory (sealing runs at GB/s, far faster than compressing a pack's
-    /// worth of chunks). With the open pack, a backup holds at most 5 × the pack size in packs.
+    /// worth of chunks). With the open pack, a backup holds 3 pack buffers.
     static let maxPacksInFlight = 2
+    /// The pack buffers (open pack and packs in flight), reused for the whole run.
+    let packBuffers = BufferPool(keep: Repository.maxPacksInFlight + 1)
+    /// Room a pack's buffer keeps beyond its plaintext for sealing in place: header slots and
+    /// payload nonce (a data pack's header takes ~4 KiB) and 16 bytes per 64 KiB chunk.
+    static func packBufferCapacity(plaintext: Int) -> Int {
+        plaintext + 16 << 10 + (plaintext / CofferObject.packChunkSize + 1) * Limits.tagSize
+    }
 
     /// How new blobs are compressed (default: zstd level 3, raw when that does not shrink a blob).
     public var compression: CompressionMode {
@@ -75,21 +80,35 @@ public final class Repository: BlobStore, @unchecked Sendable {
     struct PackBuilder {
         let name: String
         /// The blobs, then (once full) the trailer: the pack's whole plaintext, sealed as it is.
-        var buffer: [UInt8] = []
+        var buffer: [UInt8]
         var blobs: [PackedBlob] = []
 
-        /// `capacity`: reserved up front, so that the buffer is not reallocated (and its bytes
-        /// copied, its capacity doubled) as blobs are appended.
-        init(name: String, capacity: Int = 0) {
+        /// `buffer`: empty, with capacity reserved up front (pack size and sealing room), so that it
+        /// is not reallocated (and its bytes copied, its capacity doubled) as blobs are appended.
+        init(name: String, buffer: [UInt8]) {
             self.name = name
-            buffer.reserveCapacity(capacity)
+            self.buffer = buffer
         }
 
         /// The pack's plaintext size with one more blob of `length` bytes and the trailer.
         func size(adding length: Int) -> Int { buffer.count + length + (blobs.count + 1) * PackedBlob.encodedSize + 8 }
 
-        /// Appends the trailer in place (no copy of the blob area); blob offsets stay valid.
-        mutating func sealTrailer() { buffer += PackTrailer.encode(blobs) }
+        /// Appends the trailer in place (no copy of the blob area; blob offsets stay valid) and
+        /// hands the pack over for sealing: its buffer moves into a box, so that the task that seals
+        /// it holds the only reference (sealed in place, no copy).
+        consuming func full() -> FullPack {
+            buffer += PackTrailer.encode(blobs)
+            var bytes: [UInt8] = []
+            swap(&bytes, &buffer)
+            return FullPack(name: name, blobs: blobs, buffer: BufferBox(bytes))
+        }
+    }
+
+    /// A full pack on its way to the storage.
+    struct FullPack {
+        let name: String
+        let blobs: [PackedBlob]
+        let buffer: BufferBox
     }
 
     init(storage: any Storage, config: RepositoryConfig, configDigest: [UInt8], access: Access, keyID: String?,
@@ -430,6 +449,7 @@ public final class Repository: BlobStore, @unchecked Sendable {
     }
 
     /// `force`: store even when the index already has the blob (prune's repacking).
+    /// The blob is compressed here (on the caller's task) and copied once, into the open pack.
     func save(_ kind: BlobKind, id: BlobID, plaintext: [UInt8], force: Bool) async throws -> Bool {
         guard plaintext.count < Int(UInt32.max) else { throw RepositoryError.refused("a blob of \(plaintext.count) bytes is too large") }
         let key = BlobKey(kind, id)
@@ -442,31 +462,31 @@ public final class Repository: BlobStore, @unchecked Sendable {
             return try compressors.popLast() ?? ChunkCompressor(mode: _compression)
         }
         guard let compressor else { return false }
-        let stored: StoredChunk
-        do { stored = try compressor.store(plaintext) } catch {
+        let compressed: [UInt8]?
+        do { compressed = try compressor.compressed(plaintext) } catch {
             _ = stateLock.withLock { pending.removeValue(forKey: key) }
             throw error
         }
-        let full: PackBuilder? = stateLock.withLock {
+        let full: FullPack? = stateLock.withLock {
             compressors.append(compressor)
-            let bytes = stored.bytes
+            let length = compressed?.count ?? plaintext.count
             // A pack never grows past the pack size (blobs, trailer included) unless one blob alone
             // does: a blob that does not fit any more seals the open pack and starts the next one,
             // so the buffer reserved for a pack is never outgrown (no reallocation, no doubling).
-            var full: PackBuilder? = nil
-            let mustSeal = openPack.map { !$0.blobs.isEmpty && $0.size(adding: bytes.count) > _packSize } ?? false
-            if mustSeal, var done = openPack {
+            var full: FullPack? = nil
+            let mustSeal = openPack.map { !$0.blobs.isEmpty && $0.size(adding: length) > _packSize } ?? false
+            if mustSeal, let done = openPack {
                 openPack = nil  // first, so that the trailer is appended to a buffer held once (no copy)
-                done.sealTrailer()
-                sealing[done.name] = done.buffer
-                full = done
+                uploading.insert(done.name)
+                full = done.full()
             }
             // Taken out of `openPack` so that appending does not copy the buffer.
-            var pack = openPack ?? PackBuilder(name: randomObjectName(), capacity: max(_packSize, bytes.count + PackedBlob.encodedSize + 8))
+            var pack = openPack ?? PackBuilder(name: randomObjectName(), buffer: packBuffers.take(
+                capacity: Self.packBufferCapacity(plaintext: max(_packSize, length + PackedBlob.encodedSize + 8))))
             openPack = nil
-            let blob = PackedBlob(kind: kind, id: id, offset: UInt32(pack.buffer.count), length: UInt32(bytes.count),
-                                  rawLength: UInt32(plaintext.count), compressed: { if case .zstd = stored { return true }; return false }())
-            pack.buffer += bytes
+            let blob = PackedBlob(kind: kind, id: id, offset: UInt32(pack.buffer.count), length: UInt32(length),
+                                  rawLength: UInt32(plaintext.count), compressed: compressed != nil)
+            pack.buffer += compressed ?? plaintext
             pack.blobs.append(blob)
             pending[key] = PendingBlob(pack: pack.name, blob: blob)
             openPack = pack
@@ -476,53 +496,43 @@ public final class Repository: BlobStore, @unchecked Sendable {
         return true
     }
 
-    /// Seals and uploads a full pack on a background task (at most one per core at a time). The
-    /// plaintext (in `sealing`) is freed as soon as the pack is sealed, so a pack being stored costs
-    /// only its sealed bytes.
-    private func submit(_ pack: PackBuilder) async throws {
+    /// Seals and uploads a full pack on a background task (at most one per core at a time). The pack
+    /// is sealed in its own buffer, which goes back to ``packBuffers`` once stored (or failed).
+    private func submit(_ pack: FullPack) async throws {
         await packGate.packStarted()
         await limiter.acquire()
-        let (name, blobs) = (pack.name, pack.blobs)  // the task must not hold the buffer
+        let (name, blobs, box) = (pack.name, pack.blobs, pack.buffer)
         let task = Task.detached { [self] in
+            var bytes = box.take()  // the only reference: sealed in place
             defer {
-                stateLock.withLock {
-                    _ = sealing.removeValue(forKey: name)
-                    _ = uploading.remove(name)
-                }
+                packBuffers.give(&bytes)
+                _ = stateLock.withLock { uploading.remove(name) }
                 Task { await self.limiter.release(); await self.packGate.packDone() }
             }
             let objectName = try ObjectName(.data, name)
-            let sealed: [UInt8] = try {
-                guard let plaintext = stateLock.withLock({ sealing[name] }) else {  // blobs and trailer (sealTrailer)
-                    preconditionFailure("pack \(name) submitted without its plaintext")
-                }
-                let fileKey = FileKey.random()
-                let publicKey = stateLock.withLock { currentPublicKey }
-                return try CofferObject.seal(plaintext, objectName: objectName.description, fileKey: fileKey,
-                                             stanzas: try publicKey.stanzas(for: fileKey), chunkSize: CofferObject.packChunkSize)
-            }()
+            let fileKey = FileKey.random()
+            let publicKey = stateLock.withLock { currentPublicKey }
+            let plan = try CofferObject.SealPlan(plaintextCount: bytes.count, objectName: objectName.description, fileKey: fileKey,
+                                                 stanzas: try publicKey.stanzas(for: fileKey), chunkSize: CofferObject.packChunkSize)
+            try CofferObject.sealInPlace(&bytes, plan)
+            try await storage.save(objectName, contents: bytes)
+            let size = bytes.count
             stateLock.withLock {
-                _ = sealing.removeValue(forKey: name)
-                uploading.insert(name)
-            }
-            try await storage.save(objectName, contents: sealed)
-            stateLock.withLock {
-                finishedPacks.append(IndexedPack(name: name, size: Int64(sealed.count), blobs: blobs))
+                finishedPacks.append(IndexedPack(name: name, size: Int64(size), blobs: blobs))
             }
         }
         stateLock.withLock { tasks.append(task) }
     }
 
     public func flush() async throws {
-        let open: PackBuilder? = stateLock.withLock {
+        let open: FullPack? = stateLock.withLock {
             defer { openPack = nil }
-            guard var p = openPack, !p.blobs.isEmpty else { return nil }
+            guard let p = openPack, !p.blobs.isEmpty else { return nil }
             openPack = nil
-            p.sealTrailer()
-            sealing[p.name] = p.buffer
-            return p
+            uploading.insert(p.name)
+            return p.full()
         }
-        if let open, !open.blobs.isEmpty { try await submit(open) }
+        if let open { try await submit(open) }
         let running = stateLock.withLock { defer { tasks = [] }; return tasks }
         var firstError: Error?
         for task in running {
@@ -562,8 +572,9 @@ public final class Repository: BlobStore, @unchecked Sendable {
             let source: Source? = stateLock.withLock {
                 if let hit = index.lookup(kind, id) { return .pack(hit.pack, hit.size, hit.location) }
                 if let p = pending[key], let blob = p.blob {
-                    let buffer = openPack?.name == p.pack ? openPack?.buffer : sealing[p.pack]
-                    if let buffer { return .memory(Array(buffer[Int(blob.offset)..<Int(blob.offset + blob.length)]), blob, p.pack) }
+                    if let open = openPack, open.name == p.pack {
+                        return .memory(Array(open.buffer[Int(blob.offset)..<Int(blob.offset + blob.length)]), blob, p.pack)
+                    }
                     // Uploaded, not yet in an index object: read it from its pack.
                     if let done = finishedPacks.first(where: { $0.name == p.pack }) {
                         return .pack(done.name, done.size, BlobLocation(pack: 0, offset: blob.offset, length: blob.length,

@@ -20,49 +20,107 @@ enum CofferObject {
     /// sealed chunk, so it binds every stored byte of the payload and the object's name.
     static func seal(_ plaintext: [UInt8], objectName: String, fileKey: FileKey, stanzas: [Stanza],
                      chunkSize: Int = defaultChunkSize, signer: PayloadSigner? = nil) throws -> [UInt8] {
-        let signature = signer.map { SignatureParameters(algorithm: $0.algorithm, digest: .chunkSHA256) }
-        let parameters = HeaderParameters(cipher: .aes256gcm, chunkSize: chunkSize, objectName: Array(objectName.utf8),
-                                          signature: signature)
-        let probe = try Header.sealed(parameters: parameters, stanzas: stanzas, fileKey: fileKey,
-                                      layout: .slots(size: Limits.maxHeaderSize, generation: 1))
-        let slotSize = Header.defaultSlotSize(forTextSize: probe.slotText().count)
-        let header = try Header.sealed(parameters: parameters, stanzas: stanzas, fileKey: fileKey,
-                                       layout: .slots(size: slotSize, generation: 1))
-        var nonce = [UInt8](repeating: 0, count: Limits.payloadNonceSize)
-        SymmetricKey(size: .bits128).withUnsafeBytes { nonce = Array($0) }
-        let chunkCount = max(1, (plaintext.count + chunkSize - 1) / chunkSize)
+        let plan = try SealPlan(plaintextCount: plaintext.count, objectName: objectName, fileKey: fileKey, stanzas: stanzas,
+                                chunkSize: chunkSize, signer: signer)
         var out: [UInt8] = []
-        out.reserveCapacity(header.leadLine.utf8.count + 1 + 2 * slotSize + nonce.count
-                            + plaintext.count + chunkCount * Limits.tagSize)
-        out += Array("\(header.leadLine)\n".utf8)
-        out += header.encodedSlot()
-        out += [UInt8](repeating: 0, count: slotSize)
-        out += nonce
-        let objectKey = KeySchedule.objectKey(fileKey: fileKey, objectName: parameters.objectName)
-        let payloadKey = KeySchedule.payloadKey(objectKey: objectKey, nonce: nonce, cipher: .aes256gcm)
+        out.reserveCapacity(plan.sealedCount)
+        out += plaintext
+        try sealInPlace(&out, plan)
+        return out
+    }
+
+    /// What sealing an object of a known plaintext size needs before its payload is encrypted: the
+    /// header (with a fresh payload nonce) and the payload key. Building it costs the key wrapping.
+    struct SealPlan {
+        /// Lead line, both header slots (the second empty) and the payload nonce: the object's first bytes.
+        let prefix: [UInt8]
+        let parameters: HeaderParameters
+        let nonce: [UInt8]
+        let payloadKey: SymmetricKey
+        let plaintextCount: Int
+        let chunkSize: Int
+        let chunkCount: Int
+        let signer: PayloadSigner?
+
+        init(plaintextCount: Int, objectName: String, fileKey: FileKey, stanzas: [Stanza],
+             chunkSize: Int = CofferObject.defaultChunkSize, signer: PayloadSigner? = nil) throws {
+            let signature = signer.map { SignatureParameters(algorithm: $0.algorithm, digest: .chunkSHA256) }
+            parameters = HeaderParameters(cipher: .aes256gcm, chunkSize: chunkSize, objectName: Array(objectName.utf8),
+                                          signature: signature)
+            let probe = try Header.sealed(parameters: parameters, stanzas: stanzas, fileKey: fileKey,
+                                          layout: .slots(size: Limits.maxHeaderSize, generation: 1))
+            let slotSize = Header.defaultSlotSize(forTextSize: probe.slotText().count)
+            let header = try Header.sealed(parameters: parameters, stanzas: stanzas, fileKey: fileKey,
+                                           layout: .slots(size: slotSize, generation: 1))
+            var nonce = [UInt8](repeating: 0, count: Limits.payloadNonceSize)
+            SymmetricKey(size: .bits128).withUnsafeBytes { nonce = Array($0) }
+            var prefix = Array("\(header.leadLine)\n".utf8)
+            prefix += header.encodedSlot()
+            prefix += [UInt8](repeating: 0, count: slotSize)
+            prefix += nonce
+            self.prefix = prefix
+            self.nonce = nonce
+            let objectKey = KeySchedule.objectKey(fileKey: fileKey, objectName: parameters.objectName)
+            payloadKey = KeySchedule.payloadKey(objectKey: objectKey, nonce: nonce, cipher: .aes256gcm)
+            self.plaintextCount = plaintextCount
+            self.chunkSize = chunkSize
+            chunkCount = max(1, (plaintextCount + chunkSize - 1) / chunkSize)
+            self.signer = signer
+        }
+
+        /// The sealed object's size: header and nonce, payload chunks with their tags, signature trailer.
+        var sealedCount: Int { prefix.count + plaintextCount + chunkCount * Limits.tagSize + parameters.trailerSize }
+    }
+
+    /// Seals an object in the buffer that holds its plaintext (`buffer.count == plan.plaintextCount`),
+    /// with no second buffer of the object's size: the plaintext is moved up by the header's and the
+    /// tags' size, then chunk k's ciphertext and tag are written at its final offset, which ends at or
+    /// before plaintext chunk k+1 starts (chunk k's sealed bytes end `16·(k+1)` bytes after its
+    /// plaintext would, and the plaintext was moved up by `16·chunkCount`). Each chunk is read before
+    /// its output is written (swift-crypto returns the box). When `buffer`'s capacity is at least
+    /// `plan.sealedCount` it is not reallocated: a pack is sealed in its own buffer.
+    static func sealInPlace(_ buffer: inout [UInt8], _ plan: SealPlan) throws {
+        let count = buffer.count
+        precondition(count == plan.plaintextCount, "the buffer holds the plan's plaintext")
+        let headerCount = plan.prefix.count
+        let plainStart = headerCount + plan.chunkCount * Limits.tagSize
+        buffer.reserveCapacity(plan.sealedCount)
+        buffer.append(contentsOf: repeatElement(0, count: plainStart))
         var digester = SHA256()
-        try plaintext.withUnsafeBytes { raw in
-            for k in 0..<chunkCount {
-                let start = k * chunkSize
-                let end = min(plaintext.count, start + chunkSize)
-                let box = try AES.GCM.seal(UnsafeRawBufferPointer(rebasing: raw[start..<end]), using: payloadKey,
-                                           nonce: AES.GCM.Nonce(data: PayloadCipher.chunkNonce(counter: UInt64(k), isFinal: k == chunkCount - 1)))
-                if signer != nil {
+        try buffer.withUnsafeMutableBytes { raw in
+            let base = raw.baseAddress!
+            if count > 0 { memmove(base + plainStart, base, count) }
+            plan.prefix.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: headerCount) }
+            var out = headerCount
+            for k in 0..<plan.chunkCount {
+                let start = plainStart + k * plan.chunkSize
+                let end = min(plainStart + count, start + plan.chunkSize)
+                let box = try AES.GCM.seal(UnsafeRawBufferPointer(rebasing: raw[start..<end]), using: plan.payloadKey,
+                                           nonce: AES.GCM.Nonce(data: PayloadCipher.chunkNonce(counter: UInt64(k), isFinal: k == plan.chunkCount - 1)))
+                let chunkStart = out
+                func put(_ part: Data) {
+                    part.withUnsafeBytes { bytes in
+                        if let from = bytes.baseAddress { (base + out).copyMemory(from: from, byteCount: bytes.count) }
+                        out += bytes.count
+                    }
+                }
+                put(box.ciphertext)
+                put(box.tag)
+                precondition(out <= (k + 1 < plan.chunkCount ? start + plan.chunkSize : end),
+                             "sealed chunk \(k) would overwrite plaintext not yet sealed")
+                if plan.signer != nil {
                     var chunk = SHA256()
-                    chunk.update(data: box.ciphertext)
-                    chunk.update(data: box.tag)
+                    chunk.update(bufferPointer: UnsafeRawBufferPointer(rebasing: raw[chunkStart..<out]))
                     digester.update(data: Array(chunk.finalize()))
                 }
-                out += box.ciphertext
-                out += box.tag
             }
+            precondition(out == plainStart + count, "every chunk sealed")
         }
-        if let signer, let signature {
-            let payload = SignedPayload(payloadNonce: nonce, plaintextLength: UInt64(plaintext.count),
-                                        chunkCount: UInt64(chunkCount), digest: Array(digester.finalize()))
-            out += try payload.trailer(signedBy: signer, parameters: parameters).encoded(signature)
+        if let signer = plan.signer, let signature = plan.parameters.signature {
+            let payload = SignedPayload(payloadNonce: plan.nonce, plaintextLength: UInt64(count),
+                                        chunkCount: UInt64(plan.chunkCount), digest: Array(digester.finalize()))
+            buffer += try payload.trailer(signedBy: signer, parameters: plan.parameters).encoded(signature)
         }
-        return out
     }
 
     /// A signed object's signature trailer and what it covers, computed from the stored bytes alone

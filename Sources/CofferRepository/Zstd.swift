@@ -188,6 +188,13 @@ public struct ChunkCompressor {
     public func store(_ chunk: [UInt8]) throws -> StoredChunk {
         try chunk.withUnsafeBytes { try store($0) }
     }
+
+    /// The zstd frame of `chunk`, or nil when the chunk is to be stored raw (off, or the frame would
+    /// not be smaller): unlike ``store(_:)``, a raw chunk is not copied.
+    public func compressed(_ chunk: [UInt8]) throws -> [UInt8]? {
+        guard let compressor else { return nil }
+        return try chunk.withUnsafeBytes { try compressor.compressIfSmaller($0) }
+    }
 }
 
 @inline(__always)
