@@ -40,11 +40,18 @@ final class BufferPool: @unchecked Sendable {
         var returned: [UInt8] = []
         swap(&returned, &buffer)
         guard returned.capacity > 0 else { return }
-        returned.removeAll(keepingCapacity: true)
+        let before = returned.withUnsafeBytes { $0.baseAddress }
+        returned.removeAll(keepingCapacity: true)  // new storage if someone else still holds the bytes
+        let shared = returned.withUnsafeBytes { $0.baseAddress } != before
         lock.withLock {
+            if shared { sharedOnReturn += 1 }
             if free.count < keep { free.append(returned) }
         }
     }
+
+    /// Buffers given back while someone else still held their bytes (their storage was not reused).
+    var sharedReturns: Int { lock.withLock { sharedOnReturn } }
+    private var sharedOnReturn = 0
 
     /// Buffers waiting in the pool.
     var available: Int { lock.withLock { free.count } }

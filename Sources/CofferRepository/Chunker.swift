@@ -198,6 +198,10 @@ public struct BytesSource: ChunkSource {
 
 /// Splits a stream into content-defined chunks with bounded memory: one buffer of at most
 /// `maxSize + readSize` bytes, whatever the input size. Chunks are lent to the caller, not copied.
+///
+/// A chunk is cut as soon as the bytes read hold its cut point (FastCDC's cut depends only on the
+/// bytes before it), so the buffer needs little room beyond one maximal chunk, and what is moved to
+/// the buffer's front before a read is only the unfinished chunk.
 public final class StreamChunker<Source: ChunkSource> {
     public let cdc: FastCDC
     private var source: Source
@@ -209,11 +213,12 @@ public final class StreamChunker<Source: ChunkSource> {
     /// Offset in the stream of the next chunk.
     public private(set) var offset: UInt64 = 0
 
-    /// `readSize`: bytes asked of the source per read (default 1 MiB). `sizeHint`: the input's
+    /// `readSize`: the buffer's room beyond a maximal chunk (default 256 KiB; reads fill the whole
+    /// free part of the buffer). `sizeHint`: the input's
     /// expected length (a file's size), so that a small input gets a buffer of its size rather than
     /// `maxSize + readSize` bytes (10,000 small files would otherwise map and unmap 3 MiB each); the
     /// buffer grows to the full size if the input turns out longer.
-    public init(source: Source, cdc: FastCDC, readSize: Int = 1 << 20, sizeHint: Int? = nil) {
+    public init(source: Source, cdc: FastCDC, readSize: Int = 256 << 10, sizeHint: Int? = nil) {
         precondition(readSize > 0)
         self.source = source
         self.cdc = cdc
@@ -233,8 +238,8 @@ public final class StreamChunker<Source: ChunkSource> {
         while true {
             let available = UnsafeRawBufferPointer(rebasing: buffer[start..<end])
             if available.isEmpty && atEnd { return nil }
-            if available.count >= cdc.parameters.maxSize || atEnd,
-               let cut = cdc.cutPoint(available, isFinal: atEnd) {
+            // nil: no cut point in the bytes read so far, and fewer than `maxSize` of them.
+            if !available.isEmpty, let cut = cdc.cutPoint(available, isFinal: atEnd) {
                 start += cut
                 offset += UInt64(cut)
                 return try body(UnsafeRawBufferPointer(rebasing: available[0..<cut]))

@@ -42,14 +42,15 @@ public final class Repository: BlobStore, @unchecked Sendable {
     var headerCache: [String: CofferObject.Opened] = [:]
     var compressors: [ChunkCompressor] = []
     private let limiter: AsyncLimiter
-    /// Full packs not yet stored; at `maxPacksInFlight`, ``save`` waits (bounds memory).
-    private let packGate = PackGate(limit: Repository.maxPacksInFlight)
+    /// Full packs being sealed and stored; a save that must start a new pack while
+    /// `maxPacksInFlight` are still in flight waits for one (bounds memory).
+    let packSlots = PackSlots(limit: Repository.maxPacksInFlight)
     /// Full packs being sealed and stored at once: each holds one buffer of the pack size (sealed in
-    /// place: ``CofferObject/sealInPlace(_:_:)``). Two let one pack be stored while the next is sealed
-    /// (one makes every save wait while a pack is sealed and written: an idle core, measured ~25 %
-    /// slower); more only add memory (sealing runs at GB/s, far faster than compressing a pack's
-    /// worth of chunks). With the open pack, a backup holds 3 pack buffers.
-    static let maxPacksInFlight = 2
+    /// place: ``CofferObject/sealInPlace(_:_:)``). One is enough: a save waits only when it must start
+    /// a new pack while the previous one is still being sealed and written (milliseconds: sealing runs
+    /// at GB/s, far faster than compressing a pack's worth of chunks); blobs are compressed and
+    /// appended to the open pack meanwhile. With the open pack, a backup holds 2 pack buffers.
+    static let maxPacksInFlight = 1
     /// The pack buffers (open pack and packs in flight), reused for the whole run.
     let packBuffers = BufferPool(keep: Repository.maxPacksInFlight + 1)
     /// Room a pack's buffer keeps beyond its plaintext for sealing in place: header slots and
@@ -453,9 +454,6 @@ public final class Repository: BlobStore, @unchecked Sendable {
     func save(_ kind: BlobKind, id: BlobID, plaintext: [UInt8], force: Bool) async throws -> Bool {
         guard plaintext.count < Int(UInt32.max) else { throw RepositoryError.refused("a blob of \(plaintext.count) bytes is too large") }
         let key = BlobKey(kind, id)
-        // Back-pressure: while a full pack is still being sealed and stored, new blobs wait, so
-        // memory holds at most the open pack and `maxPacksInFlight` sealing ones.
-        await packGate.enter()
         let compressor: ChunkCompressor? = try stateLock.withLock {
             if pending[key] != nil || (!force && index.contains(kind, id)) { return nil }
             pending[key] = PendingBlob(pack: "", blob: nil)
@@ -467,39 +465,53 @@ public final class Repository: BlobStore, @unchecked Sendable {
             _ = stateLock.withLock { pending.removeValue(forKey: key) }
             throw error
         }
-        let full: FullPack? = stateLock.withLock {
-            compressors.append(compressor)
-            let length = compressed?.count ?? plaintext.count
-            // A pack never grows past the pack size (blobs, trailer included) unless one blob alone
-            // does: a blob that does not fit any more seals the open pack and starts the next one,
-            // so the buffer reserved for a pack is never outgrown (no reallocation, no doubling).
-            var full: FullPack? = nil
-            let mustSeal = openPack.map { !$0.blobs.isEmpty && $0.size(adding: length) > _packSize } ?? false
-            if mustSeal, let done = openPack {
-                openPack = nil  // first, so that the trailer is appended to a buffer held once (no copy)
-                uploading.insert(done.name)
-                full = done.full()
-            }
-            // Taken out of `openPack` so that appending does not copy the buffer.
-            var pack = openPack ?? PackBuilder(name: randomObjectName(), buffer: packBuffers.take(
-                capacity: Self.packBufferCapacity(plaintext: max(_packSize, length + PackedBlob.encodedSize + 8))))
-            openPack = nil
-            let blob = PackedBlob(kind: kind, id: id, offset: UInt32(pack.buffer.count), length: UInt32(length),
-                                  rawLength: UInt32(plaintext.count), compressed: compressed != nil)
-            pack.buffer += compressed ?? plaintext
-            pack.blobs.append(blob)
-            pending[key] = PendingBlob(pack: pack.name, blob: blob)
-            openPack = pack
-            return full
+        stateLock.withLock { compressors.append(compressor) }
+        let length = compressed?.count ?? plaintext.count
+        while true {
+            // Back-pressure: a blob that must start a new pack while `maxPacksInFlight` full packs
+            // are still being sealed and stored waits for one of them, so memory holds at most the
+            // open pack and those; blobs that fit the open pack never wait.
+            let appended: (done: Bool, full: FullPack?) = stateLock.withLock { append(kind, id: id, key: key, plaintext: plaintext,
+                                                                                      compressed: compressed, length: length) }
+            if let full = appended.full { try await submit(full) }
+            if appended.done { return true }
+            await packSlots.waitForRoom()
         }
-        if let full { try await submit(full) }
-        return true
+    }
+
+    /// Appends a blob to the open pack (called under `stateLock`). When the blob does not fit, the
+    /// open pack is handed over as full first, unless `maxPacksInFlight` packs are in flight: then
+    /// nothing is done (`done` false) and the caller waits for room.
+    private func append(_ kind: BlobKind, id: BlobID, key: BlobKey, plaintext: [UInt8], compressed: [UInt8]?,
+                        length: Int) -> (done: Bool, full: FullPack?) {
+        // A pack never grows past the pack size (blobs, trailer included) unless one blob alone
+        // does: a blob that does not fit any more seals the open pack and starts the next one,
+        // so the buffer reserved for a pack is never outgrown (no reallocation, no doubling).
+        var full: FullPack? = nil
+        let mustSeal = openPack.map { !$0.blobs.isEmpty && $0.size(adding: length) > _packSize } ?? false
+        if mustSeal, let done = openPack {
+            guard packSlots.tryStart() else { return (false, nil) }
+            openPack = nil  // first, so that the trailer is appended to a buffer held once (no copy)
+            uploading.insert(done.name)
+            full = done.full()
+        }
+        // Taken out of `openPack` so that appending does not copy the buffer.
+        var pack = openPack ?? PackBuilder(name: randomObjectName(), buffer: packBuffers.take(
+            capacity: Self.packBufferCapacity(plaintext: max(_packSize, length + PackedBlob.encodedSize + 8))))
+        openPack = nil
+        let blob = PackedBlob(kind: kind, id: id, offset: UInt32(pack.buffer.count), length: UInt32(length),
+                              rawLength: UInt32(plaintext.count), compressed: compressed != nil)
+        pack.buffer += compressed ?? plaintext
+        pack.blobs.append(blob)
+        pending[key] = PendingBlob(pack: pack.name, blob: blob)
+        openPack = pack
+        return (true, full)
     }
 
     /// Seals and uploads a full pack on a background task (at most one per core at a time). The pack
     /// is sealed in its own buffer, which goes back to ``packBuffers`` once stored (or failed).
+    /// The pack already counts in ``packSlots`` (``PackSlots/tryStart()`` or ``PackSlots/start()``).
     private func submit(_ pack: FullPack) async throws {
-        await packGate.packStarted()
         await limiter.acquire()
         let (name, blobs, box) = (pack.name, pack.blobs, pack.buffer)
         let task = Task.detached { [self] in
@@ -507,7 +519,8 @@ public final class Repository: BlobStore, @unchecked Sendable {
             defer {
                 packBuffers.give(&bytes)
                 _ = stateLock.withLock { uploading.remove(name) }
-                Task { await self.limiter.release(); await self.packGate.packDone() }
+                packSlots.finish()
+                Task { await self.limiter.release() }
             }
             let objectName = try ObjectName(.data, name)
             let fileKey = FileKey.random()
@@ -529,6 +542,7 @@ public final class Repository: BlobStore, @unchecked Sendable {
             defer { openPack = nil }
             guard let p = openPack, !p.blobs.isEmpty else { return nil }
             openPack = nil
+            packSlots.start()
             uploading.insert(p.name)
             return p.full()
         }
@@ -654,23 +668,48 @@ public final class Repository: BlobStore, @unchecked Sendable {
     }
 }
 
-/// Counts full packs not yet stored; ``enter()`` waits while there are `limit` of them.
-actor PackGate {
+/// Counts full packs being sealed and stored. A save takes a place with ``tryStart()`` (under the
+/// repository's lock) or, when there is none, waits with ``waitForRoom()`` and tries again.
+final class PackSlots: @unchecked Sendable {
+    private let lock = NSLock()
     private let limit: Int
-    private var outstanding = 0
+    private var inFlight = 0
     private var waiters: [CheckedContinuation<Void, Never>] = []
     init(limit: Int) { self.limit = max(1, limit) }
 
-    func enter() async {
-        while outstanding >= limit { await withCheckedContinuation { waiters.append($0) } }
+    /// Takes a place if one is free.
+    func tryStart() -> Bool {
+        lock.withLock {
+            guard inFlight < limit else { return false }
+            inFlight += 1
+            return true
+        }
     }
 
-    func packStarted() { outstanding += 1 }
+    /// Takes a place whether or not one is free (flush: the last pack needs no new buffer).
+    func start() { lock.withLock { inFlight += 1 } }
 
-    func packDone() {
-        outstanding -= 1
-        let woken = waiters
-        waiters = []
+    /// Returns once a place is free (it may be taken by another save before the caller tries again).
+    func waitForRoom() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now: Bool = lock.withLock {
+                if inFlight < limit { return true }
+                waiters.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    func finish() {
+        let woken: [CheckedContinuation<Void, Never>] = lock.withLock {
+            inFlight -= 1
+            defer { waiters = [] }
+            return waiters
+        }
         for w in woken { w.resume() }
     }
+
+    /// Packs in flight (tests).
+    var count: Int { lock.withLock { inFlight } }
 }
