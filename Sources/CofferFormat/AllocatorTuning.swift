@@ -40,4 +40,24 @@ public enum AllocatorTuning {
         set(arenaMax, arenas, unlessEnvironment: "MALLOC_ARENA_MAX")
         #endif
     }
+
+    /// The mmap threshold of a repository backup (``applyForBackup()``): blocks from 1 MiB up (pack
+    /// buffers, the chunker's buffer of a large file, the largest chunks) are mapped on their own.
+    public static let backupMmapThreshold: Int32 = 1 << 20
+
+    /// For a repository backup, after ``apply()``: a 1 MiB mmap threshold. A backup's large buffers
+    /// are few and long-lived (pack buffers are pooled, one chunker buffer per large file), so mapping
+    /// them costs no measurable CPU, while in the heap the freed multi-MiB blocks left holes that the
+    /// chunk-sized blocks around them kept from being reused: the heap grew ~4 MiB past what was
+    /// live (docs/PERFORMANCE.md, "Memory"). Single-file commands keep ``apply()``'s 32 MiB (their
+    /// per-chunk AEAD outputs re-fault when mapped). `MALLOC_MMAP_THRESHOLD_` or
+    /// `COFFER_MALLOC_DEFAULTS=1` in the environment leaves the threshold alone.
+    public static func applyForBackup() {
+        #if os(Linux)
+        let defaults = getenv("COFFER_MALLOC_DEFAULTS").map { String(cString: $0) } == "1"
+        if getenv("MALLOC_MMAP_THRESHOLD_") == nil && !defaults {
+            _ = glibcMallopt(mmapThreshold, backupMmapThreshold)
+        }
+        #endif
+    }
 }
