@@ -140,4 +140,18 @@ import Testing
         let (none, _) = try await treeLoads(store, trees, includes: ["/home/x"], target: dir.file("none"), root: root)
         #expect(none == 1, "only the root tree: loaded \(none)")
     }
+
+    @Test("ls with a path loads only the trees on the way to it and those below it")
+    func listingAPathLoadsItsSubtreeOnly() async throws {
+        let store = MemoryBlobStore()
+        let (root, trees) = try await tree(store)
+        store.resetLoads()
+        var listed: [String] = []
+        try await TreeWalk.list(store: store, root: root, start: [Array("srv".utf8), Array("d3".utf8)]) { path, _ in
+            listed.append(TreeNode.display(path))
+        }
+        #expect(listed == ["/srv/d3", "/srv/d3/deeper", "/srv/d3/deeper/g", "/srv/d3/f"])
+        let loads = store.loads.filter { trees.contains($0) }.count
+        #expect(loads == 4, "root, srv, d3, d3/deeper: loaded \(loads)")
+    }
 }
