@@ -91,6 +91,40 @@ func runTool(_ argv: [String]) throws -> (status: Int32, stdout: String, stderr:
         await #expect(throws: TreeError.self) { _ = try await dump(store, info.tree, [Array("nowhere".utf8)], into: dir.file("n.tar")) }
     }
 
+    @Test("a long name that is not UTF-8 goes into a pax path record with hdrcharset=BINARY and extracts byte for byte")
+    func binaryLongName() async throws {
+        let dir = TemporaryDirectory()
+        let store = MemoryBlobStore()
+        let data = Array("raw".utf8)
+        let id = store.idKey.id(of: data)
+        _ = try await store.save(.data, id: id, plaintext: data)
+        let name = [UInt8](repeating: 0x61, count: 105) + [0xff, 0xfe]
+        let sub = try await store.saveTree(try Tree(nodes: [TreeNode(name: name, kind: .file, mode: 0o644, size: 3, content: [id])]))
+        let root = try await store.saveTree(try Tree(nodes: [TreeNode(name: Array("d".utf8), kind: .directory, mode: 0o755, subtree: sub.id)]))
+        let tar = dir.file("out.tar")
+        _ = try await dump(store, root.id, [], into: tar)
+        // The "d/" header, then the pax header and its records, then the file's header.
+        let bytes = try #require(readBytes(tar))
+        #expect(bytes[512 + 156] == 0x78)
+        let records = Array(bytes[1024..<1536].prefix { $0 != 0 })
+        #expect(String(decoding: records, as: UTF8.self).hasPrefix("21 hdrcharset=BINARY\n"))
+        #expect(records.split(separator: 0x0a).contains { $0.elementsEqual(Array("119 path=d/".utf8) + name) })
+        let out = dir.file("x")
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let extracted = try runTool(["/usr/bin/tar", "-xf", tar, "-C", out])
+        #expect(extracted.status == 0, "\(extracted.stderr)")
+        let path = Array((out + "/d/").utf8) + name
+        let content = withBytePath(path) { p -> [UInt8]? in
+            let fd = open(p, O_RDONLY)
+            guard fd >= 0 else { return nil }
+            defer { close(fd) }
+            var buffer = [UInt8](repeating: 0, count: 16)
+            let n = read(fd, &buffer, 16)
+            return n < 0 ? nil : Array(buffer[..<n])
+        }
+        #expect(content == data)
+    }
+
     @Test("user xattrs go into SCHILY.xattr records that GNU tar --xattrs restores")
     func xattrs() async throws {
         let dir = TemporaryDirectory()
