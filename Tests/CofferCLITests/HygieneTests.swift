@@ -1,4 +1,5 @@
 @_spi(TestVectors) import CofferFormat
+import CofferTestServers
 import Foundation
 import Testing
 #if canImport(Glibc)
@@ -122,15 +123,15 @@ import Glibc
 
     /// Starts `argv` with standard input from a pipe the caller holds open; returns the pid and the write end.
     static func spawnBlocked(_ argv: [String]) throws -> (pid_t, Int32) {
-        var fds: [Int32] = [-1, -1]
-        guard pipe(&fds) == 0 else { throw POSIXError(.EMFILE) }
-        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+        let pipe = try TestFiles.pipe()
+        let fds = [pipe.read, pipe.write]
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, fds[0], 0)
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        try closeInherited(&actions)
         let cArgs = argv.map { strdup($0) } + [nil]
         let env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("COFFER_") }
         let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
