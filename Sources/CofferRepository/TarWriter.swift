@@ -10,11 +10,16 @@ import Glibc
 /// the snapshot without the leading "/", built only from tree names the tree reader validated and
 /// checked again here. File content is read a window of blobs at a time (memory does not grow with
 /// the file), each blob authenticated and checked against its id by the store before it is written.
+/// Files that were one file (hard links, by the restore's rule: equal device and inode, a link
+/// count of 2 or more, equal content and size) are one file in the archive: the first met is
+/// written with its content, each later one as a hard link entry (typeflag '1') naming it.
 public enum TarDump {
     public struct Summary: Sendable, Equatable {
         public var files = 0
         public var directories = 0
         public var symlinks = 0
+        /// Files written as hard links to a file written before them (also counted in ``files``).
+        public var hardLinks = 0
         /// Content bytes of the files written (not counting headers and padding).
         public var bytes: UInt64 = 0
         public init() {}
@@ -50,6 +55,8 @@ public enum TarDump {
         var counter: TreeWalkLimits.Counter
         let reads: RangeReads
         var summary = Summary()
+        /// The first file of each hard-link group met so far: its name in the archive, content, size.
+        var linkFirsts: [Restorer.LinkKey: (name: [UInt8], content: [BlobID], size: UInt64)] = [:]
 
         mutating func walk(_ id: BlobID, name: [UInt8], depth: Int) async throws {
             guard depth < Restorer.maxDepth else { throw TreeError.malformedTree("trees nested deeper than \(Restorer.maxDepth)") }
@@ -76,8 +83,18 @@ public enum TarDump {
                 try writer.header(for: node, name: name, type: .symlink, size: 0)
                 summary.symlinks += 1
             case .file:
-                try await file(node, name: name)
                 summary.files += 1
+                if let key = Restorer.LinkKey(node) {
+                    // A forged tree cannot make two different files one: a "link" whose content or
+                    // size differs from the first's is written as a file of its own.
+                    if let first = linkFirsts[key], first.content == node.content, first.size == node.size {
+                        try writer.header(for: node, name: name, type: .hardLink, size: 0, linkName: first.name)
+                        summary.hardLinks += 1
+                        return
+                    }
+                    if linkFirsts[key] == nil { linkFirsts[key] = (name, node.content, node.size) }
+                }
+                try await file(node, name: name)
                 summary.bytes += node.size
             }
         }
@@ -127,6 +144,7 @@ public enum TarDump {
 struct TarWriter {
     enum EntryType: UInt8 {
         case file = 0x30       // '0'
+        case hardLink = 0x31   // '1'
         case symlink = 0x32    // '2'
         case directory = 0x35  // '5'
         case pax = 0x78        // 'x'
@@ -185,8 +203,9 @@ struct TarWriter {
         return h
     }
 
-    /// Writes the header of one entry (a pax header first when needed).
-    mutating func header(for node: TreeNode, name: [UInt8], type: EntryType, size: UInt64) throws {
+    /// Writes the header of one entry (a pax header first when needed). `linkName`: a hard link's
+    /// target, the name of the entry written before it (a symbolic link's comes from `node`).
+    mutating func header(for node: TreeNode, name: [UInt8], type: EntryType, size: UInt64, linkName: [UInt8] = []) throws {
         var pax: [UInt8] = []
         var binary = false
         func text(_ key: String, _ value: [UInt8]) {
@@ -194,7 +213,7 @@ struct TarWriter {
             pax += TarWriter.paxRecord(key, value)
         }
         if name.count > 100 { text("path", name) }
-        let target = type == .symlink ? node.linkTarget : []
+        let target = type == .symlink ? node.linkTarget : type == .hardLink ? linkName : []
         if target.count > 100 { text("linkpath", target) }
         if TarWriter.octal(size, width: 12) == nil { pax += TarWriter.paxRecord("size", Array(String(size).utf8)) }
         let uid = UInt64(node.uid), gid = UInt64(node.gid)
@@ -206,7 +225,7 @@ struct TarWriter {
         let seconds = node.mtimeNanos >= 0 ? node.mtimeNanos / 1_000_000_000 : -((-node.mtimeNanos + 999_999_999) / 1_000_000_000)
         let ustarTime = seconds >= 0 ? TarWriter.octal(UInt64(seconds), width: 12).map { _ in UInt64(seconds) } : nil
         if ustarTime == nil { pax += TarWriter.paxRecord("mtime", Array(String(seconds).utf8)) }
-        for x in node.xattrs where x.namespace == "user" && ExtendedAttribute.invalidNameReason(x.name) == nil {
+        for x in node.xattrs where type != .hardLink && x.namespace == "user" && ExtendedAttribute.invalidNameReason(x.name) == nil {
             pax += TarWriter.paxRecord("SCHILY.xattr." + String(decoding: x.name, as: UTF8.self), x.value)
         }
         if binary { pax = TarWriter.paxRecord("hdrcharset", Array("BINARY".utf8)) + pax }

@@ -125,6 +125,75 @@ func runTool(_ argv: [String]) throws -> (status: Int32, stdout: String, stderr:
         #expect(content == data)
     }
 
+    @Test("hard links: the first file of a group carries the content, the others are tar hard links to it; GNU tar extracts one inode")
+    func hardLinks() async throws {
+        let dir = TemporaryDirectory()
+        let long = String(repeating: "l", count: 110)  // the first's name is over 100 bytes: a linkpath record
+        writeFile(deterministicBytes(200_000, seed: 9), dir.p("src/\(long)/a"), mode: 0o640)
+        try FileManager.default.createDirectory(atPath: dir.p("src/z"), withIntermediateDirectories: true)
+        #expect(link(dir.p("src/\(long)/a"), dir.p("src/b")) == 0)
+        #expect(link(dir.p("src/\(long)/a"), dir.p("src/z/c")) == 0)
+        writeFile(Array("alone\n".utf8), dir.p("src/single"))
+        let store = MemoryBlobStore()
+        let info = try await Archiver(store: store, options: try options()).backup(paths: [dir.p("src")]).info
+        let tar = dir.file("out.tar")
+        let summary = try await dump(store, info.tree, pathComponents(dir.p("src")), into: tar)
+        #expect(summary.files == 4 && summary.hardLinks == 2)
+        #expect(summary.bytes == 200_000 + 6, "the linked content is written once")
+
+        // tar -tv names the link targets: depth first in name order, "b" then "llll…/a" then "z/c";
+        // "b" is met first, so it carries the content.
+        let base = String(dir.p("src").dropFirst())
+        let listed = try runTool(["/usr/bin/tar", "-tvf", tar])
+        #expect(listed.status == 0, "\(listed.stderr)")
+        let lines = listed.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.contains { $0.hasSuffix("\(base)/\(long)/a link to \(base)/b") }, "\(lines)")
+        #expect(lines.contains { $0.hasSuffix("\(base)/z/c link to \(base)/b") }, "\(lines)")
+
+        let out = dir.file("x")
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let extracted = try runTool(["/usr/bin/tar", "-xpf", tar, "-C", out])
+        #expect(extracted.status == 0, "\(extracted.stderr)")
+        let root = out + "/" + base
+        let b = try #require(lstatOf(root + "/b")), a = try #require(lstatOf(root + "/\(long)/a")), c = try #require(lstatOf(root + "/z/c"))
+        #expect(a.st_ino == b.st_ino && c.st_ino == b.st_ino && b.st_nlink == 3)
+        #expect(readBytes(root + "/b") == deterministicBytes(200_000, seed: 9))
+        #expect(b.st_mode & 0o7777 == 0o640)
+        #expect(lstatOf(root + "/single").map { $0.st_nlink } == 1)
+
+        // Dumping only the long directory: its "a" is the group's first there, written with content.
+        let part = try await dump(store, info.tree, pathComponents(dir.p("src/\(long)")), into: dir.file("part.tar"))
+        #expect(part.files == 1 && part.hardLinks == 0 && part.bytes == 200_000)
+    }
+
+    @Test("a forged hard link (same device and inode, other content or size) is written as a file of its own")
+    func forgedHardLinkIsAFile() async throws {
+        let dir = TemporaryDirectory()
+        let store = MemoryBlobStore()
+        func blob(_ bytes: [UInt8]) async throws -> BlobID {
+            let id = store.idKey.id(of: bytes)
+            _ = try await store.save(.data, id: id, plaintext: bytes)
+            return id
+        }
+        let one = Array("one\n".utf8), two = Array("two!\n".utf8)
+        let idOne = try await blob(one), idTwo = try await blob(two)
+        func file(_ name: String, _ size: Int, _ id: BlobID) -> TreeNode {
+            TreeNode(name: Array(name.utf8), kind: .file, mode: 0o644, size: UInt64(size), inode: 7, device: 1, content: [id], links: 2)
+        }
+        let sub = try await store.saveTree(try Tree(nodes: [file("a", 4, idOne), file("b", 4, idOne), file("c", 5, idTwo)]))
+        let root = try await store.saveTree(try Tree(nodes: [TreeNode(name: Array("d".utf8), kind: .directory, mode: 0o755, subtree: sub.id)]))
+        let tar = dir.file("out.tar")
+        let summary = try await dump(store, root.id, [], into: tar)
+        #expect(summary.files == 3 && summary.hardLinks == 1 && summary.bytes == 4 + 5)
+        let out = dir.file("x")
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let extracted = try runTool(["/usr/bin/tar", "-xf", tar, "-C", out])
+        #expect(extracted.status == 0, "\(extracted.stderr)")
+        #expect(lstatOf(out + "/d/a")?.st_ino == lstatOf(out + "/d/b")?.st_ino)
+        #expect(lstatOf(out + "/d/c")?.st_ino != lstatOf(out + "/d/a")?.st_ino)
+        #expect(readBytes(out + "/d/b") == one && readBytes(out + "/d/c") == two)
+    }
+
     @Test("user xattrs go into SCHILY.xattr records that GNU tar --xattrs restores")
     func xattrs() async throws {
         let dir = TemporaryDirectory()
