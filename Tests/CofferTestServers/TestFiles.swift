@@ -34,30 +34,12 @@ public enum TestFiles {
     /// Writes a file that will be executed (a fake tool, a wrapper script): through a child shell,
     /// which alone ever holds it open for writing and has exited when this returns.
     public static func writeExecutable(_ bytes: [UInt8], to path: String, mode: mode_t = 0o755) throws {
-        var fds: [Int32] = [-1, -1]
-        guard testFilesPipe2(&fds, O_CLOEXEC) == 0 else { throw ServerError("pipe: \(String(cString: strerror(errno)))") }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, fds[0], 0)
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        guard TestSpawn.closeInheritedDescriptors(&actions) else {
-            close(fds[0]); close(fds[1])
-            throw ServerError("posix_spawn_file_actions_addclosefrom_np is missing (glibc 2.34 or later)")
-        }
         let argv = ["/bin/sh", "-c", "umask 077 && cat > \"$1\" && chmod \"$2\" \"$1\"", "sh", path, String(mode, radix: 8)]
-        let cArgs = argv.map { strdup($0) } + [nil]
-        let cEnv: [UnsafeMutablePointer<CChar>?] = [strdup("PATH=/usr/bin:/bin"), nil]
-        defer { (cArgs + cEnv).forEach { free($0) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, argv[0], &actions, nil, cArgs, cEnv)
-        close(fds[0])
-        guard rc == 0 else { close(fds[1]); throw ServerError("cannot start /bin/sh: \(String(cString: strerror(rc)))") }
+        let (pid, input) = try TestSpawn.startWithInput(argv, environment: ["PATH=/usr/bin:/bin"])
         // A child that exits early must not kill the test process with SIGPIPE.
         signal(SIGPIPE, SIG_IGN)
-        let written = Result { try writeAll(fds[1], bytes, path) }
-        close(fds[1])
+        let written = Result { try writeAll(input, bytes, path) }
+        close(input)
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         try written.get()
@@ -81,6 +63,33 @@ public enum TestFiles {
         var fds: [Int32] = [-1, -1]
         guard testFilesPipe2(&fds, O_CLOEXEC) == 0 else { throw ServerError("pipe: \(String(cString: strerror(errno)))") }
         return (fds[0], fds[1])
+    }
+}
+
+extension TestSpawn {
+    /// Starts `argv` (argv[0] a path) with `environment` ("NAME=value"), standard input from a new
+    /// pipe whose write end is returned (close-on-exec; the caller writes and closes it), standard
+    /// output and error to /dev/null, descriptors 3 and up closed.
+    public static func startWithInput(_ argv: [String], environment: [String]) throws -> (pid: pid_t, input: Int32) {
+        let pipe = try TestFiles.pipe()
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, pipe.read, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        guard closeInheritedDescriptors(&actions) else {
+            close(pipe.read); close(pipe.write)
+            throw ServerError("posix_spawn_file_actions_addclosefrom_np is missing (glibc 2.34 or later)")
+        }
+        let cArgs = argv.map { strdup($0) } + [nil]
+        let cEnv = environment.map { strdup($0) } + [nil]
+        defer { (cArgs + cEnv).forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, argv[0], &actions, nil, cArgs, cEnv)
+        close(pipe.read)
+        guard rc == 0 else { close(pipe.write); throw ServerError("cannot start \(argv[0]): \(String(cString: strerror(rc)))") }
+        return (pid, pipe.write)
     }
 }
 
