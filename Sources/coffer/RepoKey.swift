@@ -110,7 +110,7 @@ struct RepoKey: ParsableCommand {
         @Flag(help: "With object lock: remove a key object that is still retained (it is hidden, its locked version stays until its date).")
         var force = false
 
-        struct Result: Encodable { let removed: String; let retainedUntil: String?
+        struct Result: Encodable { let removed: String; let retainedUntil: Date?
             enum CodingKeys: String, CodingKey { case removed, retainedUntil = "retained_until" } }
 
         func run() throws {
@@ -128,7 +128,7 @@ struct RepoKey: ParsableCommand {
                 }
                 let removed = try runBlocking { try await repository.removeKey(plan.id, evenIfRetained: force) }
                 let until = removed.retainedUntil.map { TreeFormat.time.string(from: $0) }
-                if repo.json { return try printJSON(Result(removed: removed.id, retainedUntil: removed.retainedUntil.map { ISO8601DateFormatter().string(from: $0) })) }
+                if repo.json { return try printJSON(Result(removed: removed.id, retainedUntil: removed.retainedUntil)) }
                 print("removed key object \(removed.id)" + (until.map { " (its locked version stays until \($0))" } ?? ""))
             }
         }
