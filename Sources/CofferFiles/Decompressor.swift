@@ -36,46 +36,34 @@ public struct Decompressor: Sendable {
         throw FileError.toolUnavailable(tool: tool, reason: "decompressing \(suffix) files needs it: install \(package)")
     }
 
-    /// Starts the tool reading `input` and writing `output`; returns a function that waits for it
-    /// and throws unless it succeeded.
+    /// Starts the tool reading `input` and writing `output` through ``ChildSpawn`` (no shell,
+    /// descriptors 3 and up closed, default signal dispositions, the environment of
+    /// ``ChildEnvironment``: no Coffer secrets); returns a function that waits for it and throws
+    /// unless it succeeded.
     func start(input: Int32, output: Int32) throws -> () throws -> Void {
         let executable = try executable()
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, input, 0)
-        posix_spawn_file_actions_adddup2(&actions, output, 1)
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        let envp = ChildEnvironment.entries().map { strdup($0) } + [nil]
-        defer { (argv + envp).forEach { free($0) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, executable, &actions, nil, argv, envp)
-        guard rc == 0 else {
-            throw FileError.toolUnavailable(tool: executable, reason: String(cString: strerror(rc)))
+        let pid: pid_t
+        do {
+            pid = try ChildSpawn.start([executable] + arguments, stdin: .fd(input), stdout: .fd(output), stderr: .inherit).pid
+        } catch let failure as ChildSpawn.Failure {
+            throw FileError.toolUnavailable(tool: executable, reason: String(cString: strerror(failure.code)))
         }
         let tool = self.tool
         return {
-            var status: Int32 = 0
-            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            let status = ChildSpawn.wait(pid)
             guard status == 0 else {
                 throw CofferError.writeFailed(path: "\(tool) output",
-                                              reason: "\(tool) failed (status \(status)): the decrypted data is not valid \(tool) input")
+                                              reason: "\(tool) failed (\(ChildSpawn.describe(status))): the decrypted data is not valid \(tool) input")
             }
         }
     }
 }
 
-/// pipe2(2), behind _GNU_SOURCE in Glibc's headers.
-@_silgen_name("pipe2")
-private func glibcPipe2(_ fds: UnsafeMutablePointer<Int32>, _ flags: Int32) -> Int32
-
 /// A pipe whose ends are close-on-exec from the start, so that a tool spawned by another thread
 /// at the same moment never inherits them (it would hold the pipe open and the reader would
 /// never see its end).
 func makePipe(for path: String) throws -> (read: Int32, write: Int32) {
-    var fds: [Int32] = [0, 0]
-    guard glibcPipe2(&fds, O_CLOEXEC) == 0 else {
-        throw CofferError.writeFailed(path: path, reason: "cannot create a pipe: \(String(cString: strerror(errno)))")
+    do { return try ChildSpawn.pipe() } catch let failure as ChildSpawn.Failure {
+        throw CofferError.writeFailed(path: path, reason: "cannot create a pipe: \(String(cString: strerror(failure.code)))")
     }
-    return (fds[0], fds[1])
 }

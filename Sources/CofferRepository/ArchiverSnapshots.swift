@@ -5,8 +5,8 @@ public struct SnapshotRecord: Sendable, Equatable {
     public let id: String
     public let info: SnapshotInfo
     /// Its producer signature: who the trailer names and, when signers were required, the outcome.
-    public var signature: SnapshotSignature
-    public init(id: String, info: SnapshotInfo, signature: SnapshotSignature = SnapshotSignature()) {
+    public var signature: ObjectSignature
+    public init(id: String, info: SnapshotInfo, signature: ObjectSignature = ObjectSignature()) {
         self.id = id; self.info = info; self.signature = signature
     }
     /// The first 8 hex digits (restic's `short_id`).

@@ -80,23 +80,18 @@ extension Repository {
 
     /// Removes a key object (by full id or unique prefix). Refuses to remove the key that opened the
     /// repository, the last key object, or the last one the recovery key opens when the config
-    /// requires recovery.
-    public func removeKey(_ reference: String) async throws {
-        try requireFullAccess("key objects")
-        let keys = try await listKeys()
-        let matches = keys.filter { $0.id.hasPrefix(reference) }
-        guard !reference.isEmpty, let target = matches.first else { throw RepositoryError.notFound("no key object \(reference)") }
-        guard matches.count == 1 else { throw RepositoryError.refused("key prefix \(reference) is ambiguous") }
-        guard !target.current else {
-            throw RepositoryError.refused("refusing to remove the key object that opened the repository; open it with another key first")
+    /// requires recovery; and, on a storage with object lock, a key object that is still retained,
+    /// unless `evenIfRetained` (``KeyRemoval/consequence`` says why: the locked version stays and
+    /// still opens the repository). Nothing is removed when it refuses. Returns what it removed.
+    @discardableResult
+    public func removeKey(_ reference: String, evenIfRetained: Bool = false) async throws -> KeyRemoval {
+        let removal = try await planKeyRemoval(reference)
+        if removal.retainedUntil != nil && !evenIfRetained {
+            throw RepositoryError.refused(removal.consequence + " Nothing was removed.")
         }
-        let rest = keys.filter { $0.id != target.id }
-        guard !rest.isEmpty else { throw RepositoryError.refused("refusing to remove the repository's last key object") }
-        if config.requireRecovery && target.recovery && !rest.contains(where: \.recovery) {
-            throw RepositoryError.refused("refusing to remove the last key object the recovery key opens (the repository requires recovery)")
-        }
-        try await storage.remove(try ObjectName(.keys, target.id))
-        try await appendKeyEvent(KeyEvent(.remove, key: target.id, detail: target.keys.joined(separator: ", ")))
+        try await storage.remove(try ObjectName(.keys, removal.id))
+        try await appendKeyEvent(KeyEvent(.remove, key: removal.id, detail: removal.keys.joined(separator: ", ")))
+        return removal
     }
 
     /// Starts a new data-key generation: a fresh X25519 key pair stored as `keys/data-N`; new packs

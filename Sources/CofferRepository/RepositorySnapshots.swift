@@ -5,28 +5,70 @@ import Foundation
 public struct Snapshot: Sendable, Equatable {
     public let id: String
     public let info: SnapshotInfo
-    public var signature = SnapshotSignature()
+    public var signature = ObjectSignature()
     public var shortID: String { String(id.prefix(8)) }
 }
 
-/// A snapshot object's producer signature (docs/REPOSITORY.md, "Snapshot signatures").
-public struct SnapshotSignature: Sendable, Equatable {
+/// A signed repository object's producer signature: snapshots (docs/REPOSITORY.md, "Snapshot
+/// signatures") and restore-test results ("Restore-test results") follow the same rules.
+public struct ObjectSignature: Sendable, Equatable {
     /// The signers its trailer names ("ed25519 KEYID"), as the trailer claims them (checked only
-    /// when verifiers are given); empty when the snapshot is unsigned.
+    /// when verifiers are given); empty when the object is unsigned.
     public var signers: [String] = []
     /// With verifiers: the accepted signer whose signature verified.
     public var verifiedBy: String?
-    /// With verifiers: why the snapshot is refused (unsigned, other signers, invalid signature).
-    public var refusal: SnapshotSignatureError?
+    /// With verifiers: why the object is refused (unsigned, other signers, invalid signature).
+    public var refusal: ObjectSignatureError?
     public init() {}
+
+    /// What the trailer of `stored` (the object's stored bytes, already authenticated as
+    /// `object`) says and, with verifiers, whether it verifies. The trailer's structure is checked
+    /// by ``CofferObject/signature(of:_:object:)`` for every reader (damage throws); the digest is
+    /// recomputed and the slot of an accepted key verified only when verifiers are given.
+    static func check(stored: [UInt8], object: String, subject: SignedObject, verifiers: [SignatureVerifier]) throws -> ObjectSignature {
+        let parsed = try CofferObject.parseHeader(stored, object: object)
+        let signed = try CofferObject.signature(of: stored, parsed, object: object)
+        var out = ObjectSignature()
+        out.signers = signed?.trailer.signerLabels ?? []
+        guard !verifiers.isEmpty else { return out }
+        let accepted = verifiers.map(\.label)
+        guard let signed else {
+            out.refusal = .notAccepted(subject, found: [], accepted: accepted)
+            return out
+        }
+        do {
+            out.verifiedBy = try signed.trailer.verify(signed.payload, parameters: signed.parameters, verifiers: verifiers).label
+        } catch CofferError.signatureInvalid {
+            let signer = verifiers.first { v in signed.trailer.entries.contains { $0.keyID == v.keyID } }?.label ?? "an accepted signer"
+            out.refusal = .invalid(subject, signer: signer)
+        } catch AccessError.signerNotAccepted(let found, _) {
+            out.refusal = .notAccepted(subject, found: found, accepted: accepted)
+        }
+        return out
+    }
 }
 
-/// Why a snapshot is refused when its signer is required.
-public enum SnapshotSignatureError: CategorizedError, Equatable {
+/// The object a signature refusal is about, as messages name it.
+public enum SignedObject: Sendable, Equatable, CustomStringConvertible {
+    /// A snapshot, by its full id.
+    case snapshot(String)
+    /// A restore-test result, by its object name (`snapshots/ID-restoretest-R`).
+    case restoreTest(String)
+
+    public var description: String {
+        switch self {
+        case .snapshot(let id): return "snapshot \(id.prefix(8))"
+        case .restoreTest(let object): return "restore-test result \(object)"
+        }
+    }
+}
+
+/// Why a signed object is refused when its signer is required.
+public enum ObjectSignatureError: CategorizedError, Equatable {
     /// Unsigned (`found` empty), or signed only by keys not accepted.
-    case notAccepted(snapshot: String, found: [String], accepted: [String])
+    case notAccepted(SignedObject, found: [String], accepted: [String])
     /// A signature by an accepted signer that does not verify: the object was altered after signing.
-    case invalid(snapshot: String, signer: String)
+    case invalid(SignedObject, signer: String)
 
     public var category: ErrorCategory {
         switch self {
@@ -37,36 +79,12 @@ public enum SnapshotSignatureError: CategorizedError, Equatable {
 
     public var description: String {
         switch self {
-        case .notAccepted(let snapshot, let found, let accepted):
+        case .notAccepted(let subject, let found, let accepted):
             let want = accepted.joined(separator: ", ")
-            if found.isEmpty { return "snapshot \(snapshot.prefix(8)) is not signed; a signature by \(want) is required" }
-            return "snapshot \(snapshot.prefix(8)) is signed by \(found.joined(separator: ", ")), not by an accepted signer (\(want))"
-        case .invalid(let snapshot, let signer):
-            return "snapshot \(snapshot.prefix(8)): the signature by \(signer) does not match the snapshot object: it was altered after signing"
-        }
-    }
-}
-
-/// What a signed repository object's trailer says and, with verifiers, whether it verifies: the
-/// check of docs/REPOSITORY.md, "Snapshot signatures", for snapshots and restore-test results
-/// (structure checked by ``CofferObject/signature(of:_:object:)`` for every reader; digest
-/// recomputed and the slot of an accepted key verified only when verifiers are given).
-enum SignedObjectCheck {
-    enum Outcome: Equatable { case unchecked, verified(String), notAccepted(found: [String]), invalid(signer: String) }
-
-    static func check(stored: [UInt8], object: String, verifiers: [SignatureVerifier]) throws -> (signers: [String], outcome: Outcome) {
-        let parsed = try CofferObject.parseHeader(stored, object: object)
-        let signed = try CofferObject.signature(of: stored, parsed, object: object)
-        let signers = signed?.trailer.signerLabels ?? []
-        guard !verifiers.isEmpty else { return (signers, .unchecked) }
-        guard let signed else { return (signers, .notAccepted(found: [])) }
-        do {
-            return (signers, .verified(try signed.trailer.verify(signed.payload, parameters: signed.parameters, verifiers: verifiers).label))
-        } catch CofferError.signatureInvalid {
-            let signer = verifiers.first { v in signed.trailer.entries.contains { $0.keyID == v.keyID } }?.label ?? "an accepted signer"
-            return (signers, .invalid(signer: signer))
-        } catch AccessError.signerNotAccepted(let found, _) {
-            return (signers, .notAccepted(found: found))
+            if found.isEmpty { return "\(subject) is not signed; a signature by \(want) is required" }
+            return "\(subject) is signed by \(found.joined(separator: ", ")), not by an accepted signer (\(want))"
+        case .invalid(let subject, let signer):
+            return "\(subject): the signature by \(signer) does not match the object: it was altered after signing"
         }
     }
 }
@@ -107,16 +125,7 @@ extension Repository {
         let ring = try dataKeyring
         let (plain, _, stored) = try await Self.readObject(storage, name) { try ring.fileKey(for: $0, object: name.description) }
         let info = try RepositoryJSON.decode(SnapshotInfo.self, plain, object: name.description)
-        var signature = SnapshotSignature()
-        let (signers, outcome) = try SignedObjectCheck.check(stored: stored, object: name.description, verifiers: verifiers)
-        signature.signers = signers
-        let accepted = verifiers.map(\.label)
-        switch outcome {
-        case .unchecked: break
-        case .verified(let signer): signature.verifiedBy = signer
-        case .invalid(let signer): signature.refusal = .invalid(snapshot: id, signer: signer)
-        case .notAccepted(let found): signature.refusal = .notAccepted(snapshot: id, found: found, accepted: accepted)
-        }
+        let signature = try ObjectSignature.check(stored: stored, object: name.description, subject: .snapshot(id), verifiers: verifiers)
         return Snapshot(id: id, info: info, signature: signature)
     }
 

@@ -63,50 +63,12 @@ public struct RestoreTestResult: Codable, Sendable, Equatable {
 public struct StoredRestoreTest: Sendable, Equatable {
     public let object: String
     public let result: RestoreTestResult
-    public var signature = RestoreTestSignature()
-    public init(object: String, result: RestoreTestResult, signature: RestoreTestSignature = RestoreTestSignature()) {
+    public var signature = ObjectSignature()
+    public init(object: String, result: RestoreTestResult, signature: ObjectSignature = ObjectSignature()) {
         self.object = object; self.result = result; self.signature = signature
     }
     /// Counts for a reader that requires `verifiers`: no verifiers, or a signature by one verified.
     public var accepted: Bool { signature.refusal == nil }
-}
-
-/// A restore-test result's producer signature (docs/REPOSITORY.md, "Restore-test results"): the
-/// same signed-object rules as snapshot signatures.
-public struct RestoreTestSignature: Sendable, Equatable {
-    /// The signers the trailer names, as claimed (checked only with verifiers); empty: unsigned.
-    public var signers: [String] = []
-    /// With verifiers: the accepted signer whose signature verified.
-    public var verifiedBy: String?
-    /// With verifiers: why the result does not count (unsigned, other signers, altered).
-    public var refusal: RestoreTestSignatureError?
-    public init() {}
-}
-
-/// Why a restore-test result does not count when a signer is required.
-public enum RestoreTestSignatureError: CategorizedError, Equatable {
-    /// Unsigned (`found` empty) or signed only by keys not accepted.
-    case notAccepted(object: String, found: [String], accepted: [String])
-    /// A signature by an accepted signer that does not verify: altered after signing.
-    case invalid(object: String, signer: String)
-
-    public var category: ErrorCategory {
-        switch self {
-        case .notAccepted: return .key
-        case .invalid: return .integrity
-        }
-    }
-
-    public var description: String {
-        switch self {
-        case .notAccepted(let object, let found, let accepted):
-            let want = accepted.joined(separator: ", ")
-            if found.isEmpty { return "restore-test result \(object) is not signed; a signature by \(want) is required" }
-            return "restore-test result \(object) is signed by \(found.joined(separator: ", ")), not by an accepted signer (\(want))"
-        case .invalid(let object, let signer):
-            return "restore-test result \(object): the signature by \(signer) does not match the object: it was altered after signing"
-        }
-    }
 }
 
 extension Repository {
@@ -166,16 +128,8 @@ extension Repository {
         guard result.snapshot == snapshot else {
             throw RepositoryError.damaged(object: object.description, reason: "it is the result of snapshot \(result.snapshot.prefix(8)), not of \(snapshot.prefix(8))")
         }
-        var signature = RestoreTestSignature()
-        let (signers, outcome) = try SignedObjectCheck.check(stored: stored, object: object.description, verifiers: verifiers)
-        signature.signers = signers
-        let accepted = verifiers.map(\.label)
-        switch outcome {
-        case .unchecked: break
-        case .verified(let label): signature.verifiedBy = label
-        case .notAccepted(let found): signature.refusal = .notAccepted(object: object.description, found: found, accepted: accepted)
-        case .invalid(let signer): signature.refusal = .invalid(object: object.description, signer: signer)
-        }
+        let signature = try ObjectSignature.check(stored: stored, object: object.description, subject: .restoreTest(object.description),
+                                                  verifiers: verifiers)
         return StoredRestoreTest(object: name, result: result, signature: signature)
     }
 

@@ -269,14 +269,14 @@ public final class Restorer: @unchecked Sendable {
             return nil
         }
         let directory = PlanDirectory(node: nil)
-        let subtrees = tree.nodes.compactMap { $0.kind == .directory ? $0.subtree : nil }
+        let subtrees = tree.nodes.compactMap { $0.kind == .directory && options.enters($0, below: path, matched: matched) ? $0.subtree : nil }
         var loaded: [BlobID: Result<[UInt8], Error>] = [:]
         var entered = 0
         for node in tree.nodes {
             let childPath = path + [0x2f] + node.name
             let selected = matched || options.includes.contains { $0.matches(path: childPath, name: node.name) }
             if selected || node.kind == .directory { try counter.add(node) }
-            if node.kind == .directory {
+            if node.kind == .directory, options.enters(node, below: path, matched: matched) {
                 if entered % Restorer.subtreeBatch == 0 && subtrees.count > 1 {
                     let batch = Array(subtrees[entered..<min(entered + Restorer.subtreeBatch, subtrees.count)])
                     loaded = await store.loadBatch(.tree, batch, reads: options.reads)

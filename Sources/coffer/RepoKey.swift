@@ -100,18 +100,36 @@ struct RepoKey: ParsableCommand {
     }
 
     struct Remove: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Remove a key object (by id or unique prefix).")
+        static let configuration = CommandConfiguration(
+            abstract: "Remove a key object (by id or unique prefix).",
+            discussion: "In a repository with object lock a key object cannot be destroyed before its retain-until date: removing it only hides it, and its locked version still opens the whole repository (data written later too, whatever the data-key generation) for whoever holds that key and may read old object versions. So a key object still retained is refused, with the date, unless --force is given (docs/S3.md, \"Object lock\").")
         @OptionGroup var repo: RepoOptions
         @OptionGroup var keys: KeyOptions
         @Argument(help: "The key object's id or a unique prefix.") var id: String
+
+        @Flag(help: "With object lock: remove a key object that is still retained (it is hidden, its locked version stays until its date).")
+        var force = false
+
+        struct Result: Encodable { let removed: String; let retainedUntil: Date?
+            enum CodingKeys: String, CodingKey { case removed, retainedUntil = "retained_until" } }
 
         func run() throws {
             try Runtime.reporting {
                 try repo.refuseWriterKey("key remove")
                 let repository = try RepoKeys.open(repo, keys)
                 let id = self.id
-                try runBlocking { try await repository.removeKey(id) }
-                if repo.json { try printJSON(["removed": id]) } else { print("removed key object \(id)") }
+                // Decided before anything is removed: what a removal would leave behind.
+                let plan = try runBlocking { try await repository.planKeyRemoval(id) }
+                if plan.retainedUntil != nil {
+                    guard force else {
+                        throw UsageError(plan.consequence + " Nothing was removed; to remove it anyway (it is then no longer listed or used), run again with --force.")
+                    }
+                    Runtime.warn("warning: " + plan.consequence)
+                }
+                let removed = try runBlocking { try await repository.removeKey(plan.id, evenIfRetained: force) }
+                let until = removed.retainedUntil.map { TreeFormat.time.string(from: $0) }
+                if repo.json { return try printJSON(Result(removed: removed.id, retainedUntil: removed.retainedUntil)) }
+                print("removed key object \(removed.id)" + (until.map { " (its locked version stays until \($0))" } ?? ""))
             }
         }
     }

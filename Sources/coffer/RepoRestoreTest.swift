@@ -121,8 +121,17 @@ struct RestoreTestSummaryJSON: Encodable {
     static func text(_ stored: StoredRestoreTest) -> String {
         let r = stored.result
         var text = "restore-tested \(TreeFormat.time.string(from: r.time)), \(r.passed ? "passed" : "FAILED")"
-        if let verified = stored.signature.verifiedBy { text += ", signed by \(verified)" }
-        else if !stored.signature.signers.isEmpty { text += ", signed by \(stored.signature.signers.joined(separator: ", ")) (not verified)" }
+        if let signed = stored.signature.shown { text += ", " + signed }
         return text
+    }
+}
+
+extension ObjectSignature {
+    /// How text output names a signed object's signature (snapshots and restore-test results):
+    /// "signed by LABEL" when verified, "signed by LABELS (not verified)" when only claimed by the
+    /// trailer, nil when unsigned.
+    var shown: String? {
+        if let verifiedBy { return "signed by \(verifiedBy)" }
+        return signers.isEmpty ? nil : "signed by \(signers.joined(separator: ", ")) (not verified)"
     }
 }

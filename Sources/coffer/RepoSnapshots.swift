@@ -53,7 +53,7 @@ struct RepoSnapshots: ParsableCommand {
             for r in records {
                 let host = r.info.hostname.padding(toLength: max(11, r.info.hostname.count), withPad: " ", startingAt: 0)
                 let tags = r.info.tags.joined(separator: ",")
-                TreeFormat.out(DisplayText.escape("\(r.shortID)  \(TreeFormat.time.string(from: r.info.time))  \(host) \(tags.padding(toLength: max(11, tags.count), withPad: " ", startingAt: 0)) \(r.info.paths.joined(separator: " "))\(tested[r.id].map { "  " + RestoreTestSummaryJSON.text($0) } ?? "")"))
+                TreeFormat.out(DisplayText.escape("\(r.shortID)  \(TreeFormat.time.string(from: r.info.time))  \(host) \(tags.padding(toLength: max(11, tags.count), withPad: " ", startingAt: 0)) \(r.info.paths.joined(separator: " "))\(r.signature.shown.map { "  " + $0 } ?? "")\(tested[r.id].map { "  " + RestoreTestSummaryJSON.text($0) } ?? "")"))
             }
             TreeFormat.out(String(repeating: "-", count: 72))
             TreeFormat.out("\(counted(records.count, "snapshot"))")

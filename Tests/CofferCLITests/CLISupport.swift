@@ -1,3 +1,4 @@
+import CofferTestServers
 import Foundation
 import Testing
 #if canImport(Glibc)
@@ -63,6 +64,7 @@ func spawn(_ argv: [String], environment: [String: String], stdin: [UInt8]?, std
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
     }
     posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+    try closeInherited(&actions)
     let cArgs = argv.map { strdup($0) } + [nil]
     let cEnv = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
     defer { (cArgs + cEnv).forEach { free($0) } }
@@ -151,6 +153,7 @@ func cofferOnTerminal(_ arguments: [String], answers: [(prompt: String, answer: 
     posix_spawn_file_actions_addopen(&actions, 0, slavePath, O_RDWR, 0)
     posix_spawn_file_actions_adddup2(&actions, 0, 1)
     posix_spawn_file_actions_adddup2(&actions, 0, 2)
+    try closeInherited(&actions)
     var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("COFFER_") }
     env.merge(environment) { $1 }
     let cArgs = ([cofferBinary] + arguments).map { strdup($0) } + [nil]
@@ -198,6 +201,7 @@ func spawnInBackground(_ argv: [String], stdinPath: String) throws -> pid_t {
     posix_spawn_file_actions_addopen(&actions, 0, stdinPath, O_RDONLY, 0)
     posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
     posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+    try closeInherited(&actions)
     let cArgs = argv.map { strdup($0) } + [nil]
     let env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("COFFER_") }
     let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
@@ -206,6 +210,15 @@ func spawnInBackground(_ argv: [String], stdinPath: String) throws -> pid_t {
     let rc = posix_spawn(&pid, argv[0], &actions, nil, cArgs, cEnv)
     guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .ENOENT) }
     return pid
+}
+
+/// The last spawn action of every test spawn: descriptors 3 and up are closed in the child, so
+/// nothing another test holds at that moment (a file it is writing, a pipe end) reaches it.
+/// Tests run in parallel in one process; see CofferTestServers' TestFiles for why it matters.
+func closeInherited(_ actions: inout posix_spawn_file_actions_t) throws {
+    guard TestSpawn.closeInheritedDescriptors(&actions) else {
+        throw POSIXError(.ENOSYS)  // glibc before 2.34: no posix_spawn_file_actions_addclosefrom_np
+    }
 }
 
 func waitForExit(_ pid: pid_t) -> Int32 {
@@ -232,7 +245,7 @@ enum Exit {
     static let usage: Int32 = 64
 }
 
-final class Scratch {
+final class Scratch: Sendable {
     let path: String
     init() {
         var template = Array("\(NSTemporaryDirectory())/coffer-cli-XXXXXX".utf8CString)
@@ -246,8 +259,13 @@ final class Scratch {
         let p = file(name)
         try FileManager.default.createDirectory(atPath: URL(fileURLWithPath: p).deletingLastPathComponent().path,
                                                 withIntermediateDirectories: true)
-        try Data(bytes).write(to: URL(fileURLWithPath: p))
-        chmod(p, mode)
+        // Close-on-exec, and an executable (a fake tool a test runs) written by a child process,
+        // so that no process holds it open for writing when it is run: see TestFiles.
+        if mode & 0o111 != 0 {
+            try TestFiles.writeExecutable(bytes, to: p, mode: mode)
+        } else {
+            try TestFiles.write(bytes, to: p, mode: mode)
+        }
         return p
     }
 

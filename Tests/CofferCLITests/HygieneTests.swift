@@ -1,4 +1,5 @@
 @_spi(TestVectors) import CofferFormat
+import CofferTestServers
 import Foundation
 import Testing
 #if canImport(Glibc)
@@ -122,24 +123,9 @@ import Glibc
 
     /// Starts `argv` with standard input from a pipe the caller holds open; returns the pid and the write end.
     static func spawnBlocked(_ argv: [String]) throws -> (pid_t, Int32) {
-        var fds: [Int32] = [-1, -1]
-        guard pipe(&fds) == 0 else { throw POSIXError(.EMFILE) }
-        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, fds[0], 0)
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        let cArgs = argv.map { strdup($0) } + [nil]
         let env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("COFFER_") }
-        let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { (cArgs + cEnv).forEach { free($0) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, argv[0], &actions, nil, cArgs, cEnv)
-        close(fds[0])
-        guard rc == 0 else { close(fds[1]); throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .ENOENT) }
-        return (pid, fds[1])
+        let started = try TestSpawn.startWithInput(argv, environment: env.map { "\($0.key)=\($0.value)" })
+        return (started.pid, started.input)
     }
 
     static func procText(_ pid: pid_t, _ name: String) -> String {

@@ -32,6 +32,7 @@ import Glibc
         posix_spawn_file_actions_addopen(&actions, 0, stdinPath, O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, stdoutPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        try closeInherited(&actions)
         let argv = [cofferBinary] + arguments
         let env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("COFFER_") && !$0.key.hasPrefix("MALLOC_") }
         let cArgs = argv.map { strdup($0) } + [nil]

@@ -135,7 +135,7 @@ let serverEnvironment: [String: String?] = {
         let bin = scratch.dir + "/bin"
         try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
         let wrapper = "#!/bin/sh\n\(try ChildProcess.find("pg_dump")) \"$@\" | head -c 10000\necho 'pg_dump: simulated crash' >&2\nkill -9 $$\n"
-        FileManager.default.createFile(atPath: bin + "/pg_dump", contents: Data(wrapper.utf8), attributes: [.posixPermissions: 0o755])
+        try TestFiles.writeExecutable(Array(wrapper.utf8), to: bin + "/pg_dump")
         let repo = try await scratch.create()
         var env = serverEnvironment
         env["PATH"] = bin + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")

@@ -23,7 +23,7 @@ import Glibc
 
     static func makePipe() throws -> (read: Int32, write: Int32, inode: UInt64) {
         var fds: [Int32] = [0, 0]
-        try #require(pipe(&fds) == 0)
+        try #require(closeOnExecPipe(&fds, O_CLOEXEC) == 0)
         var st = stat()
         try #require(fstat(fds[0], &st) == 0)
         return (fds[0], fds[1], UInt64(st.st_ino))

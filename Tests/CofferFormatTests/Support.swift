@@ -43,7 +43,7 @@ func pipeSource(_ bytes: [UInt8]) -> ByteSource {
     // ends) instead of a SIGPIPE that would kill the test process.
     signal(SIGPIPE, SIG_IGN)
     var fds: [Int32] = [0, 0]
-    precondition(pipe(&fds) == 0)
+    precondition(closeOnExecPipe(&fds, O_CLOEXEC) == 0)  // no child of another test keeps an end
     let writeEnd = fds[1]
     let payload = bytes
     Thread.detachNewThread {
@@ -81,3 +81,7 @@ func replacingFirst(_ pattern: [UInt8], with replacement: [UInt8], in bytes: [UI
     }
     return bytes
 }
+
+/// pipe2(2) is behind _GNU_SOURCE in Glibc's headers, so Swift does not import it.
+@_silgen_name("pipe2")
+func closeOnExecPipe(_ fds: UnsafeMutablePointer<Int32>, _ flags: Int32) -> Int32

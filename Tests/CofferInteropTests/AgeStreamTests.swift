@@ -17,7 +17,7 @@ final class PipeFeeder: @unchecked Sendable {
     init(_ bytes: [UInt8]) {
         signal(SIGPIPE, SIG_IGN)  // a reader that stops early closes its end: the writer then gets EPIPE
         var fds: [Int32] = [0, 0]
-        precondition(pipe(&fds) == 0)
+        precondition(closeOnExecPipe(&fds, O_CLOEXEC) == 0)  // no child of another test keeps an end
         let writeEnd = fds[1]
         source = ByteSource(fd: fds[0], path: "pipe")
         let done = self.done
@@ -250,3 +250,7 @@ final class PipeFeeder: @unchecked Sendable {
         }
     }
 }
+
+/// pipe2(2) is behind _GNU_SOURCE in Glibc's headers, so Swift does not import it.
+@_silgen_name("pipe2")
+func closeOnExecPipe(_ fds: UnsafeMutablePointer<Int32>, _ flags: Int32) -> Int32

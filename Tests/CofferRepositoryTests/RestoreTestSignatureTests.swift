@@ -47,8 +47,8 @@ import Testing
         let byName = Dictionary(uniqueKeysWithValues: checked.map { ($0.object, $0) })
         #expect(byName[signed]?.signature.verifiedBy == tester.verifier.label)
         #expect(byName[signed]?.accepted == true)
-        #expect(byName[unsigned]?.signature.refusal == .notAccepted(object: "snapshots/\(unsigned)", found: [], accepted: [tester.verifier.label]))
-        #expect(byName[other]?.signature.refusal == .notAccepted(object: "snapshots/\(other)", found: [stranger.verifier.label], accepted: [tester.verifier.label]))
+        #expect(byName[unsigned]?.signature.refusal == .notAccepted(.restoreTest("snapshots/\(unsigned)"), found: [], accepted: [tester.verifier.label]))
+        #expect(byName[other]?.signature.refusal == .notAccepted(.restoreTest("snapshots/\(other)"), found: [stranger.verifier.label], accepted: [tester.verifier.label]))
         #expect(byName[unsigned]?.signature.refusal?.category == .key)
         let latest = try await reopened.latestRestoreTests(verifiers: [tester.verifier])
         #expect(latest[id]?.object == signed)
@@ -74,7 +74,7 @@ import Testing
         // Trailer: 2 × (8-byte key id + 64-byte signature); the first signature starts 8 bytes in.
         try flipByte(path, at: -(2 * 72) + 8 + 9)
         let tampered = try await t.open().loadRestoreTest(name, verifiers: [tester.verifier])
-        #expect(tampered.signature.refusal == .invalid(object: "snapshots/\(name)", signer: tester.verifier.label))
+        #expect(tampered.signature.refusal == .invalid(.restoreTest("snapshots/\(name)"), signer: tester.verifier.label))
         #expect(tampered.signature.refusal?.category == .integrity)
         #expect(try await t.open().latestRestoreTests(verifiers: [tester.verifier])[id] == nil)
         // A payload byte changed: the object no longer authenticates at all.

@@ -41,8 +41,8 @@ import Testing
         let byID = Dictionary(uniqueKeysWithValues: checked.map { ($0.id, $0) })
         #expect(byID[signed]?.signature.verifiedBy == producer.verifier.label)
         #expect(byID[signed]?.signature.refusal == nil)
-        #expect(byID[unsigned]?.signature.refusal == .notAccepted(snapshot: unsigned, found: [], accepted: [producer.verifier.label]))
-        #expect(byID[other]?.signature.refusal == .notAccepted(snapshot: other, found: [stranger.verifier.label], accepted: [producer.verifier.label]))
+        #expect(byID[unsigned]?.signature.refusal == .notAccepted(.snapshot(unsigned), found: [], accepted: [producer.verifier.label]))
+        #expect(byID[other]?.signature.refusal == .notAccepted(.snapshot(other), found: [stranger.verifier.label], accepted: [producer.verifier.label]))
         #expect(byID[unsigned]?.signature.refusal?.category == .key)
         // Any one of several accepted signers will do.
         let either = try await reopened.listSnapshots(verifiers: [stranger.verifier, producer.verifier])
@@ -54,7 +54,7 @@ import Testing
         let latest = try SnapshotSelection.resolveAccepted("latest", in: records, skipped: &skipped)
         #expect(latest.id == signed)
         #expect(Set(skipped.map(\.id)) == [unsigned, other])
-        #expect(throws: SnapshotSignatureError.self) { try SnapshotSelection.resolveAccepted(String(unsigned.prefix(12)), in: records, skipped: &skipped) }
+        #expect(throws: ObjectSignatureError.self) { try SnapshotSelection.resolveAccepted(String(unsigned.prefix(12)), in: records, skipped: &skipped) }
         #expect(try SnapshotSelection.resolveAccepted(String(signed.prefix(12)), in: records, skipped: &skipped).id == signed)
     }
 
@@ -70,7 +70,7 @@ import Testing
         // The trailer is the last 2 × (8 + 64) bytes: the first slot's signature starts 8 bytes in.
         try flipByte(path, at: -(2 * 72) + 8 + 5)
         let tampered = try await t.open().loadSnapshot(id, verifiers: [producer.verifier])
-        #expect(tampered.signature.refusal == .invalid(snapshot: id, signer: producer.verifier.label))
+        #expect(tampered.signature.refusal == .invalid(.snapshot(id), signer: producer.verifier.label))
         #expect(tampered.signature.refusal?.category == .integrity)
         // A zeroed signature is structural damage, found without any public key.
         var zeroed = [UInt8](original)

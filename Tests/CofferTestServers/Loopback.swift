@@ -68,13 +68,11 @@ final class LoopbackServerSocket: @unchecked Sendable {
         let thread = Thread { [self] in
             defer { done.signal() }
             while true {
-                let client = accept(fd, nil, nil)
+                let client = loopbackAccept4(fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
                 if client < 0 {
                     if errno == EINTR { continue }
                     return
                 }
-                // Close-on-exec (accept4 is not in the Glibc module): a process spawned meanwhile keeps none.
-                _ = fcntl(client, F_SETFD, FD_CLOEXEC)
                 if isStopped { close(client); return }
                 handle(client)
             }
@@ -184,3 +182,8 @@ enum HTTPWire {
         return nil
     }
 }
+
+/// accept4(2) is behind _GNU_SOURCE in Glibc's headers, so Swift does not import it: the accepted
+/// socket is close-on-exec from the start (a process another test spawns at that moment keeps none).
+@_silgen_name("accept4")
+private func loopbackAccept4(_ fd: Int32, _ address: UnsafeMutablePointer<sockaddr>?, _ length: UnsafeMutablePointer<socklen_t>?, _ flags: Int32) -> Int32

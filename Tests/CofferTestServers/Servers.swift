@@ -169,7 +169,9 @@ public enum TestSpawn {
 
     /// Adds glibc's addclosefrom_np(3) for descriptors 3 and up (looked up at run time: it is
     /// glibc 2.34's, and the Swift Glibc module may not declare it); false when it is missing.
-    static func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) -> Bool {
+    /// Every spawn of the tests adds it last (after its dup2s): tests run in parallel in one
+    /// process, and a descriptor another test holds must not reach the child (see ``TestFiles``).
+    public static func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) -> Bool {
         typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
         guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return false }
         return unsafeBitCast(symbol, to: AddCloseFrom.self)(&actions, 3) == 0
