@@ -83,12 +83,25 @@ enum Runtime {
 
     nonisolated(unsafe) static var signalSources: [DispatchSourceSignal] = []
 
+    /// Set first by the interrupt handler, which then tears down and exits with the signal's code.
+    static let interruption = LockedValue(false)
+
+    /// Once an interrupt began, the command's own outcome must not be reported or become the exit
+    /// status: the handler tore down what the command used (a restore test's server, so the command
+    /// fails with "initdb killed by signal 15"), and it exits with 130 or 143 when done. The thread
+    /// that finished the command waits for that.
+    static func waitIfInterrupted() {
+        guard interruption.withValue({ $0 }) else { return }
+        while true { sleep(1) }
+    }
+
     /// On SIGINT or SIGTERM: remove temporary outputs, then exit 130 (or 143).
     static func installInterruptHandler() {
         for (sig, code) in [(SIGINT, Int32(130)), (SIGTERM, Int32(143))] {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler {
+                _ = interruption.exchange(true)
                 ThrowawayRegistry.shared.interrupt()  // restore-test's servers (CofferDatabase)
                 TemporaryFiles.removeAll()
                 TerminalPrompt.restoreEcho()
@@ -124,10 +137,15 @@ enum Runtime {
         }
         do {
             try body()
+            waitIfInterrupted()
         } catch let error as any CategorizedError {
+            waitIfInterrupted()
             if error.category == .io, standardOutputReaderGone() { endLikeABrokenPipe() }
             warn("error: \(error)\(CommandHints.hint(for: error))")
             throw ExitCode(exitCode(for: error))
+        } catch {
+            waitIfInterrupted()
+            throw error
         }
     }
 }
