@@ -30,6 +30,13 @@ struct S3ObjectLockTests {
         return (repo, storage, key)
     }
 
+    /// Whether `until` is `days` after a write made between `writtenAfter` and now (whole seconds on
+    /// the wire: a second of slack). Not a fixed tolerance around the check's time: under load a
+    /// check ran 131 s after its write.
+    static func retained(_ until: Date, days: Double, writtenAfter start: Date) -> Bool {
+        until >= start.addingTimeInterval(days * 86_400 - 1) && until <= Date().addingTimeInterval(days * 86_400 + 1)
+    }
+
     static func blob(_ repo: Repository, _ bytes: [UInt8], kind: BlobKind = .data) async throws -> BlobID {
         let id = bytes.withUnsafeBytes { repo.blobID(of: $0) }
         try await repo.save(kind, id: id, plaintext: bytes)
@@ -45,12 +52,16 @@ struct S3ObjectLockTests {
     func retentionOnEveryObject() async throws {
         let fixture = try S3Fixture()
         defer { fixture.server.stop() }
+        // Bounds from the clock around the writes, not a fixed tolerance from the check's time (the
+        // check ran minutes after the writes under load: 131 s off once).
+        let started = Date()
         let (repo, storage, _) = try await Self.lockedRepository(fixture, days: 3)
         #expect(try await storage.objectLockEnabled())
         let tree = try await Self.blob(repo, Array("tree".utf8), kind: .tree)
         _ = try await Self.blob(repo, pattern(50_000, seed: 3))
         try await repo.flush()
         _ = try await Self.snapshot(repo, tree: tree)
+        let written = Date()
         var names: [ObjectName] = []
         for kind in [ObjectKind.config, .keys, .data, .index, .snapshots] { names += try await storage.listAll(kind).map(\.name) }
         #expect(names.count >= 6, "\(names)")
@@ -58,12 +69,13 @@ struct S3ObjectLockTests {
             let head = try await Self.head(storage, name)
             #expect(head.header("x-amz-object-lock-mode") == "COMPLIANCE", "\(name)")
             let until = try #require(try await storage.retainUntil(name), "\(name)")
-            #expect(abs(until.timeIntervalSinceNow - 3 * 86_400) < 120, "\(name): \(until)")
+            #expect(Self.retained(until, days: 3, writtenAfter: started) && until <= written.addingTimeInterval(3 * 86_400 + 1),
+                    "\(name): \(until), written between \(started) and \(written)")
         }
         // The listing carries LastModified: the lower bound forget/prune use without a HEAD.
         for info in try await storage.listAll(.snapshots) {
             let modified = try #require(info.modified)
-            #expect(abs(modified.timeIntervalSinceNow) < 120)
+            #expect(modified >= started.addingTimeInterval(-1) && modified <= written.addingTimeInterval(1), "\(modified)")
         }
         // Lock objects and restore-test results are written without retention.
         let lockName = try ObjectName(.locks, String(repeating: "ab", count: 32))
@@ -87,9 +99,10 @@ struct S3ObjectLockTests {
         let storage = S3Storage(client: try S3Client(uri: try fixture.uri(), options: options, environment: Moto.environment, stats: S3RequestStats()))
         storage.useObjectLock(ObjectLock(mode: .governance, days: 2))
         let big = try ObjectName(.data, "ee0big")
+        let before = Date()
         try await storage.save(big, contents: pattern(7 << 20))
         let until = try #require(try await storage.retainUntil(big))
-        #expect(abs(until.timeIntervalSinceNow - 2 * 86_400) < 120)
+        #expect(Self.retained(until, days: 2, writtenAfter: before), "\(until)")
         #expect(try await Self.head(storage, big).header("x-amz-object-lock-mode") == "GOVERNANCE")
     }
 
@@ -155,6 +168,7 @@ struct S3ObjectLockTests {
     func forgetPruneExtend() async throws {
         let fixture = try S3Fixture()
         defer { fixture.server.stop() }
+        let testStarted = Date()
         let stats = S3RequestStats()
         let (repo, storage, _) = try await Self.lockedRepository(fixture, days: 2, stats: stats)
         let tree = try await Self.blob(repo, Array("tree".utf8), kind: .tree)
@@ -179,7 +193,7 @@ struct S3ObjectLockTests {
         let report = try await repo.prune(usedBlobs: walk)
         #expect(report.lockedPacks >= 1 && report.packsRemoved == 0 && report.bytesRemoved == 0, "\(report)")
         let group = try #require(report.removableFrom.first)
-        #expect(abs(group.until.timeIntervalSinceNow - 2 * 86_400) < 300, "\(group)")
+        #expect(Self.retained(group.until, days: 2, writtenAfter: testStarted), "\(group)")
         #expect(try await storage.listAll(.data).count == packs)
         #expect(stats.requests["DELETE-MULTI"] == nil, "no DeleteObjects: \(stats.summary)")
         // No DELETE of a retained object either (it would leave a delete marker and hide it).
@@ -188,10 +202,11 @@ struct S3ObjectLockTests {
         #expect(try await repo.check(readData: .all).ok)
         // lock extend: everything the snapshot needs gets now + 10 days; twice sends nothing more.
         let snapshotName = try ObjectName(.snapshots, id)
+        let extending = Date()
         let first = try await repo.extendLocks(days: 10, usedBlobs: walk)
         #expect(first.extended == first.objects && first.snapshots == 1 && first.packs >= 1, "\(first)")
         let until = try #require(try await storage.retainUntil(snapshotName))
-        #expect(abs(until.timeIntervalSinceNow - 10 * 86_400) < 120)
+        #expect(Self.retained(until, days: 10, writtenAfter: extending), "\(until)")
         let retentionPuts = stats.requests["PUT-RETENTION"] ?? 0
         let second = try await repo.extendLocks(days: 10, usedBlobs: walk)
         #expect(second.extended == 0 && second.alreadyRetained == second.objects, "\(second)")
