@@ -1,3 +1,4 @@
+import CofferFormat
 import Foundation
 
 /// How blobs read together are grouped into ranged reads of their packs (``BlobStore/loadBatch(_:_:reads:)``).
@@ -153,6 +154,144 @@ extension Repository {
                 return (blob.id, .success(try unpack(Array(plain[from..<from + Int(blob.length)]), blob: blob, object: object)))
             } catch {
                 return (blob.id, .failure(error))
+            }
+        }
+    }
+}
+
+// MARK: Whole-pack reads (pack-ordered restore)
+
+/// Where a data blob lies: its pack (name and stored size, from the index) and its trailer entry.
+struct BlobPlacement: Sendable {
+    let pack: String
+    let packSize: Int64
+    let blob: PackedBlob
+}
+
+extension Repository {
+    /// Where the index places a blob; nil when it is not in a stored pack (or the repository is
+    /// opened write-only: nothing can be read then).
+    func placement(_ kind: BlobKind, _ id: BlobID) -> BlobPlacement? {
+        guard access == .full else { return nil }
+        return stateLock.withLock {
+            index.lookup(kind, id).map { hit in
+                BlobPlacement(pack: hit.pack, packSize: hit.size,
+                              blob: PackedBlob(kind: kind, id: id, offset: hit.location.offset, length: hit.location.length,
+                                               rawLength: hit.location.rawLength, compressed: hit.location.compressed))
+            }
+        }
+    }
+
+    /// Opens a pack whose stored bytes (at least its header) are `bytes`: the header is parsed,
+    /// authenticated under the data keys and checked to name the pack, then cached as
+    /// ``packHeader(_:size:)`` caches it.
+    func openPack(bytes: [UInt8], name: ObjectName) throws -> CofferObject.Opened {
+        let parsed = try CofferObject.parseHeader(bytes, object: name.description)
+        let fileKey = try dataKeyring.fileKey(for: parsed.header, object: name.description)
+        let opened = try CofferObject.open(parsed, fileKey: fileKey, object: name.description)
+        stateLock.withLock {
+            if headerCache.count >= 256 { headerCache.removeAll() }
+            headerCache[name.name] = opened
+        }
+        return opened
+    }
+
+    /// Whether a read of plaintext `start..<end` of a pack of `size` stored bytes whose header is not
+    /// cached reads the whole object (one request, the header parsed from it) rather than the header
+    /// and then the range (two): when at most half of the object would be read for nothing.
+    static func readsWholePack(start: Int, end: Int, size: Int64) -> Bool {
+        Int64(start) + max(0, size - Int64(end)) <= size / 2
+    }
+
+    /// Reads the blobs `blobs` of one pack with ONE read of the storage when its header is cached
+    /// or the blobs span most of it (``readsWholePack(start:end:size:)``: the whole object, its
+    /// header parsed from the same bytes), otherwise the header then one ranged read. The span is
+    /// decrypted STREAM chunk by chunk, then each blob is decompressed and checked against its id
+    /// and handed to `each` (in offset order) and dropped: memory is the span's ciphertext and
+    /// plaintext, once. A chunk that fails authentication fails only the blobs in it (with the error
+    /// ``load(_:_:)`` names); a read that fails as a whole (not a damaged or missing object) is
+    /// retried blob by blob.
+    func readPackBlobs(pack: String, size: Int64, blobs: [PackedBlob],
+                       each: (PackedBlob, Result<[UInt8], Error>) -> Void) async {
+        let sorted = blobs.sorted { $0.offset < $1.offset }
+        guard let first = sorted.first else { return }
+        func failAll(_ error: Error) { for blob in sorted { each(blob, .failure(error)) } }
+        let name: ObjectName
+        do { name = try ObjectName(.data, pack) } catch { return failAll(error) }
+        do { try requireFullAccess("blobs") } catch { return failAll(error) }
+        let spanStart = Int(first.offset)
+        let spanEnd = sorted.map { Int($0.offset) + Int($0.length) }.max()!
+        var sealed: [UInt8]
+        var sealedBase: Int64
+        let opened: CofferObject.Opened
+        let layout: StreamEngine.PayloadLayout
+        let chunks: ClosedRange<Int>
+        do {
+            let cached = stateLock.withLock { headerCache[pack] }
+            if cached == nil && Repository.readsWholePack(start: spanStart, end: spanEnd, size: size) {
+                sealed = try await storage.load(name, range: 0..<size)
+                guard Int64(sealed.count) == size else {
+                    throw RepositoryError.damaged(object: name.description, reason: "it is shorter than the index says")
+                }
+                opened = try openPack(bytes: sealed, name: name)
+                sealedBase = 0
+                layout = try CofferObject.layout(opened, size: Int(size))
+                chunks = try CofferObject.sealedRange(opened, layout: layout, offset: spanStart, length: spanEnd - spanStart).chunks
+            } else {
+                opened = try await packHeader(name, size: size)
+                layout = try CofferObject.layout(opened, size: Int(size))
+                let range: Range<Int64>
+                (chunks, range) = try CofferObject.sealedRange(opened, layout: layout, offset: spanStart, length: spanEnd - spanStart)
+                sealed = try await storage.load(name, range: range)
+                sealedBase = range.lowerBound
+            }
+        } catch StorageError.notFound {
+            return failAll(RepositoryError.missing(object: name.description, reason: "the index lists blobs in it"))
+        } catch StorageError.rangeOutOfBounds {
+            return failAll(RepositoryError.damaged(object: name.description, reason: "it is shorter than the index says"))
+        } catch let error as RepositoryError {
+            return failAll(error)
+        } catch {
+            // A read that failed as a whole (the storage gave up on it): each blob read alone.
+            for blob in sorted {
+                do { each(blob, .success(try await load(blob.kind, blob.id))) } catch { each(blob, .failure(error)) }
+            }
+            return
+        }
+        // Decrypt chunk by chunk; a chunk that does not authenticate is remembered, not fatal.
+        let sealedChunk = opened.chunkSize + Limits.tagSize
+        let lastChunk = Int(layout.chunkCount) - 1
+        var plain: [UInt8] = []
+        plain.reserveCapacity(chunks.count * opened.chunkSize)
+        var failedChunks: [Int] = []
+        sealed.withUnsafeBytes { raw in
+            for k in chunks {
+                let isFinal = k == lastChunk
+                let start = opened.parsed.payloadStart + k * sealedChunk - Int(sealedBase)
+                let n = isFinal ? layout.finalSealedSize : sealedChunk
+                let plainSize = isFinal ? Int(layout.plaintextSize) - k * opened.chunkSize : opened.chunkSize
+                if start >= 0, start + n <= raw.count,
+                   let p = opened.cipher.open(UnsafeRawBufferPointer(rebasing: raw[start..<(start + n)]), key: opened.payloadKey,
+                                              counter: UInt64(k), isFinal: isFinal), p.count == plainSize {
+                    plain += p
+                } else {
+                    failedChunks.append(k)
+                    plain += repeatElement(0, count: max(0, plainSize))
+                }
+            }
+        }
+        sealed = []
+        let base = chunks.lowerBound * opened.chunkSize
+        for blob in sorted {
+            let from = Int(blob.offset), to = Int(blob.offset) + Int(blob.length)
+            if let bad = failedChunks.first(where: { k in k * opened.chunkSize < to && (k + 1) * opened.chunkSize > from }) {
+                each(blob, .failure(RepositoryError.damaged(object: name.description, reason: "payload chunk \(bad) failed authentication")))
+                continue
+            }
+            do {
+                each(blob, .success(try unpack(Array(plain[(from - base)..<(to - base)]), blob: blob, object: name.description)))
+            } catch {
+                each(blob, .failure(error))
             }
         }
     }
