@@ -258,38 +258,48 @@ extension Repository {
             }
             return
         }
-        // Decrypt chunk by chunk; a chunk that does not authenticate is remembered, not fatal.
+        // Each blob's STREAM chunks are decrypted as it is taken out (the chunk it shares with the
+        // previous blob kept, not decrypted twice): memory is the sealed span plus one blob. A chunk
+        // that does not authenticate fails the blobs in it only.
+        _ = chunks
         let sealedChunk = opened.chunkSize + Limits.tagSize
         let lastChunk = Int(layout.chunkCount) - 1
-        var plain: [UInt8] = []
-        plain.reserveCapacity(chunks.count * opened.chunkSize)
-        var failedChunks: [Int] = []
-        sealed.withUnsafeBytes { raw in
-            for k in chunks {
-                let isFinal = k == lastChunk
-                let start = opened.parsed.payloadStart + k * sealedChunk - Int(sealedBase)
-                let n = isFinal ? layout.finalSealedSize : sealedChunk
-                let plainSize = isFinal ? Int(layout.plaintextSize) - k * opened.chunkSize : opened.chunkSize
-                if start >= 0, start + n <= raw.count,
-                   let p = opened.cipher.open(UnsafeRawBufferPointer(rebasing: raw[start..<(start + n)]), key: opened.payloadKey,
-                                              counter: UInt64(k), isFinal: isFinal), p.count == plainSize {
-                    plain += p
-                } else {
-                    failedChunks.append(k)
-                    plain += repeatElement(0, count: max(0, plainSize))
+        var previous: (k: Int, plain: [UInt8]?)? = nil
+        func chunk(_ k: Int) -> [UInt8]? {
+            if let previous, previous.k == k { return previous.plain }
+            let isFinal = k == lastChunk
+            let start = opened.parsed.payloadStart + k * sealedChunk - Int(sealedBase)
+            let n = isFinal ? layout.finalSealedSize : sealedChunk
+            let plainSize = isFinal ? Int(layout.plaintextSize) - k * opened.chunkSize : opened.chunkSize
+            var plain: [UInt8]? = nil
+            if start >= 0, start + n <= sealed.count {
+                plain = sealed.withUnsafeBytes { raw in
+                    opened.cipher.open(UnsafeRawBufferPointer(rebasing: raw[start..<(start + n)]), key: opened.payloadKey,
+                                       counter: UInt64(k), isFinal: isFinal).map { [UInt8]($0) }
                 }
+                if plain?.count != plainSize { plain = nil }
             }
+            previous = (k, plain)
+            return plain
         }
-        sealed = []
-        let base = chunks.lowerBound * opened.chunkSize
         for blob in sorted {
             let from = Int(blob.offset), to = Int(blob.offset) + Int(blob.length)
-            if let bad = failedChunks.first(where: { k in k * opened.chunkSize < to && (k + 1) * opened.chunkSize > from }) {
+            var stored: [UInt8] = []
+            stored.reserveCapacity(Int(blob.length))
+            var bad: Int?
+            if to > from {
+                for k in (from / opened.chunkSize)...((to - 1) / opened.chunkSize) {
+                    guard let plain = chunk(k) else { bad = k; break }
+                    let base = k * opened.chunkSize
+                    stored += plain[(max(from, base) - base)..<(min(to, base + plain.count) - base)]
+                }
+            }
+            if let bad {
                 each(blob, .failure(RepositoryError.damaged(object: name.description, reason: "payload chunk \(bad) failed authentication")))
                 continue
             }
             do {
-                each(blob, .success(try unpack(Array(plain[(from - base)..<(to - base)]), blob: blob, object: name.description)))
+                each(blob, .success(try unpack(stored, blob: blob, object: name.description)))
             } catch {
                 each(blob, .failure(error))
             }
