@@ -8,8 +8,8 @@ public struct RestoreOptions: Sendable {
     /// Only entries matching one of these (or below a matching directory) are restored; all when empty.
     public var includes: [PathPattern] = []
     /// Packs read and written at once by a restore (further bounded by the storage's
-    /// connections). Each holds the span of its pack that is needed, ciphertext and plaintext,
-    /// while its blobs are written: memory is about `packsAtOnce` × 2 × the pack size.
+    /// connections). Each holds the span of its pack that is needed (ciphertext) and one blob's
+    /// plaintext while its blobs are written: memory is about `packsAtOnce` × the pack size.
     public var packsAtOnce = 4
     /// Temporary files a restore keeps open while their blobs arrive (pack by pack); the least
     /// recently used idle one is closed past this, and reopened (and checked) when needed again.
@@ -423,8 +423,8 @@ public final class Restorer: @unchecked Sendable {
     }
 }
 
-/// Reads the content of the files a restore writes ahead of the writer, in the order it writes
-/// them: the blobs of consecutive files are cut into segments of about
+/// Reads the content of files ahead of a writer that writes them in order (`dump`, and a restore's
+/// files whose blobs are not in stored packs; a restore otherwise reads by pack, PackRestore.swift): the blobs of consecutive files are cut into segments of about
 /// ``RestoreOptions/segmentBytes`` plaintext bytes; each segment's distinct blobs are loaded with
 /// one ``BlobStore/loadBatch(_:_:reads:)`` (neighbours in a pack in one ranged read, ranges in
 /// parallel), and up to `concurrency` (at least 2) segments are loaded or held at once. Used by one writer
