@@ -114,13 +114,20 @@ extension Repository {
         }
         let ranges = PackRange.plan(order.map { ($0, packs[$0]!.size, packs[$0]!.blobs) }, reads)
         // Headers first, one per pack, so ranges of one pack loading at once do not each read it.
-        let uncached = order.filter { name in stateLock.withLock { headerCache[name] == nil } }.map { HeaderToRead(name: $0, size: packs[$0]!.size) }
-        try? await forEachConcurrently(uncached, width: reads.parallel, { pack in
-            _ = try await self.packHeader(try ObjectName(.data, pack.name), size: pack.size)
-        }, consume: { _, _ in })  // a failure here is met again, and reported, by the range's read
+        // An uncached header is read together with the pack's first range: one read from the
+        // pack's start to that range's end (a request saved for up to a pack of bytes; the other
+        // ranges then read with the header cached).
+        let uncached = order.filter { name in stateLock.withLock { headerCache[name] == nil } }
+        let firsts = uncached.compactMap { name in ranges.firstIndex { $0.pack == name } }
+        var done = Set<Int>()
+        try? await forEachConcurrently(firsts, width: reads.parallel, { index in
+            await self.loadRangeWithHeader(kind, ranges[index])
+        }, consume: { index, result in
+            if case .success(let pairs?) = result { for (id, r) in pairs { results[id] = r }; done.insert(index) }
+        })
 
         enum Work: Sendable { case range(PackRange), alone(BlobID) }
-        let work = ranges.map(Work.range) + alone.map(Work.alone)
+        let work = ranges.indices.filter { !done.contains($0) }.map { Work.range(ranges[$0]) } + alone.map(Work.alone)
         try? await forEachConcurrently(work, width: reads.parallel, { item -> [(BlobID, Result<[UInt8], Error>)] in
             switch item {
             case .alone(let id):
@@ -134,7 +141,31 @@ extension Repository {
         return results
     }
 
-    private struct HeaderToRead: Sendable { let name: String; let size: Int64 }
+    /// The pack's header and `range` with one read from the pack's start (its header is not cached):
+    /// the header (at most 64 KiB assumed) and the range's STREAM chunks (at most 1/256 overhead
+    /// assumed). Nil when that did not work out (a longer header, a failed read, damage): the
+    /// range is then read as usual, which reports the error.
+    private func loadRangeWithHeader(_ kind: BlobKind, _ range: PackRange) async -> [(BlobID, Result<[UInt8], Error>)]? {
+        guard let name = try? ObjectName(.data, range.pack) else { return nil }
+        let estimate = Int64(64 << 10) + Int64(range.end) + Int64(range.end / 256) + 64
+        guard let prefix = try? await storage.load(name, range: 0..<min(range.packSize, estimate)),
+              let opened = try? openPack(bytes: prefix, name: name),
+              let layout = try? CofferObject.layout(opened, size: Int(range.packSize)),
+              let span = try? CofferObject.sealedRange(opened, layout: layout, offset: range.start, length: range.end - range.start),
+              span.range.upperBound <= Int64(prefix.count),
+              let plain = try? CofferObject.decryptRange(Array(prefix[Int(span.range.lowerBound)..<Int(span.range.upperBound)]), chunks: span.chunks,
+                                                         layout: layout, opened, offset: range.start, length: range.end - range.start)
+        else { return nil }
+        let object = name.description
+        return range.blobs.map { blob in
+            let from = Int(blob.offset) - range.start
+            do {
+                return (blob.id, .success(try unpack(Array(plain[from..<from + Int(blob.length)]), blob: blob, object: object)))
+            } catch {
+                return (blob.id, .failure(error))
+            }
+        }
+    }
 
     private func loadRange(_ kind: BlobKind, _ range: PackRange) async -> [(BlobID, Result<[UInt8], Error>)] {
         let object = "data/\(range.pack)"

@@ -202,6 +202,31 @@ final class CountingStorage: Storage, @unchecked Sendable {
         #expect(counting.dataLoads.count == 1 + 3, "\(counting.dataLoads)")
     }
 
+    @Test("loadBatch reads an uncached header with the pack's first range (one read from the start); damage still fails only its blobs")
+    func headerWithFirstRange() async throws {
+        let t = TestRepository()
+        let (_, contents) = try await repository(t, count: 20, size: 20_000)
+        let (repo, counting) = try await reopen(t)
+        let ids = contents.map { bytes in bytes.withUnsafeBytes { repo.blobID(of: $0) } }
+        let loaded = await repo.loadBatch(.data, Array(ids[5..<10]), reads: RangeReads())
+        #expect(counting.dataLoads.count == 1, "\(counting.dataLoads)")
+        #expect(counting.dataLoads.first?.range?.lowerBound == 0)
+        for i in 5..<10 { #expect((try? loaded[ids[i]]?.get()) == contents[i]) }
+
+        // A flipped byte in STREAM chunk 2 (plaintext 131,072…196,607: blobs 6 to 9 lie in it).
+        let pack = try #require(t.files(.data).first)
+        let stored = Array(try Data(contentsOf: URL(fileURLWithPath: pack)))
+        let header = try #require(try CofferObject.headerLength(prefix: stored, object: "pack"))
+        try flipByte(pack, at: header + 2 * (65536 + 16) + 5000)
+        let (damaged, _) = try await reopen(t)
+        let results = await damaged.loadBatch(.data, Array(ids[4..<11]), reads: RangeReads())
+        for i in [4, 5, 10] { #expect((try? results[ids[i]]?.get()) == contents[i], "blob \(i)") }
+        for i in 6...9 {
+            guard case .failure(let error)? = results[ids[i]] else { Issue.record("blob \(i) loaded"); continue }
+            #expect((error as? any CategorizedError)?.category == .integrity, "\(error)")
+        }
+    }
+
     @Test("range planning: sorted by offset, merged across small gaps, capped")
     func rangePlanning() {
         func blob(_ offset: UInt32, _ length: UInt32) -> PackedBlob {
