@@ -114,11 +114,17 @@ extension Repository {
         }
         let ranges = PackRange.plan(order.map { ($0, packs[$0]!.size, packs[$0]!.blobs) }, reads)
         // Headers first, one per pack, so ranges of one pack loading at once do not each read it.
-        // An uncached header is read together with the pack's first range: one read from the
-        // pack's start to that range's end (a request saved for up to a pack of bytes; the other
-        // ranges then read with the header cached).
+        // An uncached header is read together with the pack's first range when that range ends
+        // near the pack's start (``maxPrefixRead``): one read from the pack's start to the range's
+        // end, a request saved for at most 1 MiB of bytes; the other ranges then read with the
+        // header cached.
         let uncached = order.filter { name in stateLock.withLock { headerCache[name] == nil } }
         let firsts = uncached.compactMap { name in ranges.firstIndex { $0.pack == name } }
+            .filter { Repository.prefixEstimate(ranges[$0]) <= Repository.maxPrefixRead }
+        let headerOnly = uncached.filter { name in !firsts.contains { ranges[$0].pack == name } }.map { HeaderToRead(name: $0, size: packs[$0]!.size) }
+        try? await forEachConcurrently(headerOnly, width: reads.parallel, { pack in
+            _ = try await self.packHeader(try ObjectName(.data, pack.name), size: pack.size)
+        }, consume: { _, _ in })  // a failure here is met again, and reported, by the range's read
         var done = Set<Int>()
         try? await forEachConcurrently(firsts, width: reads.parallel, { index in
             await self.loadRangeWithHeader(kind, ranges[index])
@@ -145,10 +151,20 @@ extension Repository {
     /// the header (at most 64 KiB assumed) and the range's STREAM chunks (at most 1/256 overhead
     /// assumed). Nil when that did not work out (a longer header, a failed read, damage): the
     /// range is then read as usual, which reports the error.
+    private struct HeaderToRead: Sendable { let name: String; let size: Int64 }
+
+    /// Longest read from a pack's start that carries its header and first range together.
+    static let maxPrefixRead: Int64 = 1 << 20
+
+    /// Bytes from a pack's start to the end of `range`'s STREAM chunks, over-estimated: a header of
+    /// at most 64 KiB and at most 1/256 of tags.
+    static func prefixEstimate(_ range: PackRange) -> Int64 {
+        min(range.packSize, Int64(64 << 10) + Int64(range.end) + Int64(range.end / 256) + 64)
+    }
+
     private func loadRangeWithHeader(_ kind: BlobKind, _ range: PackRange) async -> [(BlobID, Result<[UInt8], Error>)]? {
         guard let name = try? ObjectName(.data, range.pack) else { return nil }
-        let estimate = Int64(64 << 10) + Int64(range.end) + Int64(range.end / 256) + 64
-        guard let prefix = try? await storage.load(name, range: 0..<min(range.packSize, estimate)),
+        guard let prefix = try? await storage.load(name, range: 0..<Repository.prefixEstimate(range)),
               let opened = try? openPack(bytes: prefix, name: name),
               let layout = try? CofferObject.layout(opened, size: Int(range.packSize)),
               let span = try? CofferObject.sealedRange(opened, layout: layout, offset: range.start, length: range.end - range.start),
