@@ -1,3 +1,4 @@
+import CofferFormat
 import Foundation
 
 /// How blobs read together are grouped into ranged reads of their packs (``BlobStore/loadBatch(_:_:reads:)``).
@@ -113,13 +114,26 @@ extension Repository {
         }
         let ranges = PackRange.plan(order.map { ($0, packs[$0]!.size, packs[$0]!.blobs) }, reads)
         // Headers first, one per pack, so ranges of one pack loading at once do not each read it.
-        let uncached = order.filter { name in stateLock.withLock { headerCache[name] == nil } }.map { HeaderToRead(name: $0, size: packs[$0]!.size) }
-        try? await forEachConcurrently(uncached, width: reads.parallel, { pack in
+        // An uncached header is read together with the pack's first range when that range ends
+        // near the pack's start (``maxPrefixRead``): one read from the pack's start to the range's
+        // end, a request saved for at most 1 MiB of bytes; the other ranges then read with the
+        // header cached.
+        let uncached = order.filter { name in stateLock.withLock { headerCache[name] == nil } }
+        let firsts = uncached.compactMap { name in ranges.firstIndex { $0.pack == name } }
+            .filter { Repository.prefixEstimate(ranges[$0]) <= Repository.maxPrefixRead }
+        let headerOnly = uncached.filter { name in !firsts.contains { ranges[$0].pack == name } }.map { HeaderToRead(name: $0, size: packs[$0]!.size) }
+        try? await forEachConcurrently(headerOnly, width: reads.parallel, { pack in
             _ = try await self.packHeader(try ObjectName(.data, pack.name), size: pack.size)
         }, consume: { _, _ in })  // a failure here is met again, and reported, by the range's read
+        var done = Set<Int>()
+        try? await forEachConcurrently(firsts, width: reads.parallel, { index in
+            await self.loadRangeWithHeader(kind, ranges[index])
+        }, consume: { index, result in
+            if case .success(let pairs?) = result { for (id, r) in pairs { results[id] = r }; done.insert(index) }
+        })
 
         enum Work: Sendable { case range(PackRange), alone(BlobID) }
-        let work = ranges.map(Work.range) + alone.map(Work.alone)
+        let work = ranges.indices.filter { !done.contains($0) }.map { Work.range(ranges[$0]) } + alone.map(Work.alone)
         try? await forEachConcurrently(work, width: reads.parallel, { item -> [(BlobID, Result<[UInt8], Error>)] in
             switch item {
             case .alone(let id):
@@ -133,7 +147,41 @@ extension Repository {
         return results
     }
 
+    /// The pack's header and `range` with one read from the pack's start (its header is not cached):
+    /// the header (at most 64 KiB assumed) and the range's STREAM chunks (at most 1/256 overhead
+    /// assumed). Nil when that did not work out (a longer header, a failed read, damage): the
+    /// range is then read as usual, which reports the error.
     private struct HeaderToRead: Sendable { let name: String; let size: Int64 }
+
+    /// Longest read from a pack's start that carries its header and first range together.
+    static let maxPrefixRead: Int64 = 1 << 20
+
+    /// Bytes from a pack's start to the end of `range`'s STREAM chunks, over-estimated: a header of
+    /// at most 64 KiB and at most 1/256 of tags.
+    static func prefixEstimate(_ range: PackRange) -> Int64 {
+        min(range.packSize, Int64(64 << 10) + Int64(range.end) + Int64(range.end / 256) + 64)
+    }
+
+    private func loadRangeWithHeader(_ kind: BlobKind, _ range: PackRange) async -> [(BlobID, Result<[UInt8], Error>)]? {
+        guard let name = try? ObjectName(.data, range.pack) else { return nil }
+        guard let prefix = try? await storage.load(name, range: 0..<Repository.prefixEstimate(range)),
+              let opened = try? openPack(bytes: prefix, name: name),
+              let layout = try? CofferObject.layout(opened, size: Int(range.packSize)),
+              let span = try? CofferObject.sealedRange(opened, layout: layout, offset: range.start, length: range.end - range.start),
+              span.range.upperBound <= Int64(prefix.count),
+              let plain = try? CofferObject.decryptRange(Array(prefix[Int(span.range.lowerBound)..<Int(span.range.upperBound)]), chunks: span.chunks,
+                                                         layout: layout, opened, offset: range.start, length: range.end - range.start)
+        else { return nil }
+        let object = name.description
+        return range.blobs.map { blob in
+            let from = Int(blob.offset) - range.start
+            do {
+                return (blob.id, .success(try unpack(Array(plain[from..<from + Int(blob.length)]), blob: blob, object: object)))
+            } catch {
+                return (blob.id, .failure(error))
+            }
+        }
+    }
 
     private func loadRange(_ kind: BlobKind, _ range: PackRange) async -> [(BlobID, Result<[UInt8], Error>)] {
         let object = "data/\(range.pack)"
@@ -153,6 +201,154 @@ extension Repository {
                 return (blob.id, .success(try unpack(Array(plain[from..<from + Int(blob.length)]), blob: blob, object: object)))
             } catch {
                 return (blob.id, .failure(error))
+            }
+        }
+    }
+}
+
+// MARK: Whole-pack reads (pack-ordered restore)
+
+/// Where a data blob lies: its pack (name and stored size, from the index) and its trailer entry.
+struct BlobPlacement: Sendable {
+    let pack: String
+    let packSize: Int64
+    let blob: PackedBlob
+}
+
+extension Repository {
+    /// Where the index places a blob; nil when it is not in a stored pack (or the repository is
+    /// opened write-only: nothing can be read then).
+    func placement(_ kind: BlobKind, _ id: BlobID) -> BlobPlacement? {
+        guard access == .full else { return nil }
+        return stateLock.withLock {
+            index.lookup(kind, id).map { hit in
+                BlobPlacement(pack: hit.pack, packSize: hit.size,
+                              blob: PackedBlob(kind: kind, id: id, offset: hit.location.offset, length: hit.location.length,
+                                               rawLength: hit.location.rawLength, compressed: hit.location.compressed))
+            }
+        }
+    }
+
+    /// Opens a pack whose stored bytes (at least its header) are `bytes`: the header is parsed,
+    /// authenticated under the data keys and checked to name the pack, then cached as
+    /// ``packHeader(_:size:)`` caches it.
+    func openPack(bytes: [UInt8], name: ObjectName) throws -> CofferObject.Opened {
+        let parsed = try CofferObject.parseHeader(bytes, object: name.description)
+        let fileKey = try dataKeyring.fileKey(for: parsed.header, object: name.description)
+        let opened = try CofferObject.open(parsed, fileKey: fileKey, object: name.description)
+        stateLock.withLock {
+            if headerCache.count >= 256 { headerCache.removeAll() }
+            headerCache[name.name] = opened
+        }
+        return opened
+    }
+
+    /// Whether a read of plaintext `start..<end` of a pack of `size` stored bytes whose header is not
+    /// cached reads the whole object (one request, the header parsed from it) rather than the header
+    /// and then the range (two): when at most half of the object would be read for nothing.
+    static func readsWholePack(start: Int, end: Int, size: Int64) -> Bool {
+        Int64(start) + max(0, size - Int64(end)) <= size / 2
+    }
+
+    /// Reads the blobs `blobs` of one pack with ONE read of the storage when its header is cached
+    /// or the blobs span most of it (``readsWholePack(start:end:size:)``: the whole object, its
+    /// header parsed from the same bytes), otherwise the header then one ranged read. The span is
+    /// decrypted STREAM chunk by chunk, then each blob is decompressed and checked against its id
+    /// and handed to `each` (in offset order) and dropped: memory is the span's ciphertext and
+    /// plaintext, once. A chunk that fails authentication fails only the blobs in it (with the error
+    /// ``load(_:_:)`` names); a read that fails as a whole (not a damaged or missing object) is
+    /// retried blob by blob.
+    func readPackBlobs(pack: String, size: Int64, blobs: [PackedBlob],
+                       each: (PackedBlob, Result<[UInt8], Error>) -> Void) async {
+        let sorted = blobs.sorted { $0.offset < $1.offset }
+        guard let first = sorted.first else { return }
+        func failAll(_ error: Error) { for blob in sorted { each(blob, .failure(error)) } }
+        let name: ObjectName
+        do { name = try ObjectName(.data, pack) } catch { return failAll(error) }
+        do { try requireFullAccess("blobs") } catch { return failAll(error) }
+        let spanStart = Int(first.offset)
+        let spanEnd = sorted.map { Int($0.offset) + Int($0.length) }.max()!
+        var sealed: [UInt8]
+        var sealedBase: Int64
+        let opened: CofferObject.Opened
+        let layout: StreamEngine.PayloadLayout
+        let chunks: ClosedRange<Int>
+        do {
+            let cached = stateLock.withLock { headerCache[pack] }
+            if cached == nil && Repository.readsWholePack(start: spanStart, end: spanEnd, size: size) {
+                sealed = try await storage.load(name, range: 0..<size)
+                guard Int64(sealed.count) == size else {
+                    throw RepositoryError.damaged(object: name.description, reason: "it is shorter than the index says")
+                }
+                opened = try openPack(bytes: sealed, name: name)
+                sealedBase = 0
+                layout = try CofferObject.layout(opened, size: Int(size))
+                chunks = try CofferObject.sealedRange(opened, layout: layout, offset: spanStart, length: spanEnd - spanStart).chunks
+            } else {
+                opened = try await packHeader(name, size: size)
+                layout = try CofferObject.layout(opened, size: Int(size))
+                let range: Range<Int64>
+                (chunks, range) = try CofferObject.sealedRange(opened, layout: layout, offset: spanStart, length: spanEnd - spanStart)
+                sealed = try await storage.load(name, range: range)
+                sealedBase = range.lowerBound
+            }
+        } catch StorageError.notFound {
+            return failAll(RepositoryError.missing(object: name.description, reason: "the index lists blobs in it"))
+        } catch StorageError.rangeOutOfBounds {
+            return failAll(RepositoryError.damaged(object: name.description, reason: "it is shorter than the index says"))
+        } catch let error as RepositoryError {
+            return failAll(error)
+        } catch {
+            // A read that failed as a whole (the storage gave up on it): each blob read alone.
+            for blob in sorted {
+                do { each(blob, .success(try await load(blob.kind, blob.id))) } catch { each(blob, .failure(error)) }
+            }
+            return
+        }
+        // Each blob's STREAM chunks are decrypted as it is taken out (the chunk it shares with the
+        // previous blob kept, not decrypted twice): memory is the sealed span plus one blob. A chunk
+        // that does not authenticate fails the blobs in it only.
+        _ = chunks
+        let sealedChunk = opened.chunkSize + Limits.tagSize
+        let lastChunk = Int(layout.chunkCount) - 1
+        var previous: (k: Int, plain: [UInt8]?)? = nil
+        func chunk(_ k: Int) -> [UInt8]? {
+            if let previous, previous.k == k { return previous.plain }
+            let isFinal = k == lastChunk
+            let start = opened.parsed.payloadStart + k * sealedChunk - Int(sealedBase)
+            let n = isFinal ? layout.finalSealedSize : sealedChunk
+            let plainSize = isFinal ? Int(layout.plaintextSize) - k * opened.chunkSize : opened.chunkSize
+            var plain: [UInt8]? = nil
+            if start >= 0, start + n <= sealed.count {
+                plain = sealed.withUnsafeBytes { raw in
+                    opened.cipher.open(UnsafeRawBufferPointer(rebasing: raw[start..<(start + n)]), key: opened.payloadKey,
+                                       counter: UInt64(k), isFinal: isFinal).map { [UInt8]($0) }
+                }
+                if plain?.count != plainSize { plain = nil }
+            }
+            previous = (k, plain)
+            return plain
+        }
+        for blob in sorted {
+            let from = Int(blob.offset), to = Int(blob.offset) + Int(blob.length)
+            var stored: [UInt8] = []
+            stored.reserveCapacity(Int(blob.length))
+            var bad: Int?
+            if to > from {
+                for k in (from / opened.chunkSize)...((to - 1) / opened.chunkSize) {
+                    guard let plain = chunk(k) else { bad = k; break }
+                    let base = k * opened.chunkSize
+                    stored += plain[(max(from, base) - base)..<(min(to, base + plain.count) - base)]
+                }
+            }
+            if let bad {
+                each(blob, .failure(RepositoryError.damaged(object: name.description, reason: "payload chunk \(bad) failed authentication")))
+                continue
+            }
+            do {
+                each(blob, .success(try unpack(stored, blob: blob, object: name.description)))
+            } catch {
+                each(blob, .failure(error))
             }
         }
     }

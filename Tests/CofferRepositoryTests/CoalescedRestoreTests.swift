@@ -28,7 +28,8 @@ final class CountingStorage: Storage, @unchecked Sendable {
     func list(_ kind: ObjectKind, batchSize: Int) -> AsyncThrowingStream<[ObjectInfo], Error> { inner.list(kind, batchSize: batchSize) }
 }
 
-/// Restore and dump read neighbouring blobs of a pack with one ranged read (docs/REPOSITORY.md, "Restore").
+/// Restore reads each pack it needs with one read; dump and `loadBatch` read neighbouring blobs of a
+/// pack with one ranged read (docs/REPOSITORY.md, "Restore").
 @Suite struct CoalescedRestoreTests {
     /// `count` files of `size` random (incompressible, so stored as they are) bytes each, one blob
     /// per file, saved in order into one pack; the root tree lists them as f00, f01, ….
@@ -53,7 +54,7 @@ final class CountingStorage: Storage, @unchecked Sendable {
         return (repo, counting)
     }
 
-    @Test("neighbouring blobs of one pack are read with one ranged read; the cap splits ranges")
+    @Test("restore reads the blobs of one pack with one ranged read; loadBatch's cap splits ranges")
     func neighboursShareOneRead() async throws {
         let t = TestRepository()
         let (root, contents) = try await repository(t, count: 20, size: 20_000)
@@ -69,24 +70,24 @@ final class CountingStorage: Storage, @unchecked Sendable {
         let widest = counting.dataLoads.compactMap(\.range).map(\.count).max() ?? 0
         #expect(widest >= 20 * 20_000)
 
-        // A 100,000-byte cap: five blobs per range, four ranges (header cached from the tree's read).
+        // Restore reads by pack: the range caps and segments (dump's) do not split its read.
         let (capped, cappedCounting) = try await reopen(t)
         var options = RestoreOptions()
         options.reads.maxRange = 100_000
+        options.segmentBytes = 1
         _ = try await Restorer(store: capped, options: options).restore(root: root, target: dir.p("capped"))
-        #expect(cappedCounting.dataLoads.count == 2 + 4, "\(cappedCounting.dataLoads)")
+        #expect(cappedCounting.dataLoads.count == 3, "\(cappedCounting.dataLoads)")
         for (i, bytes) in contents.enumerated() { #expect(readBytes(dir.p("capped") + String(format: "/f%02d", i)) == bytes) }
 
-        // Segments smaller than a blob: each segment is one batch, still correct (one read per blob).
-        let (small, smallCounting) = try await reopen(t)
-        options = RestoreOptions()
-        options.segmentBytes = 1
-        _ = try await Restorer(store: small, options: options).restore(root: root, target: dir.p("small"))
-        #expect(smallCounting.dataLoads.count == 2 + 20)
-        for (i, bytes) in contents.enumerated() { #expect(readBytes(dir.p("small") + String(format: "/f%02d", i)) == bytes) }
+        // loadBatch with a 100,000-byte cap: five blobs per range, four ranges (header cached).
+        let ids = try await capped.loadTree(root).nodes.flatMap(\.content)
+        cappedCounting.reset()
+        let loaded = await capped.loadBatch(.data, ids, reads: options.reads)
+        #expect(cappedCounting.dataLoads.count == 4, "\(cappedCounting.dataLoads)")
+        for (i, id) in ids.enumerated() { #expect((try? loaded[id]?.get()) == contents[i]) }
     }
 
-    @Test("a partial restore reads only the ranges its files need; gaps above the limit split ranges")
+    @Test("a partial restore reads only the span of the pack its files need; for loadBatch, gaps above the limit split ranges")
     func partialRestoreReadsOnlyNeededRanges() async throws {
         let t = TestRepository()
         let (root, contents) = try await repository(t, count: 20, size: 100_000)
@@ -100,19 +101,24 @@ final class CountingStorage: Storage, @unchecked Sendable {
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.p("out")).sorted() == ["f02", "f03", "f04", "f15", "f16"])
         #expect(readBytes(dir.p("out/f03")) == contents[3])
         #expect(readBytes(dir.p("out/f16")) == contents[16])
-        // Header, tree, then f02–f04 in one range and f15–f16 in another: the 10 blobs between them
-        // (1,000,000 bytes) are more than the gap allowed.
-        let ranges = counting.dataLoads.compactMap(\.range).filter { $0.lowerBound > 0 }
-        #expect(counting.dataLoads.count == 4, "\(counting.dataLoads)")
-        let read = ranges.map(\.count).reduce(0, +)
-        // The two ranges and the tree's, each rounded out to whole 64 KiB STREAM chunks.
-        #expect(read < 5 * 100_000 + 4 * 65_552, "read \(read) bytes of a 2 MB pack for 5 files of 100,000")
+        // Header, tree, then one read of the span f02…f16 (the header is cached: a ranged read).
+        #expect(counting.dataLoads.count == 3, "\(counting.dataLoads)")
+        let span = try #require(counting.dataLoads.last?.range)
+        #expect(span.lowerBound > 2 * 100_000 - 65_552 && span.count < 15 * 100_000 + 2 * 65_552, "\(span) of a 2 MB pack")
 
-        // A gap allowance larger than the hole: one range.
-        let (wide, wideCounting) = try await reopen(t)
+        // loadBatch (dump's reads): f02–f04 in one range and f15–f16 in another: the 10 blobs
+        // between them (1,000,000 bytes) are more than the gap allowed; a larger allowance, one range.
+        let ids = try await repo.loadTree(root).nodes.flatMap(\.content)
+        let wanted = [2, 3, 4, 15, 16].map { ids[$0] }
+        counting.reset()
+        _ = await repo.loadBatch(.data, wanted, reads: options.reads)
+        #expect(counting.dataLoads.count == 2, "\(counting.dataLoads)")
+        let read = counting.dataLoads.compactMap(\.range).map(\.count).reduce(0, +)
+        #expect(read < 5 * 100_000 + 4 * 65_552, "read \(read) bytes of a 2 MB pack for 5 blobs of 100,000")
+        counting.reset()
         options.reads.maxGap = 1_100_000
-        _ = try await Restorer(store: wide, options: options).restore(root: root, target: dir.p("wide"))
-        #expect(wideCounting.dataLoads.count == 3, "\(wideCounting.dataLoads)")
+        _ = await repo.loadBatch(.data, wanted, reads: options.reads)
+        #expect(counting.dataLoads.count == 1, "\(counting.dataLoads)")
     }
 
     @Test("a damaged blob inside a coalesced range fails exactly its file, named, with nothing under its name")
@@ -144,8 +150,9 @@ final class CountingStorage: Storage, @unchecked Sendable {
         let names = try FileManager.default.contentsOfDirectory(atPath: dir.p("out")).sorted()
         #expect(names == ["f00", "f01", "f02", "f04", "f05"], "nothing else, no temporary file: \(names)")
         for i in [0, 1, 2, 4, 5] { #expect(readBytes(dir.p("out") + String(format: "/f%02d", i)) == contents[i]) }
-        // One range first, then (its decryption failing) one read per blob.
-        #expect(counting.dataLoads.count == 2 + 1 + 6, "\(counting.dataLoads)")
+        // Header and tree, then one read of the blobs' span: the damaged chunk fails its blob only,
+        // nothing is read again.
+        #expect(counting.dataLoads.count == 2 + 1, "\(counting.dataLoads)")
 
         // dump of the damaged file fails as an integrity error; of a neighbour, succeeds.
         let fd = open(dir.p("dumped"), O_WRONLY | O_CREAT | O_TRUNC, 0o600)
@@ -182,10 +189,8 @@ final class CountingStorage: Storage, @unchecked Sendable {
         _ = try await Restorer(store: reopened, options: options).restore(root: root.id, target: dir.p("out"))
         #expect(readBytes(dir.p("out/big")) == big)
         for i in 0..<5 { #expect(readBytes(dir.p("out/copy\(i)")) == shared) }
-        // Segments close once they pass 1 MiB: 11 + 11 big blobs (one read each), then the last 2
-        // with the shared blob, which its five files need once (two reads: the blobs are 2 MB
-        // apart); plus header and tree.
-        #expect(counting.dataLoads.count == 2 + 4, "\(counting.dataLoads)")
+        // Header and tree, then the pack's span in one read: the shared blob read once.
+        #expect(counting.dataLoads.count == 2 + 1, "\(counting.dataLoads)")
 
         counting.reset()
         let fd = open(dir.p("dumped"), O_WRONLY | O_CREAT | O_TRUNC, 0o600)
@@ -195,6 +200,31 @@ final class CountingStorage: Storage, @unchecked Sendable {
         #expect(readBytes(dir.p("dumped")) == big)
         // The tree (looked up again), then the big file in 3 reads.
         #expect(counting.dataLoads.count == 1 + 3, "\(counting.dataLoads)")
+    }
+
+    @Test("loadBatch reads an uncached header with the pack's first range (one read from the start); damage still fails only its blobs")
+    func headerWithFirstRange() async throws {
+        let t = TestRepository()
+        let (_, contents) = try await repository(t, count: 20, size: 20_000)
+        let (repo, counting) = try await reopen(t)
+        let ids = contents.map { bytes in bytes.withUnsafeBytes { repo.blobID(of: $0) } }
+        let loaded = await repo.loadBatch(.data, Array(ids[5..<10]), reads: RangeReads())
+        #expect(counting.dataLoads.count == 1, "\(counting.dataLoads)")
+        #expect(counting.dataLoads.first?.range?.lowerBound == 0)
+        for i in 5..<10 { #expect((try? loaded[ids[i]]?.get()) == contents[i]) }
+
+        // A flipped byte in STREAM chunk 2 (plaintext 131,072…196,607: blobs 6 to 9 lie in it).
+        let pack = try #require(t.files(.data).first)
+        let stored = Array(try Data(contentsOf: URL(fileURLWithPath: pack)))
+        let header = try #require(try CofferObject.headerLength(prefix: stored, object: "pack"))
+        try flipByte(pack, at: header + 2 * (65536 + 16) + 5000)
+        let (damaged, _) = try await reopen(t)
+        let results = await damaged.loadBatch(.data, Array(ids[4..<11]), reads: RangeReads())
+        for i in [4, 5, 10] { #expect((try? results[ids[i]]?.get()) == contents[i], "blob \(i)") }
+        for i in 6...9 {
+            guard case .failure(let error)? = results[ids[i]] else { Issue.record("blob \(i) loaded"); continue }
+            #expect((error as? any CategorizedError)?.category == .integrity, "\(error)")
+        }
     }
 
     @Test("range planning: sorted by offset, merged across small gaps, capped")
