@@ -41,22 +41,25 @@ public enum AllocatorTuning {
         #endif
     }
 
-    /// The mmap threshold of a repository backup (``applyForBackup()``): blocks from 1 MiB up (pack
-    /// buffers, the chunker's buffer of a large file, the largest chunks) are mapped on their own.
-    public static let backupMmapThreshold: Int32 = 1 << 20
+    /// The mmap threshold of a repository backup or restore (``applyForRepository()``): blocks from
+    /// 1 MiB up (pack buffers, the chunker's buffer of a large file, a restore's pack reads, the
+    /// largest chunks) are mapped on their own.
+    public static let repositoryMmapThreshold: Int32 = 1 << 20
 
-    /// For a repository backup, after ``apply()``: a 1 MiB mmap threshold. A backup's large buffers
+    /// For a repository backup or restore, after ``apply()``: a 1 MiB mmap threshold. (A restore
+    /// reads each pack into a new buffer of a few MiB; in the heap the freed ones were kept: its peak
+    /// RSS went from 64–68 to 62 MiB on the benchmark data with the threshold.) A backup's large buffers
     /// are few and long-lived (pack buffers are pooled, one chunker buffer per large file), so mapping
     /// them costs no measurable CPU, while in the heap the freed multi-MiB blocks left holes that the
     /// chunk-sized blocks around them kept from being reused: the heap grew ~4 MiB past what was
     /// live (docs/PERFORMANCE.md, "Memory"). Single-file commands keep ``apply()``'s 32 MiB (their
     /// per-chunk AEAD outputs re-fault when mapped). `MALLOC_MMAP_THRESHOLD_` or
     /// `COFFER_MALLOC_DEFAULTS=1` in the environment leaves the threshold alone.
-    public static func applyForBackup() {
+    public static func applyForRepository() {
         #if os(Linux)
         let defaults = getenv("COFFER_MALLOC_DEFAULTS").map { String(cString: $0) } == "1"
         if getenv("MALLOC_MMAP_THRESHOLD_") == nil && !defaults {
-            _ = glibcMallopt(mmapThreshold, backupMmapThreshold)
+            _ = glibcMallopt(mmapThreshold, repositoryMmapThreshold)
         }
         #endif
     }

@@ -177,7 +177,8 @@ final class RestoreRun: @unchecked Sendable {
         }
         byName = [:]
         if let repository, !packs.isEmpty {
-            let width = max(1, min(options.packsAtOnce, repository.storage.properties.connections))
+            let properties = repository.storage.properties
+            let width = max(1, min(properties.remote ? options.remotePacksAtOnce : options.packsAtOnce, properties.connections))
             await withTaskGroup(of: Void.self) { group in
                 var next = 0
                 func start() {

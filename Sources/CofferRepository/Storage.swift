@@ -163,10 +163,14 @@ public struct StorageProperties: Sendable {
     public let connections: Int
     /// Whether `save(…, overwrite: true)` replaces an object atomically.
     public let hasAtomicReplace: Bool
+    /// Whether each request crosses a network (a round trip per save): a backup then keeps more
+    /// full packs in flight, so the next pack fills while the previous ones upload.
+    public let remote: Bool
 
-    public init(connections: Int, hasAtomicReplace: Bool) {
+    public init(connections: Int, hasAtomicReplace: Bool, remote: Bool = false) {
         self.connections = connections
         self.hasAtomicReplace = hasAtomicReplace
+        self.remote = remote
     }
 }
 

@@ -44,7 +44,7 @@ public final class S3Storage: Storage {
     public init(client: S3Client, retention: Retention? = nil) {
         self.client = client
         self.retentionState = Mutex(retention)
-        properties = StorageProperties(connections: client.options.connections, hasAtomicReplace: true)
+        properties = StorageProperties(connections: client.options.connections, hasAtomicReplace: true, remote: true)
     }
 
     /// Opens the bucket of `uri` (credentials from the URI or the chain).

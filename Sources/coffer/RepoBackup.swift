@@ -78,7 +78,7 @@ struct RepoBackup: ParsableCommand {
         if signing.sign != nil && signing.digest != .chunkSHA256 {
             throw ValidationError("snapshots are signed with chunk-sha256 digests: leave out --signature-digest")
         }
-        AllocatorTuning.applyForBackup()
+        AllocatorTuning.applyForRepository()
         var opened = try openTreeRepository(repo, keys: keys, forWriting: true)
         opened.signer = try signing.signer(keys: keys)
         var options = ArchiveOptions.current()

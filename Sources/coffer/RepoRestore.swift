@@ -40,6 +40,7 @@ struct RepoRestore: ParsableCommand {
 
     func run() throws {
         try Runtime.reporting {
+            AllocatorTuning.applyForRepository()
             let (repository, chosen, _) = try openSnapshots("restore", repo: repo, keys: keys, signers: signers, references: [snapshot])
             let record = chosen[0]
             var options = RestoreOptions()

@@ -221,3 +221,36 @@ final class FailingDataStorage: Storage, @unchecked Sendable {
     func remove(_ name: ObjectName) async throws { try await inner.remove(name) }
     func list(_ kind: ObjectKind, batchSize: Int) -> AsyncThrowingStream<[ObjectInfo], Error> { inner.list(kind, batchSize: batchSize) }
 }
+
+@Suite("Tree packs") struct TreePackTests {
+    @Test("tree blobs and data blobs never share a pack: a restore's plan reads only tree packs, its content pass only data packs")
+    func treesHavePacksOfTheirOwn() async throws {
+        let t = TestRepository()
+        let repo = try await t.create()
+        repo.packSize = 64 << 10
+        func data(_ i: Int) -> [UInt8] { deterministicBytes(9_000, seed: UInt64(i)) }
+        func tree(_ i: Int) -> [UInt8] { deterministicBytes(700, seed: UInt64(100 + i)) }
+        func id(_ bytes: [UInt8]) -> BlobID { bytes.withUnsafeBytes { repo.blobID(of: $0) } }
+        for i in 0..<40 {
+            _ = try await repo.save(.data, id: id(data(i)), plaintext: data(i))
+            _ = try await repo.save(.tree, id: id(tree(i)), plaintext: tree(i))
+        }
+        try await repo.flush()
+        let reopened = try await t.open()
+        var kinds: [String: Set<BlobKind>] = [:]
+        for i in 0..<40 {
+            for (kind, bytes) in [(BlobKind.data, data(i)), (.tree, tree(i))] {
+                let hit = try #require(reopened.index.lookup(kind, id(bytes)))
+                kinds[hit.pack, default: []].insert(kind)
+            }
+        }
+        #expect(kinds.count >= 5, "several data packs and a tree pack: \(kinds.count)")
+        #expect(kinds.values.allSatisfy { $0.count == 1 }, "a pack holds one kind of blob")
+        #expect(kinds.values.filter { $0 == [.tree] }.count == 1, "the 28 KB of trees fit one pack")
+        // Every blob reads back through its own pack.
+        for i in 0..<40 {
+            #expect(try await reopened.load(.tree, id(tree(i))) == tree(i))
+            #expect(try await reopened.load(.data, id(data(i))) == data(i))
+        }
+    }
+}

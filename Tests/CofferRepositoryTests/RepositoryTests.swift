@@ -325,7 +325,7 @@ func expectCategory(_ category: ErrorCategory, naming object: String? = nil, _ b
         _ = try await saveBlob(repo, deterministicBytes(20_000, seed: 7))
         try await repo.flush()
         for path in Set(t.files(.index)).subtracting(indexes) { try FileManager.default.removeItem(atPath: path) }
-        #expect(t.files(.data).count == 3)
+        #expect(t.files(.data).count == 4, "the tree's pack and three data packs")
         let reopened = try await t.open()
         let check = try await reopened.check(readData: .all)
         #expect(check.ok, "\(check.errors)")
@@ -333,7 +333,7 @@ func expectCategory(_ category: ErrorCategory, naming object: String? = nil, _ b
         let report = try await reopened.prune { _ in [tree, kept] }
         #expect(report.unreferencedPacksRemoved == 1)
         #expect(report.packsRemoved == 1)
-        #expect(t.files(.data).count == 1)
+        #expect(t.files(.data).count == 2, "the tree's pack and the kept data pack")
         let after = try await t.open()
         #expect(try await after.load(.data, kept).count == 20_000)
         #expect(try await after.check(readData: .all).warnings.isEmpty)
