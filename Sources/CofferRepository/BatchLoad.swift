@@ -172,8 +172,12 @@ extension Repository {
               let plain = try? CofferObject.decryptRange(Array(prefix[Int(span.range.lowerBound)..<Int(span.range.upperBound)]), chunks: span.chunks,
                                                          layout: layout, opened, offset: range.start, length: range.end - range.start)
         else { return nil }
-        let object = name.description
-        return range.blobs.map { blob in
+        return split(plain, range, object: name.description)
+    }
+
+    /// The blobs of `range` from its plaintext, each decompressed and checked against its id.
+    private func split(_ plain: [UInt8], _ range: PackRange, object: String) -> [(BlobID, Result<[UInt8], Error>)] {
+        range.blobs.map { blob in
             let from = Int(blob.offset) - range.start
             do {
                 return (blob.id, .success(try unpack(Array(plain[from..<from + Int(blob.length)]), blob: blob, object: object)))
@@ -195,14 +199,7 @@ extension Repository {
             }
             return out
         }
-        return range.blobs.map { blob in
-            let from = Int(blob.offset) - range.start
-            do {
-                return (blob.id, .success(try unpack(Array(plain[from..<from + Int(blob.length)]), blob: blob, object: object)))
-            } catch {
-                return (blob.id, .failure(error))
-            }
-        }
+        return split(plain, range, object: object)
     }
 }
 

@@ -347,12 +347,7 @@ final class RestoreRun: @unchecked Sendable {
             guard UInt64(st.st_size) == node.size else {
                 throw TreeError.contentMismatch(path: f.shown, reason: "content is \(st.st_size) bytes, the tree records \(node.size)")
             }
-            if restorer.options.restoreOwnership { _ = fchown(fd, node.uid, node.gid) }
-            restorer.setXattrs(node, fd: fd, directory: dir.fd, name: f.temporary, path: f.shown)
-            if node.mode & 0o6000 != 0 { restorer.lock.withLock { restorer.result.droppedSpecialBits += 1 } }
-            fchmod(fd, mode_t(node.mode & 0o777))
-            var times = [FS.timespecOf(node.mtimeNanos), FS.timespecOf(node.mtimeNanos)]
-            futimens(fd, &times)
+            restorer.setMetadata(node, fd: fd, directory: dir.fd, name: f.temporary, path: f.shown, permissions: 0o777)
             if let existing = FS.status(dir.fd, node.name), existing.st_mode & S_IFMT == S_IFDIR {
                 throw TreeError.unsafePath(path: f.shown, reason: "a directory is in the way")
             }
@@ -420,12 +415,7 @@ final class RestoreRun: @unchecked Sendable {
                 continue
             }
             defer { Glibc.close(fd) }
-            if restorer.options.restoreOwnership { _ = fchown(fd, node.uid, node.gid) }
-            restorer.setXattrs(node, fd: fd, directory: parent.fd, name: node.name, path: entry.shown)
-            if node.mode & 0o6000 != 0 { restorer.lock.withLock { restorer.result.droppedSpecialBits += 1 } }
-            fchmod(fd, mode_t(node.mode & 0o1777))
-            var times = [FS.timespecOf(node.mtimeNanos), FS.timespecOf(node.mtimeNanos)]
-            futimens(fd, &times)
+            restorer.setMetadata(node, fd: fd, directory: parent.fd, name: node.name, path: entry.shown, permissions: 0o1777)
             restorer.lock.withLock { restorer.result.directories += 1 }
         }
     }

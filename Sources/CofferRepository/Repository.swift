@@ -679,14 +679,7 @@ public final class Repository: BlobStore, @unchecked Sendable {
             guard Int64(length) <= size else { throw RepositoryError.damaged(object: name.description, reason: "cut short inside its header") }
             prefix = try await storage.load(name, range: 0..<Int64(length))
         }
-        let parsed = try CofferObject.parseHeader(prefix, object: name.description)
-        let fileKey = try dataKeyring.fileKey(for: parsed.header, object: name.description)
-        let opened = try CofferObject.open(parsed, fileKey: fileKey, object: name.description)
-        stateLock.withLock {
-            if headerCache.count >= 256 { headerCache.removeAll() }
-            headerCache[name.name] = opened
-        }
-        return opened
+        return try openPack(bytes: prefix, name: name)
     }
 }
 

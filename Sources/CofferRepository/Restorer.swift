@@ -261,6 +261,18 @@ public final class Restorer: @unchecked Sendable {
         lock.withLock { result.xattrsSet += set; result.xattrsSkipped += skipped }
     }
 
+    /// Owner (root only), selected extended attributes, mode (`permissions`: 0o777 for files,
+    /// 0o1777 for directories; set-id bits never, counted) and times of the entry open as `fd`
+    /// (`name` in `directory`), after its content or entries.
+    func setMetadata(_ node: TreeNode, fd: Int32, directory: Int32, name: [UInt8], path: String, permissions: UInt32) {
+        if options.restoreOwnership { _ = fchown(fd, node.uid, node.gid) }
+        setXattrs(node, fd: fd, directory: directory, name: name, path: path)
+        if node.mode & 0o6000 != 0 { lock.withLock { result.droppedSpecialBits += 1 } }
+        fchmod(fd, mode_t(node.mode & permissions))
+        var times = [FS.timespecOf(node.mtimeNanos), FS.timespecOf(node.mtimeNanos)]
+        futimens(fd, &times)
+    }
+
     func fail(_ shownPath: String, _ error: Error) {
         let path = snapshotPath(shownPath)
         let failure: RestoreFailure
@@ -373,11 +385,7 @@ public final class Restorer: @unchecked Sendable {
             guard written == node.size else {
                 throw TreeError.contentMismatch(path: childPath, reason: "content is \(written) bytes, the tree records \(node.size)")
             }
-            if options.restoreOwnership { _ = fchown(fd, node.uid, node.gid) }
-            setXattrs(node, fd: fd, directory: directory.fd, name: temporary, path: childPath)
-            if node.mode & 0o6000 != 0 { lock.withLock { result.droppedSpecialBits += 1 } }
-            fchmod(fd, mode_t(node.mode & 0o777))
-            futimens(fd, &times)
+            setMetadata(node, fd: fd, directory: directory.fd, name: temporary, path: childPath, permissions: 0o777)
             lock.withLock { result.files += 1; result.bytes += Int64(written) }
         case .symlink:
             let rc = withCName(node.linkTarget) { target in withCName(temporary) { symlinkat(target, directory.fd, $0) } }
