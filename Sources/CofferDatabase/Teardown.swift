@@ -47,10 +47,9 @@ public final class ThrowawayRegistry: @unchecked Sendable {
         lock.withLock { servers.values.filter { $0.engine == engine }.count }
     }
 
+    /// Set by ``interrupt()``: no new throwaway server starts. (Whether the command may still record
+    /// an outcome is the CLI's interrupt flag, set before this registry is told.)
     private var interruptedFlag = false
-    /// Set by ``interrupt()``: the process is being interrupted; whatever still runs must not
-    /// record an outcome (the servers it used were torn down under it).
-    public var interrupted: Bool { lock.withLock { interruptedFlag } }
 
     private var creations = 0
 

@@ -533,11 +533,11 @@ public final class Repository: BlobStore, @unchecked Sendable {
     /// The pack already counts in ``packSlots`` (``PackSlots/tryStart()`` or ``PackSlots/start()``).
     private func submit(_ pack: FullPack) async throws {
         await limiter.acquire()
-        let (name, blobs, box) = (pack.name, pack.blobs, pack.buffer)
+        let (name, blobs, box, pooled) = (pack.name, pack.blobs, pack.buffer, pack.pooled)
         let task = Task.detached { [self] in
             var bytes = box.take()  // the only reference: sealed in place
             defer {
-                if pack.pooled { packBuffers.give(&bytes) }
+                if pooled { packBuffers.give(&bytes) }
                 _ = stateLock.withLock { uploading.remove(name) }
                 packSlots.finish()
                 Task { await self.limiter.release() }

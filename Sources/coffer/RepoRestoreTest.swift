@@ -62,7 +62,7 @@ struct RepoRestoreTest: ParsableCommand {
                                                              hostname: host, programVersion: version,
                                                              log: { line in if !quiet { Runtime.warn(line) } })
                     // Interrupted: the signal handler tore the server down and exits; record nothing.
-                    while ThrowawayRegistry.shared.interrupted { sleep(1) }
+                    Runtime.waitIfInterrupted()
                     if save { try await repository.repository.saveRestoreTest(result, signer: signer) }
                     return result
                 }
