@@ -70,7 +70,7 @@ public final class Repository: BlobStore, @unchecked Sendable {
         plaintext + 16 << 10 + (plaintext / CofferObject.packChunkSize + 1) * Limits.tagSize
     }
 
-    /// How new blobs are compressed (default: zstd level 3, raw when that does not shrink a blob).
+    /// How new blobs are compressed (default: zstd level 2, raw when that does not shrink a blob).
     public var compression: CompressionMode {
         get { stateLock.withLock { _compression } }
         set { stateLock.withLock { _compression = newValue; compressors = [] } }

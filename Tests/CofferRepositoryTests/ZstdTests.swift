@@ -27,7 +27,7 @@ import Testing
     func levels() {
         #expect(CompressionMode.off.zstdLevel == nil)
         #expect(CompressionMode.fast.zstdLevel == 1)
-        #expect(CompressionMode.auto.zstdLevel == 3)
+        #expect(CompressionMode.auto.zstdLevel == 2)
         #expect(CompressionMode.max.zstdLevel == 19)
         #expect(CompressionMode(rawValue: "auto") == .auto)
         #expect(CompressionMode(rawValue: "best") == nil)
