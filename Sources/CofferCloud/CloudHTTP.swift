@@ -206,9 +206,28 @@ public enum HTTPTransport {
         if refuseDeclaredOverLimit, let declared, declared > bodyLimit {
             throw HTTPAnswerTooLong(declaredLength: declared, status: Int(raw.status.code))
         }
-        var buffer = try await raw.body.collect(upTo: bodyLimit)
+        // A HEAD answer declares the object's length but has no body.
+        let expected = request.method == .HEAD ? nil : declared
+        if let expected, expected > bodyLimit { throw NIOTooManyBytesError(maxBytes: bodyLimit) }
+        let body = try await readBody(raw.body, expected: expected, limit: bodyLimit)
         return HTTPAnswer(status: Int(raw.status.code), headers: raw.headers.map { ($0.name, $0.value) },
-                          body: buffer.readBytes(length: buffer.readableBytes) ?? [], declaredLength: declared)
+                          body: body, declaredLength: declared)
+    }
+
+    /// Appends the body's fragments to one array, sized from the Content-Length when the answer
+    /// gave one within the limit: each byte is copied once, from NIO's receive buffer into the
+    /// result (collecting into a `ByteBuffer` first grew it by doubling, so a 4 MiB pack briefly
+    /// held 8 MiB, and then copied it out again). More than `limit` bytes is a
+    /// `NIOTooManyBytesError`, as `collect(upTo:)` throws.
+    static func readBody<Body: AsyncSequence>(_ body: Body, expected: Int?, limit: Int) async throws -> [UInt8]
+    where Body.Element == ByteBuffer {
+        var bytes: [UInt8] = []
+        if let expected, expected > 0 { bytes.reserveCapacity(min(expected, limit)) }
+        for try await fragment in body {
+            guard fragment.readableBytes <= limit - bytes.count else { throw NIOTooManyBytesError(maxBytes: limit) }
+            fragment.withUnsafeReadableBytes { bytes.append(contentsOf: $0) }
+        }
+        return bytes
     }
 }
 

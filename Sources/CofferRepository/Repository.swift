@@ -44,6 +44,9 @@ public final class Repository: BlobStore, @unchecked Sendable {
     var finishedPacks: [IndexedPack] = []
     var tasks: [Task<Void, Error>] = []
     var headerCache: [String: CofferObject.Opened] = [:]
+    /// Decrypted tree packs on remote storage (``treePackPlaintext(_:size:)``) and their total size.
+    var treePackCache: [String: [UInt8]] = [:]
+    var treePackCacheBytes = 0
     var compressors: [ChunkCompressor] = []
     private let limiter: AsyncLimiter
     /// Full packs being sealed and stored; a save that must start a new pack while
@@ -181,10 +184,21 @@ public final class Repository: BlobStore, @unchecked Sendable {
     /// Loads and decrypts a whole object; `fileKey` finds its file key from the parsed header.
     static func readObject(_ storage: any Storage, _ name: ObjectName,
                            fileKey: (Header) throws -> FileKey) async throws -> (plaintext: [UInt8], header: Header, stored: [UInt8]) {
-        let bytes: [UInt8]
-        do { bytes = try await storage.load(name) } catch StorageError.notFound {
+        let bytes = try await loadObjectBytes(storage, name)
+        let (plaintext, header) = try openObject(bytes, name, fileKey: fileKey)
+        return (plaintext, header, bytes)
+    }
+
+    /// A whole object's stored bytes; a missing object is ``RepositoryError/missing(object:reason:)``.
+    static func loadObjectBytes(_ storage: any Storage, _ name: ObjectName) async throws -> [UInt8] {
+        do { return try await storage.load(name) } catch StorageError.notFound {
             throw RepositoryError.missing(object: name.description, reason: "not in the storage")
         }
+    }
+
+    /// Decrypts an object from its stored `bytes`; `fileKey` finds its file key from the parsed header.
+    static func openObject(_ bytes: [UInt8], _ name: ObjectName,
+                           fileKey: (Header) throws -> FileKey) throws -> (plaintext: [UInt8], header: Header) {
         let parsed = try CofferObject.parseHeader(bytes, object: name.description)
         let key: FileKey
         do { key = try fileKey(parsed.header) } catch let e as RepositoryError { throw e } catch let e as AccessError {
@@ -194,7 +208,7 @@ public final class Repository: BlobStore, @unchecked Sendable {
             throw RepositoryError.damaged(object: name.description, reason: "\(e)")
         }
         let opened = try CofferObject.open(parsed, fileKey: key, object: name.description)
-        return (try CofferObject.decryptAll(bytes, opened), parsed.header, bytes)
+        return (try CofferObject.decryptAll(bytes, opened), parsed.header)
     }
 
     func readIndexKeyed(_ name: ObjectName) async throws -> [UInt8] {
@@ -292,10 +306,20 @@ public final class Repository: BlobStore, @unchecked Sendable {
     /// secrets; then the config, the data keys and the index are read and checked.
     /// With `tolerateDamage`, damaged index objects are set aside (``damagedIndexObjects``) instead
     /// of failing the open (for `check`).
+    ///
+    /// On remote storage every request is a round trip, so the requests that need no key start
+    /// together (the key listing, the config, the index listing), and once a key object has given
+    /// the secrets, the data keys and the index objects load side by side: three round trips one
+    /// after the other instead of seven. Nothing is decrypted before the secrets are known, and
+    /// the config is checked against them exactly as before.
     public static func open(storage: any Storage, identities: KeyObjectIdentities, tolerateDamage: Bool = false) async throws -> Repository {
-        let names = try await storage.listAll(.keys).map(\.name.name).filter(isKeyObjectName).sorted()
+        let configName = try ObjectName(.config, "config")
+        async let configBytes = loadObjectBytes(storage, configName)
+        async let indexListing = storage.listAll(.index)
+        let keyListing = try await storage.listAll(.keys)
+        let names = keyListing.map(\.name.name).filter(isKeyObjectName).sorted()
         guard !names.isEmpty else {
-            if (try? await storage.stat(try ObjectName(.config, "config"))) == nil {
+            if (try? await configBytes) == nil {
                 throw RepositoryError.missing(object: "config/config", reason: "no repository there (no config and no key objects)")
             }
             throw RepositoryError.key("the repository has no key objects")
@@ -320,21 +344,26 @@ public final class Repository: BlobStore, @unchecked Sendable {
             throw RepositoryError.key("no given key opens any of the repository's \(names.count) key objects\(lastKeyError.map { " (\($0))" } ?? "")")
         }
         let (keyID, secrets, keyPayload) = found
-        let (config, digest) = try await readConfig(storage, indexKey: secrets.indexKey)
+        let (config, digest) = try readConfig(try await configBytes, indexKey: secrets.indexKey)
         guard config.id == Hex.encode(secrets.repositoryID) else {
             throw RepositoryError.damaged(object: "keys/\(keyID)", reason: "it belongs to repository \(Hex.encode(secrets.repositoryID)), not \(config.id)")
         }
-        let pairs = try await readDataKeys(storage, secrets: secrets)
+        // The index objects need only the index key: they load while the data keys do.
+        async let dataKeys = readDataKeys(storage, secrets: secrets, listing: keyListing)
+        let (index, damaged) = try await readIndex(storage, names: try await indexListing.map(\.name),
+                                                   indexKey: try SymmetricObjectKey(secrets.indexKey), tolerateDamage: tolerateDamage)
+        let pairs = try await dataKeys
         let repository = try Repository(storage: storage, config: config, configDigest: digest, access: .full, keyID: keyID,
                                         secrets: secrets, chunkerKey: secrets.chunkerKey, chunkIDKey: secrets.chunkIDKey,
                                         indexKey: secrets.indexKey, dataKeys: pairs, currentPublicKey: pairs.last!.publicKey)
         repository.currentKeyPayload = keyPayload
-        try await repository.loadIndex(tolerateDamage: tolerateDamage)
+        repository.setIndex(index, damaged: damaged)
         return repository
     }
 
     /// Opens with a writer key: write-only access.
     public static func open(storage: any Storage, writerKey: WriterKeyFile) async throws -> Repository {
+        async let indexListing = storage.listAll(.index)  // while the config loads
         let config: RepositoryConfig, digest: [UInt8]
         do { (config, digest) = try await readConfig(storage, indexKey: writerKey.indexKey.bytes) } catch RepositoryError.damaged {
             throw RepositoryError.key("the writer key does not open this repository's config (it belongs to another repository)")
@@ -346,7 +375,9 @@ public final class Repository: BlobStore, @unchecked Sendable {
         let repository = try Repository(storage: storage, config: config, configDigest: digest, access: .writer, keyID: nil,
                                         secrets: nil, chunkerKey: writerKey.chunkerKey.bytes, chunkIDKey: writerKey.chunkIdKey.bytes,
                                         indexKey: writerKey.indexKey.bytes, dataKeys: [], currentPublicKey: publicKey)
-        try await repository.loadIndex(tolerateDamage: false)
+        let (index, damaged) = try await readIndex(storage, names: try await indexListing.map(\.name),
+                                                   indexKey: repository.indexKey, tolerateDamage: false)
+        repository.setIndex(index, damaged: damaged)
         return repository
     }
 
@@ -369,21 +400,31 @@ public final class Repository: BlobStore, @unchecked Sendable {
     }
 
     static func readConfig(_ storage: any Storage, indexKey: [UInt8]) async throws -> (RepositoryConfig, [UInt8]) {
+        try readConfig(try await loadObjectBytes(storage, try ObjectName(.config, "config")), indexKey: indexKey)
+    }
+
+    /// The config from its stored bytes, and the SHA-256 of those bytes.
+    static func readConfig(_ stored: [UInt8], indexKey: [UInt8]) throws -> (RepositoryConfig, [UInt8]) {
         let name = try ObjectName(.config, "config")
         let key = try SymmetricObjectKey(indexKey)
-        let (plain, _, stored) = try await readObject(storage, name) { try key.fileKey(for: $0, object: name.description) }
+        let (plain, _) = try openObject(stored, name) { try key.fileKey(for: $0, object: name.description) }
         let config = try RepositoryJSON.decode(RepositoryConfig.self, plain, object: name.description)
         try config.validate()
         return (config, Array(SHA256.hash(data: stored)))
     }
 
-    /// Every data-key object (`keys/data-N`), oldest generation first.
-    static func readDataKeys(_ storage: any Storage, secrets: RepositorySecrets) async throws -> [DataKeyPair] {
+    /// Every data-key object (`keys/data-N`), oldest generation first, loaded side by side;
+    /// `listing` is the `keys/` listing when the caller has one.
+    static func readDataKeys(_ storage: any Storage, secrets: RepositorySecrets, listing: [ObjectInfo]? = nil) async throws -> [DataKeyPair] {
         let ring = try SymmetricObjectKey(secrets.ringKey)
+        let keys: [ObjectInfo]
+        if let listing { keys = listing } else { keys = try await storage.listAll(.keys) }
+        let objects = keys.filter { $0.name.name.hasPrefix("data-") }
         var pairs: [DataKeyPair] = []
-        for info in try await storage.listAll(.keys) where info.name.name.hasPrefix("data-") {
-            let (plain, _, _) = try await readObject(storage, info.name) { try ring.fileKey(for: $0, object: info.name.description) }
-            let p = try RepositoryJSON.decode(DataKeyPayload.self, plain, object: info.name.description)
+        try await forEachConcurrently(objects, width: storage.properties.connections) { info in
+            try await readObject(storage, info.name) { try ring.fileKey(for: $0, object: info.name.description) }.plaintext
+        } consume: { info, result in
+            let p = try RepositoryJSON.decode(DataKeyPayload.self, try result.get(), object: info.name.description)
             guard p.version == 1, p.repository == Hex.encode(secrets.repositoryID), "data-\(p.generation)" == info.name.name else {
                 throw RepositoryError.damaged(object: info.name.description, reason: "it is not this repository's data key \(info.name.name)")
             }
@@ -395,11 +436,32 @@ public final class Repository: BlobStore, @unchecked Sendable {
 
     /// Reads every index object into the in-memory index.
     func loadIndex(tolerateDamage: Bool) async throws {
-        let names = try await storage.listAll(.index).map(\.name)
+        let (fresh, damaged) = try await Self.readIndex(storage, names: try await storage.listAll(.index).map(\.name),
+                                                        indexKey: indexKey, tolerateDamage: tolerateDamage)
+        setIndex(fresh, damaged: damaged)
+    }
+
+    func readIndexObject(_ name: ObjectName) async throws -> [IndexedPack] {
+        let plain = try await readIndexKeyed(name)
+        return try IndexFormat.decode(plain, object: name.description)
+    }
+
+    func setIndex(_ fresh: BlobIndex, damaged: [String: String]) {
+        stateLock.withLock {
+            index = fresh
+            damagedIndexObjects = damaged
+        }
+    }
+
+    /// The index objects `names`, read side by side and merged; with `tolerateDamage`, the ones
+    /// that fail to read or decode are returned apart (object → reason) instead of failing.
+    static func readIndex(_ storage: any Storage, names: [ObjectName], indexKey key: SymmetricObjectKey,
+                          tolerateDamage: Bool) async throws -> (BlobIndex, [String: String]) {
         var fresh = BlobIndex()
         var damaged: [String: String] = [:]
-        try await forEachConcurrently(names) { name in
-            try await self.readIndexObject(name)
+        try await forEachConcurrently(names, width: storage.properties.connections) { name in
+            let plain = try await readObject(storage, name) { try key.fileKey(for: $0, object: name.description) }.plaintext
+            return try IndexFormat.decode(plain, object: name.description)
         } consume: { name, result in
             switch result {
             case .success(let packs):
@@ -409,15 +471,7 @@ public final class Repository: BlobStore, @unchecked Sendable {
                 if tolerateDamage, error is RepositoryError { damaged[name.description] = "\(error)" } else { throw error }
             }
         }
-        stateLock.withLock {
-            index = fresh
-            damagedIndexObjects = damaged
-        }
-    }
-
-    func readIndexObject(_ name: ObjectName) async throws -> [IndexedPack] {
-        let plain = try await readIndexKeyed(name)
-        return try IndexFormat.decode(plain, object: name.description)
+        return (fresh, damaged)
     }
 
     /// Runs `work` on every item with up to `storage.properties.connections` (or `width`, if
@@ -425,7 +479,14 @@ public final class Repository: BlobStore, @unchecked Sendable {
     func forEachConcurrently<T: Sendable, R: Sendable>(_ items: [T], width limit: Int? = nil,
                                                        _ work: @escaping @Sendable (T) async throws -> R,
                                                        consume: (T, Result<R, Error>) throws -> Void) async throws {
-        let width = max(1, min(storage.properties.connections, 16, limit ?? .max))
+        try await Self.forEachConcurrently(items, width: min(storage.properties.connections, limit ?? .max), work, consume: consume)
+    }
+
+    /// ``forEachConcurrently(_:width:_:consume:)`` with `width` (at most 16) at once.
+    static func forEachConcurrently<T: Sendable, R: Sendable>(_ items: [T], width limit: Int,
+                                                              _ work: @escaping @Sendable (T) async throws -> R,
+                                                              consume: (T, Result<R, Error>) throws -> Void) async throws {
+        let width = max(1, min(16, limit))
         try await withThrowingTaskGroup(of: (T, Result<R, Error>).self) { group in
             var next = 0
             while next < items.count && next < width {
@@ -628,9 +689,15 @@ public final class Repository: BlobStore, @unchecked Sendable {
             case .memory(let bytes, let blob, let pack):
                 return try unpack(bytes, blob: blob, object: "data/\(pack)")
             case .pack(let pack, let size, let loc):
+                let blob = PackedBlob(kind: kind, id: id, offset: loc.offset, length: loc.length, rawLength: loc.rawLength, compressed: loc.compressed)
+                // A tree on remote storage comes from its whole pack, read once (``treePackPlaintext(_:size:)``);
+                // when that read fails, the ranged read below reports why.
+                if kind == .tree, storage.properties.remote, size <= Self.treePackCacheLimit,
+                   let plain = try? await treePackPlaintext(pack, size: size) {
+                    return try treeBlob(plain, pack: pack, blob: blob).get()
+                }
                 let bytes = try await readStored(pack: pack, size: size, offset: Int(loc.offset), length: Int(loc.length))
-                return try unpack(bytes, blob: PackedBlob(kind: kind, id: id, offset: loc.offset, length: loc.length,
-                                                          rawLength: loc.rawLength, compressed: loc.compressed), object: "data/\(pack)")
+                return try unpack(bytes, blob: blob, object: "data/\(pack)")
             }
         }
     }

@@ -200,7 +200,7 @@ extension Repository {
         report.indexObjectsRemoved = removableIndexes.count
         try await removeAll((remove.map(\.name) + repack.map(\.0.name) + unreferenced).map { try ObjectName(.data, $0) })
         try await loadIndex(tolerateDamage: false)
-        stateLock.withLock { headerCache.removeAll() }
+        stateLock.withLock { headerCache.removeAll(); treePackCache.removeAll(); treePackCacheBytes = 0 }
         return report
     }
 

@@ -86,6 +86,19 @@ struct SharedHTTPTests {
         #expect(server.requests.count == 2)
     }
 
+    @Test("an answer's body arrives whole and exact, from many TCP reads into one array sized by its Content-Length")
+    func bodyReadWhole() async throws {
+        let body = (0..<900_001).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 9) }
+        let server = try LoggingListener { _, _ in .answer(status: 200, headers: [], body: body) }
+        defer { server.stop() }
+        let http = CloudHTTP(policy: RetryPolicy(attempts: 1, timeoutSeconds: 5, baseDelay: 0.01, maxDelay: 0.02))
+        let answer: HTTPAnswer = try await http.perform(operation: "test", url: server.endpoint + "/") { () throws(KeyServiceError) in
+            (.GET, [], [])
+        } interpret: { answer throws(KeyServiceError) in .done(answer) }
+        #expect(answer.declaredLength == body.count)
+        #expect(answer.body == body)
+    }
+
     // MARK: URI query
 
     @Test("URIQuery.parameters: pairs decoded; no '=', an empty name or a name given twice refused, unknown pairs not shown")
