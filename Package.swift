@@ -103,6 +103,7 @@ let package = Package(
         .testTarget(name: "CofferS3Tests", dependencies: [
             "CofferS3", "CofferCloud", "CofferRepository", "CofferKeys", "CofferFormat", "CofferTestServers",
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "NIOCore", package: "swift-nio"),
         ]),
         .testTarget(name: "CofferFilesTests", dependencies: ["CofferFiles", "CofferKeys", "CofferFormat"]),
         .testTarget(name: "CofferCLITests", dependencies: [

@@ -230,7 +230,7 @@ public final class S3Client: Sendable {
             for (name, value) in request.headers { http.headers.add(name: name, value: value) }
             for (name, value) in signed.headersToAdd { http.headers.replaceOrAdd(name: name, value: value) }
             if request.method == .PUT || request.method == .POST || !request.body.isEmpty {
-                http.body = .bytes(ByteBuffer(bytes: request.body))
+                http.body = .stream(SlicedBody(request.body), length: .known(Int64(request.body.count)))
             }
             await slots.acquire()
             let answer: HTTPAnswer
@@ -365,3 +365,27 @@ public final class S3Client: Sendable {
 
 /// Base64 of bytes (for Content-MD5 and x-amz-checksum-sha256).
 func base64(_ bytes: some Sequence<UInt8>) -> String { Data(bytes).base64EncodedString() }
+
+/// A request body handed to the connection in slices of 256 KiB, each copied into a `ByteBuffer`
+/// only when the connection asks for it (async-http-client pulls the next slice when the socket
+/// can take more). `.bytes(ByteBuffer(bytes:))` copied the whole body first: with three packs of
+/// 4 MiB in flight, a backup to S3 held 12 MiB of copies next to the packs themselves.
+struct SlicedBody: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    static let sliceSize = 256 << 10
+    let bytes: [UInt8]
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        let bytes: [UInt8]
+        var offset = 0
+        mutating func next() async -> ByteBuffer? {
+            guard offset < bytes.count else { return nil }
+            let end = Swift.min(offset + SlicedBody.sliceSize, bytes.count)
+            defer { offset = end }
+            return bytes.withUnsafeBytes { ByteBuffer(bytes: UnsafeRawBufferPointer(rebasing: $0[offset..<end])) }
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(bytes: bytes) }
+}
