@@ -52,6 +52,10 @@ struct RepoBackup: ParsableCommand {
     @Flag(help: "Print only errors and the snapshot id.")
     var quiet = false
 
+    @Option(help: ArgumentHelp("How new chunks are compressed: auto (zstd level 2, the default), fast (level 1), max (level 19: slow, for archives written once) or off. A chunk that does not shrink is stored raw.",
+                               valueName: "off|auto|fast|max"))
+    var compression: CompressionMode = .auto
+
     @Flag(name: .customLong("no-xattrs"), help: "Do not record extended attributes.")
     var noXattrs = false
 
@@ -80,6 +84,7 @@ struct RepoBackup: ParsableCommand {
         }
         AllocatorTuning.applyForRepository()
         var opened = try openTreeRepository(repo, keys: keys, forWriting: true)
+        opened.repository.compression = compression
         opened.signer = try signing.signer(keys: keys)
         var options = ArchiveOptions.current()
         if let host { options.hostname = host }
@@ -173,3 +178,5 @@ final class BackupProgress: @unchecked Sendable {
 
     func stop() { line?.stop() }
 }
+
+extension CompressionMode: ExpressibleByArgument {}

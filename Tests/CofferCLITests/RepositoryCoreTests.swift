@@ -136,4 +136,29 @@ import Glibc
         #expect(real.status == Exit.ok, "\(real.stderr)")
         #expect(real.stdoutText.contains("removed 0 blobs"))
     }
+
+    @Test("backup --compression: off stores chunks as they are, fast, auto and max shrink text; every setting restores the same bytes; a bad value is a usage error")
+    func compressionOption() throws {
+        let text = (0..<40_000).map { "INSERT INTO orders VALUES (\($0), 'customer-\($0 % 97)', \($0 * 13 % 1000));\n" }.joined()
+        var stored: [String: Int] = [:]
+        for mode in ["off", "fast", "auto", "max"] {
+            let s = try Setup()
+            let source = try s.dir.write(Array(text.utf8), "dump.sql")
+            let r = try s.run(["backup", "--compression", mode, source])
+            #expect(r.status == Exit.ok, "\(mode): \(r.stderr)")
+            let data = s.dir.file("repo/data")
+            let files = (FileManager.default.enumerator(atPath: data)?.allObjects as? [String] ?? []).map { "\(data)/\($0)" }
+            stored[mode] = files.reduce(0) { $0 + ((try? FileManager.default.attributesOfItem(atPath: $1)[.size] as? Int) ?? 0) }
+            let restored = try s.run(["restore", "latest", "--target", s.dir.file("out")])
+            #expect(restored.status == Exit.ok, "\(mode): \(restored.stderr)")
+            #expect(try Data(contentsOf: URL(fileURLWithPath: s.dir.file("out") + source)) == Data(text.utf8), "\(mode)")
+        }
+        let off = try #require(stored["off"]), fast = try #require(stored["fast"])
+        let auto = try #require(stored["auto"]), max = try #require(stored["max"])
+        #expect(off > text.utf8.count, "off stores the text whole: \(off)")
+        #expect(fast * 3 < off && auto * 3 < off && max * 3 < off, "fast \(fast), auto \(auto), max \(max), off \(off)")
+        let s = try Setup()
+        let bad = try s.run(["backup", "--compression", "zip", s.dir.file("repo/config")])
+        #expect(bad.status == Exit.usage, "\(bad.stderr)")
+    }
 }
