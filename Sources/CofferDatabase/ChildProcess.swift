@@ -136,7 +136,11 @@ public final class Child: @unchecked Sendable {
     let name: String
     private let stderr: OutputCollector?
     private let lock = NSLock()
-    private var status: Int32?
+    /// The one wait for the process (several callers share it: a second `waitpid` would find no
+    /// child and could record -1 over the real status), and whether it has been reaped (then its
+    /// pid may belong to another process: ``terminate()`` sends nothing).
+    private var waiter: Task<Int32, Never>?
+    private var reaped = false
 
     /// Starts `argv` (argv[0] a path) with `environment` through ``ChildSpawn`` (descriptors 3 and
     /// up closed, default signal dispositions); `stdin`/`stdout` are descriptors to give it (nil:
@@ -159,19 +163,25 @@ public final class Child: @unchecked Sendable {
 
     /// Waits for the process (on a thread, not the caller's task) and returns its wait status.
     public func wait() async -> Int32 {
-        if let s = lock.withLock({ status }) { return s }
-        let pid = self.pid
-        let s: Int32 = await withCheckedContinuation { continuation in
-            Thread {
-                var st: Int32 = 0
-                while waitpid(pid, &st, 0) < 0 {
-                    if errno != EINTR { st = -1; break }
+        let task = lock.withLock { () -> Task<Int32, Never> in
+            if let waiter { return waiter }
+            let pid = self.pid
+            let task = Task<Int32, Never> {
+                await withCheckedContinuation { continuation in
+                    Thread { [self] in
+                        var st: Int32 = 0
+                        while waitpid(pid, &st, 0) < 0 {
+                            if errno != EINTR { st = -1; break }
+                        }
+                        lock.withLock { reaped = true }
+                        continuation.resume(returning: st)
+                    }.start()
                 }
-                continuation.resume(returning: st)
-            }.start()
+            }
+            waiter = task
+            return task
         }
-        lock.withLock { status = s }
-        return s
+        return await task.value
     }
 
     public var stderrText: String { stderr?.text ?? "" }
@@ -182,7 +192,7 @@ public final class Child: @unchecked Sendable {
         guard s == 0 else { throw DatabaseError.toolFailed(step: name, status: ChildProcess.describe(s), stderr: stderrText) }
     }
 
-    public func terminate() { kill(pid, SIGTERM) }
+    public func terminate() { lock.withLock { if !reaped { _ = kill(pid, SIGTERM) } } }
 }
 
 extension ChildProcess {

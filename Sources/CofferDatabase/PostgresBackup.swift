@@ -48,7 +48,12 @@ final class PsqlSession: @unchecked Sendable {
     private let output: Int32
     private var buffer: [UInt8] = []
     private var counter = 0
-    private var closed = false
+    /// Whether `input` is still open. `kill()` (another task, when the backup fails) and `run`
+    /// may both end the session: the descriptor is closed once, under the lock, and never written
+    /// after (a second close, or a write, could hit a descriptor another thread has opened under
+    /// the same number since: a test run once closed a number twice here).
+    private let inputLock = NSLock()
+    private var inputOpen = true
     let name: String
 
     init(conninfo: String, name: String, environment: [String]) throws {
@@ -67,7 +72,14 @@ final class PsqlSession: @unchecked Sendable {
         output = outPipe[0]
     }
 
-    deinit { if !closed { close(input) }; close(output) }
+    deinit { closeInput(); close(output) }
+
+    private func closeInput() {
+        inputLock.withLock {
+            if inputOpen { close(input) }
+            inputOpen = false
+        }
+    }
 
     /// Sends `sql` (statements and psql meta-commands, one or more lines) and returns the lines it
     /// printed. A failing statement ends psql (ON_ERROR_STOP): its error is thrown.
@@ -75,15 +87,22 @@ final class PsqlSession: @unchecked Sendable {
         counter += 1
         let marker = "__coffer_done_\(counter)_\(UInt64.random(in: 0...UInt64.max))__"
         let text = sql + "\n\\echo \(marker)\n"
-        var ok = true
-        text.utf8CString.withUnsafeBytes { raw in
-            var done = 0
-            let total = raw.count - 1
-            while done < total {
-                let n = write(input, raw.baseAddress! + done, total - done)
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { ok = false; break }
-                done += n
+        // Written under the lock: `kill()` stops psql first (a blocked write then fails with EPIPE),
+        // then waits for the lock to close the descriptor.
+        var ok = inputLock.withLock { inputOpen }
+        if ok {
+            inputLock.withLock {
+                guard inputOpen else { ok = false; return }
+                text.utf8CString.withUnsafeBytes { raw in
+                    var done = 0
+                    let total = raw.count - 1
+                    while done < total {
+                        let n = write(input, raw.baseAddress! + done, total - done)
+                        if n < 0 && errno == EINTR { continue }
+                        if n <= 0 { ok = false; break }
+                        done += n
+                    }
+                }
             }
         }
         var lines: [String] = []
@@ -92,8 +111,7 @@ final class PsqlSession: @unchecked Sendable {
             if line == marker { return lines }
             lines.append(line)
         }
-        close(input)
-        closed = true
+        closeInput()
         let status = await child.wait()
         throw DatabaseError.toolFailed(step: name, status: ChildProcess.describe(status), stderr: child.stderrText)
     }
@@ -115,13 +133,13 @@ final class PsqlSession: @unchecked Sendable {
 
     /// Ends the session (its transaction is committed by psql's end of input) and checks its status.
     func finish() async throws {
-        if !closed { close(input); closed = true }
+        closeInput()
         try await child.check()
     }
 
     func kill() {
         child.terminate()
-        if !closed { close(input); closed = true }
+        closeInput()
         Task { _ = await child.wait() }
     }
 }
