@@ -15,6 +15,16 @@ public let repositoryFormatVersion = 1
 
 /// JSON as the repository writes it: sorted keys, no escaped slashes, RFC 3339 dates with
 /// fractional seconds, snake_case keys.
+/// RFC 3339 times in UTC with milliseconds, written and read without Foundation's date formatters
+/// (they go through ICU, whose data pages cost ~6 MiB of resident memory): what the repository's
+/// JSON uses, and S3's dates (listings, object-lock retention) too.
+public enum RFC3339Time {
+    /// "2026-12-03T07:40:00.123Z".
+    public static func format(_ date: Date) -> String { RepositoryJSON.formatDate(date) }
+    /// "YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)"; nil for anything else.
+    public static func parse(_ text: String) -> Date? { RepositoryJSON.parseDate(text) }
+}
+
 enum RepositoryJSON {
     static func encoder() -> JSONEncoder {
         let e = JSONEncoder()
